@@ -1,0 +1,52 @@
+"""zcluster: broker-less cluster messaging for Python on ZeroMQ."""
+
+from zcluster.config import NodeConfig
+from zcluster.core.members import Member, MemberStatus
+from zcluster.errors import (
+    Backpressure,
+    ConfigError,
+    DeserializeError,
+    NotRunning,
+    RemoteError,
+    RequestTimeout,
+    SerializationError,
+    UnknownMember,
+    WireError,
+    ZclusterError,
+)
+from zcluster.runtime.asyncnode import AsyncNode, JoinTimeout
+from zcluster.runtime.node import Node
+from zcluster.serialization import (
+    JsonSerializer,
+    MsgpackSerializer,
+    Serializer,
+    VersionedSerializer,
+)
+from zcluster.wire import PROTOCOL_VERSION
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AsyncNode",
+    "Backpressure",
+    "ConfigError",
+    "DeserializeError",
+    "JoinTimeout",
+    "JsonSerializer",
+    "Member",
+    "MemberStatus",
+    "MsgpackSerializer",
+    "Node",
+    "NodeConfig",
+    "NotRunning",
+    "RemoteError",
+    "RequestTimeout",
+    "SerializationError",
+    "Serializer",
+    "UnknownMember",
+    "VersionedSerializer",
+    "WireError",
+    "ZclusterError",
+    "__version__",
+]

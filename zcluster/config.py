@@ -1,0 +1,191 @@
+"""Every default, bound and timeout of a node, in one place.
+
+Units are part of the names: ``*_s`` seconds, ``*_count`` items, ``*_bytes``.
+Values are validated once, when a :class:`NodeConfig` is built, so a bad
+setting fails at start-up with a :class:`~zcluster.errors.ConfigError`
+instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zcluster.errors import ConfigError
+
+ENV_PREFIX = "ZCLUSTER_"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Tunable settings of one node. Defaults suit a LAN or loopback cluster."""
+
+    # --- failure detection (see docs/architecture.md, "Failure detection") ---
+    #: a heartbeat goes out on PUB this often; it also carries gossip
+    heartbeat_interval_s: float = 0.2
+    #: silence from a member longer than this starts a probe
+    heartbeat_timeout_s: float = 0.8
+    #: a direct + indirect probe must be answered within this
+    probe_timeout_s: float = 0.4
+    #: members asked to probe a silent member on our behalf
+    indirect_probe_count: int = 3
+    #: a suspect member that stays silent this long is declared down
+    suspect_timeout_s: float = 0.8
+    #: the core's timer granularity; every time-based step runs on this tick
+    tick_interval_s: float = 0.05
+
+    # --- gossip and membership ---
+    #: how many heartbeats carry each membership change
+    gossip_retransmit_count: int = 4
+    #: most membership records piggybacked on one heartbeat
+    gossip_records_per_heartbeat_count: int = 64
+    #: full-state push-pull with one random member this often (anti-entropy)
+    sync_interval_s: float = 1.0
+    #: while not joined, seeds are contacted again this often
+    join_retry_interval_s: float = 0.5
+    #: down members (and seeds, when alone) are contacted this often so that
+    #: healed partitions merge back
+    reconnect_interval_s: float = 1.0
+    #: a down member is kept (and reconnect attempts made) this long, then removed
+    down_member_expiry_s: float = 3600.0
+    #: a member that left is kept this long before it is removed
+    left_member_expiry_s: float = 30.0
+    #: a removed member's tombstone blocks stale gossip this long, then is purged
+    removed_tombstone_s: float = 60.0
+    #: a graceful stop waits this long for its leave to be heard
+    leave_timeout_s: float = 1.0
+
+    # --- messaging ---
+    #: default timeout of request()
+    request_timeout_s: float = 5.0
+    #: most requests awaiting a reply at once
+    pending_requests_max_count: int = 10_000
+    #: largest frame accepted or sent (also set as zmq.MAXMSGSIZE)
+    max_message_bytes: int = 16 * 1024 * 1024
+    #: largest header frame accepted
+    max_header_bytes: int = 1024 * 1024
+    #: most topics one node subscribes to
+    subscriptions_max_count: int = 10_000
+    #: longest topic name, in UTF-8 bytes
+    topic_max_bytes: int = 1024
+    #: longest handler name or node id, in UTF-8 bytes
+    name_max_bytes: int = 255
+
+    # --- sockets and queues ---
+    #: ZeroMQ high-water marks (messages queued per peer) for PUB and SUB
+    pubsub_hwm_count: int = 100_000
+    #: ZeroMQ high-water marks for ROUTER and DEALER
+    direct_hwm_count: int = 10_000
+    #: linger of every socket at close
+    socket_linger_s: float = 0.2
+    #: messages read from one socket before yielding to other work
+    receive_batch_count: int = 256
+    #: calls queued from the blocking API to the node's loop before callers wait
+    submit_queue_max_count: int = 50_000
+    #: received messages queued for blocking-API callbacks before reading pauses
+    callback_queue_max_count: int = 50_000
+    #: a blocking call into the node's loop (start, stop, members) gives up after this
+    control_call_timeout_s: float = 10.0
+    #: connections to non-members (seeds, requesters) close after this idle time
+    idle_connection_s: float = 30.0
+    #: ZMTP-level heartbeat that drops dead TCP connections (complements detection)
+    zmtp_heartbeat_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{field.name} must be a number, got {value!r}")
+            if field.name.endswith("_count") or field.name.endswith("_bytes"):
+                if not isinstance(value, int):
+                    raise ConfigError(f"{field.name} must be an integer, got {value!r}")
+                if value < 1:
+                    raise ConfigError(f"{field.name} must be at least 1, got {value}")
+            elif value <= 0:
+                raise ConfigError(f"{field.name} must be positive, got {value}")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ConfigError("heartbeat_timeout_s must exceed heartbeat_interval_s")
+        if self.tick_interval_s > self.heartbeat_interval_s:
+            raise ConfigError("tick_interval_s must not exceed heartbeat_interval_s")
+
+    @property
+    def failure_detection_bound_s(self) -> float:
+        """Worst case from a member's last heartbeat to its ``down``, on a quiet network."""
+        return (
+            self.heartbeat_timeout_s
+            + self.probe_timeout_s
+            + self.suspect_timeout_s
+            + 3 * self.tick_interval_s
+        )
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        """A copy with some settings changed (validated again)."""
+        unknown = set(changes) - set(field_names())
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(NodeConfig))
+
+
+def _coerce(name: str, raw: object) -> float | int:
+    """Turn a value from TOML or the environment into the field's type."""
+    default = next(f.default for f in dataclasses.fields(NodeConfig) if f.name == name)
+    want_int = isinstance(default, int)
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
+    if isinstance(raw, int | float):
+        value: float | int = raw
+    elif isinstance(raw, str):
+        try:
+            value = int(raw) if want_int else float(raw)
+        except ValueError:
+            kind = "an integer" if want_int else "a number"
+            raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    else:
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
+    if want_int and not isinstance(value, int):
+        if float(value).is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}")
+    return value
+
+
+def tuning_from_mapping(values: Mapping[str, object], source: str) -> dict[str, float | int]:
+    """Validate names and types of node tuning settings from one source."""
+    known = set(field_names())
+    out: dict[str, float | int] = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        out[key] = _coerce(key, raw)
+    return out
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config file; errors name the file and say what is wrong."""
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """``ZCLUSTER_*`` variables, lower-cased without the prefix."""
+    return {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and value != ""
+    }

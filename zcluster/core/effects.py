@@ -1,0 +1,104 @@
+"""Outputs of the core: what the driver must do. Imperatives, all immutable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zcluster.core.members import Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``frames`` ([header, payload]) to the ROUTER at ``address``."""
+
+    address: str
+    frames: tuple[bytes, bytes]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publish:
+    """Send ``frames`` ([topic, header, payload]) on our PUB."""
+
+    frames: tuple[bytes, bytes, bytes]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Connect:
+    """Open a DEALER to the member's ROUTER and subscribe to its PUB."""
+
+    node_id: str
+    address: str
+    pub_address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Disconnect:
+    node_id: str
+    address: str
+    pub_address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetSubscription:
+    """Add or remove a SUB filter."""
+
+    topic_frame: bytes
+    subscribed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deliver:
+    """Call the handler ``name``; when ``request_id`` is set, its result is the reply."""
+
+    sender: str
+    name: str
+    payload: bytes
+    request_id: int | None = None
+    reply_address: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliverPublication:
+    sender: str
+    topic: str
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompleteRequest:
+    """A request ended: ``ok`` with the reply payload, or failed with ``error``."""
+
+    request_id: int
+    ok: bool
+    payload: bytes = b""
+    error: str = ""
+    timed_out: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """A member's record changed; ``previous`` is None for a newly seen member."""
+
+    member: Member
+    previous: Member | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResolveSeeds:
+    """Resolve seed names (DNS may give several addresses) and report SeedsResolved."""
+
+    seeds: tuple[str, ...]
+
+
+Effect = (
+    Send
+    | Publish
+    | Connect
+    | Disconnect
+    | SetSubscription
+    | Deliver
+    | DeliverPublication
+    | CompleteRequest
+    | MemberChanged
+    | ResolveSeeds
+)

@@ -1,0 +1,104 @@
+"""Inputs of the core: things that happened. Past-tense nouns, all immutable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zcluster.wire import Envelope
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Started:
+    """The driver has bound its sockets; the node may start joining."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimerFired:
+    """The periodic tick: every time-based step runs from here."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnvelopeReceived:
+    """A frame decoded cleanly. ``topic`` is set for user publications."""
+
+    envelope: Envelope
+    payload: bytes
+    topic: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FrameRejected:
+    """A frame failed to decode and was dropped."""
+
+    channel: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeedsResolved:
+    """Seed names were resolved to addresses (possibly several per name)."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendRequested:
+    target: str
+    name: str
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestStarted:
+    request_id: int
+    target: str
+    name: str
+    payload: bytes
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyReady:
+    """A handler finished; its result (or error text) goes back to the requester."""
+
+    request_id: int
+    reply_address: str
+    ok: bool
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishRequested:
+    topic: str
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicSubscribed:
+    topic: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicUnsubscribed:
+    topic: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaveRequested:
+    """A graceful stop: announce leaving, then left."""
+
+
+Event = (
+    Started
+    | TimerFired
+    | EnvelopeReceived
+    | FrameRejected
+    | SeedsResolved
+    | SendRequested
+    | RequestStarted
+    | ReplyReady
+    | PublishRequested
+    | TopicSubscribed
+    | TopicUnsubscribed
+    | LeaveRequested
+)

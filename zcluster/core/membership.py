@@ -1,0 +1,145 @@
+"""The member table: merge rules, gossip queue, expiry and the view digest.
+
+Merge rule (see ``Member.supersedes``): a larger incarnation wins; at equal
+incarnation a larger version wins; at equal version the later status in the
+life cycle wins. Only a node itself bumps its own version (to go up, to
+refute a suspicion, to leave); others may only move a record along the life
+cycle at the version they saw. Every rule is a total order, so any two
+nodes that have seen the same records hold the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from typing import Literal
+
+from zcluster.core.members import Member, MemberStatus
+
+MergeOutcome = Literal["applied", "stale", "refuted", "conflict"]
+
+
+class MembershipTable:
+    """All members known to one node, itself included."""
+
+    def __init__(self, me: Member, gossip_retransmit_count: int) -> None:
+        self._gossip_budget = gossip_retransmit_count
+        self._members: dict[str, Member] = {me.node_id: me}
+        self._since: dict[str, float] = {me.node_id: 0.0}
+        #: records still to be piggybacked, with how many sends remain
+        self._gossip: dict[str, int] = {}
+        self.me = me
+
+    # ------------------------------------------------------------ queries
+
+    def get(self, node_id: str) -> Member | None:
+        return self._members.get(node_id)
+
+    def __iter__(self) -> Iterable[Member]:
+        return iter(self._members.values())
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def records(self) -> list[Member]:
+        return list(self._members.values())
+
+    def peers(self, *statuses: MemberStatus) -> list[Member]:
+        """Other members, optionally only those in the given states."""
+        me = self.me.node_id
+        return [
+            m
+            for m in self._members.values()
+            if m.node_id != me and (not statuses or m.status in statuses)
+        ]
+
+    def live_peers(self) -> list[Member]:
+        me = self.me.node_id
+        return [m for m in self._members.values() if m.node_id != me and m.status.is_live]
+
+    def status_since(self, node_id: str) -> float:
+        return self._since.get(node_id, 0.0)
+
+    def digest(self) -> str:
+        """A short hash of the view; equal on nodes that agree on every member's state."""
+        h = hashlib.blake2b(digest_size=8)
+        for m in sorted(self._members.values(), key=lambda m: m.node_id):
+            if m.status is MemberStatus.REMOVED:
+                continue
+            h.update(f"{m.node_id}\x00{m.incarnation}\x00{m.status}\x00{m.address}\n".encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------ changes
+
+    def set_me(self, me: Member, now: float) -> Member:
+        """Replace our own record (we own its version) and gossip it."""
+        previous = self.me
+        self.me = me
+        self._store(me, now, previous)
+        return previous
+
+    def merge(self, record: Member, now: float) -> tuple[MergeOutcome, Member | None]:
+        """Merge one gossiped record. Returns the outcome and the record it replaced."""
+        if record.node_id == self.me.node_id:
+            return self._merge_about_me(record, now)
+        current = self._members.get(record.node_id)
+        if current is not None and not record.supersedes(current):
+            return "stale", None
+        self._store(record, now, current)
+        return "applied", current
+
+    def mark(self, node_id: str, status: MemberStatus, now: float) -> Member | None:
+        """Move another member along its life cycle at its current version.
+
+        Returns the previous record, or None when nothing changed.
+        """
+        current = self._members.get(node_id)
+        if current is None or node_id == self.me.node_id or status <= current.status:
+            return None
+        self._store(current.with_status(status), now, current)
+        return current
+
+    def purge(self, node_id: str) -> None:
+        if node_id != self.me.node_id:
+            self._members.pop(node_id, None)
+            self._since.pop(node_id, None)
+            self._gossip.pop(node_id, None)
+
+    def take_gossip(self, limit: int) -> list[Member]:
+        """Records to piggyback on the next heartbeat, least-sent first."""
+        if not self._gossip:
+            return []
+        chosen = sorted(self._gossip, key=lambda k: -self._gossip[k])[:limit]
+        out: list[Member] = []
+        for node_id in chosen:
+            left = self._gossip[node_id] - 1
+            if left <= 0:
+                del self._gossip[node_id]
+            else:
+                self._gossip[node_id] = left
+            member = self._members.get(node_id)
+            if member is not None:
+                out.append(member)
+        return out
+
+    # ------------------------------------------------------------ internals
+
+    def _merge_about_me(self, record: Member, now: float) -> tuple[MergeOutcome, Member | None]:
+        me = self.me
+        if record.incarnation > me.incarnation:
+            return "conflict", None  # another live process claims our node id
+        if record.incarnation < me.incarnation or not record.supersedes(me):
+            return "stale", None
+        if me.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            return "stale", None
+        # Someone suspects us, or believes us down or removed: refute with a newer version.
+        refuted = dataclasses.replace(me, version=record.version + 1)
+        self.set_me(refuted, now)
+        return "refuted", me
+
+    def _store(self, record: Member, now: float, previous: Member | None) -> None:
+        self._members[record.node_id] = record
+        if previous is None or previous.status != record.status:
+            self._since[record.node_id] = now
+        self._gossip[record.node_id] = self._gossip_budget

@@ -1,0 +1,513 @@
+"""NodeCore: one node's whole protocol as a pure state machine.
+
+``effects = core.handle(event, now)``: the driver (real sockets) or the
+simulated network feeds events with the current time and carries out the
+effects in order. The core holds no sockets, reads no clock and draws
+randomness only from the ``random.Random`` it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.detector import FailureDetector, Verdict
+from zcluster.core.members import Member, MemberStatus
+from zcluster.core.membership import MembershipTable
+from zcluster.wire import CONTROL_TOPIC, Envelope, Kind, encode_header, encode_member, topic_frame
+
+_EMPTY = b""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Relay:
+    """A probe we run for another member (PING_REQ): where to forward the ACK."""
+
+    requester_address: str
+    requester_probe_id: int
+    target: str
+    deadline: float
+
+
+class NodeCore:
+    """The protocol state of one node."""
+
+    def __init__(
+        self,
+        node_id: str,
+        incarnation: int,
+        address: str,
+        pub_address: str,
+        *,
+        seeds: tuple[str, ...] = (),
+        config: NodeConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or NodeConfig()
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.address = address
+        self.seeds = tuple(s for s in seeds if s != address)
+        self._rng = rng or random.Random(incarnation)
+        me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address)
+        self.table = MembershipTable(me, self.config.gossip_retransmit_count)
+        self.detector = FailureDetector(self.config)
+        #: counters for metrics: frames rejected, messages sent and received, ...
+        self.counters: Counter[str] = Counter()
+        self._out: list[fx.Effect] = []
+        self._seq = 0
+        self._probe_seq = 0
+        self._probes: dict[int, str] = {}
+        self._relays: dict[int, _Relay] = {}
+        self._requests: dict[int, float] = {}
+        self._connected: dict[str, tuple[str, str]] = {}
+        self._listening_to: dict[str, int] = {}
+        self._peer_topics: dict[str, frozenset[str]] = {}
+        self._topics: set[str] = set()
+        self._started = False
+        self._leave_at: float | None = None
+        self._next_heartbeat = 0.0
+        self._next_sync = 0.0
+        self._next_join = 0.0
+        self._next_reconnect = 0.0
+        self._handlers: dict[type, Callable[[Any, float], None]] = {
+            ev.Started: self._on_started,
+            ev.TimerFired: self._on_timer,
+            ev.EnvelopeReceived: self._on_envelope,
+            ev.FrameRejected: self._on_rejected,
+            ev.SeedsResolved: self._on_seeds,
+            ev.SendRequested: self._on_send,
+            ev.RequestStarted: self._on_request,
+            ev.ReplyReady: self._on_reply_ready,
+            ev.PublishRequested: self._on_publish,
+            ev.TopicSubscribed: self._on_subscribed,
+            ev.TopicUnsubscribed: self._on_unsubscribed,
+            ev.LeaveRequested: self._on_leave,
+        }
+        self._receivers: dict[Kind, Callable[[Envelope, bytes, str | None, float], None]] = {
+            Kind.HEARTBEAT: self._rx_heartbeat,
+            Kind.SYNC: self._rx_sync,
+            Kind.PING: self._rx_ping,
+            Kind.PING_REQ: self._rx_ping_req,
+            Kind.ACK: self._rx_ack,
+            Kind.LISTEN: self._rx_listen,
+            Kind.SEND: self._rx_send,
+            Kind.REQUEST: self._rx_request,
+            Kind.REPLY: self._rx_reply,
+            Kind.PUBLISH: self._rx_publish,
+        }
+
+    # ================================================================ API
+
+    def handle(self, event: ev.Event, now: float) -> list[fx.Effect]:
+        """Feed one event; returns the effects to carry out, in order."""
+        self._handlers[type(event)](event, now)
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def me(self) -> Member:
+        return self.table.me
+
+    @property
+    def has_left(self) -> bool:
+        return self.me.status is MemberStatus.LEFT
+
+    def members(self) -> list[Member]:
+        return sorted(self.table.records(), key=lambda m: m.node_id)
+
+    def member(self, node_id: str) -> Member | None:
+        return self.table.get(node_id)
+
+    def digest(self) -> str:
+        return self.table.digest()
+
+    def subscribers(self, topic: str) -> frozenset[str]:
+        """Live members that told us they receive our publications on ``topic``."""
+        return frozenset(
+            node_id
+            for node_id, topics in self._peer_topics.items()
+            if topic in topics and node_id in self._connected
+        )
+
+    def listeners(self) -> frozenset[str]:
+        """Live members that told us they receive our PUB (any topic)."""
+        return frozenset(n for n in self._peer_topics if n in self._connected)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    # ================================================================ inputs
+
+    def _on_started(self, _: ev.Started, now: float) -> None:
+        self._started = True
+        self._next_heartbeat = now
+        self._next_sync = now + self.config.sync_interval_s
+        self._next_reconnect = now + self.config.reconnect_interval_s
+        if self.seeds:
+            self._out.append(fx.MemberChanged(self.me, None))
+            self._out.append(fx.ResolveSeeds(self.seeds))
+            self._next_join = now + self.config.join_retry_interval_s
+        else:
+            self._set_my_status(MemberStatus.UP, now)
+        self._heartbeat(now)
+
+    def _on_timer(self, _: ev.TimerFired, now: float) -> None:
+        if not self._started:
+            return
+        config = self.config
+        if self._leave_at is not None and now >= self._leave_at and not self.has_left:
+            self._leave_at = None
+            self._set_my_status(MemberStatus.LEFT, now)
+            self._announce_directly(now)
+        if now >= self._next_heartbeat:
+            self._heartbeat(now)
+        self._expire_requests(now)
+        if self.me.status is MemberStatus.JOINING:
+            if now >= self._next_join:
+                self._next_join = now + config.join_retry_interval_s
+                self._out.append(fx.ResolveSeeds(self.seeds))
+            return
+        if self.has_left:
+            return
+        self._detect(now)
+        if now >= self._next_sync:
+            self._next_sync = now + config.sync_interval_s
+            peers = self.table.peers(MemberStatus.UP, MemberStatus.JOINING)
+            if peers:
+                self._send_sync(self._rng.choice(peers).address, want_reply=True, now=now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + config.reconnect_interval_s
+            self._reconnect(now)
+        self._expire(now)
+
+    def _on_envelope(self, event: ev.EnvelopeReceived, now: float) -> None:
+        envelope = event.envelope
+        self.counters["messages_received"] += 1
+        known = self.table.get(envelope.sender)
+        if known is not None and known.incarnation == envelope.incarnation:
+            self.detector.heard(envelope.sender, now)
+        self._receivers[envelope.kind](envelope, event.payload, event.topic, now)
+
+    def _on_rejected(self, event: ev.FrameRejected, _: float) -> None:
+        self.counters["frames_rejected"] += 1
+        self.counters[f"frames_rejected_{event.channel}"] += 1
+
+    def _on_seeds(self, event: ev.SeedsResolved, now: float) -> None:
+        for address in event.addresses:
+            if address != self.address:
+                self._send_sync(address, want_reply=True, now=now, only_me=True)
+
+    def _on_send(self, event: ev.SendRequested, _: float) -> None:
+        target = self._live_address(event.target)
+        if target is None:
+            self.counters["sends_dropped_not_member"] += 1
+            return
+        self._send(target, Kind.SEND, (event.name,), event.payload)
+
+    def _on_request(self, event: ev.RequestStarted, now: float) -> None:
+        target = self._live_address(event.target)
+        if target is None:
+            self._out.append(
+                fx.CompleteRequest(
+                    event.request_id, False, error=f"{event.target!r} is not a live member"
+                )
+            )
+            return
+        if len(self._requests) >= self.config.pending_requests_max_count:
+            self._out.append(
+                fx.CompleteRequest(event.request_id, False, error="too many pending requests")
+            )
+            return
+        self._requests[event.request_id] = now + event.timeout_s
+        self._send(
+            target, Kind.REQUEST, (event.name, event.request_id, self.address), event.payload
+        )
+
+    def _on_reply_ready(self, event: ev.ReplyReady, _: float) -> None:
+        self._send(event.reply_address, Kind.REPLY, (event.request_id, event.ok), event.payload)
+
+    def _on_publish(self, event: ev.PublishRequested, _: float) -> None:
+        self._seq += 1
+        header = encode_header(Kind.PUBLISH, self.node_id, self.incarnation, self._seq, ())
+        self._out.append(fx.Publish((topic_frame(event.topic), header, event.payload)))
+        self.counters["messages_published"] += 1
+
+    def _on_subscribed(self, event: ev.TopicSubscribed, now: float) -> None:
+        if event.topic in self._topics:
+            return
+        self._topics.add(event.topic)
+        self._out.append(fx.SetSubscription(topic_frame(event.topic), True))
+        self._tell_listening(now)
+
+    def _on_unsubscribed(self, event: ev.TopicUnsubscribed, now: float) -> None:
+        if event.topic not in self._topics:
+            return
+        self._topics.discard(event.topic)
+        self._out.append(fx.SetSubscription(topic_frame(event.topic), False))
+        self._tell_listening(now)
+
+    def _on_leave(self, _: ev.LeaveRequested, now: float) -> None:
+        if not self._started or self.me.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            return
+        self._set_my_status(MemberStatus.LEAVING, now)
+        self._announce_directly(now)
+        self._leave_at = now + self.config.heartbeat_interval_s
+
+    # ================================================================ receivers
+
+    def _rx_heartbeat(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        sender_record, updates = env.body
+        if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
+            self.counters["heartbeats_inconsistent"] += 1
+            return
+        self._merge(sender_record, now)
+        for record in updates:
+            self._merge(record, now)
+        current = self.table.get(env.sender)
+        if (
+            current is not None
+            and current.incarnation == env.incarnation
+            and current.status.is_live
+            and self._listening_to.get(env.sender) != env.incarnation
+        ):
+            # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
+            self._listening_to[env.sender] = env.incarnation
+            self._send(current.address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
+
+    def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        records, want_reply, reply_address = env.body
+        for record in records:
+            self._merge(record, now)
+        if want_reply and reply_address != self.address:
+            self._send_sync(reply_address, want_reply=False, now=now)
+        elif not want_reply and self.me.status is MemberStatus.JOINING:
+            self._set_my_status(MemberStatus.UP, now)
+
+    def _rx_ping(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        probe_id, reply_address = env.body
+        self._send(reply_address, Kind.ACK, (probe_id, self.node_id), _EMPTY)
+
+    def _rx_ping_req(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        requester_probe, requester_address, target = env.body
+        address = self._live_address(target)
+        if address is None:
+            return
+        probe_id = self._next_probe_id()
+        self._relays[probe_id] = _Relay(
+            requester_address, requester_probe, target, now + self.config.probe_timeout_s
+        )
+        self._send(address, Kind.PING, (probe_id, self.address), _EMPTY)
+
+    def _rx_ack(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        probe_id, target = env.body
+        relay = self._relays.pop(probe_id, None)
+        if relay is not None:
+            self._send(
+                relay.requester_address, Kind.ACK, (relay.requester_probe_id, target), _EMPTY
+            )
+            return
+        if self._probes.pop(probe_id, None) == target:
+            self.detector.heard(target, now)
+
+    def _rx_listen(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
+        (topics,) = env.body
+        current = self.table.get(env.sender)
+        if current is not None and current.incarnation == env.incarnation:
+            self._peer_topics[env.sender] = frozenset(topics)
+
+    def _rx_send(self, env: Envelope, payload: bytes, _: str | None, __: float) -> None:
+        (name,) = env.body
+        self._out.append(fx.Deliver(env.sender, name, payload))
+
+    def _rx_request(self, env: Envelope, payload: bytes, _: str | None, __: float) -> None:
+        name, request_id, reply_address = env.body
+        self._out.append(fx.Deliver(env.sender, name, payload, request_id, reply_address))
+
+    def _rx_reply(self, env: Envelope, payload: bytes, _: str | None, __: float) -> None:
+        request_id, ok = env.body
+        if self._requests.pop(request_id, None) is None:
+            self.counters["replies_unmatched"] += 1
+            return
+        if ok:
+            self._out.append(fx.CompleteRequest(request_id, True, payload))
+        else:
+            error = bytes(payload).decode("utf-8", "replace")
+            self._out.append(fx.CompleteRequest(request_id, False, error=error))
+
+    def _rx_publish(self, env: Envelope, payload: bytes, topic: str | None, _: float) -> None:
+        if topic is not None and topic in self._topics:
+            self._out.append(fx.DeliverPublication(env.sender, topic, payload))
+
+    # ================================================================ membership
+
+    def _merge(self, record: Member, now: float) -> None:
+        outcome, previous = self.table.merge(record, now)
+        if outcome == "applied":
+            self._member_changed(self.table.get(record.node_id) or record, previous, now)
+        elif outcome == "refuted":
+            self.counters["suspicions_refuted"] += 1
+            self._emit_me_changed(previous)
+        elif outcome == "conflict":
+            self.counters["node_id_conflicts"] += 1
+
+    def _member_changed(self, member: Member, previous: Member | None, now: float) -> None:
+        self._out.append(fx.MemberChanged(member, previous))
+        node_id = member.node_id
+        new_life = previous is None or previous.incarnation != member.incarnation
+        was_live = previous is not None and previous.status.is_live
+        if member.status.is_live and (new_life or not was_live):
+            self.detector.watch(node_id, now)
+        elif not member.status.is_live:
+            self.detector.forget(node_id)
+        if member.status is MemberStatus.UP:
+            self.detector.refuted(node_id)
+        if new_life or not member.status.is_live:
+            self._peer_topics.pop(node_id, None)
+            self._listening_to.pop(node_id, None)
+        self._reconcile_connection(member)
+
+    def _reconcile_connection(self, member: Member) -> None:
+        node_id = member.node_id
+        want = (member.address, member.pub_address) if member.status.is_live else None
+        have = self._connected.get(node_id)
+        if want == have:
+            return
+        if have is not None:
+            del self._connected[node_id]
+            self._out.append(fx.Disconnect(node_id, *have))
+        if want is not None:
+            self._connected[node_id] = want
+            self._out.append(fx.Connect(node_id, *want))
+
+    def _set_my_status(self, status: MemberStatus, now: float) -> None:
+        me = self.me
+        changed = dataclasses.replace(me, status=status, version=me.version + 1)
+        self._emit_me_changed(self.table.set_me(changed, now))
+
+    def _emit_me_changed(self, previous: Member | None) -> None:
+        self._out.append(fx.MemberChanged(self.me, previous))
+
+    def _detect(self, now: float) -> None:
+        for verdict, node_id in self.detector.step(self.table.live_peers(), now):
+            if verdict is Verdict.PROBE:
+                self._probe(node_id, now)
+                continue
+            status = {
+                Verdict.SUSPECT: MemberStatus.SUSPECT,
+                Verdict.DOWN: MemberStatus.DOWN,
+                Verdict.LEFT: MemberStatus.LEFT,
+            }[verdict]
+            previous = self.table.mark(node_id, status, now)
+            if previous is not None:
+                self.counters[f"members_{status}"] += 1
+                self._member_changed(self.table.get(node_id) or previous, previous, now)
+
+    def _probe(self, node_id: str, now: float) -> None:
+        target = self.table.get(node_id)
+        if target is None:
+            return
+        probe_id = self._next_probe_id()
+        self._probes[probe_id] = node_id
+        self.detector.probing(node_id, now)
+        self.counters["probes_sent"] += 1
+        self._send(target.address, Kind.PING, (probe_id, self.address), _EMPTY)
+        helpers = [m for m in self.table.peers(MemberStatus.UP) if m.node_id != node_id]
+        count = min(self.config.indirect_probe_count, len(helpers))
+        for helper in self._rng.sample(helpers, count):
+            self._send(helper.address, Kind.PING_REQ, (probe_id, self.address, node_id), _EMPTY)
+
+    def _next_probe_id(self) -> int:
+        self._probe_seq += 1
+        return self._probe_seq
+
+    def _reconnect(self, now: float) -> None:
+        """Contact one down member, and the seeds when alone, so that partitions heal."""
+        down = self.table.peers(MemberStatus.DOWN)
+        if down:
+            self._send_sync(self._rng.choice(down).address, want_reply=True, now=now)
+        if self.seeds and not self.table.live_peers():
+            self._out.append(fx.ResolveSeeds(self.seeds))
+
+    def _expire(self, now: float) -> None:
+        config = self.config
+        for member in self.table.peers(MemberStatus.DOWN, MemberStatus.LEFT, MemberStatus.REMOVED):
+            age = now - self.table.status_since(member.node_id)
+            if member.status is MemberStatus.REMOVED:
+                if age >= config.removed_tombstone_s:
+                    self.table.purge(member.node_id)
+                continue
+            limit = (
+                config.down_member_expiry_s
+                if member.status is MemberStatus.DOWN
+                else config.left_member_expiry_s
+            )
+            if age >= limit:
+                previous = self.table.mark(member.node_id, MemberStatus.REMOVED, now)
+                if previous is not None:
+                    self._member_changed(self.table.get(member.node_id) or previous, previous, now)
+        for probe_id, relay in list(self._relays.items()):
+            if now >= relay.deadline:
+                del self._relays[probe_id]
+        if len(self._probes) > 4 * max(1, len(self.table)):
+            # Answers to probes long given up on will never come; keep the map bounded.
+            for probe_id in sorted(self._probes)[: len(self._probes) // 2]:
+                del self._probes[probe_id]
+
+    def _expire_requests(self, now: float) -> None:
+        for request_id, deadline in list(self._requests.items()):
+            if now >= deadline:
+                del self._requests[request_id]
+                self._out.append(
+                    fx.CompleteRequest(request_id, False, error="timed out", timed_out=True)
+                )
+
+    # ================================================================ sending
+
+    def _heartbeat(self, now: float) -> None:
+        self._next_heartbeat = now + self.config.heartbeat_interval_s
+        updates = self.table.take_gossip(self.config.gossip_records_per_heartbeat_count)
+        body = (encode_member(self.me), [encode_member(m) for m in updates])
+        self._seq += 1
+        header = encode_header(Kind.HEARTBEAT, self.node_id, self.incarnation, self._seq, body)
+        self._out.append(fx.Publish((CONTROL_TOPIC, header, _EMPTY)))
+
+    def _announce_directly(self, now: float) -> None:
+        """Tell every live peer our new state now, not only on the next heartbeat."""
+        self._heartbeat(now)
+        for peer in self.table.live_peers():
+            self._send_sync(peer.address, want_reply=False, now=now, only_me=True)
+
+    def _send_sync(
+        self, address: str, *, want_reply: bool, now: float, only_me: bool = False
+    ) -> None:
+        records = [self.me] if only_me else self.table.records()
+        body = ([encode_member(m) for m in records], want_reply, self.address)
+        self._send(address, Kind.SYNC, body, _EMPTY)
+
+    def _tell_listening(self, now: float) -> None:
+        topics = sorted(self._topics)
+        for node_id in self._listening_to:
+            member = self.table.get(node_id)
+            if member is not None and member.status.is_live:
+                self._send(member.address, Kind.LISTEN, (topics,), _EMPTY)
+
+    def _send(
+        self, address: str, kind: Kind, body: tuple[Any, ...] | list[Any], payload: bytes
+    ) -> None:
+        self._seq += 1
+        header = encode_header(kind, self.node_id, self.incarnation, self._seq, body)
+        self._out.append(fx.Send(address, (header, payload)))
+
+    def _live_address(self, node_id: str) -> str | None:
+        member = self.table.get(node_id)
+        if member is None or not member.status.is_live:
+            return None
+        return member.address

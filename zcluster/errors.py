@@ -1,0 +1,43 @@
+"""The exception tree. Everything zcluster raises on purpose is a ZclusterError."""
+
+from __future__ import annotations
+
+
+class ZclusterError(Exception):
+    """Base class of every error zcluster raises on purpose."""
+
+
+class ConfigError(ZclusterError, ValueError):
+    """A setting, address or argument is invalid."""
+
+
+class WireError(ZclusterError):
+    """A frame is malformed, truncated, oversized or of an unknown protocol version."""
+
+
+class SerializationError(ZclusterError):
+    """A value could not be serialized."""
+
+
+class DeserializeError(ZclusterError):
+    """Bytes could not be turned back into a value (bad data or unsupported version)."""
+
+
+class NotRunning(ZclusterError):
+    """The node is not started, or already stopped."""
+
+
+class UnknownMember(ZclusterError):
+    """The target node id is not a live member of the cluster."""
+
+
+class RequestTimeout(ZclusterError, TimeoutError):
+    """No reply arrived before the request's timeout."""
+
+
+class RemoteError(ZclusterError):
+    """The remote handler raised, or no handler is registered under that name."""
+
+
+class Backpressure(ZclusterError):
+    """A bounded queue is full and the caller chose not to wait."""

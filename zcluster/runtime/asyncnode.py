@@ -1,0 +1,408 @@
+"""AsyncNode: the asyncio API of a cluster node."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from zcluster.address import format_address, parse_address
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.members import Member, MemberStatus
+from zcluster.core.node import NodeCore
+from zcluster.errors import (
+    ConfigError,
+    NotRunning,
+    RemoteError,
+    RequestTimeout,
+    UnknownMember,
+    WireError,
+    ZclusterError,
+)
+from zcluster.runtime.driver import Driver
+from zcluster.runtime.runners import InlineRunner, Runner
+from zcluster.runtime.transport import Transport
+from zcluster.serialization import MsgpackSerializer, Serializer
+from zcluster.wire import check_name, check_topic
+
+log = logging.getLogger("zcluster.node")
+
+Handler = Callable[[Any, str], Any]
+SubscriptionCallback = Callable[[str, Any, str], Any]
+MemberCallback = Callable[[Member, Member | None], Any]
+RunnerFactory = Callable[[asyncio.AbstractEventLoop, Driver], Runner]
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::"})
+
+
+class JoinTimeout(ZclusterError, TimeoutError):
+    """The node did not join through its seeds in time."""
+
+
+def new_incarnation() -> int:
+    """Start time in milliseconds above 20 random bits: unique and larger after a restart."""
+    return (time.time_ns() // 1_000_000) << 20 | random.SystemRandom().getrandbits(20)
+
+
+def _validate_id(node_id: str) -> str:
+    try:
+        return check_name(node_id, "node id")
+    except WireError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _validate_topic(topic: str) -> str:
+    try:
+        return check_topic(topic)
+    except WireError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class AsyncNode:
+    """A cluster node for asyncio programs (``async with AsyncNode(...) as node``)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        bind: str = "127.0.0.1:0",
+        seeds: Iterable[str] = (),
+        advertise: str | None = None,
+        *,
+        serializer: Serializer | None = None,
+        config: NodeConfig | None = None,
+        **options: Any,
+    ) -> None:
+        self.node_id = _validate_id(node_id)
+        parse_address(bind, allow_port_zero=True)
+        self.seeds = tuple(seeds)
+        for seed in self.seeds:
+            parse_address(seed)
+        if advertise is not None:
+            parse_address(advertise, allow_port_zero=True)
+        self.bind = bind
+        self.advertise = advertise
+        self.serializer: Serializer = serializer or MsgpackSerializer()
+        self.config = (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
+        self._handlers: dict[str, Handler] = {}
+        self._subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        self._member_callbacks: list[MemberCallback] = []
+        self._requests: dict[int, asyncio.Future[bytes]] = {}
+        self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
+        self._driver: Driver | None = None
+        self._runner: Runner | None = None
+        self._runner_factory: RunnerFactory | None = None
+        self._joined: asyncio.Event | None = None
+        self._left: asyncio.Event | None = None
+        self.incarnation = 0
+
+    # ------------------------------------------------------------ life cycle
+
+    async def __aenter__(self) -> AsyncNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._driver is not None
+
+    async def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Bind, start joining, and (with ``wait``) return once joined.
+
+        A node without seeds forms a new cluster at once. Raises JoinTimeout
+        (after stopping the node) if no seed answered within ``timeout``.
+        """
+        if self._driver is not None:
+            return
+        loop = asyncio.get_running_loop()
+        transport = Transport(self.config)
+        try:
+            router_port, pub_port = transport.bind(self.bind)
+            address, pub_address = self._advertised(router_port, pub_port)
+        except BaseException:
+            transport.close()
+            raise
+        self.incarnation = new_incarnation()
+        core = NodeCore(
+            self.node_id,
+            self.incarnation,
+            address,
+            pub_address,
+            seeds=self.seeds,
+            config=self.config,
+            rng=random.Random(int.from_bytes(os.urandom(8), "big")),
+        )
+        self._joined, self._left = asyncio.Event(), asyncio.Event()
+        self._driver = driver = Driver(core, transport, self, loop)
+        factory = self._runner_factory or (lambda lp, d: InlineRunner(lp, self._count_error))
+        self._runner = factory(loop, driver)
+        driver.start()
+        driver.feed_many([ev.TopicSubscribed(topic) for topic in self._subscriptions])
+        log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
+        if wait:
+            await self.wait_joined(timeout)
+
+    async def wait_joined(self, timeout: float | None = None) -> None:
+        """Wait until this node is up in the cluster."""
+        joined = self._require().core.me.status is MemberStatus.UP
+        if joined or self._joined is None:
+            return
+        limit = self.config.control_call_timeout_s if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self._joined.wait(), limit)
+        except TimeoutError:
+            await self.stop()
+            raise JoinTimeout(
+                f"node {self.node_id} could not join through seeds {', '.join(self.seeds)} "
+                f"within {limit:g}s"
+            ) from None
+
+    async def stop(self) -> None:
+        """Leave the cluster gracefully and close every socket."""
+        driver = self._driver
+        if driver is None:
+            return
+        if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
+            driver.feed(ev.LeaveRequested())
+            try:
+                await asyncio.wait_for(self._left.wait(), self.config.leave_timeout_s)
+            except TimeoutError:
+                log.warning("node %s: leave not confirmed in time; closing", self.node_id)
+        self._driver = None
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(NotRunning(f"node {self.node_id} stopped"))
+        self._requests.clear()
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+        driver.close()
+        log.info("node %s stopped", self.node_id)
+
+    def _advertised(self, router_port: int, pub_port: int) -> tuple[str, str]:
+        bind_host, bind_port = parse_address(self.bind, allow_port_zero=True)
+        if self.advertise is None:
+            if bind_host in _WILDCARD_HOSTS:
+                raise ConfigError(
+                    f"binding {self.bind} listens on every interface; "
+                    "say which address peers should use with advertise=HOST:PORT"
+                )
+            host, port = bind_host, 0
+        else:
+            host, port = parse_address(self.advertise, allow_port_zero=True)
+        if port == 0:
+            return format_address(host, router_port), format_address(host, pub_port)
+        if bind_port == 0:
+            raise ConfigError("with a random bind port, advertise HOST:0 (ports follow the bind)")
+        return format_address(host, port), format_address(host, port + (pub_port - router_port))
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def address(self) -> str:
+        """The advertised ROUTER address (``host:port``) of the running node."""
+        return self._require().core.address
+
+    @property
+    def pub_address(self) -> str:
+        return self._require().core.me.pub_address
+
+    def members(self) -> list[Member]:
+        """Every known member with its state, this node included."""
+        return self._require().core.members()
+
+    def member(self, node_id: str) -> Member | None:
+        return self._require().core.member(node_id)
+
+    def view_digest(self) -> str:
+        """A short hash of the membership view; equal on nodes that agree."""
+        return self._require().core.digest()
+
+    def subscribers(self, topic: str) -> frozenset[str]:
+        """Members that confirmed they receive this node's publications on ``topic``."""
+        return self._require().core.subscribers(topic)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: messages, rejected frames, probes, suspicions, ..."""
+        driver = self._driver
+        return dict(driver.counters) if driver is not None else {}
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float, interval: float | None = None
+    ) -> bool:
+        """Poll ``predicate`` on the node's loop until true or ``timeout``; returns the outcome."""
+        step = interval or self.config.tick_interval_s
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(step)
+        return True
+
+    # ------------------------------------------------------------ registration
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Handle direct messages named ``name``: ``handler(message, sender)``; its result is the reply."""
+        self._handlers[_validate_id_or_name(name)] = handler
+
+    def on_member_change(self, callback: MemberCallback) -> None:
+        """Call ``callback(member, previous)`` whenever a member's record changes."""
+        self._member_callbacks.append(callback)
+
+    async def subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
+        """Receive publications on ``topic`` (exact match): ``callback(topic, message, sender)``."""
+        self._subscribe(topic, callback)
+
+    async def unsubscribe(self, topic: str) -> None:
+        if self._subscriptions.pop(topic, None) is not None and self._driver is not None:
+            self._driver.feed(ev.TopicUnsubscribed(topic))
+
+    def _subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
+        _validate_topic(topic)
+        callbacks = self._subscriptions.setdefault(topic, [])
+        if len(self._subscriptions) > self.config.subscriptions_max_count:
+            del self._subscriptions[topic]
+            raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
+        callbacks.append(callback)
+        if len(callbacks) == 1 and self._driver is not None:
+            self._driver.feed(ev.TopicSubscribed(topic))
+
+    # ------------------------------------------------------------ messaging
+
+    async def send(self, node_id: str, name: str, message: Any) -> None:
+        """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
+        self._require_live(node_id)
+        self._require().feed(ev.SendRequested(node_id, name, self.serializer.serialize(message)))
+
+    async def request(
+        self, node_id: str, name: str, message: Any, timeout: float | None = None
+    ) -> Any:
+        """Call handler ``name`` on ``node_id`` and return its reply (RequestTimeout, RemoteError)."""
+        driver = self._require()
+        self._require_live(node_id)
+        payload = self.serializer.serialize(message)
+        limit = self.config.request_timeout_s if timeout is None else timeout
+        request_id = next(self._request_ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = future
+        driver.feed(ev.RequestStarted(request_id, node_id, name, payload, limit))
+        try:
+            reply = await future
+        finally:
+            self._requests.pop(request_id, None)
+        return self.serializer.deserialize(reply)
+
+    async def publish(self, topic: str, message: Any) -> None:
+        """Publish ``message`` on ``topic`` to every subscribed member (at most once)."""
+        _validate_topic(topic)
+        self._require().feed(ev.PublishRequested(topic, self.serializer.serialize(message)))
+
+    def _require(self) -> Driver:
+        if self._driver is None:
+            raise NotRunning(f"node {self.node_id} is not running")
+        return self._driver
+
+    def _require_live(self, node_id: str) -> None:
+        member = self._require().core.member(node_id)
+        if member is None or not member.status.is_live:
+            state = "unknown" if member is None else str(member.status)
+            raise UnknownMember(f"{node_id!r} is not a live member ({state})")
+
+    def _count_error(self) -> None:
+        if self._driver is not None:
+            self._driver.counters["callback_errors"] += 1
+
+    # ------------------------------------------------------------ Application (driver calls)
+
+    def deliver(self, effect: fx.Deliver) -> None:
+        assert self._runner is not None
+        handler = self._handlers.get(effect.name)
+        if handler is None:
+            self._require().counters["messages_unhandled"] += 1
+            if effect.request_id is not None and effect.reply_address is not None:
+                text = f"no handler named {effect.name!r} on node {self.node_id}"
+                self._reply(effect, False, text.encode())
+            return
+        deserialize = self.serializer.deserialize
+
+        def call() -> Any:
+            return handler(deserialize(effect.payload), effect.sender)
+
+        if effect.request_id is None:
+            self._runner.run(call, None)
+        else:
+            self._runner.run(call, lambda result, exc: self._handled(effect, result, exc))
+
+    def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
+        if self._driver is None:
+            return
+        if exc is not None:
+            self._reply(effect, False, f"{type(exc).__name__}: {exc}".encode())
+            return
+        try:
+            payload = self.serializer.serialize(result)
+        except ZclusterError as error:
+            self._reply(effect, False, f"reply not serializable: {error}".encode())
+            return
+        self._reply(effect, True, payload)
+
+    def _reply(self, effect: fx.Deliver, ok: bool, payload: bytes) -> None:
+        assert effect.request_id is not None and effect.reply_address is not None
+        self._require().feed(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
+
+    def deliver_publication(self, effect: fx.DeliverPublication) -> None:
+        callbacks = self._subscriptions.get(effect.topic)
+        if not callbacks or self._runner is None:
+            return
+        deserialize = self.serializer.deserialize
+
+        def call() -> None:
+            message = deserialize(effect.payload)
+            for callback in tuple(callbacks):
+                result = callback(effect.topic, message, effect.sender)
+                if isinstance(result, Awaitable):
+                    asyncio.ensure_future(result)
+
+        self._runner.run(call, None)
+
+    def complete_request(self, effect: fx.CompleteRequest) -> None:
+        future = self._requests.get(effect.request_id)
+        if future is None or future.done():
+            return
+        if effect.ok:
+            future.set_result(effect.payload)
+        elif effect.timed_out:
+            future.set_exception(RequestTimeout(f"no reply to request {effect.request_id}"))
+        else:
+            future.set_exception(RemoteError(effect.error))
+
+    def member_changed(self, effect: fx.MemberChanged) -> None:
+        member, previous = effect.member, effect.previous
+        was = "new" if previous is None else str(previous.status)
+        if previous is not None and previous.incarnation != member.incarnation:
+            was = f"{was} (restarted)"
+        log.info("%s: member %s %s -> %s", self.node_id, member.node_id, was, member.status)
+        if member.node_id == self.node_id:
+            if member.status is MemberStatus.UP and self._joined is not None:
+                self._joined.set()
+            if member.status is MemberStatus.LEFT and self._left is not None:
+                self._left.set()
+        for callback in self._member_callbacks:
+            if self._runner is not None:
+                self._runner.run(lambda cb=callback: cb(member, previous), None)
+
+
+def _validate_id_or_name(name: str) -> str:
+    try:
+        return check_name(name, "handler name")
+    except WireError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,229 @@
+"""The driver: sockets in, core events; core effects out, socket calls.
+
+It holds no protocol decisions. Frames are read in batches with
+non-blocking receives (one wake-up drains many messages) straight from the
+ZeroMQ file descriptors registered with the asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import zmq
+
+from zcluster.address import format_address, parse_address
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.node import NodeCore
+from zcluster.errors import ConfigError, WireError
+from zcluster.runtime.transport import Transport
+from zcluster.wire import decode_direct, decode_published
+
+log = logging.getLogger("zcluster.driver")
+
+#: a rejected frame is logged the first time and then once per this many
+REJECT_LOG_EVERY_COUNT = 1000
+
+
+class Application(Protocol):
+    """The layer above the driver that runs user code."""
+
+    def deliver(self, effect: fx.Deliver) -> None: ...
+
+    def deliver_publication(self, effect: fx.DeliverPublication) -> None: ...
+
+    def complete_request(self, effect: fx.CompleteRequest) -> None: ...
+
+    def member_changed(self, effect: fx.MemberChanged) -> None: ...
+
+
+def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
+    """Turn seed names into addresses; a name with several addresses gives several seeds."""
+    out: list[str] = []
+    for seed in seeds:
+        try:
+            host, port = parse_address(seed)
+        except ConfigError:
+            log.warning("ignoring invalid seed %r", seed)
+            continue
+        try:
+            ipaddress.ip_address(host)
+            candidates = [host]
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                log.warning("cannot resolve seed %s: %s", seed, exc)
+                continue
+            candidates = [str(info[4][0]) for info in infos]
+        for ip in candidates:
+            address = format_address(ip, port)
+            if address not in out:
+                out.append(address)
+    return tuple(out)
+
+
+class Driver:
+    """Runs one NodeCore on one asyncio loop with real ZeroMQ sockets."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        transport: Transport,
+        app: Application,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.core = core
+        self.transport = transport
+        self.app = app
+        self.loop = loop
+        self.clock = clock
+        self.counters = core.counters
+        self._config = core.config
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._resolving = False
+        self._reading = False
+        self._closed = False
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        self.resume_reading()
+        self.feed(ev.Started())
+        self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.pause_reading()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.transport.router.getsockopt(zmq.FD))
+            self.loop.remove_reader(self.transport.sub.getsockopt(zmq.FD))
+
+    def resume_reading(self) -> None:
+        if self._reading or self._closed:
+            return
+        self._reading = True
+        router, sub = self.transport.router, self.transport.sub
+        self.loop.add_reader(router.getsockopt(zmq.FD), self._read_router)
+        self.loop.add_reader(sub.getsockopt(zmq.FD), self._read_sub)
+        # The descriptors are edge-triggered: messages may already be waiting.
+        self.loop.call_soon(self._read_router)
+        self.loop.call_soon(self._read_sub)
+
+    # ------------------------------------------------------------ input
+
+    def feed(self, event: ev.Event) -> None:
+        if self._closed:
+            return
+        self.apply(self.core.handle(event, self.clock()))
+
+    def feed_many(self, events: Sequence[ev.Event]) -> None:
+        if self._closed:
+            return
+        handle, apply, now = self.core.handle, self.apply, self.clock()
+        for event in events:
+            apply(handle(event, now))
+
+    def _tick(self) -> None:
+        self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
+        self.feed(ev.TimerFired())
+        self.transport.close_idle(self.clock())
+
+    def _read_router(self) -> None:
+        if not self._reading:
+            return
+        sock = self.transport.router
+        limit = self._config.max_header_bytes
+        for _ in range(self._config.receive_batch_count):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                envelope, payload = decode_direct(frames[1:], limit)
+            except WireError as exc:
+                self._reject("router", exc)
+                continue
+            self.feed(ev.EnvelopeReceived(envelope, payload))
+        self.loop.call_soon(self._read_router)
+
+    def _read_sub(self) -> None:
+        if not self._reading:
+            return
+        sock = self.transport.sub
+        limit = self._config.max_header_bytes
+        for _ in range(self._config.receive_batch_count):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                topic, envelope, payload = decode_published(frames, limit)
+            except WireError as exc:
+                self._reject("sub", exc)
+                continue
+            self.feed(ev.EnvelopeReceived(envelope, payload, topic))
+        self.loop.call_soon(self._read_sub)
+
+    def _reject(self, channel: str, exc: WireError) -> None:
+        self.feed(ev.FrameRejected(channel, str(exc)))
+        count = self.counters[f"frames_rejected_{channel}"]
+        if count == 1 or count % REJECT_LOG_EVERY_COUNT == 0:
+            log.warning("dropped malformed frame on %s (%d so far): %s", channel, count, exc)
+
+    # ------------------------------------------------------------ effects
+
+    def apply(self, effects: list[fx.Effect]) -> None:
+        transport, app = self.transport, self.app
+        for effect in effects:
+            match effect:
+                case fx.Publish(frames=frames):
+                    transport.publish(frames)
+                case fx.Send(address=address, frames=frames):
+                    if not transport.send(address, frames, self.clock()):
+                        self.counters["sends_dropped_queue_full"] += 1
+                case fx.DeliverPublication():
+                    app.deliver_publication(effect)
+                case fx.Deliver():
+                    app.deliver(effect)
+                case fx.CompleteRequest():
+                    app.complete_request(effect)
+                case fx.MemberChanged():
+                    app.member_changed(effect)
+                case fx.Connect(node_id=node_id, address=address, pub_address=pub):
+                    transport.connect_member(node_id, address, pub, self.clock())
+                case fx.Disconnect(node_id=node_id, address=address, pub_address=pub):
+                    transport.disconnect_member(node_id, address, pub)
+                case fx.SetSubscription(topic_frame=frame, subscribed=on):
+                    transport.set_subscription(frame, on)
+                    self.loop.call_soon(self._read_sub)
+                case fx.ResolveSeeds(seeds=seeds):
+                    self._resolve(seeds)
+
+    def _resolve(self, seeds: tuple[str, ...]) -> None:
+        if self._resolving:
+            return
+        self._resolving = True
+        future = self.loop.run_in_executor(None, resolve_seeds, seeds)
+
+        def done(f: asyncio.Future[tuple[str, ...]]) -> None:
+            self._resolving = False
+            if not f.cancelled() and f.exception() is None:
+                self.feed(ev.SeedsResolved(f.result()))
+
+        future.add_done_callback(done)

@@ -1,0 +1,282 @@
+"""Node: the blocking API, for ordinary scripts.
+
+The node's asyncio loop runs in a background thread that owns every
+socket. Control calls (start, stop, request, subscribe) hop to that thread
+and wait. The hot paths do not: ``publish`` and ``send`` serialize in the
+caller's thread and append to a bounded queue that the loop drains in
+batches, so a burst of publishes costs one wake-up, not one per message.
+User callbacks run on a separate callback thread, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import inspect
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from zcluster.config import NodeConfig
+from zcluster.core import events as ev
+from zcluster.core.members import Member
+from zcluster.errors import Backpressure, ConfigError, NotRunning
+from zcluster.runtime.asyncnode import (
+    AsyncNode,
+    Handler,
+    MemberCallback,
+    SubscriptionCallback,
+    _validate_topic,
+)
+from zcluster.runtime.driver import Driver
+from zcluster.runtime.runners import ThreadRunner
+from zcluster.serialization import Serializer
+
+T = TypeVar("T")
+
+
+class _Submitter:
+    """A bounded queue from caller threads to the loop, drained in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, driver: Driver, max_count: int) -> None:
+        self._loop = loop
+        self._driver = driver
+        self._max_count = max_count
+        self._items: collections.deque[ev.Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._scheduled = False
+
+    def submit(self, event: ev.Event, timeout: float | None) -> None:
+        with self._lock:
+            if len(self._items) >= self._max_count and not self._not_full.wait_for(
+                lambda: len(self._items) < self._max_count, timeout
+            ):
+                raise Backpressure(f"{self._max_count} calls already queued to the node")
+            self._items.append(event)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._scheduled = False
+            self._not_full.notify_all()
+        self._driver.feed_many(items)
+
+
+class Node:
+    """A cluster node for scripts: ``with Node("a") as node: ...``.
+
+    Same operations as :class:`AsyncNode`, as plain blocking calls.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        bind: str = "127.0.0.1:0",
+        seeds: Iterable[str] = (),
+        advertise: str | None = None,
+        *,
+        serializer: Serializer | None = None,
+        config: NodeConfig | None = None,
+        **options: Any,
+    ) -> None:
+        self._node = AsyncNode(
+            node_id, bind, seeds, advertise, serializer=serializer, config=config, **options
+        )
+        self._node._runner_factory = self._make_runner
+        self.node_id = self._node.node_id
+        self.config = self._node.config
+        self.serializer = self._node.serializer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._submitter: _Submitter | None = None
+
+    def _make_runner(self, loop: asyncio.AbstractEventLoop, driver: Driver) -> ThreadRunner:
+        return ThreadRunner(
+            loop,
+            self._node._count_error,
+            self.config.callback_queue_max_count,
+            driver.pause_reading,
+            driver.resume_reading,
+        )
+
+    # ------------------------------------------------------------ life cycle
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Bind, start joining and (with ``wait``) return once joined; see AsyncNode.start."""
+        if self._thread is not None:
+            return
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name=f"zcluster-{self.node_id}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            self._call(self._node.start(wait=wait, timeout=timeout), timeout_margin=timeout)
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        driver = self._node._driver
+        assert driver is not None
+        self._submitter = _Submitter(loop, driver, self.config.submit_queue_max_count)
+
+    def stop(self) -> None:
+        """Leave the cluster gracefully, close every socket, end the threads."""
+        if self._thread is None:
+            return
+        try:
+            self._call(self._node.stop())
+        finally:
+            self._submitter = None
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def finish() -> None:
+            await loop.shutdown_default_executor()
+            loop.stop()
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(finish()))
+        thread.join(self.config.control_call_timeout_s)
+        if not thread.is_alive():
+            loop.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._node.running
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def address(self) -> str:
+        return self._on_loop(lambda: self._node.address)
+
+    @property
+    def pub_address(self) -> str:
+        return self._on_loop(lambda: self._node.pub_address)
+
+    @property
+    def incarnation(self) -> int:
+        return self._node.incarnation
+
+    def members(self) -> list[Member]:
+        return self._on_loop(self._node.members)
+
+    def member(self, node_id: str) -> Member | None:
+        return self._on_loop(lambda: self._node.member(node_id))
+
+    def view_digest(self) -> str:
+        return self._on_loop(self._node.view_digest)
+
+    def subscribers(self, topic: str) -> frozenset[str]:
+        return self._on_loop(lambda: self._node.subscribers(topic))
+
+    def stats(self) -> dict[str, int]:
+        return self._on_loop(self._node.stats)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` (run on the node's loop) is true; False on timeout."""
+        return self._call(self._node.wait_for(predicate, timeout), timeout_margin=timeout)
+
+    # ------------------------------------------------------------ registration
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Handle direct messages named ``name`` (handlers run on the callback thread)."""
+        _reject_coroutine(handler)
+        self._node.register(name, handler)
+
+    def on_member_change(self, callback: MemberCallback) -> None:
+        _reject_coroutine(callback)
+        self._node.on_member_change(callback)
+
+    def subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
+        _reject_coroutine(callback)
+        _validate_topic(topic)
+        if self._thread is None:
+            self._node._subscribe(topic, callback)
+        else:
+            self._call(self._node.subscribe(topic, callback))
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._thread is None:
+            self._node._subscriptions.pop(topic, None)
+        else:
+            self._call(self._node.unsubscribe(topic))
+
+    # ------------------------------------------------------------ messaging
+
+    def publish(self, topic: str, message: Any, *, timeout: float | None = None) -> None:
+        """Publish ``message`` on ``topic``; blocks only while the node's queue is full.
+
+        Raises Backpressure if the queue stays full for ``timeout`` seconds.
+        """
+        _validate_topic(topic)
+        payload = self.serializer.serialize(message)
+        self._submit().submit(ev.PublishRequested(topic, payload), timeout)
+
+    def send(self, node_id: str, name: str, message: Any, *, timeout: float | None = None) -> None:
+        """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
+        # A dict read of an immutable record: safe from this thread without a hop.
+        self._node._require_live(node_id)
+        payload = self.serializer.serialize(message)
+        self._submit().submit(ev.SendRequested(node_id, name, payload), timeout)
+
+    def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:
+        """Call handler ``name`` on ``node_id`` and return its reply."""
+        limit = self.config.request_timeout_s if timeout is None else timeout
+        return self._call(self._node.request(node_id, name, message, limit), timeout_margin=limit)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _submit(self) -> _Submitter:
+        if self._submitter is None:
+            raise NotRunning(f"node {self.node_id} is not running")
+        return self._submitter
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout_margin: float | None = None) -> T:
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise NotRunning(f"node {self.node_id} is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        limit = self.config.control_call_timeout_s + (timeout_margin or 0.0)
+        try:
+            return future.result(limit)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"node {self.node_id} did not answer within {limit:g}s") from None
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return self._call(call())
+
+
+def _reject_coroutine(fn: Callable[..., Any]) -> None:
+    if inspect.iscoroutinefunction(fn):
+        raise ConfigError("coroutine callbacks need AsyncNode; Node runs plain functions")

@@ -1,0 +1,140 @@
+"""Where user callbacks run.
+
+``InlineRunner`` (asyncio API) calls them on the node's loop and awaits
+coroutines as tasks. ``ThreadRunner`` (blocking API) calls them, in order,
+on one worker thread, so a slow handler never delays heartbeats; when its
+queue is full the node stops reading sockets until it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("zcluster.callbacks")
+
+Call = Callable[[], Any]
+Done = Callable[[Any, BaseException | None], None]
+
+
+class Runner(Protocol):
+    def run(self, call: Call, done: Done | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _report(exc: BaseException) -> None:
+    log.error("callback raised %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+
+class InlineRunner:
+    """Runs callbacks on the event loop; coroutines become tasks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_error = on_error
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def run(self, call: Call, done: Done | None) -> None:
+        try:
+            result = call()
+        except Exception as exc:
+            self._finish(done, None, exc)
+            return
+        if inspect.isawaitable(result):
+            task = self._loop.create_task(_await(result))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: self._task_done(t, done))
+        else:
+            self._finish(done, result, None)
+
+    def _task_done(self, task: asyncio.Task[Any], done: Done | None) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self._finish(done, None if exc else task.result(), exc)
+
+    def _finish(self, done: Done | None, result: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._on_error()
+            if done is None:
+                _report(exc)
+        if done is not None:
+            done(result, exc)
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class ThreadRunner:
+    """Runs callbacks in order on one worker thread, off the event loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_error: Callable[[], None],
+        max_count: int,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._on_error = on_error
+        self._max_count = max_count
+        self._pause = pause
+        self._resume = resume
+        self._paused = False
+        self._queue: queue.SimpleQueue[tuple[Call, Done | None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="zcluster-callbacks", daemon=True)
+        self._thread.start()
+
+    def run(self, call: Call, done: Done | None) -> None:
+        self._queue.put((call, done))
+        if not self._paused and self._queue.qsize() >= self._max_count:
+            self._paused = True
+            self._pause()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            call, done = item
+            try:
+                result, exc = call(), None
+            except Exception as error:
+                result, exc = None, error
+                self._on_error()
+                if done is None:
+                    _report(error)
+            if done is not None:
+                self._call_on_loop(done, result, exc)
+            if self._paused and self._queue.qsize() <= self._max_count // 2:
+                self._call_on_loop(self._resumed)
+
+    def _resumed(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._resume()
+
+    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop is closed: the node has stopped
+
+    def close(self) -> None:
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()

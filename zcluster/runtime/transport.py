@@ -1,0 +1,152 @@
+"""The node's ZeroMQ sockets: one ROUTER and one PUB bound, DEALERs and one SUB connected.
+
+No protocol decisions here: the transport opens, sends and closes as told.
+Every socket gets a short linger and explicit high-water marks; MAXMSGSIZE
+makes libzmq refuse oversized frames before they reach Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import zmq
+
+from zcluster.address import format_address, parse_address
+from zcluster.config import NodeConfig
+from zcluster.errors import ConfigError
+from zcluster.wire import CONTROL_TOPIC
+
+log = logging.getLogger("zcluster.transport")
+
+
+def endpoint(address: str) -> str:
+    host, port = parse_address(address, allow_port_zero=True)
+    return f"tcp://{format_address(host, port)}"
+
+
+@dataclasses.dataclass(slots=True)
+class _Dealer:
+    socket: zmq.Socket[bytes]
+    members: set[str]
+    last_used: float
+
+
+class Transport:
+    """Owns every socket of one node; used only from the node's event loop thread."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+        self._linger_ms = int(config.socket_linger_s * 1000)
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
+        self.router = self._socket(zmq.ROUTER, config.direct_hwm_count)
+        self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
+        self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
+        self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
+        self._dealers: dict[str, _Dealer] = {}
+        self._subscribed_pubs: set[str] = set()
+        self.router_port = 0
+        self.pub_port = 0
+
+    def _socket(self, kind: int, hwm: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, self._linger_ms)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._config.max_message_bytes)
+        heartbeat_ms = int(self._config.zmtp_heartbeat_s * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def bind(self, bind: str) -> tuple[int, int]:
+        """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
+        host, port = parse_address(bind, allow_port_zero=True)
+        try:
+            if port == 0:
+                base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+                self.router_port = self.router.bind_to_random_port(base)
+                self.pub_port = self.pub.bind_to_random_port(base)
+            else:
+                self.router.bind(f"tcp://{format_address(host, port)}")
+                self.router_port = port
+                self.pub_port = port + 1
+                self.pub.bind(f"tcp://{format_address(host, self.pub_port)}")
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"cannot bind {bind}: {exc.strerror}") from None
+        return self.router_port, self.pub_port
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, address: str, frames: tuple[bytes, bytes], now: float) -> bool:
+        """Queue frames to the ROUTER at ``address``; False when the queue is full."""
+        dealer = self._dealers.get(address)
+        if dealer is None:
+            dealer = self._open_dealer(address, now)
+        dealer.last_used = now
+        try:
+            dealer.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def publish(self, frames: tuple[bytes, bytes, bytes]) -> None:
+        # PUB never blocks: at the high-water mark it drops for that subscriber.
+        self.pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+
+    # ------------------------------------------------------------ connections
+
+    def connect_member(self, node_id: str, address: str, pub_address: str, now: float) -> None:
+        dealer = self._dealers.get(address) or self._open_dealer(address, now)
+        dealer.members.add(node_id)
+        if pub_address not in self._subscribed_pubs:
+            self.sub.connect(endpoint(pub_address))
+            self._subscribed_pubs.add(pub_address)
+
+    def disconnect_member(self, node_id: str, address: str, pub_address: str) -> None:
+        dealer = self._dealers.get(address)
+        if dealer is not None:
+            dealer.members.discard(node_id)
+            if not dealer.members:
+                self._close_dealer(address)
+        if pub_address in self._subscribed_pubs:
+            self._subscribed_pubs.discard(pub_address)
+            try:
+                self.sub.disconnect(endpoint(pub_address))
+            except zmq.ZMQError:
+                pass  # libzmq already dropped it
+
+    def set_subscription(self, topic_frame: bytes, subscribed: bool) -> None:
+        self.sub.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, topic_frame)
+
+    def close_idle(self, now: float) -> None:
+        """Close connections to non-members (seeds, requesters) unused for a while."""
+        idle = self._config.idle_connection_s
+        for address, dealer in list(self._dealers.items()):
+            if not dealer.members and now - dealer.last_used > idle:
+                self._close_dealer(address)
+
+    def _open_dealer(self, address: str, now: float) -> _Dealer:
+        sock = self._socket(zmq.DEALER, self._config.direct_hwm_count)
+        sock.connect(endpoint(address))
+        dealer = self._dealers[address] = _Dealer(sock, set(), now)
+        return dealer
+
+    def _close_dealer(self, address: str) -> None:
+        dealer = self._dealers.pop(address)
+        dealer.socket.close(linger=0)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._dealers)
+
+    def close(self) -> None:
+        for address in list(self._dealers):
+            dealer = self._dealers.pop(address)
+            dealer.socket.close(linger=self._linger_ms)
+        for sock in (self.router, self.pub, self.sub):
+            sock.close(linger=self._linger_ms)
+        self.context.term()

@@ -1,0 +1,302 @@
+"""A deterministic simulated network that runs unchanged NodeCores.
+
+Time is virtual: a heap of timed deliveries and ticks, drained in order.
+All randomness (latency jitter, loss, tick phases, each core's own choices)
+comes from one seeded ``random.Random``, so a seed reproduces a whole run;
+``trace_digest()`` hashes the observable history to prove it.
+
+Frames are really encoded and decoded (``zcluster.wire``), once per send,
+so the simulation exercises the same bytes as real sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.members import Member, MemberStatus
+from zcluster.core.node import NodeCore
+from zcluster.errors import WireError
+from zcluster.wire import CONTROL_TOPIC, decode_direct, decode_published
+
+#: virtual time between two evaluations of a run_until predicate
+PREDICATE_INTERVAL_S = 0.01
+
+Handler = Callable[[str, bytes], bytes | None]
+
+
+@dataclasses.dataclass(slots=True)
+class SimNode:
+    """One simulated node: its core plus what was delivered to it."""
+
+    core: NodeCore
+    alive: bool = True
+    #: PUB addresses whose traffic reaches this node's SUB
+    subscribed_to: set[str] = dataclasses.field(default_factory=set)
+    filters: set[bytes] = dataclasses.field(default_factory=lambda: {CONTROL_TOPIC})
+    handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
+    delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
+    completed: dict[int, fx.CompleteRequest] = dataclasses.field(default_factory=dict)
+
+    @property
+    def node_id(self) -> str:
+        return self.core.node_id
+
+    def view(self) -> dict[str, MemberStatus]:
+        return {m.node_id: m.status for m in self.core.members()}
+
+
+class SimNetwork:
+    """Many NodeCores on one virtual clock, joined by a seeded lossy network."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        config: NodeConfig | None = None,
+        latency_s: float = 0.001,
+        jitter_s: float = 0.0005,
+        loss_rate: float = 0.0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config or NodeConfig()
+        self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self.loss_rate = loss_rate
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self._by_address: dict[str, SimNode] = {}
+        self._by_pub: dict[str, SimNode] = {}
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._blocked: set[tuple[str, str]] = set()
+        self._link_clock: dict[tuple[str, str], float] = {}
+        self._trace = hashlib.blake2b(digest_size=16)
+        self._restarts = itertools.count(1)
+        self.deliveries = 0
+
+    # ------------------------------------------------------------ topology
+
+    def add_node(self, node_id: str, *, seeds: Iterable[str] = (), start: bool = True) -> SimNode:
+        """Create a node (a new incarnation if ``node_id`` ran before) and start it."""
+        index = len(self._by_address) + 1
+        old = self.nodes.get(node_id)
+        if old is not None:
+            address, pub_address = old.core.address, old.core.me.pub_address
+        else:
+            address, pub_address = f"sim{index}:7000", f"sim{index}:7001"
+        incarnation = (int(self.now * 1000) << 20) | next(self._restarts)
+        core = NodeCore(
+            node_id,
+            incarnation,
+            address,
+            pub_address,
+            seeds=tuple(seeds),
+            config=self.config,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
+        node = SimNode(core)
+        self.nodes[node_id] = node
+        self._by_address[address] = node
+        self._by_pub[pub_address] = node
+        if start:
+            self._feed(node, ev.Started())
+            phase = self.rng.uniform(0, self.config.tick_interval_s)
+            self._schedule(phase, lambda: self._tick(node))
+        return node
+
+    def crash(self, node_id: str) -> None:
+        """Stop a node dead: no leave, nothing more sent or received."""
+        node = self.nodes[node_id]
+        node.alive = False
+        self._record(node_id, "crash")
+
+    def stop(self, node_id: str) -> None:
+        """Stop a node gracefully: it announces leaving, then stops."""
+        node = self.nodes[node_id]
+        self._feed(node, ev.LeaveRequested())
+        deadline = self.now + self.config.leave_timeout_s
+        self.run_until(lambda: node.core.has_left, deadline - self.now)
+        node.alive = False
+        self._record(node_id, "stop")
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut every link between different groups (both ways)."""
+        sets = [set(g) for g in groups]
+        for a, b in itertools.permutations(range(len(sets)), 2):
+            for x in sets[a]:
+                for y in sets[b]:
+                    self._blocked.add((x, y))
+        self._record("*", f"partition {sorted(sorted(s) for s in sets)}")
+
+    def block(self, source: str, destination: str) -> None:
+        """Cut one direction of one link: ``destination`` stops hearing ``source``."""
+        self._blocked.add((source, destination))
+
+    def heal(self) -> None:
+        self._blocked.clear()
+        self._record("*", "heal")
+
+    # ------------------------------------------------------------ running
+
+    def run_for(self, seconds: float) -> None:
+        self._run(self.now + seconds, None)
+
+    def run_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Advance virtual time until ``predicate()`` holds; False if ``timeout_s`` passes first."""
+        return self._run(self.now + timeout_s, predicate)
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def views_agree(self) -> bool:
+        digests = {n.core.digest() for n in self.live()}
+        return len(digests) == 1
+
+    def all_see(self, node_id: str, status: MemberStatus) -> bool:
+        """Every live node (other than ``node_id``) sees ``node_id`` in ``status``."""
+        for node in self.live():
+            if node.node_id == node_id:
+                continue
+            member = node.core.member(node_id)
+            if member is None or member.status is not status:
+                return False
+        return True
+
+    def trace_digest(self) -> str:
+        return self._trace.hexdigest()
+
+    # ------------------------------------------------------------ internals
+
+    def _run(self, until: float, predicate: Callable[[], bool] | None) -> bool:
+        queue = self._queue
+        check_at = self.now
+        while queue and queue[0][0] <= until:
+            if predicate is not None and queue[0][0] >= check_at:
+                # Checking after every event would dominate the run; every 10 ms is enough.
+                if predicate():
+                    return True
+                check_at = queue[0][0] + PREDICATE_INTERVAL_S
+            when, _, action = heapq.heappop(queue)
+            self.now = when
+            action()
+        self.now = max(self.now, until)
+        return predicate() if predicate is not None else True
+
+    def _schedule(self, delay: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (self.now + delay, next(self._order), action))
+
+    def _tick(self, node: SimNode) -> None:
+        if not node.alive or self.nodes.get(node.node_id) is not node:
+            return
+        self._feed(node, ev.TimerFired())
+        self._schedule(self.config.tick_interval_s, lambda: self._tick(node))
+
+    def _record(self, who: str, what: str) -> None:
+        self._trace.update(f"{self.now:.6f} {who} {what}\n".encode())
+
+    def _feed(self, node: SimNode, event: ev.Event) -> None:
+        for effect in node.core.handle(event, self.now):
+            self._apply(node, effect)
+
+    def _delay(self, source: str, destination: str) -> float | None:
+        """Transit time of one message on a link, or None if it is lost."""
+        if (source, destination) in self._blocked:
+            return None
+        if self.loss_rate and self.rng.random() < self.loss_rate:
+            return None
+        arrive = self.now + self.latency_s + self.rng.uniform(0, self.jitter_s)
+        link = (source, destination)
+        arrive = max(arrive, self._link_clock.get(link, 0.0))  # TCP keeps a link in order
+        self._link_clock[link] = arrive
+        return arrive - self.now
+
+    def _deliver_later(self, target: SimNode, delay: float, event: ev.Event) -> None:
+        def arrive() -> None:
+            if target.alive and self.nodes.get(target.node_id) is target:
+                self.deliveries += 1
+                self._feed(target, event)
+
+        self._schedule(delay, arrive)
+
+    def _apply(self, node: SimNode, effect: fx.Effect) -> None:
+        if not node.alive:
+            return
+        match effect:
+            case fx.Send(address=address, frames=frames):
+                target = self._by_address.get(address)
+                if target is None:
+                    return
+                delay = self._delay(node.node_id, target.node_id)
+                if delay is None:
+                    return
+                try:
+                    envelope, payload = decode_direct(frames, self.config.max_header_bytes)
+                except WireError as exc:  # pragma: no cover - the core never encodes garbage
+                    raise AssertionError(f"core sent an invalid frame: {exc}") from exc
+                self._deliver_later(target, delay, ev.EnvelopeReceived(envelope, payload))
+            case fx.Publish(frames=frames):
+                topic, envelope, payload = decode_published(frames, self.config.max_header_bytes)
+                event = ev.EnvelopeReceived(envelope, payload, topic)
+                pub = node.core.me.pub_address
+                for other in self.nodes.values():
+                    if other is node or pub not in other.subscribed_to:
+                        continue
+                    if frames[0] not in other.filters:
+                        continue
+                    delay = self._delay(node.node_id, other.node_id)
+                    if delay is not None:
+                        self._deliver_later(other, delay, event)
+            case fx.Connect(pub_address=pub):
+                self._schedule(self.latency_s, lambda: node.subscribed_to.add(pub))
+            case fx.Disconnect(pub_address=pub):
+                node.subscribed_to.discard(pub)
+            case fx.SetSubscription(topic_frame=frame, subscribed=on):
+                if on:
+                    node.filters.add(frame)
+                else:
+                    node.filters.discard(frame)
+            case fx.Deliver():
+                self._run_handler(node, effect)
+            case fx.DeliverPublication(sender=sender, topic=topic, payload=payload):
+                node.delivered.append((sender, topic, payload))
+            case fx.CompleteRequest(request_id=request_id):
+                node.completed[request_id] = effect
+            case fx.MemberChanged(member=member):
+                self._record(node.node_id, _describe(member))
+            case fx.ResolveSeeds(seeds=seeds):
+                self._feed(node, ev.SeedsResolved(tuple(seeds)))
+
+    def _run_handler(self, node: SimNode, effect: fx.Deliver) -> None:
+        handler = node.handlers.get(effect.name)
+        node.delivered.append((effect.sender, effect.name, effect.payload))
+        if effect.request_id is None or effect.reply_address is None:
+            if handler is not None:
+                handler(effect.sender, effect.payload)
+            return
+        if handler is None:
+            reply = ev.ReplyReady(
+                effect.request_id, effect.reply_address, False, f"no handler {effect.name!r}".encode()
+            )
+        else:
+            result = handler(effect.sender, effect.payload) or b""
+            reply = ev.ReplyReady(effect.request_id, effect.reply_address, True, result)
+        self._feed(node, reply)
+
+
+def _describe(member: Member) -> str:
+    return f"{member.node_id}@{member.incarnation}v{member.version}={member.status}"
+
+
+def describe_views(network: SimNetwork) -> dict[str, Any]:
+    """Each live node's view, for failure messages."""
+    return {n.node_id: {k: str(v) for k, v in n.view().items()} for n in network.live()}
