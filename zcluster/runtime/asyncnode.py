@@ -89,7 +89,9 @@ class AsyncNode:
         self.bind = bind
         self.advertise = advertise
         self.serializer: Serializer = serializer or MsgpackSerializer()
-        self.config = (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
+        self.config = (
+            (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
+        )
         self._handlers: dict[str, Handler] = {}
         self._subscriptions: dict[str, list[SubscriptionCallback]] = {}
         self._member_callbacks: list[MemberCallback] = []
@@ -230,6 +232,10 @@ class AsyncNode:
     def subscribers(self, topic: str) -> frozenset[str]:
         """Members that confirmed they receive this node's publications on ``topic``."""
         return self._require().core.subscribers(topic)
+
+    def listeners(self) -> frozenset[str]:
+        """Members that confirmed they receive this node's publications (any topic)."""
+        return self._require().core.listeners()
 
     def stats(self) -> dict[str, int]:
         """Counters: messages, rejected frames, probes, suspicions, ..."""

@@ -195,6 +195,9 @@ class Node:
     def subscribers(self, topic: str) -> frozenset[str]:
         return self._on_loop(lambda: self._node.subscribers(topic))
 
+    def listeners(self) -> frozenset[str]:
+        return self._on_loop(self._node.listeners)
+
     def stats(self) -> dict[str, int]:
         return self._on_loop(self._node.stats)
 

@@ -285,7 +285,10 @@ class SimNetwork:
             return
         if handler is None:
             reply = ev.ReplyReady(
-                effect.request_id, effect.reply_address, False, f"no handler {effect.name!r}".encode()
+                effect.request_id,
+                effect.reply_address,
+                False,
+                f"no handler {effect.name!r}".encode(),
             )
         else:
             result = handler(effect.sender, effect.payload) or b""

@@ -1,0 +1,3 @@
+from zcluster.cli import main
+
+main()

@@ -1,0 +1,296 @@
+"""The ``zcluster`` command line: node, demo, pub, sub.
+
+Errors in arguments, config files or the environment print one line,
+``zcluster: error: ...``, and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from zcluster import __version__
+from zcluster.core.members import Member, MemberStatus
+from zcluster.errors import ConfigError, ZclusterError
+from zcluster.runtime.asyncnode import AsyncNode
+from zcluster.settings import NodeSettings, resolve
+
+log = logging.getLogger("zcluster.cli")
+
+USAGE_ERROR_EXIT = 2
+SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _describe_view(members: Sequence[Member]) -> str:
+    shown = [m for m in members if m.status is not MemberStatus.REMOVED]
+    parts = ", ".join(f"{m.node_id}={m.status}" for m in shown)
+    up = sum(1 for m in shown if m.status is MemberStatus.UP)
+    return f"view: {up} up of {len(shown)} [{parts}]"
+
+
+seed_option = click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Address of a cluster member to join through (repeatable; a DNS name may give several).",
+)
+log_option = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zcluster")
+def cli() -> None:
+    """Broker-less cluster messaging on ZeroMQ."""
+
+
+# ---------------------------------------------------------------- node
+
+
+@cli.command()
+@click.option("--id", "node_id", metavar="ID", help="This node's id (stable across restarts).")
+@click.option("--bind", metavar="HOST:PORT", help="ROUTER address to bind; PUB binds PORT+1.")
+@click.option("--advertise", metavar="HOST:PORT", help="Address peers should use, if not --bind.")
+@seed_option
+@click.option("--config", "config_file", metavar="FILE", help="TOML config file.")
+@click.option(
+    "--set", "tuning", multiple=True, metavar="KEY=VALUE", help="Override a tuning setting."
+)
+@log_option
+def node(
+    node_id: str | None,
+    bind: str | None,
+    advertise: str | None,
+    seeds: tuple[str, ...],
+    config_file: str | None,
+    tuning: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run a node in the foreground until SIGINT or SIGTERM (then leave the cluster)."""
+    settings = resolve(
+        node_id=node_id,
+        bind=bind,
+        advertise=advertise,
+        seeds=seeds,
+        config_file=config_file,
+        tuning=tuning,
+        environ=os.environ,
+    )
+    _setup_logging(log_level)
+    asyncio.run(_run_node(settings))
+
+
+async def _run_node(settings: NodeSettings) -> None:
+    node = AsyncNode(
+        settings.node_id,
+        settings.bind,
+        settings.seeds,
+        settings.advertise,
+        config=settings.config,
+    )
+    stop = asyncio.Event()
+    _on_stop_signals(asyncio.get_running_loop(), stop)
+    node.on_member_change(lambda member, previous: log.info("%s", _describe_view(node.members())))
+    await node.start(wait=False)
+    log.info("node %s incarnation %d", node.node_id, node.incarnation)
+    try:
+        await stop.wait()
+    finally:
+        log.info("node %s leaving", node.node_id)
+        await node.stop()
+
+
+# ---------------------------------------------------------------- pub / sub
+
+
+def _short_lived_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _parse_message(text: str, as_json: bool) -> Any:
+    if not as_json:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"MESSAGE is not valid JSON: {exc}") from None
+
+
+@cli.command()
+@click.argument("topic")
+@click.argument("message")
+@seed_option
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--json", "as_json", is_flag=True, help="MESSAGE is JSON, not a plain string.")
+@click.option(
+    "--wait",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for every member to confirm it receives our publications.",
+)
+@log_option
+def pub(
+    topic: str,
+    message: str,
+    seeds: tuple[str, ...],
+    count: int,
+    as_json: bool,
+    wait: float,
+    log_level: str,
+) -> None:
+    """Join the cluster briefly and publish MESSAGE on TOPIC."""
+    if not seeds:
+        raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
+    value = _parse_message(message, as_json)
+    _setup_logging("warning" if log_level == "info" else log_level)
+    asyncio.run(_run_pub(topic, value, seeds, count, wait))
+
+
+async def _run_pub(topic: str, value: Any, seeds: Sequence[str], count: int, wait: float) -> None:
+    node = AsyncNode(_short_lived_id("pub"), seeds=seeds)
+    await node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S)
+    try:
+
+        def everyone_listens() -> bool:
+            live = {m.node_id for m in node.members() if m.status is MemberStatus.UP}
+            live.discard(node.node_id)
+            return live <= node.listeners()
+
+        await node.wait_for(everyone_listens, wait)
+        for _ in range(count):
+            await node.publish(topic, value)
+        receivers = len(node.subscribers(topic))
+        click.echo(f"published {count} message(s) on {topic!r} to {receivers} subscriber(s)")
+    finally:
+        await node.stop()
+
+
+@cli.command()
+@click.argument("topic")
+@seed_option
+@click.option("--count", type=click.IntRange(1), help="Exit after this many messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print each message as a JSON line.")
+@log_option
+def sub(
+    topic: str, seeds: tuple[str, ...], count: int | None, as_json: bool, log_level: str
+) -> None:
+    """Join the cluster and print messages published on TOPIC until interrupted."""
+    if not seeds:
+        raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
+    _setup_logging("warning" if log_level == "info" else log_level)
+    asyncio.run(_run_sub(topic, seeds, count, as_json))
+
+
+async def _run_sub(topic: str, seeds: Sequence[str], count: int | None, as_json: bool) -> None:
+    node = AsyncNode(_short_lived_id("sub"), seeds=seeds)
+    stop = asyncio.Event()
+    _on_stop_signals(asyncio.get_running_loop(), stop)
+    received = 0
+
+    def show(topic_name: str, message: Any, sender: str) -> None:
+        nonlocal received
+        received += 1
+        if as_json:
+            line = json.dumps(
+                {"topic": topic_name, "sender": sender, "message": message}, default=repr
+            )
+        else:
+            text = message if isinstance(message, str) else json.dumps(message, default=repr)
+            line = f"[{sender}] {text}"
+        click.echo(line)
+        if count is not None and received >= count:
+            stop.set()
+
+    await node.subscribe(topic, show)
+    await node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S)
+    click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+# ---------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--subscribers", default=3, show_default=True, type=click.IntRange(1, 16))
+@click.option("--messages", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+def demo(subscribers: int, messages: int) -> None:
+    """Start a local cluster, fan a stream out to subscriber processes, show what each got."""
+    from zcluster.demo import run_demo
+
+    _setup_logging("warning")
+    sys.exit(run_demo(subscribers, messages))
+
+
+@cli.command("demo-subscriber", hidden=True)
+@click.option("--id", "node_id", required=True)
+@seed_option
+@click.option("--topic", required=True)
+@click.option("--count", required=True, type=click.IntRange(1))
+@click.option("--timeout", default=60.0, type=click.FloatRange(0.1, 3600))
+def demo_subscriber(
+    node_id: str, seeds: tuple[str, ...], topic: str, count: int, timeout: float
+) -> None:
+    """One subscriber process of ``zcluster demo`` (reports JSON lines on stdout)."""
+    from zcluster.demo import run_subscriber
+
+    _setup_logging("warning")
+    asyncio.run(run_subscriber(node_id, seeds, topic, count, timeout))
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the CLI with one-line errors and exit code 2 for bad input."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="zcluster",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"zcluster: error: {exc.format_message()}", err=True)
+        sys.exit(USAGE_ERROR_EXIT)
+    except ConfigError as exc:
+        click.echo(f"zcluster: error: {exc}", err=True)
+        sys.exit(USAGE_ERROR_EXIT)
+    except ZclusterError as exc:
+        click.echo(f"zcluster: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
