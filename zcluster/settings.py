@@ -73,7 +73,7 @@ def _from_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict
 
 def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, float | int]]:
     values = env_settings(environ)
-    plain = {k: values.pop(k) for k in ("id", "bind", "advertise") if k in values}
+    plain: dict[str, Any] = {k: values.pop(k) for k in ("id", "bind", "advertise") if k in values}
     if "seeds" in values:
         plain["seeds"] = _seeds(values.pop("seeds"), "ZCLUSTER_SEEDS")
     return plain, tuning_from_mapping(values, "environment (ZCLUSTER_*)")

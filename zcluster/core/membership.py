@@ -89,6 +89,31 @@ class MembershipTable:
         self._store(record, now, current)
         return "applied", current
 
+    def merge_all(
+        self, records: Iterable[Member], now: float
+    ) -> list[tuple[MergeOutcome, Member, Member | None]]:
+        """Merge many records; returns only those that changed something.
+
+        Heartbeats repeat mostly known records, so the common "nothing new"
+        case is checked inline before the full merge.
+        """
+        members, me = self._members, self.me.node_id
+        changes: list[tuple[MergeOutcome, Member, Member | None]] = []
+        for record in records:
+            current = members.get(record.node_id)
+            if (
+                current is not None
+                and record.incarnation == current.incarnation
+                and record.version == current.version
+                and record.status <= current.status
+                and record.node_id != me
+            ):
+                continue
+            outcome, previous = self.merge(record, now)
+            if outcome != "stale":
+                changes.append((outcome, record, previous))
+        return changes
+
     def mark(self, node_id: str, status: MemberStatus, now: float) -> Member | None:
         """Move another member along its life cycle at its current version.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from zcluster.config import NodeConfig
@@ -268,9 +268,7 @@ class NodeCore:
         if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
             self.counters["heartbeats_inconsistent"] += 1
             return
-        self._merge(sender_record, now)
-        for record in updates:
-            self._merge(record, now)
+        self._merge_all((sender_record, *updates), now)
         current = self.table.get(env.sender)
         if (
             current is not None
@@ -284,8 +282,7 @@ class NodeCore:
 
     def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         records, want_reply, reply_address = env.body
-        for record in records:
-            self._merge(record, now)
+        self._merge_all(records, now)
         if want_reply and reply_address != self.address:
             self._send_sync(reply_address, want_reply=False, now=now)
         elif not want_reply and self.me.status is MemberStatus.JOINING:
@@ -348,15 +345,15 @@ class NodeCore:
 
     # ================================================================ membership
 
-    def _merge(self, record: Member, now: float) -> None:
-        outcome, previous = self.table.merge(record, now)
-        if outcome == "applied":
-            self._member_changed(self.table.get(record.node_id) or record, previous, now)
-        elif outcome == "refuted":
-            self.counters["suspicions_refuted"] += 1
-            self._emit_me_changed(previous)
-        elif outcome == "conflict":
-            self.counters["node_id_conflicts"] += 1
+    def _merge_all(self, records: Iterable[Member], now: float) -> None:
+        for outcome, record, previous in self.table.merge_all(records, now):
+            if outcome == "applied":
+                self._member_changed(record, previous, now)
+            elif outcome == "refuted":
+                self.counters["suspicions_refuted"] += 1
+                self._emit_me_changed(previous)
+            elif outcome == "conflict":
+                self.counters["node_id_conflicts"] += 1
 
     def _member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         self._out.append(fx.MemberChanged(member, previous))

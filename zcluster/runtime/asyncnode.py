@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from zcluster.address import format_address, parse_address
@@ -257,7 +258,10 @@ class AsyncNode:
     # ------------------------------------------------------------ registration
 
     def register(self, name: str, handler: Handler) -> None:
-        """Handle direct messages named ``name``: ``handler(message, sender)``; its result is the reply."""
+        """Handle direct messages named ``name`` with ``handler(message, sender)``.
+
+        The handler's return value is the reply to a request.
+        """
         self._handlers[_validate_id_or_name(name)] = handler
 
     def on_member_change(self, callback: MemberCallback) -> None:
@@ -292,7 +296,11 @@ class AsyncNode:
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
     ) -> Any:
-        """Call handler ``name`` on ``node_id`` and return its reply (RequestTimeout, RemoteError)."""
+        """Call handler ``name`` on ``node_id`` and return its reply.
+
+        Raises RequestTimeout, RemoteError (the handler raised or does not
+        exist) or UnknownMember.
+        """
         driver = self._require()
         self._require_live(node_id)
         payload = self.serializer.serialize(message)
@@ -369,16 +377,9 @@ class AsyncNode:
         callbacks = self._subscriptions.get(effect.topic)
         if not callbacks or self._runner is None:
             return
-        deserialize = self.serializer.deserialize
-
-        def call() -> None:
-            message = deserialize(effect.payload)
-            for callback in tuple(callbacks):
-                result = callback(effect.topic, message, effect.sender)
-                if isinstance(result, Awaitable):
-                    asyncio.ensure_future(result)
-
-        self._runner.run(call, None)
+        message = _Lazy(self.serializer.deserialize, effect.payload)
+        for callback in tuple(callbacks):
+            self._runner.run(functools.partial(_notify, callback, effect, message), None)
 
     def complete_request(self, effect: fx.CompleteRequest) -> None:
         future = self._requests.get(effect.request_id)
@@ -404,7 +405,29 @@ class AsyncNode:
                 self._left.set()
         for callback in self._member_callbacks:
             if self._runner is not None:
-                self._runner.run(lambda cb=callback: cb(member, previous), None)
+                self._runner.run(functools.partial(callback, member, previous), None)
+
+
+class _Lazy:
+    """Deserializes a payload once, on first use, in whichever thread uses it."""
+
+    __slots__ = ("_deserialize", "_done", "_payload", "_value")
+
+    def __init__(self, deserialize: Callable[[bytes], Any], payload: bytes) -> None:
+        self._deserialize = deserialize
+        self._payload = payload
+        self._value: Any = None
+        self._done = False
+
+    def get(self) -> Any:
+        if not self._done:
+            self._value = self._deserialize(self._payload)
+            self._done = True
+        return self._value
+
+
+def _notify(callback: SubscriptionCallback, effect: fx.DeliverPublication, message: _Lazy) -> Any:
+    return callback(effect.topic, message.get(), effect.sender)
 
 
 def _validate_id_or_name(name: str) -> str:

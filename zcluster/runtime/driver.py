@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import zmq
 
@@ -91,6 +91,8 @@ class Driver:
         self._resolving = False
         self._reading = False
         self._closed = False
+        self._router_fd = cast(int, transport.router.getsockopt(zmq.FD))
+        self._sub_fd = cast(int, transport.sub.getsockopt(zmq.FD))
 
     # ------------------------------------------------------------ life cycle
 
@@ -111,16 +113,15 @@ class Driver:
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self.loop.remove_reader(self.transport.router.getsockopt(zmq.FD))
-            self.loop.remove_reader(self.transport.sub.getsockopt(zmq.FD))
+            self.loop.remove_reader(self._router_fd)
+            self.loop.remove_reader(self._sub_fd)
 
     def resume_reading(self) -> None:
         if self._reading or self._closed:
             return
         self._reading = True
-        router, sub = self.transport.router, self.transport.sub
-        self.loop.add_reader(router.getsockopt(zmq.FD), self._read_router)
-        self.loop.add_reader(sub.getsockopt(zmq.FD), self._read_sub)
+        self.loop.add_reader(self._router_fd, self._read_router)
+        self.loop.add_reader(self._sub_fd, self._read_sub)
         # The descriptors are edge-triggered: messages may already be waiting.
         self.loop.call_soon(self._read_router)
         self.loop.call_soon(self._read_sub)

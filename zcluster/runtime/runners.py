@@ -9,6 +9,7 @@ queue is full the node stops reading sockets until it drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import queue
@@ -129,10 +130,8 @@ class ThreadRunner:
             self._resume()
 
     def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the node has stopped
             self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass  # the loop is closed: the node has stopped
 
     def close(self) -> None:
         self._queue.put(None)

@@ -7,6 +7,7 @@ makes libzmq refuse oversized frames before they reach Python.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -114,10 +115,8 @@ class Transport:
                 self._close_dealer(address)
         if pub_address in self._subscribed_pubs:
             self._subscribed_pubs.discard(pub_address)
-            try:
+            with contextlib.suppress(zmq.ZMQError):  # libzmq already dropped it
                 self.sub.disconnect(endpoint(pub_address))
-            except zmq.ZMQError:
-                pass  # libzmq already dropped it
 
     def set_subscription(self, topic_frame: bytes, subscribed: bool) -> None:
         self.sub.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, topic_frame)

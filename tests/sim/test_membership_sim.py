@@ -1,0 +1,213 @@
+"""Membership and failure detection on the deterministic simulated network.
+
+Each failure message carries the seed that reproduces the run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from zcluster import MemberStatus, NodeConfig
+from zcluster.testing.sim import SimNetwork, describe_views
+
+
+def cluster(size: int, seed: int, **net_options: object) -> SimNetwork:
+    net = SimNetwork(seed, **net_options)  # type: ignore[arg-type]
+    first = net.add_node("n0")
+    for i in range(1, size):
+        net.add_node(f"n{i}", seeds=[first.core.address])
+    return net
+
+
+def all_up(net: SimNetwork, size: int) -> bool:
+    for node in net.live():
+        members = node.core.members()
+        if len(members) != size or any(m.status is not MemberStatus.UP for m in members):
+            return False
+    return net.views_agree()
+
+
+def converged(net: SimNetwork) -> bool:
+    """Every live node sees every live node up, and all views are equal."""
+    alive = {n.node_id for n in net.live()}
+    for node in net.live():
+        view = node.view()
+        if any(view.get(other) is not MemberStatus.UP for other in alive):
+            return False
+    return net.views_agree()
+
+
+def test_hundreds_of_nodes_join_and_converge_in_seconds() -> None:
+    size, seed = 200, 7
+    started = time.perf_counter()
+    net = cluster(size, seed)
+    assert net.run_until(lambda: all_up(net, size), timeout_s=20), f"seed={seed}"
+    net.crash("n17")
+    assert net.run_until(lambda: net.all_see("n17", MemberStatus.DOWN), 5), f"seed={seed}"
+    wall = time.perf_counter() - started
+    assert wall < 60, f"{size} simulated nodes took {wall:.1f}s of wall time"
+
+
+def test_killed_node_is_down_everywhere_within_the_detection_bound() -> None:
+    seed = 11
+    config = NodeConfig()
+    net = cluster(5, seed, config=config)
+    assert net.run_until(lambda: all_up(net, 5), 5)
+    net.crash("n2")
+    crashed_at = net.now
+    assert not net.run_until(lambda: net.all_see("n2", MemberStatus.DOWN), config.heartbeat_timeout_s)
+    assert net.run_until(
+        lambda: net.all_see("n2", MemberStatus.DOWN), config.failure_detection_bound_s
+    ), f"seed={seed} views={describe_views(net)}"
+    assert net.now - crashed_at <= 3.0
+
+
+def test_quiet_cluster_has_no_false_suspicions_over_ten_minutes() -> None:
+    seed = 3
+    net = cluster(8, seed, jitter_s=0.005)
+    assert net.run_until(lambda: all_up(net, 8), 5)
+    net.run_for(600)
+    for node in net.live():
+        assert node.core.counters["members_suspect"] == 0, f"seed={seed} {node.node_id}"
+        assert node.core.counters["members_down"] == 0, f"seed={seed} {node.node_id}"
+    assert all_up(net, 8)
+
+
+def test_ten_percent_loss_causes_no_false_downs() -> None:
+    seed = 5
+    net = cluster(5, seed, loss_rate=0.10)
+    assert net.run_until(lambda: all_up(net, 5), 10), f"seed={seed}"
+    net.run_for(120)
+    downs = sum(n.core.counters["members_down"] for n in net.live())
+    assert downs == 0, f"seed={seed}: {downs} false downs"
+    assert net.run_until(lambda: all_up(net, 5), 5), f"seed={seed} views={describe_views(net)}"
+
+
+def test_partition_of_two_and_three_heals_into_one_view() -> None:
+    seed = 21
+    net = cluster(5, seed)
+    assert net.run_until(lambda: all_up(net, 5), 5)
+    left, right = ["n0", "n1"], ["n2", "n3", "n4"]
+    net.partition(left, right)
+
+    def split() -> bool:
+        return all(net.all_see(x, MemberStatus.DOWN) is False for x in left) and all(
+            net.nodes[a].core.member(b).status is MemberStatus.DOWN  # type: ignore[union-attr]
+            for a in left
+            for b in right
+        )
+
+    assert net.run_until(split, 10), f"seed={seed} views={describe_views(net)}"
+    net.heal()
+    assert net.run_until(lambda: all_up(net, 5), 10), f"seed={seed} views={describe_views(net)}"
+
+
+def test_one_way_link_loss_is_bridged_by_indirect_probes() -> None:
+    seed = 8
+    net = cluster(4, seed)
+    assert net.run_until(lambda: all_up(net, 4), 5)
+    net.block("n1", "n2")  # n2 no longer hears n1 directly; others still do
+    net.run_for(60)
+    assert net.nodes["n2"].core.counters["probes_sent"] > 0, "n2 never noticed the silence"
+    assert net.nodes["n1"].core.member("n1").status is MemberStatus.UP  # type: ignore[union-attr]
+    assert sum(n.core.counters["members_down"] for n in net.live()) == 0, f"seed={seed}"
+
+
+def test_restarted_node_rejoins_without_a_storm() -> None:
+    seed = 13
+    net = cluster(5, seed)
+    assert net.run_until(lambda: all_up(net, 5), 5)
+    old = net.nodes["n3"].core.incarnation
+    net.crash("n3")
+    net.run_for(0.3)  # restart before anyone notices the crash
+    net.add_node("n3", seeds=["sim1:7000"])
+    assert net.run_until(lambda: all_up(net, 5), 5), f"seed={seed} views={describe_views(net)}"
+    for node in net.live():
+        member = node.core.member("n3")
+        assert member is not None and member.incarnation > old
+    net.run_for(10)
+    assert sum(n.core.counters["members_down"] for n in net.live()) == 0
+    assert all_up(net, 5)
+
+
+def test_restart_after_being_declared_down_rejoins() -> None:
+    seed = 14
+    net = cluster(4, seed)
+    assert net.run_until(lambda: all_up(net, 4), 5)
+    net.crash("n1")
+    assert net.run_until(lambda: net.all_see("n1", MemberStatus.DOWN), 5)
+    net.add_node("n1", seeds=["sim1:7000"])
+    assert net.run_until(lambda: all_up(net, 4), 5), f"seed={seed} views={describe_views(net)}"
+
+
+def test_graceful_leave_then_removal_then_purge() -> None:
+    seed = 4
+    config = NodeConfig(left_member_expiry_s=5, removed_tombstone_s=5)
+    net = cluster(4, seed, config=config)
+    assert net.run_until(lambda: all_up(net, 4), 5)
+    net.stop("n2")
+    assert net.run_until(lambda: net.all_see("n2", MemberStatus.LEFT), 1), describe_views(net)
+    assert net.run_until(lambda: net.all_see("n2", MemberStatus.REMOVED), 10)
+    assert net.run_until(
+        lambda: all(n.core.member("n2") is None for n in net.live()), 10
+    ), describe_views(net)
+    assert sum(n.core.counters["members_down"] for n in net.live()) == 0
+
+
+def test_same_seed_same_trace_different_seed_different_trace() -> None:
+    def run(seed: int) -> str:
+        net = cluster(6, seed, loss_rate=0.05)
+        net.run_for(3)
+        net.crash("n4")
+        net.run_for(5)
+        return net.trace_digest()
+
+    assert run(42) == run(42)
+    assert run(42) != run(43)
+
+
+def run_schedule(seed: int) -> None:
+    """A random fault schedule: partitions, crashes, restarts, loss; then it must converge."""
+    rng = random.Random(seed)
+    size = rng.randint(3, 8)
+    net = cluster(size, seed, loss_rate=rng.choice([0.0, 0.02, 0.1]), jitter_s=0.003)
+    net.run_for(2)
+    names = [f"n{i}" for i in range(size)]
+    crashed: set[str] = set()
+    for _ in range(rng.randint(1, 5)):
+        action = rng.choice(["partition", "crash", "restart", "heal", "wait"])
+        if action == "partition":
+            cut = rng.randint(1, size - 1)
+            shuffled = rng.sample(names, size)
+            net.partition(shuffled[:cut], shuffled[cut:])
+        elif action == "crash" and len(crashed) < size - 1:
+            victim = rng.choice([n for n in names if n not in crashed])
+            net.crash(victim)
+            crashed.add(victim)
+        elif action == "restart" and crashed:
+            back = rng.choice(sorted(crashed))
+            crashed.discard(back)
+            seeds = [net.nodes[n].core.address for n in names if n not in crashed and n != back]
+            net.add_node(back, seeds=seeds[:2])
+        elif action == "heal":
+            net.heal()
+        net.run_for(rng.uniform(0.5, 6))
+    net.heal()
+    net.loss_rate = 0.0
+    ok = net.run_until(lambda: converged(net), 30)
+    assert ok, f"no convergence: reproduce with run_schedule({seed}); views={describe_views(net)}"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_seeded_fault_schedules_converge(seed: int) -> None:
+    run_schedule(seed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("seed", range(1000, 1300))
+def test_long_sweep_of_fault_schedules(seed: int) -> None:
+    run_schedule(seed)
