@@ -267,11 +267,12 @@ class Node:
             raise NotRunning(f"node {self.node_id} is not running")
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         limit = self.config.control_call_timeout_s + (timeout_margin or 0.0)
-        try:
-            return future.result(limit)
-        except concurrent.futures.TimeoutError:
+        # Wait first, then read: the call itself may raise a TimeoutError subclass.
+        done, _ = concurrent.futures.wait([future], limit)
+        if not done:
             future.cancel()
-            raise TimeoutError(f"node {self.node_id} did not answer within {limit:g}s") from None
+            raise TimeoutError(f"node {self.node_id} did not answer within {limit:g}s")
+        return future.result()
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
         async def call() -> T:

@@ -1,0 +1,39 @@
+"""Shared test helpers: waiting on conditions with a deadline, free ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+POLL_INTERVAL_S = 0.02
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = POLL_INTERVAL_S
+) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns the outcome."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P+1 are both free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free pair of ports found")

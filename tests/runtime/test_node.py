@@ -1,0 +1,160 @@
+"""The blocking Node API on real ZeroMQ sockets (127.0.0.1, random ports)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.runtime.conftest import NodeFactory, all_up
+from zcluster import (
+    ConfigError,
+    MemberStatus,
+    Node,
+    NotRunning,
+    RemoteError,
+    RequestTimeout,
+    UnknownMember,
+)
+
+
+def test_three_nodes_join_and_agree(trio: list[Node]) -> None:
+    a, b, c = trio
+    members = {m.node_id: m for m in c.members()}
+    assert members["a"].address == a.address
+    assert members["b"].incarnation == b.incarnation
+    assert all(m.status is MemberStatus.UP for m in members.values())
+    assert a.view_digest() == b.view_digest() == c.view_digest()
+
+
+def test_request_reply_round_trip(trio: list[Node]) -> None:
+    a, b, _ = trio
+    a.register("add", lambda message, sender: {"sum": sum(message), "caller": sender})
+    assert b.request("a", "add", [1, 2, 3]) == {"sum": 6, "caller": "b"}
+
+
+def test_request_errors_are_reported_precisely(trio: list[Node]) -> None:
+    a, b, _ = trio
+
+    def fail(message: object, sender: str) -> None:
+        raise ValueError("bad input")
+
+    release = threading.Event()
+    a.register("fail", fail)
+    a.register("slow", lambda message, sender: release.wait(5))
+    with pytest.raises(RemoteError, match="ValueError: bad input"):
+        b.request("a", "fail", None)
+    with pytest.raises(RemoteError, match="no handler named 'missing'"):
+        b.request("a", "missing", None)
+    with pytest.raises(RequestTimeout):
+        b.request("a", "slow", None, timeout=0.3)
+    release.set()
+    with pytest.raises(UnknownMember):
+        b.request("nobody", "add", None)
+    assert a.stats()["callback_errors"] >= 1
+
+
+def test_send_reaches_the_handler_with_the_sender(trio: list[Node]) -> None:
+    a, b, c = trio
+    got: list[tuple[object, str]] = []
+    a.register("note", lambda message, sender: got.append((message, sender)))
+    b.send("a", "note", {"n": 1})
+    c.send("a", "note", {"n": 2})
+    assert wait_until(lambda: len(got) == 2, 5)
+    assert sorted(got, key=lambda x: x[1]) == [({"n": 1}, "b"), ({"n": 2}, "c")]
+
+
+def test_topics_match_exactly_and_unsubscribe_stops_delivery(trio: list[Node]) -> None:
+    a, b, _ = trio
+    got: list[tuple[str, object, str]] = []
+    b.subscribe("orders", lambda topic, message, sender: got.append((topic, message, sender)))
+    assert wait_until(lambda: "b" in a.subscribers("orders"), 5)
+    a.publish("orders.eu", "not for b")
+    a.publish("order", "not for b either")
+    a.publish("orders", "for b")
+    assert wait_until(lambda: len(got) >= 1, 5)
+    assert got == [("orders", "for b", "a")]
+    b.subscribe("marker", lambda topic, message, sender: got.append((topic, message, sender)))
+    b.unsubscribe("orders")
+    assert wait_until(lambda: a.subscribers("marker") == {"b"} and not a.subscribers("orders"), 5)
+    a.publish("orders", "after unsubscribe")
+    a.publish("marker", "end")
+    # One PUB->SUB link keeps order: once the marker is in, the filtered message never comes.
+    assert wait_until(lambda: len(got) == 2, 5)
+    assert got[1] == ("marker", "end", "a")
+
+
+def test_publish_fan_out_in_order(trio: list[Node]) -> None:
+    a, b, c = trio
+    received: dict[str, list[int]] = {"b": [], "c": []}
+    b.subscribe("feed", lambda t, m, s: received["b"].append(m))
+    c.subscribe("feed", lambda t, m, s: received["c"].append(m))
+    assert wait_until(lambda: {"b", "c"} <= a.subscribers("feed"), 5)
+    for i in range(5000):
+        a.publish("feed", i)
+    assert wait_until(lambda: all(len(v) == 5000 for v in received.values()), 20)
+    assert received["b"] == received["c"] == list(range(5000))
+
+
+def test_graceful_stop_is_seen_as_left(trio: list[Node]) -> None:
+    a, b, c = trio
+    c.stop()
+    assert wait_until(lambda: a.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]
+    assert wait_until(lambda: b.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]
+    assert a.stats().get("members_down", 0) == 0
+
+
+def test_slow_callbacks_do_not_stall_failure_detection(make_node: NodeFactory) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    unblock = threading.Event()
+    b.subscribe("work", lambda t, m, s: unblock.wait(2.5))
+    assert wait_until(lambda: "b" in a.subscribers("work"), 5)
+    a.publish("work", "heavy")
+    # b's callback thread is busy for 2.5 s, longer than detection takes; b must stay up.
+    assert not wait_until(lambda: a.member("b").status is not MemberStatus.UP, 2.5)  # type: ignore[union-attr]
+    unblock.set()
+    assert a.stats().get("members_suspect", 0) == 0
+
+
+def test_restart_with_same_id_rejoins_with_new_incarnation(make_node: NodeFactory) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    first = b.incarnation
+    b.stop()
+    b2 = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b2]), 5)
+    assert a.member("b").incarnation == b2.incarnation > first  # type: ignore[union-attr]
+
+
+def test_calls_on_a_stopped_node_raise_not_running(make_node: NodeFactory) -> None:
+    a = make_node("a", start=False)
+    with pytest.raises(NotRunning):
+        a.publish("t", 1)
+    with pytest.raises(NotRunning):
+        a.members()
+
+
+def test_bad_arguments_raise_config_error(make_node: NodeFactory) -> None:
+    with pytest.raises(ConfigError):
+        Node("has space")
+    with pytest.raises(ConfigError):
+        Node("a", bind="127.0.0.1")
+    with pytest.raises(ConfigError):
+        Node("a", heartbeat_interval_s=-1)
+    with pytest.raises(ConfigError):
+        Node("a", no_such_setting=1)
+    a = make_node("a")
+    with pytest.raises(ConfigError):
+        a.publish("", 1)
+    with pytest.raises(ConfigError):
+        a.publish("bad\x00topic", 1)
+    taken = Node("b", bind=a.address)
+    with pytest.raises(ConfigError, match="cannot bind"):
+        taken.start()
+    wildcard = Node("c", bind="0.0.0.0:0")
+    with pytest.raises(ConfigError, match="advertise"):
+        wildcard.start()
