@@ -24,7 +24,7 @@ ENV_PREFIX = "ZCLUSTER_"
 class NodeConfig:
     """Tunable settings of one node. Defaults suit a LAN or loopback cluster."""
 
-    # --- failure detection (see docs/architecture.md, "Failure detection") ---
+    # --- failure detection (docs/architecture.md, "Failure detection") ---
     #: a heartbeat goes out on PUB this often; it also carries gossip
     heartbeat_interval_s: float = 0.2
     #: silence from a member longer than this starts a probe
@@ -56,7 +56,7 @@ class NodeConfig:
     left_member_expiry_s: float = 30.0
     #: a removed member's tombstone blocks stale gossip this long, then is purged
     removed_tombstone_s: float = 60.0
-    #: a graceful stop waits this long for its leave to be heard
+    #: a graceful stop waits at most this long to announce leaving, then left
     leave_timeout_s: float = 1.0
 
     # --- messaging ---
@@ -70,10 +70,6 @@ class NodeConfig:
     max_header_bytes: int = 1024 * 1024
     #: most topics one node subscribes to
     subscriptions_max_count: int = 10_000
-    #: longest topic name, in UTF-8 bytes
-    topic_max_bytes: int = 1024
-    #: longest handler name or node id, in UTF-8 bytes
-    name_max_bytes: int = 255
 
     # --- sockets and queues ---
     #: ZeroMQ high-water marks (messages queued per peer) for PUB and SUB

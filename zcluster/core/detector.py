@@ -50,6 +50,7 @@ class FailureDetector:
         if watch is not None:
             watch.last_heard = now
             watch.probe_deadline = None
+            watch.suspect_deadline = None  # fresh silence must run its full course again
 
     def refuted(self, node_id: str) -> None:
         watch = self._watches.get(node_id)

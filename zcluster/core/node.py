@@ -285,7 +285,10 @@ class NodeCore:
         self._merge_all(records, now)
         if want_reply and reply_address != self.address:
             self._send_sync(reply_address, want_reply=False, now=now)
-        elif not want_reply and self.me.status is MemberStatus.JOINING:
+        elif self.me.status is MemberStatus.JOINING and any(
+            r.node_id == self.node_id for r in records
+        ):
+            # A full table that already holds us: a seed has admitted us.
             self._set_my_status(MemberStatus.UP, now)
 
     def _rx_ping(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:

@@ -23,6 +23,7 @@ from zcluster.errors import (
     NotRunning,
     RemoteError,
     RequestTimeout,
+    SerializationError,
     UnknownMember,
     WireError,
     ZclusterError,
@@ -291,7 +292,7 @@ class AsyncNode:
     async def send(self, node_id: str, name: str, message: Any) -> None:
         """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
         self._require_live(node_id)
-        self._require().feed(ev.SendRequested(node_id, name, self.serializer.serialize(message)))
+        self._require().feed(ev.SendRequested(node_id, name, self.encode(message)))
 
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
@@ -303,7 +304,7 @@ class AsyncNode:
         """
         driver = self._require()
         self._require_live(node_id)
-        payload = self.serializer.serialize(message)
+        payload = self.encode(message)
         limit = self.config.request_timeout_s if timeout is None else timeout
         request_id = next(self._request_ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -318,7 +319,17 @@ class AsyncNode:
     async def publish(self, topic: str, message: Any) -> None:
         """Publish ``message`` on ``topic`` to every subscribed member (at most once)."""
         _validate_topic(topic)
-        self._require().feed(ev.PublishRequested(topic, self.serializer.serialize(message)))
+        self._require().feed(ev.PublishRequested(topic, self.encode(message)))
+
+    def encode(self, message: Any) -> bytes:
+        """Serialize a message, refusing one larger than peers accept (max_message_bytes)."""
+        payload = self.serializer.serialize(message)
+        if len(payload) > self.config.max_message_bytes:
+            raise SerializationError(
+                f"message of {len(payload)} bytes exceeds max_message_bytes "
+                f"({self.config.max_message_bytes})"
+            )
+        return payload
 
     def _require(self) -> Driver:
         if self._driver is None:
@@ -363,7 +374,7 @@ class AsyncNode:
             self._reply(effect, False, f"{type(exc).__name__}: {exc}".encode())
             return
         try:
-            payload = self.serializer.serialize(result)
+            payload = self.encode(result)
         except ZclusterError as error:
             self._reply(effect, False, f"reply not serializable: {error}".encode())
             return

@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import inspect
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -202,8 +203,16 @@ class Node:
         return self._on_loop(self._node.stats)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` (run on the node's loop) is true; False on timeout."""
-        return self._call(self._node.wait_for(predicate, timeout), timeout_margin=timeout)
+        """Poll ``predicate()`` in this thread until true; False once ``timeout`` seconds pass.
+
+        The predicate may use this node's blocking methods.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.config.tick_interval_s)
+        return True
 
     # ------------------------------------------------------------ registration
 
@@ -238,14 +247,14 @@ class Node:
         Raises Backpressure if the queue stays full for ``timeout`` seconds.
         """
         _validate_topic(topic)
-        payload = self.serializer.serialize(message)
+        payload = self._node.encode(message)
         self._submit().submit(ev.PublishRequested(topic, payload), timeout)
 
     def send(self, node_id: str, name: str, message: Any, *, timeout: float | None = None) -> None:
         """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
         # A dict read of an immutable record: safe from this thread without a hop.
         self._node._require_live(node_id)
-        payload = self.serializer.serialize(message)
+        payload = self._node.encode(message)
         self._submit().submit(ev.SendRequested(node_id, name, payload), timeout)
 
     def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:

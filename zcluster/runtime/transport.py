@@ -66,6 +66,8 @@ class Transport:
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
         host, port = parse_address(bind, allow_port_zero=True)
+        if port == 65535:
+            raise ConfigError(f"cannot bind {bind}: the PUB socket needs the next port")
         try:
             if port == 0:
                 base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"

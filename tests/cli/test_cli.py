@@ -1,0 +1,220 @@
+"""The zcluster command line, as real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port_pair, wait_until
+
+PROCESS_EXIT_TIMEOUT_S = 15
+
+
+class NodeProcess:
+    """A ``zcluster node`` process whose log goes to a file we can poll."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zcluster", "node", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float, after: int = 0) -> bool:
+        return wait_until(lambda: text in self.log()[after:], timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(PROCESS_EXIT_TIMEOUT_S)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[object]:
+    """Start node processes; every one is killed and reaped at teardown, pass or fail."""
+    started: list[NodeProcess] = []
+
+    def make(name: str, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+        proc = NodeProcess(list(args), tmp_path / f"{name}-{len(started)}.log", env)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()
+
+
+def zcluster(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zcluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_three_nodes_kill_and_restart(spawn) -> None:  # type: ignore[no-untyped-def]
+    ports = [free_port_pair() for _ in range(3)]
+    seed = f"127.0.0.1:{ports[0]}"
+    n1 = spawn("n1", "--id", "n1", "--bind", seed)
+    assert n1.wait_log("listening on", 10)
+    n2 = spawn("n2", "--id", "n2", "--bind", f"127.0.0.1:{ports[1]}", "--seed", seed)
+    n3 = spawn("n3", "--id", "n3", "--bind", f"127.0.0.1:{ports[2]}", "--seed", seed)
+    for node in (n1, n2, n3):
+        assert node.wait_log("view: 3 up of 3", 10), node.log()
+
+    marks = [len(n1.log()), len(n2.log())]
+    n3.proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_until(
+        lambda: all(
+            "member n3 suspect -> down" in n.log()[m:] for n, m in zip((n1, n2), marks, strict=True)
+        ),
+        5,
+    ), n1.log()[marks[0] :]
+    elapsed = time.monotonic() - killed_at
+    assert elapsed < 3.0, f"down seen after {elapsed:.2f}s"
+
+    marks = [len(n1.log()), len(n2.log())]
+    n3b = spawn("n3b", "--id", "n3", "--bind", f"127.0.0.1:{ports[2]}", "--seed", seed)
+    assert n3b.wait_log("view: 3 up of 3", 10), n3b.log()
+    for node, mark in zip((n1, n2), marks, strict=True):
+        assert node.wait_log("view: 3 up of 3", 10, after=mark), node.log()[mark:]
+        assert (
+            "(restarted) -> joining" in node.log()[mark:] or "down (restarted)" in node.log()[mark:]
+        )
+
+
+def test_sigterm_leaves_the_cluster_and_exits_cleanly(spawn) -> None:  # type: ignore[no-untyped-def]
+    port = free_port_pair()
+    seed = f"127.0.0.1:{port}"
+    n1 = spawn("n1", "--id", "n1", "--bind", seed)
+    assert n1.wait_log("listening on", 10)
+    n2 = spawn("n2", "--id", "n2", "--seed", seed)
+    assert n1.wait_log("view: 2 up of 2", 10)
+    n2.proc.send_signal(signal.SIGTERM)
+    assert n2.proc.wait(PROCESS_EXIT_TIMEOUT_S) == 0
+    assert "leaving" in n2.log() and "Traceback" not in n2.log()
+    assert n1.wait_log("member n2 leaving -> left", 5), n1.log()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["node"], {}, "a node id is required"),
+        (["node", "--id", "a", "--bind", "nohost"], {}, "invalid address 'nohost'"),
+        (["node", "--id", "a", "--bind", "127.0.0.1:99999"], {}, "port must be"),
+        (["node", "--id", "has space"], {}, "node id must be"),
+        (["node", "--id", "a", "--seed", "x:y"], {}, "invalid address 'x:y'"),
+        (["node", "--id", "a", "--frobnicate"], {}, "No such option"),
+        (["node", "--id", "a", "--set", "heartbeat_interval_s"], {}, "KEY=VALUE"),
+        (["node", "--id", "a", "--set", "nope=1"], {}, "unknown setting 'nope'"),
+        (["node", "--id", "a"], {"ZCLUSTER_HEARTBEAT_INTERVAL_S": "fast"}, "must be a number"),
+        (["node", "--id", "a"], {"ZCLUSTER_PROBE_TIMEOUT_S": "-1"}, "must be positive"),
+        (["node", "--id", "a", "--config", "/nonexistent.toml"], {}, "config file not found"),
+        (["pub", "t", "m"], {}, "needs --seed"),
+        (["pub", "t", "{", "--json", "--seed", "127.0.0.1:9"], {}, "not valid JSON"),
+        (["bogus"], {}, "No such command"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = zcluster(*args, env=env)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zcluster: error:") and message in lines[0], lines[0]
+
+
+def test_bad_config_files_are_reported(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("id = \n")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('id = "a"\ncolour = "blue"\n')
+    tuning = tmp_path / "tuning.toml"
+    tuning.write_text('id = "a"\n[tuning]\nheartbeat_interval_s = "soon"\n')
+    for path, message in (
+        (broken, "not valid TOML"),
+        (unknown, "colour"),
+        (tuning, "heartbeat_interval_s"),
+    ):
+        result = zcluster("node", "--config", str(path))
+        assert result.returncode == 2
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_port_in_use_is_a_clean_error(spawn) -> None:  # type: ignore[no-untyped-def]
+    port = free_port_pair()
+    n1 = spawn("n1", "--id", "n1", "--bind", f"127.0.0.1:{port}")
+    assert n1.wait_log("listening on", 10)
+    result = zcluster("node", "--id", "n2", "--bind", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert "cannot bind" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_settings_precedence_flags_over_file_over_env(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "node.toml"
+    port = free_port_pair()
+    config.write_text(f'id = "from-file"\nbind = "127.0.0.1:{port}"\n')
+    env = {"ZCLUSTER_ID": "from-env", "ZCLUSTER_BIND": "127.0.0.1:1"}
+    from_file = spawn("file", "--config", str(config), env=env)
+    assert from_file.wait_log(f"node from-file listening on 127.0.0.1:{port}", 10), from_file.log()
+    from_file.stop()
+    from_flag = spawn("flag", "--config", str(config), "--id", "from-flag", env=env)
+    assert from_flag.wait_log("node from-flag listening on", 10), from_flag.log()
+
+
+def test_pub_and_sub_commands(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port_pair()
+    seed = f"127.0.0.1:{port}"
+    n1 = spawn("n1", "--id", "n1", "--bind", seed)
+    assert n1.wait_log("listening on", 10)
+    sub_err = (tmp_path / "sub.err").open("w+")
+    sub = subprocess.Popen(
+        [sys.executable, "-m", "zcluster", "sub", "greetings", "--seed", seed, "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=sub_err,
+        text=True,
+    )
+    try:
+        assert wait_until(
+            lambda: "subscribed to 'greetings'" in (tmp_path / "sub.err").read_text(), 10
+        )
+        result = zcluster("pub", "greetings", "hello", "--seed", seed, "--count", "2")
+        assert result.returncode == 0, result.stderr
+        assert "published 2 message(s) on 'greetings' to 1 subscriber(s)" in result.stdout
+        out, _ = sub.communicate(timeout=PROCESS_EXIT_TIMEOUT_S)
+        lines = out.strip().splitlines()
+        assert len(lines) == 2 and all(line.endswith("] hello") for line in lines), out
+        assert sub.returncode == 0
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+        sub_err.close()
+
+
+def test_demo_runs_a_local_fan_out() -> None:
+    result = zcluster("demo", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo complete: every subscriber got every message" in result.stdout
+    for i in (1, 2, 3):
+        assert f"demo-subscriber-{i}: 1000/1000 messages, in order" in result.stdout

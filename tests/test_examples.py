@@ -1,0 +1,54 @@
+"""Every example runs as a real process and does what its docstring says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_TIMEOUT_S = 120
+
+
+def run_example(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=EXAMPLE_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_fanout_ten_thousand_messages_to_three_subscriber_processes() -> None:
+    out = run_example("fanout.py", "--subscribers", "3", "--messages", "10000")
+    for i in (1, 2, 3):
+        assert f"subscriber-{i}: received 10000/10000, in order: True" in out
+    assert "all subscribers received every message in order" in out
+
+
+def test_request_reply() -> None:
+    out = run_example("request_reply.py")
+    assert "{'item': 'apple', 'count': 3, 'asked_by': 'shop'}" in out
+    assert "error from inventory: KeyError: 'plum'" in out
+
+
+def test_embedded_script() -> None:
+    out = run_example("embedded_script.py")
+    assert "sensor-1 is up at 127.0.0.1:" in out
+    assert "status: {'node': 'sensor-1', 'ok': True}" in out
+
+
+def test_asyncio_app() -> None:
+    out = run_example("asyncio_app.py")
+    assert "resized to {'width': 320, 'height': 240}" in out
+    assert "event: worker: resize finished" in out
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_every_example_is_exercised(path: Path) -> None:
+    tested = Path(__file__).read_text()
+    assert f'"{path.name}"' in tested, f"{path.name} has no test"
