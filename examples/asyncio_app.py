@@ -1,6 +1,6 @@
 """An asyncio program with AsyncNode: coroutine handlers and subscriptions.
 
-    python examples/asyncio_app.py
+python examples/asyncio_app.py
 """
 
 from __future__ import annotations

@@ -28,8 +28,18 @@ def publisher(subscribers: int, messages: int) -> int:
         names = [f"subscriber-{i}" for i in range(1, subscribers + 1)]
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--role", "subscriber", "--id", name,
-                 "--seed", node.address, "--messages", str(messages)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--role",
+                    "subscriber",
+                    "--id",
+                    name,
+                    "--seed",
+                    node.address,
+                    "--messages",
+                    str(messages),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -52,7 +62,8 @@ def publisher(subscribers: int, messages: int) -> int:
     for result in results:
         ok = result["received"] == messages and result["in_order"]
         complete &= ok
-        print(f"{result['id']}: received {result['received']}/{messages}, in order: {result['in_order']}")
+        got, in_order = result["received"], result["in_order"]
+        print(f"{result['id']}: received {got}/{messages}, in order: {in_order}")
     print("all subscribers received every message in order" if complete else "messages missing")
     return 0 if complete else 1
 

@@ -1,6 +1,6 @@
 """Request/reply between two nodes: a service registers a handler, a client calls it.
 
-    python examples/request_reply.py
+python examples/request_reply.py
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ instead of misbehaving later.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -96,6 +97,8 @@ class NodeConfig:
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{field.name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{field.name} must be a finite number, got {value!r}")
             if field.name.endswith("_count") or field.name.endswith("_bytes"):
                 if not isinstance(value, int):
                     raise ConfigError(f"{field.name} must be an integer, got {value!r}")

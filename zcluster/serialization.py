@@ -54,13 +54,13 @@ class JsonSerializer:
     def serialize(self, value: Any) -> bytes:
         try:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot serialize as JSON: {exc}") from exc
 
     def deserialize(self, data: bytes) -> Any:
         try:
             return json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise DeserializeError(f"invalid JSON data: {exc}") from exc
 
 

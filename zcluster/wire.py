@@ -98,8 +98,11 @@ def topic_frame(topic: str) -> bytes:
 def check_topic(topic: object) -> str:
     """Raise WireError unless ``topic`` is a valid topic name."""
     if not isinstance(topic, str) or not topic:
-        raise WireError(f"topic must be a non-empty string, got {topic!r}")
-    raw = topic.encode("utf-8", "surrogatepass")
+        raise WireError(f"topic must be a non-empty string, got {_show(topic)}")
+    try:
+        raw = topic.encode()
+    except UnicodeEncodeError:
+        raise WireError("topic must be valid Unicode text") from None
     if len(raw) > MAX_TOPIC_BYTES or "\x00" in topic:
         raise WireError(f"topic must be at most {MAX_TOPIC_BYTES} bytes with no NUL")
     return topic
@@ -115,6 +118,15 @@ def check_name(name: object, what: str = "name") -> str:
 
 
 # ---------------------------------------------------------------- decoding
+
+
+def _show(value: Any) -> str:
+    """Describe a rejected value without repr() of untrusted nested data."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)[:40]
+    if isinstance(value, str):
+        return repr(value[:40])
+    return f"a {type(value).__name__}"
 
 
 def _uint(value: Any) -> int:
@@ -144,7 +156,7 @@ def _member(value: Any) -> Member:
         raise WireError("member record must be a list of 6 fields")
     node_id, incarnation, version, status, address, pub_address = value
     if type(status) is not int or not 0 <= status <= max(MemberStatus):
-        raise WireError(f"unknown member status {status!r}")
+        raise WireError(f"unknown member status {_show(status)}")
     return Member(
         node_id=_node_id(node_id),
         incarnation=_uint(incarnation),
@@ -212,9 +224,9 @@ def decode_header(data: bytes, max_header_bytes: int) -> Envelope:
         raise WireError("header must be a list of 6 fields")
     version, kind, sender, incarnation, seq, body = raw
     if version != PROTOCOL_VERSION or type(version) is not int:
-        raise WireError(f"unsupported protocol version {version!r} (this node speaks 1)")
+        raise WireError(f"unsupported protocol version {_show(version)} (this node speaks 1)")
     if type(kind) is not int or kind not in _BODY_SCHEMAS:
-        raise WireError(f"unknown message kind {kind!r}")
+        raise WireError(f"unknown message kind {_show(kind)}")
     kind = Kind(kind)
     schema = _BODY_SCHEMAS[kind]
     if type(body) is not list or len(body) != len(schema):

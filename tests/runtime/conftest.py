@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from zcluster import MemberStatus, Node
 from tests.helpers import wait_until
+from zcluster import MemberStatus, Node
 
 NodeFactory = Callable[..., Node]
 

@@ -88,7 +88,7 @@ def test_async_request_failures() -> None:
 def test_join_timeout_when_no_seed_answers() -> None:
     async def scenario() -> None:
         node = AsyncNode("lonely", seeds=["127.0.0.1:9"])  # nothing listens on the discard port
-        with pytest.raises(JoinTimeout, match="127.0.0.1:9"):
+        with pytest.raises(JoinTimeout, match=r"127\.0\.0\.1:9"):
             await node.start(timeout=0.5)
         assert not node.running
 

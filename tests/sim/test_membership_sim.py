@@ -58,7 +58,9 @@ def test_killed_node_is_down_everywhere_within_the_detection_bound() -> None:
     assert net.run_until(lambda: all_up(net, 5), 5)
     net.crash("n2")
     crashed_at = net.now
-    assert not net.run_until(lambda: net.all_see("n2", MemberStatus.DOWN), config.heartbeat_timeout_s)
+    assert not net.run_until(
+        lambda: net.all_see("n2", MemberStatus.DOWN), config.heartbeat_timeout_s
+    )
     assert net.run_until(
         lambda: net.all_see("n2", MemberStatus.DOWN), config.failure_detection_bound_s
     ), f"seed={seed} views={describe_views(net)}"
@@ -151,9 +153,9 @@ def test_graceful_leave_then_removal_then_purge() -> None:
     net.stop("n2")
     assert net.run_until(lambda: net.all_see("n2", MemberStatus.LEFT), 1), describe_views(net)
     assert net.run_until(lambda: net.all_see("n2", MemberStatus.REMOVED), 10)
-    assert net.run_until(
-        lambda: all(n.core.member("n2") is None for n in net.live()), 10
-    ), describe_views(net)
+    assert net.run_until(lambda: all(n.core.member("n2") is None for n in net.live()), 10), (
+        describe_views(net)
+    )
     assert sum(n.core.counters["members_down"] for n in net.live()) == 0
 
 
