@@ -22,7 +22,7 @@ from zcluster import __version__
 from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.runtime.asyncnode import AsyncNode
-from zcluster.settings import NodeSettings, resolve
+from zcluster.settings import DEFAULT_BIND, LOG_LEVELS, NodeSettings, resolve
 
 log = logging.getLogger("zcluster.cli")
 
@@ -59,9 +59,14 @@ seed_option = click.option(
 )
 log_option = click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+    type=click.Choice(LOG_LEVELS),
+    help="Logging detail (default: info for node, warning for the others).",
+)
+bind_option = click.option(
+    "--bind", metavar="HOST:PORT", help="ROUTER address to bind (PUB binds PORT+1); default random."
+)
+advertise_option = click.option(
+    "--advertise", metavar="HOST:PORT", help="Address peers should use, when not --bind."
 )
 
 
@@ -76,8 +81,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--id", "node_id", metavar="ID", help="This node's id (stable across restarts).")
-@click.option("--bind", metavar="HOST:PORT", help="ROUTER address to bind; PUB binds PORT+1.")
-@click.option("--advertise", metavar="HOST:PORT", help="Address peers should use, if not --bind.")
+@bind_option
+@advertise_option
 @seed_option
 @click.option("--config", "config_file", metavar="FILE", help="TOML config file.")
 @click.option(
@@ -91,7 +96,7 @@ def node(
     seeds: tuple[str, ...],
     config_file: str | None,
     tuning: tuple[str, ...],
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM (then leave the cluster)."""
     settings = resolve(
@@ -102,8 +107,11 @@ def node(
         config_file=config_file,
         tuning=tuning,
         environ=os.environ,
+        log_level=log_level,
     )
-    _setup_logging(log_level)
+    _setup_logging(settings.log_level)
+    for name in settings.ignored_environment:
+        log.warning("ignoring %s: no such setting", name)
     asyncio.run(_run_node(settings))
 
 
@@ -147,6 +155,8 @@ def _parse_message(text: str, as_json: bool) -> Any:
 @click.argument("topic")
 @click.argument("message")
 @seed_option
+@bind_option
+@advertise_option
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--json", "as_json", is_flag=True, help="MESSAGE is JSON, not a plain string.")
 @click.option(
@@ -161,22 +171,25 @@ def pub(
     topic: str,
     message: str,
     seeds: tuple[str, ...],
+    bind: str | None,
+    advertise: str | None,
     count: int,
     as_json: bool,
     wait: float,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Join the cluster briefly and publish MESSAGE on TOPIC."""
     if not seeds:
         raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
     value = _parse_message(message, as_json)
-    _setup_logging("warning" if log_level == "info" else log_level)
-    asyncio.run(_run_pub(topic, value, seeds, count, wait))
+    node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise)
+    _setup_logging(log_level or "warning")
+    asyncio.run(_run_pub(node, topic, value, count, wait))
 
 
-async def _run_pub(topic: str, value: Any, seeds: Sequence[str], count: int, wait: float) -> None:
-    node = AsyncNode(_short_lived_id("pub"), seeds=seeds)
-    await node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S)
+async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: float) -> None:
+    if not await _start_interruptibly(node):
+        return
     try:
 
         def everyone_listens() -> bool:
@@ -184,7 +197,10 @@ async def _run_pub(topic: str, value: Any, seeds: Sequence[str], count: int, wai
             live.discard(node.node_id)
             return live <= node.listeners()
 
-        await node.wait_for(everyone_listens, wait)
+        if not await node.wait_for(everyone_listens, wait):
+            log.warning(
+                "not every member confirmed it receives us within %gs; publishing anyway", wait
+            )
         for _ in range(count):
             await node.publish(topic, value)
         receivers = len(node.subscribers(topic))
@@ -196,23 +212,46 @@ async def _run_pub(topic: str, value: Any, seeds: Sequence[str], count: int, wai
 @cli.command()
 @click.argument("topic")
 @seed_option
+@bind_option
+@advertise_option
 @click.option("--count", type=click.IntRange(1), help="Exit after this many messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print each message as a JSON line.")
 @log_option
 def sub(
-    topic: str, seeds: tuple[str, ...], count: int | None, as_json: bool, log_level: str
+    topic: str,
+    seeds: tuple[str, ...],
+    bind: str | None,
+    advertise: str | None,
+    count: int | None,
+    as_json: bool,
+    log_level: str | None,
 ) -> None:
     """Join the cluster and print messages published on TOPIC until interrupted."""
     if not seeds:
         raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
-    _setup_logging("warning" if log_level == "info" else log_level)
-    asyncio.run(_run_sub(topic, seeds, count, as_json))
+    node = AsyncNode(_short_lived_id("sub"), bind or DEFAULT_BIND, seeds, advertise)
+    _setup_logging(log_level or "warning")
+    asyncio.run(_run_sub(node, topic, count, as_json))
 
 
-async def _run_sub(topic: str, seeds: Sequence[str], count: int | None, as_json: bool) -> None:
-    node = AsyncNode(_short_lived_id("sub"), seeds=seeds)
+async def _start_interruptibly(node: AsyncNode) -> bool:
+    """Join, unless SIGINT/SIGTERM comes first; returns whether the node is running."""
     stop = asyncio.Event()
     _on_stop_signals(asyncio.get_running_loop(), stop)
+    starting = asyncio.ensure_future(node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S))
+    interrupted = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if starting.done():
+        starting.result()  # raises JoinTimeout
+        return True
+    starting.cancel()
+    await node.stop()
+    return False
+
+
+async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool) -> None:
+    stop = asyncio.Event()
     received = 0
 
     def show(topic_name: str, message: Any, sender: str) -> None:
@@ -230,7 +269,9 @@ async def _run_sub(topic: str, seeds: Sequence[str], count: int | None, as_json:
             stop.set()
 
     await node.subscribe(topic, show)
-    await node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S)
+    if not await _start_interruptibly(node):
+        return
+    _on_stop_signals(asyncio.get_running_loop(), stop)
     click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)
     try:
         await stop.wait()

@@ -44,8 +44,11 @@ class NodeConfig:
     gossip_retransmit_count: int = 4
     #: most membership records piggybacked on one heartbeat
     gossip_records_per_heartbeat_count: int = 64
-    #: full-state push-pull with one random member this often (anti-entropy)
-    sync_interval_s: float = 1.0
+    #: full-state push-pull with one random member this often (anti-entropy safety net)
+    sync_interval_s: float = 10.0
+    #: a heartbeat whose view digest differs from ours starts a push-pull with its
+    #: sender, at most this often
+    divergence_sync_interval_s: float = 1.0
     #: while not joined, seeds are contacted again this often
     join_retry_interval_s: float = 0.5
     #: down members (and seeds, when alone) are contacted this often so that

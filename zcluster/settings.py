@@ -15,8 +15,9 @@ Config file::
     heartbeat_interval_s = 0.2
 
 Environment: ``ZCLUSTER_ID``, ``ZCLUSTER_BIND``, ``ZCLUSTER_ADVERTISE``,
-``ZCLUSTER_SEEDS`` (comma-separated), and ``ZCLUSTER_<FIELD>`` for tuning,
-e.g. ``ZCLUSTER_HEARTBEAT_INTERVAL_S=0.5``.
+``ZCLUSTER_SEEDS`` (comma-separated), ``ZCLUSTER_LOG_LEVEL``, and
+``ZCLUSTER_<FIELD>`` for tuning, e.g. ``ZCLUSTER_HEARTBEAT_INTERVAL_S=0.5``.
+Other ``ZCLUSTER_*`` variables are reported and ignored.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zcluster.address import parse_address
-from zcluster.config import NodeConfig, env_settings, read_toml, tuning_from_mapping
+from zcluster.config import NodeConfig, env_settings, field_names, read_toml, tuning_from_mapping
 from zcluster.errors import ConfigError, WireError
 from zcluster.wire import check_name
 
-_TOP_LEVEL = frozenset({"id", "bind", "advertise", "seeds", "tuning"})
+_TOP_LEVEL = frozenset({"id", "bind", "advertise", "seeds", "log_level", "tuning"})
+_PLAIN = ("id", "bind", "advertise", "log_level")
 DEFAULT_BIND = "127.0.0.1:0"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_LEVEL = "info"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,6 +45,9 @@ class NodeSettings:
     advertise: str | None
     seeds: tuple[str, ...]
     config: NodeConfig
+    log_level: str = DEFAULT_LOG_LEVEL
+    #: ZCLUSTER_* variables that name no setting (reported, not fatal: other tools may set them)
+    ignored_environment: tuple[str, ...] = ()
 
 
 def _seeds(value: object, source: str) -> tuple[str, ...]:
@@ -63,7 +70,7 @@ def _from_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict
     if not isinstance(tuning_raw, dict):
         raise ConfigError(f"{path}: [tuning] must be a table")
     plain = {k: v for k, v in data.items() if k != "tuning"}
-    for key in ("id", "bind", "advertise"):
+    for key in _PLAIN:
         if key in plain and not isinstance(plain[key], str):
             raise ConfigError(f"{path}: {key} must be a string")
     if "seeds" in plain:
@@ -71,12 +78,17 @@ def _from_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict
     return plain, tuning_from_mapping(tuning_raw, f"{path} [tuning]")
 
 
-def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, float | int]]:
+def _from_env(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, float | int], tuple[str, ...]]:
     values = env_settings(environ)
-    plain: dict[str, Any] = {k: values.pop(k) for k in ("id", "bind", "advertise") if k in values}
+    plain: dict[str, Any] = {k: values.pop(k) for k in _PLAIN if k in values}
     if "seeds" in values:
         plain["seeds"] = _seeds(values.pop("seeds"), "ZCLUSTER_SEEDS")
-    return plain, tuning_from_mapping(values, "environment (ZCLUSTER_*)")
+    known = set(field_names())
+    ignored = tuple(sorted(f"ZCLUSTER_{k.upper()}" for k in values if k not in known))
+    tuning = {k: v for k, v in values.items() if k in known}
+    return plain, tuning_from_mapping(tuning, "environment (ZCLUSTER_*)"), ignored
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, float | int]:
@@ -99,14 +111,20 @@ def resolve(
     config_file: str | None,
     tuning: Sequence[str],
     environ: Mapping[str, str],
+    log_level: str | None = None,
 ) -> NodeSettings:
     """Merge flags, file, environment and defaults into validated settings."""
-    env_plain, env_tuning = _from_env(environ)
+    env_plain, env_tuning, ignored = _from_env(environ)
     file_plain: dict[str, Any] = {}
     file_tuning: dict[str, float | int] = {}
     if config_file:
         file_plain, file_tuning = _from_file(read_toml(config_file), config_file)
-    flags: dict[str, Any] = {"id": node_id, "bind": bind, "advertise": advertise}
+    flags: dict[str, Any] = {
+        "id": node_id,
+        "bind": bind,
+        "advertise": advertise,
+        "log_level": log_level,
+    }
     if seeds:
         flags["seeds"] = _seeds(list(seeds), "--seed")
     merged: dict[str, Any] = {}
@@ -123,8 +141,10 @@ def resolve(
     final_advertise = merged.get("advertise")
     if final_advertise is not None:
         parse_address(final_advertise, allow_port_zero=True)
+    level = merged.get("log_level", DEFAULT_LOG_LEVEL).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     overrides = {**env_tuning, **file_tuning, **parse_assignments(tuning)}
     config = NodeConfig().replace(**overrides) if overrides else NodeConfig()
-    return NodeSettings(
-        final_id, final_bind, final_advertise, tuple(merged.get("seeds", ())), config
-    )
+    seeds_final = tuple(merged.get("seeds", ()))
+    return NodeSettings(final_id, final_bind, final_advertise, seeds_final, config, level, ignored)

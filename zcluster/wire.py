@@ -36,6 +36,8 @@ TOPIC_END = b"\x00"
 MAX_NAME_BYTES = 255
 MAX_TOPIC_BYTES = 1024
 MAX_LIST_COUNT = 100_000
+#: a view digest is 8 bytes of BLAKE2b, in lowercase hex
+DIGEST_CHARS = 16
 
 
 class Kind(enum.IntEnum):
@@ -99,21 +101,42 @@ def check_topic(topic: object) -> str:
     """Raise WireError unless ``topic`` is a valid topic name."""
     if not isinstance(topic, str) or not topic:
         raise WireError(f"topic must be a non-empty string, got {_show(topic)}")
+    if topic in _valid_topics:
+        return topic
+    _check_topic_text(topic)
+    if len(_valid_topics) >= _VALID_CACHE_COUNT:
+        _valid_topics.clear()
+    _valid_topics.add(topic)
+    return topic
+
+
+#: names and topics repeat on every message: remember recently validated ones
+_VALID_CACHE_COUNT = 4096
+_valid_topics: set[str] = set()
+_valid_names: set[str] = set()
+_valid_addresses: set[str] = set()
+
+
+def _check_topic_text(topic: str) -> None:
     try:
         raw = topic.encode()
     except UnicodeEncodeError:
         raise WireError("topic must be valid Unicode text") from None
     if len(raw) > MAX_TOPIC_BYTES or "\x00" in topic:
         raise WireError(f"topic must be at most {MAX_TOPIC_BYTES} bytes with no NUL")
-    return topic
 
 
 def check_name(name: object, what: str = "name") -> str:
     """Raise WireError unless ``name`` is a valid node id or handler name."""
+    if type(name) is str and name in _valid_names:
+        return name
     if not isinstance(name, str) or not name or not name.isprintable() or " " in name:
         raise WireError(f"{what} must be a non-empty printable string without spaces")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise WireError(f"{what} must be at most {MAX_NAME_BYTES} bytes")
+    if len(_valid_names) >= _VALID_CACHE_COUNT:
+        _valid_names.clear()
+    _valid_names.add(name)
     return name
 
 
@@ -142,9 +165,20 @@ def _bool(value: Any) -> bool:
 
 
 def _address(value: Any) -> str:
+    if type(value) is str and value in _valid_addresses:
+        return value
     if not is_valid_address(value):
         raise WireError("expected a HOST:PORT address")
+    if len(_valid_addresses) >= _VALID_CACHE_COUNT:
+        _valid_addresses.clear()
+    _valid_addresses.add(value)
     return str(value)
+
+
+def _digest(value: Any) -> str:
+    if type(value) is not str or len(value) != DIGEST_CHARS:
+        raise WireError(f"view digest must be {DIGEST_CHARS} hex characters")
+    return value
 
 
 def _node_id(value: Any) -> str:
@@ -181,7 +215,7 @@ def _topic(value: Any) -> str:
 
 
 _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
-    Kind.HEARTBEAT: (_member, _list_of(_member)),
+    Kind.HEARTBEAT: (_member, _list_of(_member), _digest),
     Kind.SYNC: (_list_of(_member), _bool, _address),
     Kind.PING: (_uint, _address),
     Kind.PING_REQ: (_uint, _address, _node_id),

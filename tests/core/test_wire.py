@@ -49,11 +49,13 @@ M1 = Member("n1", 7, 3, MemberStatus.UP, "127.0.0.1:7000", "127.0.0.1:7001")
 M2 = Member("node-2.example", UINT64_MAX, 0, MemberStatus.REMOVED, "[::1]:80", "host-name:65535")
 M3 = Member("ü", 0, UINT64_MAX, MemberStatus.JOINING, "10.0.0.1:1", "10.0.0.1:2")
 
+DIGEST = "0123456789abcdef"
+
 #: for every kind: (encoded body, expected decoded body)
 CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.HEARTBEAT: (
-        [encode_member(M1), [encode_member(M2), encode_member(M3)]],
-        (M1, (M2, M3)),
+        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST],
+        (M1, (M2, M3), DIGEST),
     ),
     Kind.SYNC: (
         [[encode_member(M2), encode_member(M1)], True, "10.1.2.3:5"],
@@ -138,7 +140,8 @@ def test_round_trip_every_kind(kind: Kind) -> None:
 
 def test_members_come_back_as_member_objects() -> None:
     header = encode_header(Kind.HEARTBEAT, "n1", 1, 1, CASES[Kind.HEARTBEAT][0])
-    me, gossip = decode_header(header, MAX).body
+    me, gossip, digest = decode_header(header, MAX).body
+    assert digest == DIGEST
     assert type(me) is Member
     assert all(type(m) is Member for m in gossip)
     assert me.status is MemberStatus.UP
@@ -160,13 +163,21 @@ def test_tuple_bodies_encode_like_lists() -> None:
     assert decode_header(as_tuple, MAX).body == (3, True)
 
 
+@pytest.mark.parametrize("digest", ["", "0123", "0123456789abcdef0", 12345, None])
+def test_heartbeat_view_digest_must_be_sixteen_characters(digest: Any) -> None:
+    raw = valid_raw(Kind.HEARTBEAT)
+    raw[5][2] = digest
+    with pytest.raises(WireError, match="view digest"):
+        decode_header(msgpack.packb(raw), MAX)
+
+
 def test_empty_lists_are_valid_bodies() -> None:
     listen = decode_header(encode_header(Kind.LISTEN, "n1", 0, 0, [[]]), MAX)
     assert listen.body == ((),)
     heartbeat = decode_header(
-        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), []]), MAX
+        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST]), MAX
     )
-    assert heartbeat.body == (M1, ())
+    assert heartbeat.body == (M1, (), DIGEST)
 
 
 def test_header_of_exactly_max_header_bytes_is_accepted() -> None:
@@ -266,11 +277,11 @@ def test_property_member_records_round_trip(
         me.node_id,
         me.incarnation,
         0,
-        [encode_member(me), [encode_member(m) for m in gossip]],
+        [encode_member(me), [encode_member(m) for m in gossip], DIGEST],
     )
     topic, envelope, _ = decode_published([CONTROL_TOPIC, heartbeat, b""], MAX)
     assert topic is None
-    assert envelope.body == (me, tuple(gossip))
+    assert envelope.body == (me, tuple(gossip), DIGEST)
 
     sync = encode_header(
         Kind.SYNC, me.node_id, 1, 1, [[encode_member(m) for m in gossip], flag, address]

@@ -29,6 +29,7 @@ class MembershipTable:
         self._since: dict[str, float] = {me.node_id: 0.0}
         #: records still to be piggybacked, with how many sends remain
         self._gossip: dict[str, int] = {}
+        self._digest: str | None = None
         self.me = me
 
     # ------------------------------------------------------------ queries
@@ -63,6 +64,11 @@ class MembershipTable:
 
     def digest(self) -> str:
         """A short hash of the view; equal on nodes that agree on every member's state."""
+        if self._digest is None:
+            self._digest = self._compute_digest()
+        return self._digest
+
+    def _compute_digest(self) -> str:
         h = hashlib.blake2b(digest_size=8)
         for m in sorted(self._members.values(), key=lambda m: m.node_id):
             if m.status is MemberStatus.REMOVED:
@@ -79,18 +85,27 @@ class MembershipTable:
         self._store(me, now, previous)
         return previous
 
-    def merge(self, record: Member, now: float) -> tuple[MergeOutcome, Member | None]:
-        """Merge one gossiped record. Returns the outcome and the record it replaced."""
+    def merge(
+        self, record: Member, now: float, *, first_hand: bool = True
+    ) -> tuple[MergeOutcome, Member | None]:
+        """Merge one gossiped record. Returns the outcome and the record it replaced.
+
+        Only ``first_hand`` news (a member telling us directly about itself, which
+        nobody else may have heard) is queued for our heartbeats. Every member
+        hears every heartbeat, so relaying what others broadcast would deliver each
+        change n times to n nodes; a node that missed something finds out through
+        the view digest in heartbeats and repairs it with a push-pull.
+        """
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)
         current = self._members.get(record.node_id)
         if current is not None and not record.supersedes(current):
             return "stale", None
-        self._store(record, now, current)
+        self._store(record, now, current, gossip=first_hand)
         return "applied", current
 
     def merge_all(
-        self, records: Iterable[Member], now: float
+        self, records: Iterable[Member], now: float, first_hand_from: str | None = None
     ) -> list[tuple[MergeOutcome, Member, Member | None]]:
         """Merge many records; returns only those that changed something.
 
@@ -109,7 +124,8 @@ class MembershipTable:
                 and record.node_id != me
             ):
                 continue
-            outcome, previous = self.merge(record, now)
+            first_hand = record.node_id == first_hand_from
+            outcome, previous = self.merge(record, now, first_hand=first_hand)
             if outcome != "stale":
                 changes.append((outcome, record, previous))
         return changes
@@ -127,6 +143,7 @@ class MembershipTable:
 
     def purge(self, node_id: str) -> None:
         if node_id != self.me.node_id:
+            self._digest = None
             self._members.pop(node_id, None)
             self._since.pop(node_id, None)
             self._gossip.pop(node_id, None)
@@ -163,8 +180,14 @@ class MembershipTable:
         self.set_me(refuted, now)
         return "refuted", me
 
-    def _store(self, record: Member, now: float, previous: Member | None) -> None:
+    def _store(
+        self, record: Member, now: float, previous: Member | None, *, gossip: bool = True
+    ) -> None:
+        self._digest = None
         self._members[record.node_id] = record
         if previous is None or previous.status != record.status:
             self._since[record.node_id] = now
-        self._gossip[record.node_id] = self._gossip_budget
+        if gossip:
+            self._gossip[record.node_id] = self._gossip_budget
+        else:
+            self._gossip.pop(record.node_id, None)  # what we queued earlier is outdated

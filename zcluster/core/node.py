@@ -74,6 +74,7 @@ class NodeCore:
         self._leave_at: float | None = None
         self._next_heartbeat = 0.0
         self._next_sync = 0.0
+        self._next_divergence_sync = 0.0
         self._next_join = 0.0
         self._next_reconnect = 0.0
         self._handlers: dict[type, Callable[[Any, float], None]] = {
@@ -264,25 +265,33 @@ class NodeCore:
     # ================================================================ receivers
 
     def _rx_heartbeat(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
-        sender_record, updates = env.body
+        sender_record, updates, digest = env.body
         if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
             self.counters["heartbeats_inconsistent"] += 1
             return
-        self._merge_all((sender_record, *updates), now)
+        # Everyone connected to the sender hears this heartbeat: relay none of it.
+        self._merge_all((sender_record, *updates), now, first_hand_from=None)
         current = self.table.get(env.sender)
+        if current is None or current.incarnation != env.incarnation:
+            return
         if (
-            current is not None
-            and current.incarnation == env.incarnation
-            and current.status.is_live
-            and self._listening_to.get(env.sender) != env.incarnation
+            now >= self._next_divergence_sync  # first: computing our digest costs O(members)
+            and self.me.status is not MemberStatus.JOINING
+            and digest != self.table.digest()
         ):
+            # Our views differ: reconcile both tables with one push-pull now.
+            self._next_divergence_sync = now + self.config.divergence_sync_interval_s
+            self.counters["divergence_syncs"] += 1
+            self._send_sync(current.address, want_reply=True, now=now)
+        if current.status.is_live and self._listening_to.get(env.sender) != env.incarnation:
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             self._listening_to[env.sender] = env.incarnation
             self._send(current.address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
 
     def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         records, want_reply, reply_address = env.body
-        self._merge_all(records, now)
+        # A SYNC's sender speaking of itself (joining, leaving) is news only we have heard.
+        self._merge_all(records, now, first_hand_from=env.sender)
         if want_reply and reply_address != self.address:
             self._send_sync(reply_address, want_reply=False, now=now)
         elif self.me.status is MemberStatus.JOINING and any(
@@ -348,8 +357,11 @@ class NodeCore:
 
     # ================================================================ membership
 
-    def _merge_all(self, records: Iterable[Member], now: float) -> None:
-        for outcome, record, previous in self.table.merge_all(records, now):
+    def _merge_all(
+        self, records: Iterable[Member], now: float, *, first_hand_from: str | None
+    ) -> None:
+        changes = self.table.merge_all(records, now, first_hand_from)
+        for outcome, record, previous in changes:
             if outcome == "applied":
                 self._member_changed(record, previous, now)
             elif outcome == "refuted":
@@ -474,7 +486,7 @@ class NodeCore:
     def _heartbeat(self, now: float) -> None:
         self._next_heartbeat = now + self.config.heartbeat_interval_s
         updates = self.table.take_gossip(self.config.gossip_records_per_heartbeat_count)
-        body = (encode_member(self.me), [encode_member(m) for m in updates])
+        body = (encode_member(self.me), [encode_member(m) for m in updates], self.table.digest())
         self._seq += 1
         header = encode_header(Kind.HEARTBEAT, self.node_id, self.incarnation, self._seq, body)
         self._out.append(fx.Publish((CONTROL_TOPIC, header, _EMPTY)))

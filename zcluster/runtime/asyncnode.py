@@ -197,8 +197,8 @@ class AsyncNode:
         if self.advertise is None:
             if bind_host in _WILDCARD_HOSTS:
                 raise ConfigError(
-                    f"binding {self.bind} listens on every interface; "
-                    "say which address peers should use with advertise=HOST:PORT"
+                    f"binding {self.bind} listens on every interface; give the address "
+                    "peers should use (--advertise HOST:PORT, or advertise= in Python)"
                 )
             host, port = bind_host, 0
         else:

@@ -22,7 +22,7 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
-from zcluster.runtime.transport import Transport
+from zcluster.runtime.transport import Transport, receive_message
 from zcluster.wire import decode_direct, decode_published
 
 log = logging.getLogger("zcluster.driver")
@@ -152,7 +152,7 @@ class Driver:
         limit = self._config.max_header_bytes
         for _ in range(self._config.receive_batch_count):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = receive_message(sock)
             except zmq.Again:
                 return
             try:
@@ -170,7 +170,7 @@ class Driver:
         limit = self._config.max_header_bytes
         for _ in range(self._config.receive_batch_count):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = receive_message(sock)
             except zmq.Again:
                 return
             try:

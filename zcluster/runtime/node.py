@@ -67,6 +67,9 @@ class _Submitter:
             self._items.clear()
             self._scheduled = False
             self._not_full.notify_all()
+        counters = self._driver.counters
+        counters["submit_batches"] += 1
+        counters["submitted_calls"] += len(items)
         self._driver.feed_many(items)
 
 
@@ -105,6 +108,7 @@ class Node:
             self.config.callback_queue_max_count,
             driver.pause_reading,
             driver.resume_reading,
+            self.config.control_call_timeout_s,
         )
 
     # ------------------------------------------------------------ life cycle

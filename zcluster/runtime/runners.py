@@ -80,7 +80,11 @@ async def _await(awaitable: Any) -> Any:
 
 
 class ThreadRunner:
-    """Runs callbacks in order on one worker thread, off the event loop."""
+    """Runs callbacks in order on one worker thread, off the event loop.
+
+    Calls made during one turn of the loop are handed over as one batch, so
+    the worker thread is woken once per socket drain, not once per message.
+    """
 
     def __init__(
         self,
@@ -89,39 +93,58 @@ class ThreadRunner:
         max_count: int,
         pause: Callable[[], None],
         resume: Callable[[], None],
+        join_timeout_s: float,
     ) -> None:
         self._loop = loop
         self._on_error = on_error
         self._max_count = max_count
         self._pause = pause
         self._resume = resume
+        self._join_timeout_s = join_timeout_s
         self._paused = False
-        self._queue: queue.SimpleQueue[tuple[Call, Done | None] | None] = queue.SimpleQueue()
+        self._pending: list[tuple[Call, Done | None]] = []
+        self._queued = 0  # calls handed to the worker and not yet run
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[list[tuple[Call, Done | None]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="zcluster-callbacks", daemon=True)
         self._thread.start()
 
     def run(self, call: Call, done: Done | None) -> None:
-        self._queue.put((call, done))
-        if not self._paused and self._queue.qsize() >= self._max_count:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append((call, done))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        with self._lock:
+            self._queued += len(batch)
+            full = self._queued >= self._max_count
+        self._queue.put(batch)
+        if full and not self._paused:
             self._paused = True
             self._pause()
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            call, done = item
-            try:
-                result, exc = call(), None
-            except Exception as error:
-                result, exc = None, error
-                self._on_error()
-                if done is None:
-                    _report(error)
-            if done is not None:
-                self._call_on_loop(done, result, exc)
-            if self._paused and self._queue.qsize() <= self._max_count // 2:
+            for call, done in batch:
+                try:
+                    result, exc = call(), None
+                except Exception as error:
+                    result, exc = None, error
+                    self._on_error()
+                    if done is None:
+                        _report(error)
+                if done is not None:
+                    self._call_on_loop(done, result, exc)
+            with self._lock:
+                self._queued -= len(batch)
+                drained = self._queued <= self._max_count // 2
+            if drained and self._paused:
                 self._call_on_loop(self._resumed)
 
     def _resumed(self) -> None:
@@ -134,6 +157,7 @@ class ThreadRunner:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def close(self) -> None:
+        self._flush()
         self._queue.put(None)
         if threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._thread.join(self._join_timeout_s)

@@ -20,6 +20,21 @@ from zcluster.wire import CONTROL_TOPIC
 
 log = logging.getLogger("zcluster.transport")
 
+# Plain ints: pyzmq's send_multipart and enum flag arithmetic cost more than the send itself.
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = int(zmq.NOBLOCK)
+_NOWAIT = int(zmq.NOBLOCK)
+
+
+def receive_message(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """Read every part of one waiting message without blocking (raises zmq.Again if none)."""
+    frame = sock.recv(_NOWAIT, copy=False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_NOWAIT, copy=False)
+        parts.append(frame.bytes)
+    return parts
+
 
 def endpoint(address: str) -> str:
     host, port = parse_address(address, allow_port_zero=True)
@@ -90,15 +105,20 @@ class Transport:
         if dealer is None:
             dealer = self._open_dealer(address, now)
         dealer.last_used = now
+        send = dealer.socket.send
         try:
-            dealer.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send(frames[0], _MORE)  # only the first part can meet the high-water mark
         except zmq.Again:
             return False
+        send(frames[1], _LAST)
         return True
 
     def publish(self, frames: tuple[bytes, bytes, bytes]) -> None:
         # PUB never blocks: at the high-water mark it drops for that subscriber.
-        self.pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        send = self.pub.send
+        send(frames[0], _MORE)
+        send(frames[1], _MORE)
+        send(frames[2], _LAST)
 
     # ------------------------------------------------------------ connections
 
