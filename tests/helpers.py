@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from zcluster import MemberStatus
 
 POLL_INTERVAL_S = 0.02
 
@@ -37,3 +40,13 @@ def free_port_pair() -> int:
                     continue
                 return int(port)
     raise RuntimeError("no free pair of ports found")
+
+
+def all_up(nodes: Sequence[Any]) -> bool:
+    """Each node (Node or AsyncNode) sees exactly these nodes, all up, with equal digests."""
+    ids = {n.node_id for n in nodes}
+    for node in nodes:
+        view = {m.node_id: m.status for m in node.members()}
+        if set(view) != ids or any(s is not MemberStatus.UP for s in view.values()):
+            return False
+    return len({n.view_digest() for n in nodes}) == 1

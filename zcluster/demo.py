@@ -45,9 +45,12 @@ async def _demo(subscribers: int, messages: int) -> int:
     names = [f"demo-subscriber-{i}" for i in range(1, subscribers + 1)]
     processes = [await _spawn(name, publisher.address, messages) for name in names]
     try:
-        ready = await publisher.wait_for(
-            lambda: set(names) <= publisher.subscribers(TOPIC), DEMO_JOIN_TIMEOUT_S
-        )
+
+        def everyone_ready() -> bool:
+            up = {m.node_id for m in publisher.members() if m.status is MemberStatus.UP}
+            return set(names) <= publisher.subscribers(TOPIC) and set(names) <= up
+
+        ready = await publisher.wait_for(everyone_ready, DEMO_JOIN_TIMEOUT_S)
         if not ready:
             _say("demo failed: subscribers did not join in time")
             return 1

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
-from zcluster import MemberStatus, Node
+from tests.helpers import all_up, wait_until
+from zcluster import Node
 
 NodeFactory = Callable[..., Node]
 
@@ -27,15 +27,6 @@ def make_node() -> Iterator[NodeFactory]:
     yield make
     for node in reversed(started):
         node.stop()
-
-
-def all_up(nodes: list[Node]) -> bool:
-    ids = {n.node_id for n in nodes}
-    for node in nodes:
-        view = {m.node_id: m.status for m in node.members()}
-        if set(view) != ids or any(s is not MemberStatus.UP for s in view.values()):
-            return False
-    return len({n.view_digest() for n in nodes}) == 1
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import all_up as views_all_up
 from zcluster import AsyncNode, JoinTimeout, MemberStatus, RemoteError, RequestTimeout
 
 
@@ -15,15 +16,7 @@ def run(coro: Any) -> Any:
 
 
 async def all_up(nodes: list[AsyncNode], timeout: float = 5) -> bool:
-    def check() -> bool:
-        ids = {n.node_id for n in nodes}
-        for node in nodes:
-            view = {m.node_id: m.status for m in node.members()}
-            if set(view) != ids or any(s is not MemberStatus.UP for s in view.values()):
-                return False
-        return len({n.view_digest() for n in nodes}) == 1
-
-    return await nodes[0].wait_for(check, timeout)
+    return await nodes[0].wait_for(lambda: views_all_up(nodes), timeout)
 
 
 def test_async_cluster_request_publish_and_leave() -> None:

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.runtime.conftest import NodeFactory, all_up
+from tests.helpers import all_up, wait_until
+from tests.runtime.conftest import NodeFactory
 from zcluster import (
     ConfigError,
     MemberStatus,

@@ -53,18 +53,16 @@ def new_incarnation() -> int:
     return (time.time_ns() // 1_000_000) << 20 | random.SystemRandom().getrandbits(20)
 
 
-def _validate_id(node_id: str) -> str:
+def _checked(check: Callable[..., str], value: str, *what: str) -> str:
+    """Run a wire-level check, reporting a bad argument as ConfigError."""
     try:
-        return check_name(node_id, "node id")
+        return check(value, *what)
     except WireError as exc:
         raise ConfigError(str(exc)) from None
 
 
 def _validate_topic(topic: str) -> str:
-    try:
-        return check_topic(topic)
-    except WireError as exc:
-        raise ConfigError(str(exc)) from None
+    return _checked(check_topic, topic)
 
 
 class AsyncNode:
@@ -81,7 +79,7 @@ class AsyncNode:
         config: NodeConfig | None = None,
         **options: Any,
     ) -> None:
-        self.node_id = _validate_id(node_id)
+        self.node_id = _checked(check_name, node_id, "node id")
         parse_address(bind, allow_port_zero=True)
         self.seeds = tuple(seeds)
         for seed in self.seeds:
@@ -263,7 +261,7 @@ class AsyncNode:
 
         The handler's return value is the reply to a request.
         """
-        self._handlers[_validate_id_or_name(name)] = handler
+        self._handlers[_checked(check_name, name, "handler name")] = handler
 
     def on_member_change(self, callback: MemberCallback) -> None:
         """Call ``callback(member, previous)`` whenever a member's record changes."""
@@ -439,10 +437,3 @@ class _Lazy:
 
 def _notify(callback: SubscriptionCallback, effect: fx.DeliverPublication, message: _Lazy) -> Any:
     return callback(effect.topic, message.get(), effect.sender)
-
-
-def _validate_id_or_name(name: str) -> str:
-    try:
-        return check_name(name, "handler name")
-    except WireError as exc:
-        raise ConfigError(str(exc)) from None

@@ -69,6 +69,16 @@ def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _decode_router(frames: list[bytes], limit: int) -> ev.EnvelopeReceived:
+    envelope, payload = decode_direct(frames[1:], limit)  # frames[0]: the ROUTER's routing id
+    return ev.EnvelopeReceived(envelope, payload)
+
+
+def _decode_sub(frames: list[bytes], limit: int) -> ev.EnvelopeReceived:
+    topic, envelope, payload = decode_published(frames, limit)
+    return ev.EnvelopeReceived(envelope, payload, topic)
+
+
 class Driver:
     """Runs one NodeCore on one asyncio loop with real ZeroMQ sockets."""
 
@@ -146,27 +156,21 @@ class Driver:
         self.transport.close_idle(self.clock())
 
     def _read_router(self) -> None:
-        if not self._reading:
-            return
-        sock = self.transport.router
-        limit = self._config.max_header_bytes
-        for _ in range(self._config.receive_batch_count):
-            try:
-                frames = receive_message(sock)
-            except zmq.Again:
-                return
-            try:
-                envelope, payload = decode_direct(frames[1:], limit)
-            except WireError as exc:
-                self._reject("router", exc)
-                continue
-            self.feed(ev.EnvelopeReceived(envelope, payload))
-        self.loop.call_soon(self._read_router)
+        self._drain(self.transport.router, "router", _decode_router, self._read_router)
 
     def _read_sub(self) -> None:
+        self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
+
+    def _drain(
+        self,
+        sock: zmq.Socket[bytes],
+        channel: str,
+        decode: Callable[[list[bytes], int], ev.EnvelopeReceived],
+        again: Callable[[], None],
+    ) -> None:
+        """Read up to one batch of waiting messages; schedule another turn if more wait."""
         if not self._reading:
             return
-        sock = self.transport.sub
         limit = self._config.max_header_bytes
         for _ in range(self._config.receive_batch_count):
             try:
@@ -174,12 +178,12 @@ class Driver:
             except zmq.Again:
                 return
             try:
-                topic, envelope, payload = decode_published(frames, limit)
+                event = decode(frames, limit)
             except WireError as exc:
-                self._reject("sub", exc)
+                self._reject(channel, exc)
                 continue
-            self.feed(ev.EnvelopeReceived(envelope, payload, topic))
-        self.loop.call_soon(self._read_sub)
+            self.feed(event)
+        self.loop.call_soon(again)
 
     def _reject(self, channel: str, exc: WireError) -> None:
         self.feed(ev.FrameRejected(channel, str(exc)))
