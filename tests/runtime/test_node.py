@@ -97,12 +97,29 @@ def test_publish_fan_out_in_order(trio: list[Node]) -> None:
     assert received["b"] == received["c"] == list(range(5000))
 
 
-def test_graceful_stop_is_seen_as_left(trio: list[Node]) -> None:
+def test_graceful_stop_is_seen_as_left_and_disconnected(trio: list[Node]) -> None:
     a, b, c = trio
+    assert a.stats()["connections_direct_to_members"] == 2
+    assert a.stats()["connections_subscribed"] == 2
     c.stop()
     assert wait_until(lambda: a.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]
     assert wait_until(lambda: b.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]
     assert a.stats().get("members_down", 0) == 0
+    for node in (a, b):
+        gauges = node.stats()
+        assert gauges["connections_direct_to_members"] == 1, gauges
+        assert gauges["connections_subscribed"] == 1, gauges
+
+
+def test_seed_given_by_dns_name_joins(make_node: NodeFactory) -> None:
+    a = make_node("a")
+    port = a.address.rsplit(":", 1)[1]
+    b = Node("b", seeds=[f"localhost:{port}"])
+    try:
+        b.start(timeout=5)
+        assert wait_until(lambda: all_up([a, b]), 5)
+    finally:
+        b.stop()
 
 
 def test_slow_callbacks_do_not_stall_failure_detection(make_node: NodeFactory) -> None:
@@ -158,3 +175,12 @@ def test_bad_arguments_raise_config_error(make_node: NodeFactory) -> None:
     wildcard = Node("c", bind="0.0.0.0:0")
     with pytest.raises(ConfigError, match="advertise"):
         wildcard.start()
+
+
+def test_a_name_with_several_addresses_counts_as_several_seeds() -> None:
+    from zcluster.runtime.driver import resolve_seeds
+
+    addresses = resolve_seeds(["localhost:7000", "127.0.0.1:7001", "no-such-host.invalid:1"])
+    assert "127.0.0.1:7000" in addresses and "127.0.0.1:7001" in addresses
+    assert len(addresses) == len(set(addresses))
+    assert not any(a.startswith("no-such-host") for a in addresses)

@@ -238,9 +238,11 @@ class AsyncNode:
         return self._require().core.listeners()
 
     def stats(self) -> dict[str, int]:
-        """Counters: messages, rejected frames, probes, suspicions, ..."""
+        """Counters (messages, rejected frames, probes, suspicions, ...) and connection gauges."""
         driver = self._driver
-        return dict(driver.counters) if driver is not None else {}
+        if driver is None:
+            return {}
+        return {**driver.counters, **driver.transport.gauges()}
 
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float, interval: float | None = None

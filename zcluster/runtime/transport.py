@@ -160,9 +160,13 @@ class Transport:
         dealer = self._dealers.pop(address)
         dealer.socket.close(linger=0)
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._dealers)
+    def gauges(self) -> dict[str, int]:
+        """Open connections: DEALERs (to members and others) and PUBs our SUB reads."""
+        return {
+            "connections_direct": len(self._dealers),
+            "connections_direct_to_members": sum(1 for d in self._dealers.values() if d.members),
+            "connections_subscribed": len(self._subscribed_pubs),
+        }
 
     def close(self) -> None:
         for address in list(self._dealers):
