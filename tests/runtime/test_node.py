@@ -184,3 +184,21 @@ def test_a_name_with_several_addresses_counts_as_several_seeds() -> None:
     assert "127.0.0.1:7000" in addresses and "127.0.0.1:7001" in addresses
     assert len(addresses) == len(set(addresses))
     assert not any(a.startswith("no-such-host") for a in addresses)
+
+
+def test_handlers_may_call_back_into_nodes_and_even_stop_them(trio: list[Node]) -> None:
+    a, b, c = trio
+    b.register("inner", lambda message, sender: message * 10)
+    a.register("outer", lambda message, sender: a.request("b", "inner", message) + len(a.members()))
+    assert c.request("a", "outer", 4) == 43
+    stopped = threading.Event()
+
+    def quit_now(message: object, sender: str) -> None:
+        c.stop()
+        stopped.set()
+
+    c.register("quit", quit_now)
+    a.send("c", "quit", None)
+    assert stopped.wait(5)
+    assert not c.running
+    assert wait_until(lambda: a.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]

@@ -100,9 +100,10 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._submitter: _Submitter | None = None
+        self._runner: ThreadRunner | None = None
 
     def _make_runner(self, loop: asyncio.AbstractEventLoop, driver: Driver) -> ThreadRunner:
-        return ThreadRunner(
+        self._runner = ThreadRunner(
             loop,
             self._node._count_error,
             self.config.callback_queue_max_count,
@@ -110,6 +111,7 @@ class Node:
             driver.resume_reading,
             self.config.control_call_timeout_s,
         )
+        return self._runner
 
     # ------------------------------------------------------------ life cycle
 
@@ -169,6 +171,9 @@ class Node:
         thread.join(self.config.control_call_timeout_s)
         if not thread.is_alive():
             loop.close()
+        if self._runner is not None:
+            self._runner.join()
+            self._runner = None
 
     @property
     def running(self) -> bool:

@@ -157,7 +157,11 @@ class ThreadRunner:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def close(self) -> None:
+        """Let the worker finish what is queued, then end; see ``join``."""
         self._flush()
         self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait for the worker to end, unless called from the worker itself (a handler)."""
         if threading.current_thread() is not self._thread:
             self._thread.join(self._join_timeout_s)
