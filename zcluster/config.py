@@ -92,6 +92,8 @@ class NodeConfig:
     control_call_timeout_s: float = 10.0
     #: connections to non-members (seeds, requesters) close after this idle time
     idle_connection_s: float = 30.0
+    #: most open connections to non-members; the least recently used closes first
+    non_member_connections_max_count: int = 256
     #: ZMTP-level heartbeat that drops dead TCP connections (complements detection)
     zmtp_heartbeat_s: float = 1.0
 

@@ -129,3 +129,16 @@ def test_garbage_on_sub_is_counted_and_dropped(
         )
 
     assert wait_until(joined, 5)
+
+
+def test_reply_addresses_from_strangers_cannot_exhaust_connections(
+    make_node: NodeFactory, raw_socket: RawSocket
+) -> None:
+    a = make_node("a", non_member_connections_max_count=8)
+    dealer = raw_socket(zmq.DEALER)
+    dealer.connect(f"tcp://{a.address}")
+    for port in range(20000, 20100):
+        ping = encode_header(Kind.PING, "stranger", 1, port, (port, f"127.0.0.1:{port}"))
+        dealer.send_multipart([ping, b""])
+    assert wait_until(lambda: a.stats().get("messages_received", 0) >= 100, 5), a.stats()
+    assert a.stats()["connections_direct"] <= 8

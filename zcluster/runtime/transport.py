@@ -151,6 +151,10 @@ class Transport:
                 self._close_dealer(address)
 
     def _open_dealer(self, address: str, now: float) -> _Dealer:
+        strangers = [(d.last_used, a) for a, d in self._dealers.items() if not d.members]
+        if len(strangers) >= self._config.non_member_connections_max_count:
+            # Any peer can name a reply address: never let that grow without bound.
+            self._close_dealer(min(strangers)[1])
         sock = self._socket(zmq.DEALER, self._config.direct_hwm_count)
         sock.connect(endpoint(address))
         dealer = self._dealers[address] = _Dealer(sock, set(), now)
