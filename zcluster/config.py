@@ -54,6 +54,13 @@ class NodeConfig:
     #: down members (and seeds, when alone) are contacted this often so that
     #: healed partitions merge back
     reconnect_interval_s: float = 1.0
+    #: seeds that are not live members are contacted this often, so that clusters
+    #: split for longer than down_member_expiry_s still merge back
+    seed_contact_interval_s: float = 30.0
+    #: reconnect attempts go to this many of the most recently down members
+    reconnect_candidates_count: int = 16
+    #: most members one node keeps in its table (tombstones included)
+    members_max_count: int = 10_000
     #: a down member is kept (and reconnect attempts made) this long, then removed
     down_member_expiry_s: float = 3600.0
     #: a member that left is kept this long before it is removed
@@ -88,8 +95,12 @@ class NodeConfig:
     submit_queue_max_count: int = 50_000
     #: received messages queued for blocking-API callbacks before reading pauses
     callback_queue_max_count: int = 50_000
-    #: a blocking call into the node's loop (start, stop, members) gives up after this
+    #: start() waits this long for a seed to admit the node
+    join_timeout_s: float = 10.0
+    #: a blocking call into the node's loop (stop, members, ...) gives up after this
     control_call_timeout_s: float = 10.0
+    #: most ZeroMQ sockets of one node (one per member, plus a few); libzmq's default is 1023
+    sockets_max_count: int = 4096
     #: connections to non-members (seeds, requesters) close after this idle time
     idle_connection_s: float = 30.0
     #: most open connections to non-members; the least recently used closes first

@@ -137,7 +137,7 @@ def resolve(
     except WireError as exc:
         raise ConfigError(str(exc)) from None
     final_bind = merged.get("bind", DEFAULT_BIND)
-    parse_address(final_bind, allow_port_zero=True)
+    parse_address(final_bind, allow_port_zero=True, allow_wildcard=True)
     final_advertise = merged.get("advertise")
     if final_advertise is not None:
         parse_address(final_advertise, allow_port_zero=True)

@@ -7,7 +7,6 @@ to the same fields.
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import msgpack
@@ -205,7 +204,10 @@ NAME_CHARS = st.characters(
 )
 names = st.text(NAME_CHARS, min_size=1, max_size=40)
 uint64 = st.integers(min_value=0, max_value=UINT64_MAX)
-hosts = st.text(string.ascii_lowercase + string.digits + "-.", min_size=1, max_size=20)
+# host names: dot-separated labels of letters and digits, with inner hyphens
+hosts = st.from_regex(
+    r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?){0,2}", fullmatch=True
+)
 ports = st.integers(min_value=1, max_value=65535)
 addresses = st.one_of(
     st.builds(format_address, hosts, ports),
@@ -891,12 +893,29 @@ def test_parse_address_accepts(text: str, expected: tuple[str, int]) -> None:
         ("[::1:80", "unbalanced brackets"),
         ("[]:80", "unbalanced brackets"),
         ("x" * 251 + ":8000", "expected HOST:PORT"),  # longer than 255
+        # hosts libzmq would refuse at connect(): never accepted from the wire
+        ("*:5", "bad host"),
+        ("%:5", "bad host"),
+        ("a#b:5", "bad host"),
+        ("..:5", "bad host"),
+        ("a..b:5", "bad host"),
+        ("-:5", "bad host"),
+        ("host-:5", "bad host"),
+        ("[*]:5", "bad IPv6 address"),
+        ("[1.2.3.4]:5", "bad IPv6 address"),
     ],
 )
 def test_parse_address_rejects(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_address(text)
     assert not is_valid_address(text)
+
+
+def test_wildcard_hosts_are_only_for_binding() -> None:
+    assert parse_address("*:7000", allow_wildcard=True) == ("*", 7000)
+    assert parse_address("0.0.0.0:0", allow_port_zero=True) == ("0.0.0.0", 0)
+    with pytest.raises(ConfigError, match="bad host"):
+        parse_address("*:7000")
 
 
 @pytest.mark.parametrize("value", [None, 80, b"a:1", ["a:1"]])
@@ -924,10 +943,7 @@ def test_config_error_is_a_value_error() -> None:
 @given(hosts, st.integers(0, 65535))
 def test_property_format_then_parse_round_trips(host: str, port: int) -> None:
     assert parse_address(format_address(host, port), allow_port_zero=True) == (host, port)
-    assert (
-        parse_address(format_address("::" + host.replace(".", ""), port), allow_port_zero=True)[1]
-        == port
-    )
+    assert parse_address(format_address("::1", port), allow_port_zero=True) == ("::1", port)
 
 
 @PROPERTY

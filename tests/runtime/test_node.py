@@ -6,10 +6,11 @@ import threading
 
 import pytest
 
-from tests.helpers import all_up, wait_until
+from tests.helpers import all_up, free_port_pair, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import (
     ConfigError,
+    JoinTimeout,
     MemberStatus,
     Node,
     NotRunning,
@@ -202,3 +203,31 @@ def test_handlers_may_call_back_into_nodes_and_even_stop_them(trio: list[Node]) 
     assert stopped.wait(5)
     assert not c.running
     assert wait_until(lambda: a.member("c").status is MemberStatus.LEFT, 3)  # type: ignore[union-attr]
+
+
+def test_join_timeout_cleans_up_so_the_port_can_be_reused() -> None:
+    port = free_port_pair()
+    lonely = Node("lonely", bind=f"127.0.0.1:{port}", seeds=["127.0.0.1:9"], join_timeout_s=0.5)
+    with pytest.raises(JoinTimeout, match="no seed admitted it"):
+        lonely.start()
+    assert not lonely.running
+    again = Node("again", bind=f"127.0.0.1:{port}")
+    again.start()
+    again.stop()
+
+
+def test_a_node_seeded_only_with_itself_forms_the_cluster(make_node: NodeFactory) -> None:
+    port = free_port_pair()
+    me = f"127.0.0.1:{port}"
+    first = Node("pod-0", bind=me, seeds=[me])
+    first.start(timeout=5)
+    try:
+        second = make_node("pod-1", first)
+        assert wait_until(lambda: all_up([first, second]), 5)
+    finally:
+        first.stop()
+
+
+def test_advertising_a_wildcard_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not an address peers can reach"):
+        Node("a", bind="0.0.0.0:0", advertise="0.0.0.0:0").start()

@@ -213,3 +213,56 @@ def test_seeded_fault_schedules_converge(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(1000, 4000))
 def test_long_sweep_of_fault_schedules(seed: int) -> None:
     run_schedule(seed)
+
+
+def test_partition_longer_than_down_expiry_still_heals_through_seeds() -> None:
+    seed = 31
+    config = NodeConfig(down_member_expiry_s=20, removed_tombstone_s=10, seed_contact_interval_s=5)
+    net = cluster(4, seed, config=config)
+    assert net.run_until(lambda: all_up(net, 4), 5)
+    net.partition(["n0", "n1"], ["n2", "n3"])
+    net.run_for(60)  # both sides have removed and purged the other
+    assert net.nodes["n0"].core.member("n2") is None, describe_views(net)
+    net.heal()
+    assert net.run_until(lambda: all_up(net, 4), 30), f"seed={seed} views={describe_views(net)}"
+
+
+def test_purged_tombstones_are_not_resurrected_by_stale_gossip() -> None:
+    seed = 32
+    config = NodeConfig(left_member_expiry_s=2, removed_tombstone_s=2)
+    net = cluster(4, seed, config=config)
+    assert net.run_until(lambda: all_up(net, 4), 5)
+    net.partition(["n0", "n1", "n2"], ["n3"])
+    net.run_for(3)
+    net.stop("n2")
+    net.run_for(10)  # n0 and n1 purge n2; isolated n3 still remembers it as down
+    assert net.nodes["n0"].core.member("n2") is None
+    net.heal()
+    assert net.run_until(lambda: converged(net), 20), describe_views(net)
+    net.run_for(5)
+    assert net.nodes["n0"].core.member("n2") is None, describe_views(net)
+    assert net.nodes["n1"].core.member("n2") is None, describe_views(net)
+
+
+def test_a_new_member_reusing_a_dead_members_address_stays_subscribed() -> None:
+    seed = 33
+    net = cluster(3, seed)
+    assert net.run_until(lambda: all_up(net, 3), 5)
+    pub = net.nodes["n2"].core.me.pub_address
+    net.crash("n2")
+    net.add_node("m9", seeds=["sim1:7000"], address_of="n2")  # before n2 is declared down
+    assert net.run_until(lambda: net.all_see("n2", MemberStatus.DOWN), 5)
+    assert net.run_until(lambda: net.all_see("m9", MemberStatus.UP), 5)
+    probes_before = net.nodes["n0"].core.counters["probes_sent"]
+    net.run_for(5)
+    assert pub in net.nodes["n0"].subscribed_to, "n0 stopped reading the newcomer's PUB"
+    assert net.nodes["n0"].core.counters["probes_sent"] == probes_before, "m9 went unheard"
+
+
+def test_node_whose_seeds_are_all_itself_forms_the_cluster() -> None:
+    net = SimNetwork(34)
+    first = net.add_node("n0", seeds=["sim1:7000"])  # its own address
+    others = [net.add_node(f"n{i}", seeds=["sim1:7000"]) for i in (1, 2)]
+    assert first.core.address == "sim1:7000"
+    assert net.run_until(lambda: all_up(net, 3), 5), describe_views(net)
+    assert others

@@ -17,14 +17,15 @@ from typing import Literal
 
 from zcluster.core.members import Member, MemberStatus
 
-MergeOutcome = Literal["applied", "stale", "refuted", "conflict"]
+MergeOutcome = Literal["applied", "stale", "refuted", "conflict", "full"]
 
 
 class MembershipTable:
     """All members known to one node, itself included."""
 
-    def __init__(self, me: Member, gossip_retransmit_count: int) -> None:
+    def __init__(self, me: Member, gossip_retransmit_count: int, max_count: int) -> None:
         self._gossip_budget = gossip_retransmit_count
+        self._max_count = max_count
         self._members: dict[str, Member] = {me.node_id: me}
         self._since: dict[str, float] = {me.node_id: 0.0}
         #: records still to be piggybacked, with how many sends remain
@@ -63,7 +64,11 @@ class MembershipTable:
         return self._since.get(node_id, 0.0)
 
     def digest(self) -> str:
-        """A short hash of the view; equal on nodes that agree on every member's state."""
+        """A short hash of the live view; equal on nodes that agree on it.
+
+        It covers members that are joining, up, suspect or leaving: which dead
+        members a node still remembers is local housekeeping, not disagreement.
+        """
         if self._digest is None:
             self._digest = self._compute_digest()
         return self._digest
@@ -71,7 +76,7 @@ class MembershipTable:
     def _compute_digest(self) -> str:
         h = hashlib.blake2b(digest_size=8)
         for m in sorted(self._members.values(), key=lambda m: m.node_id):
-            if m.status is MemberStatus.REMOVED:
+            if not m.status.is_live:
                 continue
             h.update(f"{m.node_id}\x00{m.incarnation}\x00{m.status}\x00{m.address}\n".encode())
         return h.hexdigest()
@@ -99,7 +104,12 @@ class MembershipTable:
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)
         current = self._members.get(record.node_id)
-        if current is not None and not record.supersedes(current):
+        if current is None:
+            if not record.status.is_live:
+                return "stale", None  # news of a death we never knew of, or a purged tombstone
+            if len(self._members) >= self._max_count:
+                return "full", None
+        elif not record.supersedes(current):
             return "stale", None
         self._store(record, now, current, gossip=first_hand)
         return "applied", current

@@ -56,7 +56,9 @@ class NodeCore:
         self.seeds = tuple(s for s in seeds if s != address)
         self._rng = rng or random.Random(incarnation)
         me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address)
-        self.table = MembershipTable(me, self.config.gossip_retransmit_count)
+        self.table = MembershipTable(
+            me, self.config.gossip_retransmit_count, self.config.members_max_count
+        )
         self.detector = FailureDetector(self.config)
         #: counters for metrics: frames rejected, messages sent and received, ...
         self.counters: Counter[str] = Counter()
@@ -75,6 +77,9 @@ class NodeCore:
         self._next_heartbeat = 0.0
         self._next_sync = 0.0
         self._next_divergence_sync = 0.0
+        self._next_seed_contact = 0.0
+        #: when each peer's heartbeats started showing a view digest different from ours
+        self._mismatch_since: dict[str, float] = {}
         self._next_join = 0.0
         self._next_reconnect = 0.0
         self._handlers: dict[type, Callable[[Any, float], None]] = {
@@ -152,6 +157,7 @@ class NodeCore:
         self._next_heartbeat = now
         self._next_sync = now + self.config.sync_interval_s
         self._next_reconnect = now + self.config.reconnect_interval_s
+        self._next_seed_contact = now + self.config.seed_contact_interval_s
         if self.seeds:
             self._out.append(fx.MemberChanged(self.me, None))
             self._out.append(fx.ResolveSeeds(self.seeds))
@@ -202,9 +208,18 @@ class NodeCore:
         self.counters[f"frames_rejected_{event.channel}"] += 1
 
     def _on_seeds(self, event: ev.SeedsResolved, now: float) -> None:
-        for address in event.addresses:
-            if address != self.address:
+        others = [a for a in event.addresses if a != self.address]
+        if self.me.status is MemberStatus.JOINING:
+            if event.addresses and not others:
+                # Every seed is this node (each pod seeded with pod-0): form the cluster.
+                self._set_my_status(MemberStatus.UP, now)
+            for address in others:
                 self._send_sync(address, want_reply=True, now=now, only_me=True)
+            return
+        live = {m.address for m in self.table.live_peers()}
+        for address in others:
+            if address not in live:  # a seed outside our view: maybe the other side of a split
+                self._send_sync(address, want_reply=True, now=now)
 
     def _on_send(self, event: ev.SendRequested, _: float) -> None:
         target = self._live_address(event.target)
@@ -274,15 +289,8 @@ class NodeCore:
         current = self.table.get(env.sender)
         if current is None or current.incarnation != env.incarnation:
             return
-        if (
-            now >= self._next_divergence_sync  # first: computing our digest costs O(members)
-            and self.me.status is not MemberStatus.JOINING
-            and digest != self.table.digest()
-        ):
-            # Our views differ: reconcile both tables with one push-pull now.
-            self._next_divergence_sync = now + self.config.divergence_sync_interval_s
-            self.counters["divergence_syncs"] += 1
-            self._send_sync(current.address, want_reply=True, now=now)
+        if now >= self._next_divergence_sync and self.me.status is not MemberStatus.JOINING:
+            self._check_divergence(env.sender, current.address, digest, now)
         if current.status.is_live and self._listening_to.get(env.sender) != env.incarnation:
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             self._listening_to[env.sender] = env.incarnation
@@ -295,7 +303,7 @@ class NodeCore:
         if want_reply and reply_address != self.address:
             self._send_sync(reply_address, want_reply=False, now=now)
         elif self.me.status is MemberStatus.JOINING and any(
-            r.node_id == self.node_id for r in records
+            r.node_id == self.node_id and r.incarnation == self.incarnation for r in records
         ):
             # A full table that already holds us: a seed has admitted us.
             self._set_my_status(MemberStatus.UP, now)
@@ -369,6 +377,25 @@ class NodeCore:
                 self._emit_me_changed(previous)
             elif outcome == "conflict":
                 self.counters["node_id_conflicts"] += 1
+            elif outcome == "full":
+                self.counters["members_refused_table_full"] += 1
+
+    def _check_divergence(self, sender: str, address: str, digest: str, now: float) -> None:
+        """Push-pull with a peer whose view has differed from ours for a whole heartbeat.
+
+        Views differ briefly after every change until its gossip lands; only a
+        difference that outlives a heartbeat interval is worth a table exchange.
+        """
+        if digest == self.table.digest():  # computing our digest costs O(members)
+            self._mismatch_since.pop(sender, None)
+            return
+        since = self._mismatch_since.setdefault(sender, now)
+        if now - since < self.config.heartbeat_interval_s:
+            return
+        del self._mismatch_since[sender]
+        self._next_divergence_sync = now + self.config.divergence_sync_interval_s
+        self.counters["divergence_syncs"] += 1
+        self._send_sync(address, want_reply=True, now=now)
 
     def _member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         self._out.append(fx.MemberChanged(member, previous))
@@ -384,6 +411,7 @@ class NodeCore:
         if new_life or not member.status.is_live:
             self._peer_topics.pop(node_id, None)
             self._listening_to.pop(node_id, None)
+            self._mismatch_since.pop(node_id, None)
         self._reconcile_connection(member)
 
     def _reconcile_connection(self, member: Member) -> None:
@@ -441,11 +469,16 @@ class NodeCore:
         return self._probe_seq
 
     def _reconnect(self, now: float) -> None:
-        """Contact one down member, and the seeds when alone, so that partitions heal."""
+        """Contact a down member, and seeds outside our view, so that partitions heal."""
         down = self.table.peers(MemberStatus.DOWN)
         if down:
-            self._send_sync(self._rng.choice(down).address, want_reply=True, now=now)
-        if self.seeds and not self.table.live_peers():
+            # The most recently lost are the likeliest to come back; long-dead ones are noise.
+            down.sort(key=lambda m: self.table.status_since(m.node_id), reverse=True)
+            target = self._rng.choice(down[: self.config.reconnect_candidates_count])
+            self._send_sync(target.address, want_reply=True, now=now)
+        alone = not self.table.live_peers()
+        if self.seeds and (alone or now >= self._next_seed_contact):
+            self._next_seed_contact = now + self.config.seed_contact_interval_s
             self._out.append(fx.ResolveSeeds(self.seeds))
 
     def _expire(self, now: float) -> None:

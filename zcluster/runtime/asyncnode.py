@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from zcluster.address import format_address, parse_address
+from zcluster.address import WILDCARD_HOSTS, format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
@@ -41,7 +41,8 @@ SubscriptionCallback = Callable[[str, Any, str], Any]
 MemberCallback = Callable[[Member, Member | None], Any]
 RunnerFactory = Callable[[asyncio.AbstractEventLoop, Driver], Runner]
 
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::"})
+#: publish() and send() return to the event loop this often, so heartbeats keep flowing
+YIELD_EVERY_CALLS = 64
 
 
 class JoinTimeout(ZclusterError, TimeoutError):
@@ -80,7 +81,7 @@ class AsyncNode:
         **options: Any,
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
-        parse_address(bind, allow_port_zero=True)
+        parse_address(bind, allow_port_zero=True, allow_wildcard=True)
         self.seeds = tuple(seeds)
         for seed in self.seeds:
             parse_address(seed)
@@ -103,6 +104,7 @@ class AsyncNode:
         self._joined: asyncio.Event | None = None
         self._left: asyncio.Event | None = None
         self.incarnation = 0
+        self._calls_since_yield = 0
 
     # ------------------------------------------------------------ life cycle
 
@@ -121,7 +123,9 @@ class AsyncNode:
         """Bind, start joining, and (with ``wait``) return once joined.
 
         A node without seeds forms a new cluster at once. Raises JoinTimeout
-        (after stopping the node) if no seed answered within ``timeout``.
+        (after stopping the node) if no seed admitted it within ``timeout``
+        (default ``join_timeout_s``). Without ``wait`` the node keeps trying
+        in the background.
         """
         if self._driver is not None:
             return
@@ -150,22 +154,29 @@ class AsyncNode:
         driver.start()
         driver.feed_many([ev.TopicSubscribed(topic) for topic in self._subscriptions])
         log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
-        if wait:
+        if not wait:
+            return
+        try:
             await self.wait_joined(timeout)
+        except BaseException:  # JoinTimeout, or the caller gave up (cancelled)
+            await self.stop()
+            raise
 
     async def wait_joined(self, timeout: float | None = None) -> None:
-        """Wait until this node is up in the cluster."""
-        joined = self._require().core.me.status is MemberStatus.UP
-        if joined or self._joined is None:
+        """Wait until this node is up in the cluster; JoinTimeout after ``timeout``."""
+        driver = self._require()
+        if driver.core.me.status is MemberStatus.UP or self._joined is None:
             return
-        limit = self.config.control_call_timeout_s if timeout is None else timeout
+        limit = self.config.join_timeout_s if timeout is None else timeout
         try:
             await asyncio.wait_for(self._joined.wait(), limit)
         except TimeoutError:
-            await self.stop()
+            why = "no seed admitted it"
+            if driver.counters["node_id_conflicts"]:
+                why = "another running process uses this node id"
             raise JoinTimeout(
                 f"node {self.node_id} could not join through seeds {', '.join(self.seeds)} "
-                f"within {limit:g}s"
+                f"within {limit:g}s: {why}"
             ) from None
 
     async def stop(self) -> None:
@@ -173,12 +184,17 @@ class AsyncNode:
         driver = self._driver
         if driver is None:
             return
-        if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
-            driver.feed(ev.LeaveRequested())
-            try:
+        try:
+            if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
+                driver.feed(ev.LeaveRequested())
                 await asyncio.wait_for(self._left.wait(), self.config.leave_timeout_s)
-            except TimeoutError:
-                log.warning("node %s: leave not confirmed in time; closing", self.node_id)
+        except TimeoutError:
+            log.warning("node %s: leave not confirmed in time; closing", self.node_id)
+        finally:
+            self._shut(driver)
+
+    def _shut(self, driver: Driver) -> None:
+        """Close everything, whatever happened during the leave."""
         self._driver = None
         for future in self._requests.values():
             if not future.done():
@@ -191,9 +207,9 @@ class AsyncNode:
         log.info("node %s stopped", self.node_id)
 
     def _advertised(self, router_port: int, pub_port: int) -> tuple[str, str]:
-        bind_host, bind_port = parse_address(self.bind, allow_port_zero=True)
+        bind_host, bind_port = parse_address(self.bind, allow_port_zero=True, allow_wildcard=True)
         if self.advertise is None:
-            if bind_host in _WILDCARD_HOSTS:
+            if bind_host in WILDCARD_HOSTS:
                 raise ConfigError(
                     f"binding {self.bind} listens on every interface; give the address "
                     "peers should use (--advertise HOST:PORT, or advertise= in Python)"
@@ -201,6 +217,8 @@ class AsyncNode:
             host, port = bind_host, 0
         else:
             host, port = parse_address(self.advertise, allow_port_zero=True)
+            if host in WILDCARD_HOSTS:
+                raise ConfigError(f"advertise {self.advertise} is not an address peers can reach")
         if port == 0:
             return format_address(host, router_port), format_address(host, pub_port)
         if bind_port == 0:
@@ -293,6 +311,7 @@ class AsyncNode:
         """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
         self._require_live(node_id)
         self._require().feed(ev.SendRequested(node_id, name, self.encode(message)))
+        await self._yield_now_and_then()
 
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
@@ -320,6 +339,14 @@ class AsyncNode:
         """Publish ``message`` on ``topic`` to every subscribed member (at most once)."""
         _validate_topic(topic)
         self._require().feed(ev.PublishRequested(topic, self.encode(message)))
+        await self._yield_now_and_then()
+
+    async def _yield_now_and_then(self) -> None:
+        # A tight `await publish()` loop never suspends otherwise, and heartbeats would stop.
+        self._calls_since_yield += 1
+        if self._calls_since_yield >= YIELD_EVERY_CALLS:
+            self._calls_since_yield = 0
+            await asyncio.sleep(0)
 
     def encode(self, message: Any) -> bytes:
         """Serialize a message, refusing one larger than peers accept (max_message_bytes)."""

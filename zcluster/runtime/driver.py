@@ -145,6 +145,7 @@ class Driver:
 
     def feed_many(self, events: Sequence[ev.Event]) -> None:
         if self._closed:
+            self.counters["calls_dropped_after_stop"] += len(events)
             return
         handle, apply, now = self.core.handle, self.apply, self.clock()
         for event in events:
@@ -194,31 +195,38 @@ class Driver:
     # ------------------------------------------------------------ effects
 
     def apply(self, effects: list[fx.Effect]) -> None:
-        transport, app = self.transport, self.app
         for effect in effects:
-            match effect:
-                case fx.Publish(frames=frames):
-                    transport.publish(frames)
-                case fx.Send(address=address, frames=frames):
-                    if not transport.send(address, frames, self.clock()):
-                        self.counters["sends_dropped_queue_full"] += 1
-                case fx.DeliverPublication():
-                    app.deliver_publication(effect)
-                case fx.Deliver():
-                    app.deliver(effect)
-                case fx.CompleteRequest():
-                    app.complete_request(effect)
-                case fx.MemberChanged():
-                    app.member_changed(effect)
-                case fx.Connect(node_id=node_id, address=address, pub_address=pub):
-                    transport.connect_member(node_id, address, pub, self.clock())
-                case fx.Disconnect(node_id=node_id, address=address, pub_address=pub):
-                    transport.disconnect_member(node_id, address, pub)
-                case fx.SetSubscription(topic_frame=frame, subscribed=on):
-                    transport.set_subscription(frame, on)
-                    self.loop.call_soon(self._read_sub)
-                case fx.ResolveSeeds(seeds=seeds):
-                    self._resolve(seeds)
+            try:
+                self._apply_one(effect)
+            except zmq.ZMQError as exc:  # one bad address or a full socket table, not a crash
+                self.counters["effects_failed"] += 1
+                log.warning("could not carry out %s: %s", type(effect).__name__, exc)
+
+    def _apply_one(self, effect: fx.Effect) -> None:
+        transport, app = self.transport, self.app
+        match effect:
+            case fx.Publish(frames=frames):
+                transport.publish(frames)
+            case fx.Send(address=address, frames=frames):
+                if not transport.send(address, frames, self.clock()):
+                    self.counters["sends_dropped_queue_full"] += 1
+            case fx.DeliverPublication():
+                app.deliver_publication(effect)
+            case fx.Deliver():
+                app.deliver(effect)
+            case fx.CompleteRequest():
+                app.complete_request(effect)
+            case fx.MemberChanged():
+                app.member_changed(effect)
+            case fx.Connect(node_id=node_id, address=address, pub_address=pub):
+                transport.connect_member(node_id, address, pub, self.clock())
+            case fx.Disconnect(node_id=node_id, address=address, pub_address=pub):
+                transport.disconnect_member(node_id, address, pub)
+            case fx.SetSubscription(topic_frame=frame, subscribed=on):
+                transport.set_subscription(frame, on)
+                self.loop.call_soon(self._read_sub)
+            case fx.ResolveSeeds(seeds=seeds):
+                self._resolve(seeds)
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:
         if self._resolving:

@@ -138,8 +138,9 @@ class Node:
         self._thread = threading.Thread(target=run, name=f"zcluster-{self.node_id}", daemon=True)
         self._thread.start()
         ready.wait()
+        join_limit = self.config.join_timeout_s if timeout is None else timeout
         try:
-            self._call(self._node.start(wait=wait, timeout=timeout), timeout_margin=timeout)
+            self._call(self._node.start(wait=wait, timeout=join_limit), timeout_margin=join_limit)
         except BaseException:
             self._shutdown_loop()
             raise

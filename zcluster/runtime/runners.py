@@ -120,10 +120,11 @@ class ThreadRunner:
             return
         with self._lock:
             self._queued += len(batch)
-            full = self._queued >= self._max_count
+            pause = self._queued >= self._max_count and not self._paused
+            if pause:
+                self._paused = True  # before the worker can see the batch and test the flag
         self._queue.put(batch)
-        if full and not self._paused:
-            self._paused = True
+        if pause:
             self._pause()
 
     def _work(self) -> None:
@@ -143,14 +144,11 @@ class ThreadRunner:
                     self._call_on_loop(done, result, exc)
             with self._lock:
                 self._queued -= len(batch)
-                drained = self._queued <= self._max_count // 2
-            if drained and self._paused:
-                self._call_on_loop(self._resumed)
-
-    def _resumed(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._resume()
+                resume = self._paused and self._queued <= self._max_count // 2
+                if resume:
+                    self._paused = False
+            if resume:
+                self._call_on_loop(self._resume)  # runs after any pause() already under way
 
     def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the node has stopped

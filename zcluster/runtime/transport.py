@@ -55,12 +55,15 @@ class Transport:
         self._config = config
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
+        self.context.set(zmq.MAX_SOCKETS, config.sockets_max_count)
         self.router = self._socket(zmq.ROUTER, config.direct_hwm_count)
         self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
         self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self._dealers: dict[str, _Dealer] = {}
-        self._subscribed_pubs: set[str] = set()
+        #: PUB addresses our SUB is connected to, with the members behind each (a restarted
+        #: or replaced member may reuse an address before the old one is declared down)
+        self._subscribed_pubs: dict[str, set[str]] = {}
         self.router_port = 0
         self.pub_port = 0
 
@@ -80,7 +83,7 @@ class Transport:
 
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
-        host, port = parse_address(bind, allow_port_zero=True)
+        host, port = parse_address(bind, allow_port_zero=True, allow_wildcard=True)
         if port == 65535:
             raise ConfigError(f"cannot bind {bind}: the PUB socket needs the next port")
         try:
@@ -101,9 +104,9 @@ class Transport:
 
     def send(self, address: str, frames: tuple[bytes, bytes], now: float) -> bool:
         """Queue frames to the ROUTER at ``address``; False when the queue is full."""
-        dealer = self._dealers.get(address)
+        dealer = self._dealers.get(address) or self._open_dealer(address, now)
         if dealer is None:
-            dealer = self._open_dealer(address, now)
+            return False
         dealer.last_used = now
         send = dealer.socket.send
         try:
@@ -124,10 +127,17 @@ class Transport:
 
     def connect_member(self, node_id: str, address: str, pub_address: str, now: float) -> None:
         dealer = self._dealers.get(address) or self._open_dealer(address, now)
-        dealer.members.add(node_id)
-        if pub_address not in self._subscribed_pubs:
-            self.sub.connect(endpoint(pub_address))
-            self._subscribed_pubs.add(pub_address)
+        if dealer is not None:
+            dealer.members.add(node_id)
+        readers = self._subscribed_pubs.get(pub_address)
+        if readers is None:
+            try:
+                self.sub.connect(endpoint(pub_address))
+            except zmq.ZMQError as exc:
+                log.warning("cannot subscribe to %s (%s): %s", node_id, pub_address, exc)
+                return
+            readers = self._subscribed_pubs[pub_address] = set()
+        readers.add(node_id)
 
     def disconnect_member(self, node_id: str, address: str, pub_address: str) -> None:
         dealer = self._dealers.get(address)
@@ -135,10 +145,13 @@ class Transport:
             dealer.members.discard(node_id)
             if not dealer.members:
                 self._close_dealer(address)
-        if pub_address in self._subscribed_pubs:
-            self._subscribed_pubs.discard(pub_address)
-            with contextlib.suppress(zmq.ZMQError):  # libzmq already dropped it
-                self.sub.disconnect(endpoint(pub_address))
+        readers = self._subscribed_pubs.get(pub_address)
+        if readers is not None:
+            readers.discard(node_id)
+            if not readers:
+                del self._subscribed_pubs[pub_address]
+                with contextlib.suppress(zmq.ZMQError):  # libzmq already dropped it
+                    self.sub.disconnect(endpoint(pub_address))
 
     def set_subscription(self, topic_frame: bytes, subscribed: bool) -> None:
         self.sub.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, topic_frame)
@@ -150,13 +163,23 @@ class Transport:
             if not dealer.members and now - dealer.last_used > idle:
                 self._close_dealer(address)
 
-    def _open_dealer(self, address: str, now: float) -> _Dealer:
+    def _open_dealer(self, address: str, now: float) -> _Dealer | None:
+        """A DEALER connected to ``address``; None if libzmq refuses the address or socket."""
         strangers = [(d.last_used, a) for a, d in self._dealers.items() if not d.members]
         if len(strangers) >= self._config.non_member_connections_max_count:
             # Any peer can name a reply address: never let that grow without bound.
             self._close_dealer(min(strangers)[1])
-        sock = self._socket(zmq.DEALER, self._config.direct_hwm_count)
-        sock.connect(endpoint(address))
+        try:
+            sock = self._socket(zmq.DEALER, self._config.direct_hwm_count)
+        except zmq.ZMQError as exc:  # e.g. sockets_max_count reached
+            log.warning("cannot open a connection to %s: %s", address, exc)
+            return None
+        try:
+            sock.connect(endpoint(address))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            log.warning("cannot connect to %s: %s", address, exc)
+            return None
         dealer = self._dealers[address] = _Dealer(sock, set(), now)
         return dealer
 

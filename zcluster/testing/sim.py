@@ -39,8 +39,8 @@ class SimNode:
 
     core: NodeCore
     alive: bool = True
-    #: PUB addresses whose traffic reaches this node's SUB
-    subscribed_to: set[str] = dataclasses.field(default_factory=set)
+    #: PUB addresses whose traffic reaches this node's SUB, with the members behind each
+    subscribed_to: dict[str, set[str]] = dataclasses.field(default_factory=dict)
     filters: set[bytes] = dataclasses.field(default_factory=lambda: {CONTROL_TOPIC})
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
     delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
@@ -86,10 +86,21 @@ class SimNetwork:
 
     # ------------------------------------------------------------ topology
 
-    def add_node(self, node_id: str, *, seeds: Iterable[str] = (), start: bool = True) -> SimNode:
-        """Create a node (a new incarnation if ``node_id`` ran before) and start it."""
+    def add_node(
+        self,
+        node_id: str,
+        *,
+        seeds: Iterable[str] = (),
+        start: bool = True,
+        address_of: str | None = None,
+    ) -> SimNode:
+        """Create a node (a new incarnation if ``node_id`` ran before) and start it.
+
+        ``address_of`` gives it the addresses of another (crashed) node, as when a
+        rescheduled container gets the IP address of one that died.
+        """
         index = len(self._by_address) + 1
-        old = self.nodes.get(node_id)
+        old = self.nodes.get(address_of or node_id)
         if old is not None:
             address, pub_address = old.core.address, old.core.me.pub_address
         else:
@@ -256,10 +267,15 @@ class SimNetwork:
                     delay = self._delay(node.node_id, other.node_id)
                     if delay is not None:
                         self._deliver_later(other, delay, event)
-            case fx.Connect(pub_address=pub):
-                self._schedule(self.latency_s, lambda: node.subscribed_to.add(pub))
-            case fx.Disconnect(pub_address=pub):
-                node.subscribed_to.discard(pub)
+            case fx.Connect(node_id=peer, pub_address=pub):
+                self._schedule(
+                    self.latency_s, lambda: node.subscribed_to.setdefault(pub, set()).add(peer)
+                )
+            case fx.Disconnect(node_id=peer, pub_address=pub):
+                readers = node.subscribed_to.get(pub, set())
+                readers.discard(peer)
+                if not readers:
+                    node.subscribed_to.pop(pub, None)
             case fx.SetSubscription(topic_frame=frame, subscribed=on):
                 if on:
                     node.filters.add(frame)
