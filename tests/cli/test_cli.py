@@ -218,3 +218,12 @@ def test_demo_runs_a_local_fan_out() -> None:
     assert "demo complete: every subscriber got every message" in result.stdout
     for i in (1, 2, 3):
         assert f"demo-subscriber-{i}: 1000/1000 messages, in order" in result.stdout
+
+
+def test_unknown_zcluster_variables_are_reported_not_fatal(spawn) -> None:  # type: ignore[no-untyped-def]
+    node = spawn(
+        "n1", "--id", "n1", env={"ZCLUSTER_HEARTBEAT_S": "1", "ZCLUSTER_LOG_LEVEL": "debug"}
+    )
+    assert node.wait_log("listening on", 10), node.log()
+    assert "ignoring ZCLUSTER_HEARTBEAT_S: no such setting" in node.log()
+    assert node.proc.poll() is None
