@@ -30,7 +30,9 @@ class MembershipTable:
         self._since: dict[str, float] = {me.node_id: 0.0}
         #: records still to be piggybacked, with how many sends remain
         self._gossip: dict[str, int] = {}
-        self._digest: str | None = None
+        self._digest = _member_hash(me) if me.status.is_live else 0
+        #: the last record of each purged member, oldest first
+        self._forgotten: dict[str, Member] = {}
         self.me = me
 
     # ------------------------------------------------------------ queries
@@ -68,18 +70,10 @@ class MembershipTable:
 
         It covers members that are joining, up, suspect or leaving: which dead
         members a node still remembers is local housekeeping, not disagreement.
+        It is the XOR of one hash per live member, so it does not depend on order
+        and is kept up to date in O(1) per change.
         """
-        if self._digest is None:
-            self._digest = self._compute_digest()
-        return self._digest
-
-    def _compute_digest(self) -> str:
-        h = hashlib.blake2b(digest_size=8)
-        for m in sorted(self._members.values(), key=lambda m: m.node_id):
-            if not m.status.is_live:
-                continue
-            h.update(f"{m.node_id}\x00{m.incarnation}\x00{m.status}\x00{m.address}\n".encode())
-        return h.hexdigest()
+        return f"{self._digest:016x}"
 
     # ------------------------------------------------------------ changes
 
@@ -105,8 +99,16 @@ class MembershipTable:
             return self._merge_about_me(record, now)
         current = self._members.get(record.node_id)
         if current is None:
-            if not record.status.is_live:
-                return "stale", None  # news of a death we never knew of, or a purged tombstone
+            forgotten = self._forgotten.get(record.node_id)
+            if (
+                forgotten is not None
+                and not record.status.is_live
+                and not record.supersedes(forgotten)
+            ):
+                # Stale news of a death we already processed and purged. (Live news of a
+                # purged member is taken: it may be back after a long split; if it is
+                # not, failure detection finds out again within seconds.)
+                return "stale", None
             if len(self._members) >= self._max_count:
                 return "full", None
         elif not record.supersedes(current):
@@ -153,8 +155,14 @@ class MembershipTable:
 
     def purge(self, node_id: str) -> None:
         if node_id != self.me.node_id:
-            self._digest = None
-            self._members.pop(node_id, None)
+            gone = self._members.pop(node_id, None)
+            if gone is not None:
+                if gone.status.is_live:
+                    self._digest ^= _member_hash(gone)
+                # Remember what we purged, so stale gossip cannot bring it back (bounded).
+                self._forgotten[node_id] = gone
+                if len(self._forgotten) > self._max_count:
+                    self._forgotten.pop(next(iter(self._forgotten)))
             self._since.pop(node_id, None)
             self._gossip.pop(node_id, None)
 
@@ -193,11 +201,28 @@ class MembershipTable:
     def _store(
         self, record: Member, now: float, previous: Member | None, *, gossip: bool = True
     ) -> None:
-        self._digest = None
+        stored = self._members.get(record.node_id)
+        if stored is not None and stored.status.is_live:
+            self._digest ^= _member_hash(stored)
+        if record.status.is_live:
+            self._digest ^= _member_hash(record)
         self._members[record.node_id] = record
+        self._forgotten.pop(record.node_id, None)
         if previous is None or previous.status != record.status:
             self._since[record.node_id] = now
         if gossip:
             self._gossip[record.node_id] = self._gossip_budget
         else:
             self._gossip.pop(record.node_id, None)  # what we queued earlier is outdated
+
+
+_STATUS_NAMES = {status: str(status) for status in MemberStatus}
+
+
+def _member_hash(member: Member) -> int:
+    """64-bit BLAKE2b of what the view digest covers: id, incarnation, status, address."""
+    line = (
+        f"{member.node_id}\x00{member.incarnation}\x00"
+        f"{_STATUS_NAMES[member.status]}\x00{member.address}\n"
+    )
+    return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
