@@ -25,8 +25,11 @@ from zcluster.core import events as ev
 from zcluster.core.members import Member, MemberStatus
 from zcluster.core.node import NodeCore
 from zcluster.errors import WireError
+from zcluster.testing.faults import FaultModel, NetworkConditions
 from zcluster.wire import CONTROL_TOPIC, decode_direct, decode_published
 
+#: virtual time a SUB takes to connect and subscribe (the slow-joiner window)
+CONNECT_DELAY_S = 0.001
 #: virtual time between two evaluations of a run_until predicate
 PREDICATE_INTERVAL_S = 0.01
 
@@ -69,17 +72,18 @@ class SimNetwork:
         self.seed = seed
         self.rng = random.Random(seed)
         self.config = config or NodeConfig()
-        self.latency_s = latency_s
-        self.jitter_s = jitter_s
-        self.loss_rate = loss_rate
+        self.faults = FaultModel(
+            self.rng,
+            NetworkConditions(latency=latency_s, jitter=jitter_s, packet_loss_rate=loss_rate),
+        )
+        #: each node id's index, fixed at its first start (conditions name nodes by index)
+        self.index_of: dict[str, int] = {}
         self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self._by_address: dict[str, SimNode] = {}
         self._by_pub: dict[str, SimNode] = {}
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
-        self._blocked: set[tuple[str, str]] = set()
-        self._link_clock: dict[tuple[str, str], float] = {}
         self._trace = hashlib.blake2b(digest_size=16)
         self._restarts = itertools.count(1)
         self.deliveries = 0
@@ -117,6 +121,7 @@ class SimNetwork:
         )
         node = SimNode(core)
         self.nodes[node_id] = node
+        self.index_of.setdefault(node_id, len(self.index_of))
         self._by_address[address] = node
         self._by_pub[pub_address] = node
         if start:
@@ -140,22 +145,39 @@ class SimNetwork:
         node.alive = False
         self._record(node_id, "stop")
 
+    @property
+    def conditions(self) -> NetworkConditions:
+        return self.faults.conditions
+
+    def set_conditions(self, conditions: NetworkConditions) -> None:
+        """Change the network's behaviour from now on (messages in flight keep their fate)."""
+        self.faults.conditions = conditions
+        self._record("*", f"conditions {conditions!r}")
+
+    @property
+    def loss_rate(self) -> float:
+        return self.conditions.packet_loss_rate
+
+    @loss_rate.setter
+    def loss_rate(self, rate: float) -> None:
+        self.set_conditions(dataclasses.replace(self.conditions, packet_loss_rate=rate))
+
     def partition(self, *groups: Iterable[str]) -> None:
-        """Cut every link between different groups (both ways)."""
-        sets = [set(g) for g in groups]
-        for a, b in itertools.permutations(range(len(sets)), 2):
-            for x in sets[a]:
-                for y in sets[b]:
-                    self._blocked.add((x, y))
-        self._record("*", f"partition {sorted(sorted(s) for s in sets)}")
+        """Cut every link between different groups of node ids (both ways)."""
+        indexed = [[self.index_of[n] for n in group] for group in groups]
+        self.set_conditions(dataclasses.replace(self.conditions, partition_groups=indexed))
 
     def block(self, source: str, destination: str) -> None:
         """Cut one direction of one link: ``destination`` stops hearing ``source``."""
-        self._blocked.add((source, destination))
+        link = (self.index_of[source], self.index_of[destination])
+        blocked = {*self.conditions.blocked_links, link}
+        self.set_conditions(dataclasses.replace(self.conditions, blocked_links=blocked))
 
     def heal(self) -> None:
-        self._blocked.clear()
-        self._record("*", "heal")
+        """Remove every partition and link cut (other conditions stay)."""
+        self.set_conditions(
+            dataclasses.replace(self.conditions, partition_groups=(), blocked_links=())
+        )
 
     # ------------------------------------------------------------ running
 
@@ -219,17 +241,9 @@ class SimNetwork:
         for effect in node.core.handle(event, self.now):
             self._apply(node, effect)
 
-    def _delay(self, source: str, destination: str) -> float | None:
-        """Transit time of one message on a link, or None if it is lost."""
-        if (source, destination) in self._blocked:
-            return None
-        if self.loss_rate and self.rng.random() < self.loss_rate:
-            return None
-        arrive = self.now + self.latency_s + self.rng.uniform(0, self.jitter_s)
-        link = (source, destination)
-        arrive = max(arrive, self._link_clock.get(link, 0.0))  # TCP keeps a link in order
-        self._link_clock[link] = arrive
-        return arrive - self.now
+    def _fate(self, source: SimNode, destination: SimNode) -> tuple[float, ...]:
+        index = self.index_of
+        return self.faults.fate(index[source.node_id], index[destination.node_id])
 
     def _deliver_later(self, target: SimNode, delay: float, event: ev.Event) -> None:
         def arrive() -> None:
@@ -247,14 +261,15 @@ class SimNetwork:
                 target = self._by_address.get(address)
                 if target is None:
                     return
-                delay = self._delay(node.node_id, target.node_id)
-                if delay is None:
+                delays = self._fate(node, target)
+                if not delays:
                     return
                 try:
                     envelope, payload = decode_direct(frames, self.config.max_header_bytes)
                 except WireError as exc:  # pragma: no cover - the core never encodes garbage
                     raise AssertionError(f"core sent an invalid frame: {exc}") from exc
-                self._deliver_later(target, delay, ev.EnvelopeReceived(envelope, payload))
+                for delay in delays:
+                    self._deliver_later(target, delay, ev.EnvelopeReceived(envelope, payload))
             case fx.Publish(frames=frames):
                 topic, envelope, payload = decode_published(frames, self.config.max_header_bytes)
                 event = ev.EnvelopeReceived(envelope, payload, topic)
@@ -264,12 +279,11 @@ class SimNetwork:
                         continue
                     if frames[0] not in other.filters:
                         continue
-                    delay = self._delay(node.node_id, other.node_id)
-                    if delay is not None:
+                    for delay in self._fate(node, other):
                         self._deliver_later(other, delay, event)
             case fx.Connect(node_id=peer, pub_address=pub):
                 self._schedule(
-                    self.latency_s, lambda: node.subscribed_to.setdefault(pub, set()).add(peer)
+                    CONNECT_DELAY_S, lambda: node.subscribed_to.setdefault(pub, set()).add(peer)
                 )
             case fx.Disconnect(node_id=peer, pub_address=pub):
                 readers = node.subscribed_to.get(pub, set())
