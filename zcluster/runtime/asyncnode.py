@@ -193,6 +193,16 @@ class AsyncNode:
         finally:
             self._shut(driver)
 
+    async def abort(self) -> None:
+        """Stop at once without leaving, as a crash would: peers must detect the failure.
+
+        Meant for tests (``zcluster.testing`` crashes nodes with it).
+        """
+        driver = self._driver
+        if driver is not None:
+            driver.transport.abandon()
+            self._shut(driver)
+
     def _shut(self, driver: Driver) -> None:
         """Close everything, whatever happened during the leave."""
         self._driver = None

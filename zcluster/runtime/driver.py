@@ -101,6 +101,9 @@ class Driver:
         self._resolving = False
         self._reading = False
         self._closed = False
+        #: fault injection for tests (zcluster.testing): the delays after which each
+        #: received message is handled, () to drop it; None handles everything at once
+        self.inbound_faults: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None = None
         self._router_fd = cast(int, transport.router.getsockopt(zmq.FD))
         self._sub_fd = cast(int, transport.sub.getsockopt(zmq.FD))
 
@@ -183,8 +186,18 @@ class Driver:
             except WireError as exc:
                 self._reject(channel, exc)
                 continue
-            self.feed(event)
+            if self.inbound_faults is None:
+                self.feed(event)
+            else:
+                self._feed_with_faults(event, self.inbound_faults(event))
         self.loop.call_soon(again)
+
+    def _feed_with_faults(self, event: ev.EnvelopeReceived, delays: tuple[float, ...]) -> None:
+        for delay in delays:
+            if delay <= 0:
+                self.feed(event)
+            else:
+                self.loop.call_later(delay, self.feed, event)
 
     def _reject(self, channel: str, exc: WireError) -> None:
         self.feed(ev.FrameRejected(channel, str(exc)))

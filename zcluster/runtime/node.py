@@ -158,6 +158,16 @@ class Node:
             self._submitter = None
             self._shutdown_loop()
 
+    def abort(self) -> None:
+        """Stop at once without leaving, as a crash would (for tests); see AsyncNode.abort."""
+        if self._thread is None:
+            return
+        try:
+            self._call(self._node.abort())
+        finally:
+            self._submitter = None
+            self._shutdown_loop()
+
     def _shutdown_loop(self) -> None:
         loop, thread = self._loop, self._thread
         self._loop = self._thread = None

@@ -195,6 +195,10 @@ class Transport:
             "connections_subscribed": len(self._subscribed_pubs),
         }
 
+    def abandon(self) -> None:
+        """Make the next close drop everything still queued, as a crashed process would."""
+        self._linger_ms = 0
+
     def close(self) -> None:
         for address in list(self._dealers):
             dealer = self._dealers.pop(address)

@@ -1,0 +1,15 @@
+"""Test tools for clusters, for our tests and yours.
+
+- :class:`ClusterTestHarness`: N nodes on real sockets (``backend="zmq"``) or on
+  a deterministic simulated network (``backend="sim"``), network conditions,
+  crashes, restarts, assertions.
+- :class:`NetworkConditions` / :class:`LinkConditions`: latency, jitter, loss,
+  duplication, reordering, partitions, one-way cuts.
+- :class:`SimNetwork`: the simulated network itself.
+"""
+
+from zcluster.testing.faults import LinkConditions, NetworkConditions
+from zcluster.testing.harness import ClusterTestHarness
+from zcluster.testing.sim import SimNetwork, SimNode
+
+__all__ = ["ClusterTestHarness", "LinkConditions", "NetworkConditions", "SimNetwork", "SimNode"]

@@ -56,6 +56,20 @@ class SimNode:
     def view(self) -> dict[str, MemberStatus]:
         return {m.node_id: m.status for m in self.core.members()}
 
+    # The query methods of zcluster.Node, so tests read the same on both backends.
+
+    def members(self) -> list[Member]:
+        return self.core.members()
+
+    def member(self, node_id: str) -> Member | None:
+        return self.core.member(node_id)
+
+    def view_digest(self) -> str:
+        return self.core.digest()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.core.counters)
+
 
 class SimNetwork:
     """Many NodeCores on one virtual clock, joined by a seeded lossy network."""
