@@ -1,0 +1,156 @@
+"""Invariant checkers for delivery and membership, usable in any test.
+
+Record what was sent and what each receiver got, then check:
+
+    log = DeliveryLog(seed=harness.seed)
+    log.sent("a", "b", msg_id)            # before sending
+    log.delivered("b", "a", msg_id)       # in the receiving handler
+    log.check(lost=True, duplicates=True, fifo=True)
+
+Every failure raises :class:`InvariantViolation` naming what broke, with
+examples and the seed that reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+from zcluster.errors import ZclusterError
+
+#: examples quoted in a violation message
+EXAMPLES_SHOWN_COUNT = 5
+
+
+class InvariantViolation(ZclusterError, AssertionError):
+    """A delivery or membership invariant does not hold."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sent:
+    sender: str
+    receiver: str
+    message_id: Hashable
+    index: int  # the sender's send order on this link
+    depends_on: tuple[Hashable, ...]
+
+
+class DeliveryLog:
+    """What was sent, and what each receiver delivered, in order."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._sent: dict[tuple[str, Hashable], _Sent] = {}
+        self._sends_per_link: Counter[tuple[str, str]] = Counter()
+        self._delivered: dict[str, list[tuple[str, Hashable]]] = defaultdict(list)
+
+    def sent(
+        self,
+        sender: str,
+        receiver: str,
+        message_id: Hashable,
+        depends_on: Iterable[Hashable] = (),
+    ) -> None:
+        """Record a send; ``depends_on`` lists messages that causally precede it."""
+        link = (sender, receiver)
+        index = self._sends_per_link[link]
+        self._sends_per_link[link] += 1
+        self._sent[(receiver, message_id)] = _Sent(
+            sender, receiver, message_id, index, tuple(depends_on)
+        )
+
+    def delivered(self, receiver: str, sender: str, message_id: Hashable) -> None:
+        self._delivered[receiver].append((sender, message_id))
+
+    # ------------------------------------------------------------ checks
+
+    def lost(self) -> list[tuple[str, str, Hashable]]:
+        """(sender, receiver, id) of every message sent and never delivered."""
+        got = {(r, mid) for r, items in self._delivered.items() for _, mid in items}
+        return [(s.sender, s.receiver, s.message_id) for k, s in self._sent.items() if k not in got]
+
+    def duplicates(self) -> list[tuple[str, Hashable, int]]:
+        """(receiver, id, times) of every message delivered more than once."""
+        out = []
+        for receiver, items in self._delivered.items():
+            for (_, mid), times in Counter(items).items():
+                if times > 1:
+                    out.append((receiver, mid, times))
+        return out
+
+    def fifo_violations(self) -> list[tuple[str, str, Hashable, Hashable]]:
+        """(sender, receiver, late, overtaker): ``late`` was sent first, delivered after."""
+        out = []
+        for receiver, items in self._delivered.items():
+            highest: dict[str, _Sent] = {}
+            for sender, mid in items:
+                record = self._sent.get((receiver, mid))
+                if record is None:
+                    continue
+                previous = highest.get(sender)
+                if previous is not None and record.index < previous.index:
+                    out.append((sender, receiver, mid, previous.message_id))
+                elif previous is None or record.index > previous.index:
+                    highest[sender] = record
+        return out
+
+    def causal_violations(self) -> list[tuple[str, Hashable, Hashable]]:
+        """(receiver, message, dependency): delivered before a message it depends on."""
+        out = []
+        for receiver, items in self._delivered.items():
+            seen: set[Hashable] = set()
+            for _, mid in items:
+                record = self._sent.get((receiver, mid))
+                if record is not None:
+                    sent_here = {d for d in record.depends_on if (receiver, d) in self._sent}
+                    out.extend((receiver, mid, d) for d in sorted(sent_here - seen, key=repr))
+                seen.add(mid)
+        return out
+
+    def check(
+        self,
+        *,
+        lost: bool = True,
+        duplicates: bool = True,
+        fifo: bool = False,
+        causal: bool = False,
+    ) -> None:
+        """Raise InvariantViolation if any selected invariant fails."""
+        problems: list[tuple[str, Sequence[Any]]] = []
+        if lost:
+            problems.append(("lost messages", self.lost()))
+        if duplicates:
+            problems.append(("duplicate deliveries", self.duplicates()))
+        if fifo:
+            problems.append(("per-sender FIFO violations", self.fifo_violations()))
+        if causal:
+            problems.append(("causal violations", self.causal_violations()))
+        failed = [(name, found) for name, found in problems if found]
+        if failed:
+            raise InvariantViolation(_describe(failed, self.seed))
+
+
+def check_membership_agreement(nodes: Sequence[Any], seed: int | None = None) -> None:
+    """Raise InvariantViolation unless every node reports the same view digest."""
+    digests: dict[str, list[str]] = defaultdict(list)
+    for node in nodes:
+        digests[node.view_digest()].append(node.node_id)
+    if len(digests) > 1:
+        groups = [f"{sorted(ids)} -> {digest}" for digest, ids in digests.items()]
+        raise InvariantViolation(_describe([("membership disagreement", groups)], seed))
+
+
+def _describe(failed: Sequence[tuple[str, Sequence[Any]]], seed: int | None) -> str:
+    parts = []
+    for name, found in failed:
+        shown = ", ".join(repr(x) for x in found[:EXAMPLES_SHOWN_COUNT])
+        more = (
+            f" (+{len(found) - EXAMPLES_SHOWN_COUNT} more)"
+            if len(found) > EXAMPLES_SHOWN_COUNT
+            else ""
+        )
+        parts.append(f"{len(found)} {name}: {shown}{more}")
+    reproduce = f"; reproduce with seed={seed}" if seed is not None else ""
+    return "; ".join(parts) + reproduce
