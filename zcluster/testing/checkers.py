@@ -98,7 +98,7 @@ class DeliveryLog:
 
     def causal_violations(self) -> list[tuple[str, Hashable, Hashable]]:
         """(receiver, message, dependency): delivered before a message it depends on."""
-        out = []
+        out: list[tuple[str, Hashable, Hashable]] = []
         for receiver, items in self._delivered.items():
             seen: set[Hashable] = set()
             for _, mid in items:
