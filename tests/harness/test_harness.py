@@ -142,3 +142,22 @@ def test_the_documented_example_passes_as_a_users_test(pytester: pytest.Pytester
     pytester.makepyfile(test_user=example)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=2)
+
+
+def test_process_mode_sigkill_is_seen_as_down_and_cleaned_up(zcluster_harness) -> None:  # type: ignore[no-untyped-def]
+    from zcluster.testing.processes import children_still_running
+
+    harness = zcluster_harness(3, backend="zmq", processes=True)
+    assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
+    victim = harness.nodes[2]
+    harness.simulate_node_failure(2, mode="crash")
+    assert victim.process.returncode == -9  # a real SIGKILL
+    assert harness.run_until_satisfied(
+        lambda: all(n.member("n2").status is DOWN for n in harness.live_nodes), timeout=5
+    )
+    harness.restart_node(2)
+    assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
+    with pytest.raises(ConfigError, match="in-process"):
+        harness.simulate_network_conditions(NetworkConditions(packet_loss_rate=0.1))
+    harness.close()
+    assert children_still_running() == []

@@ -41,6 +41,8 @@ SubscriptionCallback = Callable[[str, Any, str], Any]
 MemberCallback = Callable[[Member, Member | None], Any]
 RunnerFactory = Callable[[asyncio.AbstractEventLoop, Driver], Runner]
 
+#: built-in handler answering with this node's membership view (tests, tools)
+VIEW_HANDLER = "zcluster.view"
 #: publish() and send() return to the event loop this often, so heartbeats keep flowing
 YIELD_EVERY_CALLS = 64
 
@@ -93,7 +95,7 @@ class AsyncNode:
         self.config = (
             (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
         )
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, Handler] = {VIEW_HANDLER: self._describe_view}
         self._subscriptions: dict[str, list[SubscriptionCallback]] = {}
         self._member_callbacks: list[MemberCallback] = []
         self._requests: dict[int, asyncio.Future[bytes]] = {}
@@ -378,6 +380,13 @@ class AsyncNode:
         if member is None or not member.status.is_live:
             state = "unknown" if member is None else str(member.status)
             raise UnknownMember(f"{node_id!r} is not a live member ({state})")
+
+    def _describe_view(self, _message: Any, _sender: str) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "digest": self.view_digest(),
+            "members": [m.as_dict() for m in self.members()],
+        }
 
     def _count_error(self) -> None:
         if self._driver is not None:

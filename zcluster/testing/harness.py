@@ -27,6 +27,7 @@ from zcluster.core.members import MemberStatus
 from zcluster.errors import ConfigError
 from zcluster.runtime.node import Node
 from zcluster.testing.faults import PERFECT, FaultModel, NetworkConditions
+from zcluster.testing.processes import ProcessNode, free_port_pair
 from zcluster.testing.sim import SimNetwork, SimNode
 
 Backend = Literal["zmq", "sim"]
@@ -34,6 +35,8 @@ Assertion = Callable[[Sequence[Any]], bool]
 
 #: real-time polling interval of run_until_satisfied on the zmq backend
 POLL_INTERVAL_S = 0.02
+#: node id of the in-process node that reads the views of node processes
+OBSERVER_ID = "harness-observer"
 #: run_until_satisfied's timeout when none is given
 DEFAULT_TIMEOUT_S = 30.0
 #: how long a node on the zmq backend may take to start and join
@@ -44,10 +47,19 @@ class ClusterTestHarness:
     """N nodes, a controllable network, assertions, and clean shutdown."""
 
     def __init__(
-        self, backend: Backend = "zmq", seed: int | None = None, **node_options: Any
+        self,
+        backend: Backend = "zmq",
+        seed: int | None = None,
+        *,
+        processes: bool = False,
+        **node_options: Any,
     ) -> None:
         if backend not in ("zmq", "sim"):
             raise ConfigError(f"backend must be 'zmq' or 'sim', got {backend!r}")
+        if processes and (backend != "zmq" or node_options):
+            raise ConfigError("processes=True needs backend='zmq' and takes no node options")
+        self.processes = processes
+        self._observer: Node | None = None
         self.backend: Backend = backend
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self.node_options = node_options
@@ -67,12 +79,22 @@ class ClusterTestHarness:
 
     @classmethod
     def create_test_cluster(
-        cls, node_count: int, backend: Backend = "zmq", seed: int | None = None, **node_options: Any
+        cls,
+        node_count: int,
+        backend: Backend = "zmq",
+        seed: int | None = None,
+        *,
+        processes: bool = False,
+        **node_options: Any,
     ) -> ClusterTestHarness:
-        """Start ``node_count`` nodes (``n0`` … ``nN-1``), all seeded with ``n0``."""
+        """Start ``node_count`` nodes (``n0`` … ``nN-1``), each joining through a running one.
+
+        ``processes=True`` (zmq backend) runs each node as a separate ``zcluster node``
+        OS process, so that ``simulate_node_failure(i, "crash")`` is a real SIGKILL.
+        """
         if node_count < 1:
             raise ConfigError("node_count must be at least 1")
-        harness = cls(backend, seed, **node_options)
+        harness = cls(backend, seed, processes=processes, **node_options)
         try:
             for index in range(node_count):
                 harness._start(index, f"n{index}")
@@ -99,6 +121,14 @@ class ClusterTestHarness:
         self._index_of[node_id] = index
         if self._sim is not None:
             node: Any = self._sim.add_node(node_id, seeds=seeds)
+        elif self.processes:
+            if bind.endswith(":0"):
+                bind = f"127.0.0.1:{free_port_pair()}"
+            node = ProcessNode(node_id, bind, seeds, self._observer)
+            if self._observer is None:
+                self._observer = Node(OBSERVER_ID, seeds=[bind])
+                self._observer.start(timeout=NODE_START_TIMEOUT_S)
+                node._observer = self._observer
         else:
             node = Node(node_id, bind=bind, seeds=seeds, **self.node_options)
             node.start(timeout=NODE_START_TIMEOUT_S)
@@ -132,6 +162,8 @@ class ClusterTestHarness:
 
     def simulate_network_conditions(self, conditions: NetworkConditions) -> None:
         """Apply ``conditions`` to the whole network from now on (replaces earlier ones)."""
+        if self.processes:
+            raise ConfigError("network conditions need in-process nodes (processes=False)")
         self.conditions = conditions
         if self._sim is not None:
             self._sim.set_conditions(conditions)
@@ -151,7 +183,7 @@ class ClusterTestHarness:
         if self._sim is not None:
             (self._sim.crash if mode == "crash" else self._sim.stop)(node.node_id)
         elif mode == "crash":
-            node.abort()
+            node.kill() if self.processes else node.abort()
         else:
             node.stop()
 
@@ -227,12 +259,17 @@ class ClusterTestHarness:
         """Stop every node this harness started (also after a failed test)."""
         errors: list[BaseException] = []
         for index, node in enumerate(self.nodes):
-            if self._sim is None and self._alive[index]:
-                try:
+            try:
+                if self.processes:
+                    node.cleanup()  # also for failed nodes: their logs
+                elif self._sim is None and self._alive[index]:
                     node.abort()
-                except BaseException as exc:  # keep closing the others
-                    errors.append(exc)
+            except BaseException as exc:  # keep closing the others
+                errors.append(exc)
             self._alive[index] = False
+        if self._observer is not None:
+            self._observer.abort()
+            self._observer = None
         if errors:
             raise errors[0]
 
