@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port_pair, wait_until
+from tests.helpers import wait_until
+from zcluster.testing.processes import free_port_pair
 
 PROCESS_EXIT_TIMEOUT_S = 15
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.cli.test_cli import spawn  # noqa: F401  (fixture)
-from tests.helpers import free_port_pair
+from zcluster.testing.processes import free_port_pair
 
 QUIET_SOAK_S = float(os.environ.get("ZCLUSTER_QUIET_SOAK_S", "600"))
 

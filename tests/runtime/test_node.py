@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.helpers import all_up, free_port_pair, wait_until
+from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import (
     ConfigError,
@@ -18,6 +18,7 @@ from zcluster import (
     RequestTimeout,
     UnknownMember,
 )
+from zcluster.testing.processes import free_port_pair
 
 
 def test_three_nodes_join_and_agree(trio: list[Node]) -> None:

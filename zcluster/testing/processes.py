@@ -152,3 +152,26 @@ def free_port_pair() -> int:
                     continue
                 return port
     raise ZclusterError("no free pair of ports found on 127.0.0.1")
+
+
+def listening_sockets() -> list[str]:
+    """Local addresses of TCP sockets this process still listens on, from /proc."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                out.append(fields[1])
+    return out
