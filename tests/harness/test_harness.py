@@ -161,3 +161,25 @@ def test_process_mode_sigkill_is_seen_as_down_and_cleaned_up(zcluster_harness) -
         harness.simulate_network_conditions(NetworkConditions(packet_loss_rate=0.1))
     harness.close()
     assert children_still_running() == []
+
+
+@pytest.mark.parametrize("backend", ["sim", "zmq"])
+def test_async_form(backend: str) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        harness = await ClusterTestHarness.acreate_test_cluster(4, backend=backend, seed=9)
+        async with harness:
+            assert await harness.arun_until_satisfied(
+                lambda: harness.verify_cluster_stability(), timeout=15
+            )
+            await harness.asimulate_node_failure(3)
+            assert await harness.arun_until_satisfied(
+                lambda: all(n.member("n3").status is DOWN for n in harness.live_nodes), timeout=10
+            )
+            await harness.arestart_node(3)
+            assert await harness.arun_until_satisfied(
+                lambda: harness.verify_cluster_stability(), timeout=15
+            )
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -17,6 +17,7 @@ reproduces the whole run (``trace_digest()``).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +103,51 @@ class ClusterTestHarness:
             harness.close()
             raise
         return harness
+
+    @classmethod
+    async def acreate_test_cluster(
+        cls,
+        node_count: int,
+        backend: Backend = "zmq",
+        seed: int | None = None,
+        *,
+        processes: bool = False,
+        **node_options: Any,
+    ) -> ClusterTestHarness:
+        """``create_test_cluster`` for asyncio tests: starts nodes without blocking the loop."""
+        return await asyncio.to_thread(
+            cls.create_test_cluster,
+            node_count,
+            backend,
+            seed,
+            processes=processes,
+            **node_options,
+        )
+
+    async def arun_until_satisfied(
+        self, condition: Callable[[], bool] | float | None = None, timeout: float | None = None
+    ) -> bool:
+        """``run_until_satisfied`` for asyncio tests; other tasks run while it waits."""
+        if self._sim is not None:
+            return self.run_until_satisfied(condition, timeout)  # virtual time: no waiting
+        return await asyncio.to_thread(self.run_until_satisfied, condition, timeout)
+
+    async def asimulate_node_failure(
+        self, index: int, mode: Literal["crash", "stop"] = "crash"
+    ) -> None:
+        await asyncio.to_thread(self.simulate_node_failure, index, mode)
+
+    async def arestart_node(self, index: int) -> None:
+        await asyncio.to_thread(self.restart_node, index)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> ClusterTestHarness:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __enter__(self) -> ClusterTestHarness:
         return self
