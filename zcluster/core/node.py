@@ -300,13 +300,14 @@ class NodeCore:
         records, want_reply, reply_address = env.body
         # A SYNC's sender speaking of itself (joining, leaving) is news only we have heard.
         self._merge_all(records, now, first_hand_from=env.sender)
-        if want_reply and reply_address != self.address:
-            self._send_sync(reply_address, want_reply=False, now=now)
-        elif self.me.status is MemberStatus.JOINING and any(
+        if self.me.status is MemberStatus.JOINING and any(
             r.node_id == self.node_id and r.incarnation == self.incarnation for r in records
         ):
-            # A full table that already holds us: a seed has admitted us.
+            # A table that already holds us: we were admitted (by a seed's answer, or by a
+            # member pushing its table to us because our seed died before it answered).
             self._set_my_status(MemberStatus.UP, now)
+        if want_reply and reply_address != self.address:
+            self._send_sync(reply_address, want_reply=False, now=now)
 
     def _rx_ping(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         probe_id, reply_address = env.body
