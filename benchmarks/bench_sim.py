@@ -48,7 +48,7 @@ def main() -> None:
     for size in args.sizes:
         seconds = args.seconds if size <= 50 else max(2.0, args.seconds / 10)
         join_virtual, join_wall, speed = measure(size, seconds)
-        print(f"{size:>6} {join_virtual:>16.2f} {join_wall:>13.2f} {speed:>22.1f}")
+        print(f"{size:>6} {join_virtual:>16.2f} {join_wall:>13.2f} {speed:>22.3g}")
 
 
 if __name__ == "__main__":
