@@ -150,20 +150,17 @@ class Node:
 
     def stop(self) -> None:
         """Leave the cluster gracefully, close every socket, end the threads."""
-        if self._thread is None:
-            return
-        try:
-            self._call(self._node.stop())
-        finally:
-            self._submitter = None
-            self._shutdown_loop()
+        self._end(self._node.stop)
 
     def abort(self) -> None:
         """Stop at once without leaving, as a crash would (for tests); see AsyncNode.abort."""
+        self._end(self._node.abort)
+
+    def _end(self, how: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if self._thread is None:
             return
         try:
-            self._call(self._node.abort())
+            self._call(how())
         finally:
             self._submitter = None
             self._shutdown_loop()
