@@ -2,6 +2,7 @@
 
 from zcluster.config import NodeConfig
 from zcluster.core.members import Member, MemberStatus
+from zcluster.delivery import AckStatus, DeliveryGuarantee, MessageDeduplicator
 from zcluster.errors import (
     Backpressure,
     ConfigError,
@@ -28,14 +29,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AckStatus",
     "AsyncNode",
     "Backpressure",
     "ConfigError",
+    "DeliveryGuarantee",
     "DeserializeError",
     "JoinTimeout",
     "JsonSerializer",
     "Member",
     "MemberStatus",
+    "MessageDeduplicator",
     "MsgpackSerializer",
     "Node",
     "NodeConfig",
