@@ -36,9 +36,8 @@ def main() -> None:
     id_bytes = sum(obj.__sizeof__() for obj in (ids[0], ids[0][1], ids[0][2]))
     print(f"{n} entries: {window_bytes / n:.0f} bytes per entry held by the window")
     print(f"  plus about {id_bytes} bytes per message id kept alive by it (a 3-tuple and two ints)")
-    print(
-        f"  is_duplicate: {insert_s / n * 1e6:.2f} us per new id, {hit_s / n * 1e6:.2f} us per repeat"
-    )
+    per_new, per_repeat = insert_s / n * 1e6, hit_s / n * 1e6
+    print(f"  is_duplicate: {per_new:.2f} us per new id, {per_repeat:.2f} us per repeat")
 
 
 if __name__ == "__main__":
