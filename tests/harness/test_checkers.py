@@ -28,13 +28,16 @@ def test_each_violation_is_named_with_the_seed() -> None:
     log.delivered("b", "a", 0)
     log.delivered("b", "a", 0)  # duplicate; 1 and 3 lost
     assert sorted(log.lost()) == [("a", "b", 1), ("a", "b", 3)]
-    assert log.duplicates() == [("b", 0, 2)]
+    assert log.duplicates() == [("b", "a", 0, 2)]
     assert ("a", "b", 0, 2) in log.fifo_violations()
     assert log.causal_violations() == [("b", 2, 0)]
+    log.delivered("b", "x", 9)  # never sent by x
+    assert log.unexpected() == [("b", "x", 9)]
     with pytest.raises(InvariantViolation) as caught:
         log.check(lost=True, duplicates=True, fifo=True, causal=True)
     text = str(caught.value)
-    for part in ("2 lost messages", "1 duplicate deliveries", "FIFO", "causal", "seed=77"):
+    parts = ("2 lost messages", "1 duplicate deliveries", "FIFO", "causal", "never sent", "seed=77")
+    for part in parts:
         assert part in text, text
 
 
@@ -82,3 +85,19 @@ def test_checkers_see_faults_injected_on_real_sockets(zcluster_harness, conditio
     else:
         with pytest.raises(InvariantViolation, match=expect):
             log.check(lost=True, duplicates=True, fifo=True)
+
+
+def test_ids_need_only_be_unique_per_sender() -> None:
+    log = DeliveryLog()
+    log.sent("a", "c", 1)
+    log.sent("b", "c", 1)
+    log.delivered("c", "a", 1)
+    assert log.lost() == [("b", "c", 1)]
+    log.sent("a", "c", 2)
+    log.sent("b", "c", 2)
+    log.delivered("c", "a", 2)
+    log.delivered("c", "b", 2)
+    log.delivered("c", "b", 1)  # b's 1 after b's 2: overtaken
+    assert log.fifo_violations() == [("b", "c", 1, 2)]
+    with pytest.raises(ValueError, match="sent twice"):
+        log.sent("a", "c", 1)

@@ -36,9 +36,12 @@ def test_crash_then_restart(zcluster_harness, backend: str) -> None:  # type: ig
     assert harness.run_until_satisfied(
         lambda: all(n.member("n2").status is DOWN for n in harness.live_nodes), timeout=10
     )
+    before = harness.nodes[0].member("n2")
     harness.restart_node(2)
     assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
-    assert harness.nodes[0].member("n2").incarnation > first
+    after = harness.nodes[0].member("n2")
+    assert after.incarnation > first
+    assert (after.address, after.pub_address) == (before.address, before.pub_address)
 
 
 @pytest.mark.parametrize("backend", ["sim", "zmq"])

@@ -103,6 +103,8 @@ class AsyncNode:
         self._driver: Driver | None = None
         self._runner: Runner | None = None
         self._runner_factory: RunnerFactory | None = None
+        #: fault injection for zcluster.testing, installed before the first message is read
+        self.inbound_faults: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None = None
         self._joined: asyncio.Event | None = None
         self._left: asyncio.Event | None = None
         self.incarnation = 0
@@ -151,6 +153,7 @@ class AsyncNode:
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._driver = driver = Driver(core, transport, self, loop)
+        driver.inbound_faults = self.inbound_faults
         factory = self._runner_factory or (lambda lp, d: InlineRunner(lp, self._count_error))
         self._runner = factory(loop, driver)
         driver.start()

@@ -42,7 +42,8 @@ class DeliveryLog:
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
-        self._sent: dict[tuple[str, Hashable], _Sent] = {}
+        #: keyed by (sender, receiver, id): ids need only be unique per sender
+        self._sent: dict[tuple[str, str, Hashable], _Sent] = {}
         self._sends_per_link: Counter[tuple[str, str]] = Counter()
         self._delivered: dict[str, list[tuple[str, Hashable]]] = defaultdict(list)
 
@@ -57,9 +58,10 @@ class DeliveryLog:
         link = (sender, receiver)
         index = self._sends_per_link[link]
         self._sends_per_link[link] += 1
-        self._sent[(receiver, message_id)] = _Sent(
-            sender, receiver, message_id, index, tuple(depends_on)
-        )
+        key = (sender, receiver, message_id)
+        if key in self._sent:
+            raise ValueError(f"message id {message_id!r} sent twice from {sender} to {receiver}")
+        self._sent[key] = _Sent(sender, receiver, message_id, index, tuple(depends_on))
 
     def delivered(self, receiver: str, sender: str, message_id: Hashable) -> None:
         self._delivered[receiver].append((sender, message_id))
@@ -68,16 +70,25 @@ class DeliveryLog:
 
     def lost(self) -> list[tuple[str, str, Hashable]]:
         """(sender, receiver, id) of every message sent and never delivered."""
-        got = {(r, mid) for r, items in self._delivered.items() for _, mid in items}
+        got = {(s, r, mid) for r, items in self._delivered.items() for s, mid in items}
         return [(s.sender, s.receiver, s.message_id) for k, s in self._sent.items() if k not in got]
 
-    def duplicates(self) -> list[tuple[str, Hashable, int]]:
-        """(receiver, id, times) of every message delivered more than once."""
+    def unexpected(self) -> list[tuple[str, str, Hashable]]:
+        """(receiver, claimed sender, id) of deliveries of messages never sent that way."""
+        return [
+            (receiver, sender, mid)
+            for receiver, items in self._delivered.items()
+            for sender, mid in items
+            if (sender, receiver, mid) not in self._sent
+        ]
+
+    def duplicates(self) -> list[tuple[str, str, Hashable, int]]:
+        """(receiver, sender, id, times) of every message delivered more than once."""
         out = []
         for receiver, items in self._delivered.items():
-            for (_, mid), times in Counter(items).items():
+            for (sender, mid), times in Counter(items).items():
                 if times > 1:
-                    out.append((receiver, mid, times))
+                    out.append((receiver, sender, mid, times))
         return out
 
     def fifo_violations(self) -> list[tuple[str, str, Hashable, Hashable]]:
@@ -86,7 +97,7 @@ class DeliveryLog:
         for receiver, items in self._delivered.items():
             highest: dict[str, _Sent] = {}
             for sender, mid in items:
-                record = self._sent.get((receiver, mid))
+                record = self._sent.get((sender, receiver, mid))
                 if record is None:
                     continue
                 previous = highest.get(sender)
@@ -97,15 +108,20 @@ class DeliveryLog:
         return out
 
     def causal_violations(self) -> list[tuple[str, Hashable, Hashable]]:
-        """(receiver, message, dependency): delivered before a message it depends on."""
+        """(receiver, message, dependency): delivered before a message it depends on.
+
+        Dependencies are message ids, counted as met when a message with that id was
+        delivered to the same receiver (from any sender) earlier.
+        """
         out: list[tuple[str, Hashable, Hashable]] = []
         for receiver, items in self._delivered.items():
+            sent_here = {mid for (_, r, mid) in self._sent if r == receiver}
             seen: set[Hashable] = set()
-            for _, mid in items:
-                record = self._sent.get((receiver, mid))
+            for sender, mid in items:
+                record = self._sent.get((sender, receiver, mid))
                 if record is not None:
-                    sent_here = {d for d in record.depends_on if (receiver, d) in self._sent}
-                    out.extend((receiver, mid, d) for d in sorted(sent_here - seen, key=repr))
+                    missing = {d for d in record.depends_on if d in sent_here} - seen
+                    out.extend((receiver, mid, d) for d in sorted(missing, key=repr))
                 seen.add(mid)
         return out
 
@@ -119,6 +135,7 @@ class DeliveryLog:
     ) -> None:
         """Raise InvariantViolation if any selected invariant fails."""
         problems: list[tuple[str, Sequence[Any]]] = []
+        problems.append(("deliveries of messages never sent", self.unexpected()))
         if lost:
             problems.append(("lost messages", self.lost()))
         if duplicates:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from zcluster.core import events as ev
 from zcluster.core.members import MemberStatus
 from zcluster.errors import ConfigError
+from zcluster.runtime.asyncnode import JoinTimeout
 from zcluster.runtime.node import Node
 from zcluster.testing.faults import PERFECT, FaultModel, NetworkConditions
 from zcluster.testing.processes import ProcessNode, free_port_pair
@@ -73,8 +74,10 @@ class ClusterTestHarness:
         self._alive: list[bool] = []
         self._addresses: list[str] = []
         self._index_of: dict[str, int] = {}
+        self._base_conditions = PERFECT
         if backend == "sim":
             self._sim = SimNetwork(self.seed, **node_options)
+            self._base_conditions = self.conditions = self._sim.conditions
 
     # ------------------------------------------------------------ construction
 
@@ -162,23 +165,28 @@ class ClusterTestHarness:
     def _address(self, index: int) -> str:
         return self._addresses[index]
 
-    def _start(self, index: int, node_id: str, bind: str = "127.0.0.1:0") -> None:
+    def _start(
+        self, index: int, node_id: str, bind: str | None = None, *, wait: bool = True
+    ) -> None:
         seeds = self._seeds_for(index)
         self._index_of[node_id] = index
+        if index < len(self.nodes) and self.processes:
+            self.nodes[index].cleanup()  # the previous process's log
         if self._sim is not None:
             node: Any = self._sim.add_node(node_id, seeds=seeds)
-        elif self.processes:
-            if bind.endswith(":0"):
-                bind = f"127.0.0.1:{free_port_pair()}"
-            node = ProcessNode(node_id, bind, seeds, self._observer)
-            if self._observer is None:
-                self._observer = Node(OBSERVER_ID, seeds=[bind])
-                self._observer.start(timeout=NODE_START_TIMEOUT_S)
-                node._observer = self._observer
+            joined = not wait or self._sim.run_until(
+                lambda: node.core.me.status is MemberStatus.UP, NODE_START_TIMEOUT_S
+            )
+            if not joined:
+                raise JoinTimeout(f"simulated node {node_id} did not join")
         else:
-            node = Node(node_id, bind=bind, seeds=seeds, **self.node_options)
-            node.start(timeout=NODE_START_TIMEOUT_S)
-            self._inject_faults(node, index)
+            # A fixed pair of ports, so that a restart gets back both ROUTER and PUB.
+            bind = bind or f"127.0.0.1:{free_port_pair()}"
+            node = self._start_process(node_id, bind, seeds) if self.processes else None
+            if node is None:
+                node = Node(node_id, bind=bind, seeds=seeds, **self.node_options)
+                node._node.inbound_faults = self._fault_hook(index)  # from the first message
+                node.start(wait=wait, timeout=NODE_START_TIMEOUT_S)
         address = str(node.core.address if self._sim is not None else node.address)
         if index < len(self.nodes):
             self.nodes[index] = node
@@ -189,7 +197,20 @@ class ClusterTestHarness:
             self._alive.append(True)
             self._addresses.append(address)
 
-    def _inject_faults(self, node: Node, index: int) -> None:
+    def _start_process(self, node_id: str, bind: str, seeds: list[str]) -> ProcessNode:
+        node = ProcessNode(node_id, bind, seeds, self._observer)
+        if self._observer is None:
+            try:
+                self._observer = Node(OBSERVER_ID, seeds=[bind])
+                self._observer.start(timeout=NODE_START_TIMEOUT_S)
+            except BaseException:
+                self._observer = None
+                node.cleanup()
+                raise
+            node._observer = self._observer
+        return node
+
+    def _fault_hook(self, index: int) -> Callable[[ev.EnvelopeReceived], tuple[float, ...]]:
         faults = FaultModel(random.Random(self._rng.getrandbits(64)), self.conditions)
         index_of = self._index_of  # shared: nodes started later are found too
 
@@ -200,9 +221,7 @@ class ClusterTestHarness:
             faults.conditions = self.conditions
             return faults.fate(source, index)
 
-        driver = node._node._driver
-        assert driver is not None
-        driver.loop.call_soon_threadsafe(setattr, driver, "inbound_faults", fate)
+        return fate
 
     # ------------------------------------------------------------ faults
 
@@ -215,8 +234,8 @@ class ClusterTestHarness:
             self._sim.set_conditions(conditions)
 
     def heal(self) -> None:
-        """Back to a perfect network."""
-        self.simulate_network_conditions(PERFECT)
+        """Back to the network as it was created (perfect, unless sim options said otherwise)."""
+        self.simulate_network_conditions(self._base_conditions)
 
     def simulate_node_failure(self, index: int, mode: Literal["crash", "stop"] = "crash") -> None:
         """Crash node ``index`` (no goodbye; peers must detect it) or stop it gracefully."""
@@ -234,11 +253,14 @@ class ClusterTestHarness:
             node.stop()
 
     def restart_node(self, index: int) -> None:
-        """Start node ``index`` again: same id and address, a new incarnation."""
+        """Start node ``index`` again: same id and addresses, a new incarnation.
+
+        It returns once the node runs, not once it has joined (it may be cut off by a
+        partition): wait for what the test expects with run_until_satisfied.
+        """
         if self._alive[index]:
             raise ConfigError(f"node {index} is running; fail it first")
-        bind = self._address(index)
-        self._start(index, self._ids[index], bind=bind)
+        self._start(index, self._ids[index], bind=self._address(index), wait=False)
 
     # ------------------------------------------------------------ checks
 
@@ -247,7 +269,7 @@ class ClusterTestHarness:
         return [n for n, alive in zip(self.nodes, self._alive, strict=True) if alive]
 
     def add_assertion(self, assertion: Assertion) -> None:
-        """Add ``assertion(nodes) -> bool``; run_until_satisfied waits for all of them."""
+        """Add ``assertion(live_nodes) -> bool``; run_until_satisfied waits for all of them."""
         self._assertions.append(assertion)
 
     def run_until_satisfied(
@@ -262,7 +284,7 @@ class ClusterTestHarness:
         if condition is None or isinstance(condition, int | float):
             limit = float(condition) if condition is not None else timeout
             assertions = list(self._assertions)
-            check: Callable[[], bool] = lambda: all(a(self.nodes) for a in assertions)  # noqa: E731
+            check: Callable[[], bool] = lambda: all(a(self.live_nodes) for a in assertions)  # noqa: E731
         else:
             limit, check = timeout, condition
         limit = DEFAULT_TIMEOUT_S if limit is None else limit

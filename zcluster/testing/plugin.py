@@ -11,6 +11,7 @@ with ``pytest --zcluster-seed=N`` to reproduce a simulated run exactly.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,16 +46,24 @@ def zcluster_harness(request: pytest.FixtureRequest) -> Iterator[HarnessFactory]
         node_count: int, backend: Backend = "sim", seed: int | None = None, **node_options: Any
     ) -> ClusterTestHarness:
         chosen = forced if forced is not None else seed
+        if chosen is None:
+            chosen = random.SystemRandom().randrange(2**32)
+        request.node.stash[_SEEDS].append(chosen)  # reported even if starting fails
         harness = ClusterTestHarness.create_test_cluster(
             node_count, backend=backend, seed=chosen, **node_options
         )
         made.append(harness)
-        request.node.stash[_SEEDS].append(harness.seed)
         return harness
 
     yield make
+    errors: list[BaseException] = []
     for harness in made:
-        harness.close()
+        try:
+            harness.close()
+        except BaseException as exc:  # close the others all the same
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,6 +8,8 @@ same queries as an in-process node.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -46,12 +48,15 @@ class ProcessNode:
         args = [sys.executable, "-m", "zcluster", "node", "--id", node_id, "--bind", bind]
         for seed in seeds:
             args += ["--seed", seed]
-        self.process = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
         while "listening on" not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise ZclusterError(f"node process {node_id} did not start: {self.log()[-500:]}")
+                tail = self.log()[-500:]
+                self.cleanup()
+                raise ZclusterError(f"node process {node_id} did not start: {tail}")
             time.sleep(POLL_INTERVAL_S)
 
     @property
@@ -108,6 +113,15 @@ class ProcessNode:
 
     def view_digest(self) -> str:
         return str(self._view()["digest"])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it if the test process dies without cleaning up."""
+    with contextlib.suppress(OSError):  # not Linux: close() still kills it
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _member(record: dict[str, Any]) -> Member:

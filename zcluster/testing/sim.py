@@ -3,7 +3,8 @@
 Time is virtual: a heap of timed deliveries and ticks, drained in order.
 All randomness (latency jitter, loss, tick phases, each core's own choices)
 comes from one seeded ``random.Random``, so a seed reproduces a whole run;
-``trace_digest()`` hashes the observable history to prove it.
+``trace_digest()`` hashes the observable history (every delivery, membership
+change, crash and change of conditions, with its virtual time) to prove it.
 
 Frames are really encoded and decoded (``zcluster.wire``), once per send,
 so the simulation exercises the same bytes as real sockets.
@@ -259,10 +260,14 @@ class SimNetwork:
         index = self.index_of
         return self.faults.fate(index[source.node_id], index[destination.node_id])
 
-    def _deliver_later(self, target: SimNode, delay: float, event: ev.Event) -> None:
+    def _deliver_later(self, target: SimNode, delay: float, event: ev.EnvelopeReceived) -> None:
         def arrive() -> None:
             if target.alive and self.nodes.get(target.node_id) is target:
                 self.deliveries += 1
+                sender, incarnation, seq = event.envelope.message_id
+                self._trace.update(
+                    f"{self.now:.6f} {target.node_id}<{sender}/{incarnation}/{seq}\n".encode()
+                )
                 self._feed(target, event)
 
         self._schedule(delay, arrive)
