@@ -17,18 +17,7 @@ from collections.abc import Iterable, Mapping
 from zcluster.errors import ConfigError
 
 
-def _check_link(values: LinkConditions | NetworkConditions) -> None:
-    for name in ("latency", "jitter", "reorder_delay"):
-        value = getattr(values, name)
-        if not 0 <= value <= 3600:
-            raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {value!r}")
-    for name in ("packet_loss_rate", "duplicate_rate", "reorder_rate"):
-        value = getattr(values, name)
-        if not 0 <= value <= 1:
-            raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class LinkConditions:
     """What one direction of one link does to each message (times in seconds)."""
 
@@ -41,29 +30,30 @@ class LinkConditions:
     reorder_delay: float = 0.05
 
     def __post_init__(self) -> None:
-        _check_link(self)
+        for name in ("latency", "jitter", "reorder_delay"):
+            value = getattr(self, name)
+            if not 0 <= value <= 3600:
+                raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {value!r}")
+        for name in ("packet_loss_rate", "duplicate_rate", "reorder_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
-class NetworkConditions:
+class NetworkConditions(LinkConditions):
     """Conditions for the whole test network; nodes are named by their index.
 
-    - ``latency``, ``jitter``, ``packet_loss_rate``, ``duplicate_rate``,
-      ``reorder_rate``: apply to every link (see ``LinkConditions``).
+    - the ``LinkConditions`` fields (latency, jitter, loss, duplication,
+      reordering) apply to every link;
     - ``partition_groups=[[0, 1], [2, 3, 4]]``: no traffic between groups (a node
-      in no group hears nobody and is heard by nobody).
+      in no group hears nobody and is heard by nobody);
     - ``blocked_links=[(0, 1)]``: one-way cut: node 1 no longer hears node 0,
-      while node 0 still hears node 1.
+      while node 0 still hears node 1;
     - ``links={(0, 1): LinkConditions(latency=0.2)}``: conditions that replace the
       global ones on that direction of that link.
     """
 
-    latency: float = 0.0
-    jitter: float = 0.0
-    packet_loss_rate: float = 0.0
-    duplicate_rate: float = 0.0
-    reorder_rate: float = 0.0
-    reorder_delay: float = 0.05
     partition_groups: Iterable[Iterable[int]] = ()
     blocked_links: Iterable[tuple[int, int]] = ()
     links: Mapping[tuple[int, int], LinkConditions] = dataclasses.field(default_factory=dict)
@@ -71,7 +61,7 @@ class NetworkConditions:
     _everywhere: LinkConditions = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_link(self)
+        super().__post_init__()
         groups = tuple(tuple(g) for g in self.partition_groups)
         group_of: dict[int, int] = {}
         for i, group in enumerate(groups):
@@ -79,23 +69,13 @@ class NetworkConditions:
                 if node in group_of:
                     raise ConfigError(f"node {node} is in more than one partition group")
                 group_of[node] = i
+        link_fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(LinkConditions)}
         set_ = object.__setattr__  # normalise the frozen fields once
         set_(self, "partition_groups", groups)
         set_(self, "blocked_links", frozenset(self.blocked_links))
         set_(self, "links", dict(self.links))
         set_(self, "_group_of", group_of)
-        set_(
-            self,
-            "_everywhere",
-            LinkConditions(
-                self.latency,
-                self.jitter,
-                self.packet_loss_rate,
-                self.duplicate_rate,
-                self.reorder_rate,
-                self.reorder_delay,
-            ),
-        )
+        set_(self, "_everywhere", LinkConditions(**link_fields))
 
     def link(self, source: int, destination: int) -> LinkConditions:
         found = self.links.get((source, destination))
