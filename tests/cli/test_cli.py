@@ -228,3 +228,12 @@ def test_unknown_zcluster_variables_are_reported_not_fatal(spawn) -> None:  # ty
     assert node.wait_log("listening on", 10), node.log()
     assert "ignoring ZCLUSTER_HEARTBEAT_S: no such setting" in node.log()
     assert node.proc.poll() is None
+
+
+def test_bin_launcher_runs_from_a_checkout() -> None:
+    launcher = Path(__file__).resolve().parents[2] / "bin" / "zcluster"
+    result = subprocess.run(
+        [sys.executable, str(launcher), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("zcluster, version ")
