@@ -82,6 +82,40 @@ class NodeConfig:
     #: most topics one node subscribes to
     subscriptions_max_count: int = 10_000
 
+    # --- delivery guarantees (docs/delivery.md) ---
+    #: a guaranteed send that is not acknowledged within this ends EXPIRED (ttl= overrides)
+    message_ttl_s: float = 60.0
+    #: first retransmission of an unacknowledged message after this (then doubling)
+    retry_initial_s: float = 0.2
+    #: retransmissions back off to at most this interval
+    retry_max_s: float = 2.0
+    #: unacknowledged guaranteed messages per receiver; also each stream's receive window
+    outbox_max_count: int = 10_000
+    #: a send to a full outbox waits this long for room, then raises Backpressure
+    send_block_timeout_s: float = 10.0
+    #: exactly-once: message ids remembered per receiver, at most this many ...
+    dedup_window_max_count: int = 100_000
+    #: ... for this long (must cover message_ttl_s, the last moment a copy can be resent)
+    dedup_window_s: float = 300.0
+    #: senders whose streams a receiver tracks; the least recently heard is forgotten
+    inbound_streams_max_count: int = 10_000
+    #: sequence numbers acknowledged selectively (above a gap) in one acknowledgement
+    ack_selective_max_count: int = 1024
+    #: guaranteed publications kept per topic for subscribers that missed them
+    retransmit_buffer_count: int = 10_000
+    #: topics one node publishes with a guarantee
+    published_topics_max_count: int = 10_000
+    #: topics whose latest sequence number rides on each heartbeat (most recent first)
+    heartbeat_topics_max_count: int = 256
+    #: publications asked for (and resent) in one fetch
+    fetch_max_count: int = 1024
+    #: a gap still open this long after a fetch is fetched again
+    fetch_retry_s: float = 0.3
+    #: a subscriber holds back at most this many publications behind one gap
+    topic_holdback_max_count: int = 10_000
+    #: (publisher, topic) streams one subscriber tracks; the least recently heard goes
+    topic_streams_max_count: int = 100_000
+
     # --- sockets and queues ---
     #: ZeroMQ high-water marks (messages queued per peer) for PUB and SUB
     pubsub_hwm_count: int = 100_000
@@ -124,6 +158,13 @@ class NodeConfig:
                 raise ConfigError(f"{field.name} must be positive, got {value}")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ConfigError("heartbeat_timeout_s must exceed heartbeat_interval_s")
+        if self.retry_initial_s > self.retry_max_s:
+            raise ConfigError("retry_initial_s must not exceed retry_max_s")
+        if self.message_ttl_s > self.dedup_window_s:
+            raise ConfigError(
+                "message_ttl_s must not exceed dedup_window_s, or exactly-once could not "
+                "recognise a late retransmission"
+            )
         if self.tick_interval_s > self.heartbeat_interval_s:
             raise ConfigError("tick_interval_s must not exceed heartbeat_interval_s")
 

@@ -1,41 +1,140 @@
-"""Delivery guarantees and the duplicate filter, as users see them.
+"""Delivery guarantees as users see them: acknowledgements, loss reports, the dedup window.
 
-``MessageDeduplicator(capacity, expiry).is_duplicate(message_id)`` is the
-seed's LRU window, bounded by count and by age, on the monotonic clock (or
-any ``clock`` you pass, e.g. a test's virtual one).
+``MessageDeduplicator(capacity, expiry).is_duplicate(message_id)`` is an LRU
+window bounded by count and by age, on the monotonic clock (or any
+``clock`` you pass, e.g. a test's virtual one).
 """
 
 from __future__ import annotations
 
-import enum
+import asyncio
+import dataclasses
+import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Generator, Hashable
+from typing import Any, NamedTuple
 
 from zcluster.core.dedup import DedupWindow
+from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
+
+__all__ = [
+    "AckStatus",
+    "DeliveryGuarantee",
+    "MessageAcknowledgement",
+    "MessageDeduplicator",
+    "MessageId",
+    "PublicationLoss",
+]
 
 
-class DeliveryGuarantee(enum.Enum):
-    """What a sender asks of the delivery of one message."""
+class MessageId(NamedTuple):
+    """Identifies one guaranteed message: unique per sender and its incarnation."""
 
-    AT_MOST_ONCE = "at_most_once"
-    AT_LEAST_ONCE = "at_least_once"
-    EXACTLY_ONCE = "exactly_once"
-    ORDERED = "ordered"
-    CAUSAL = "causal"
-    TRANSACTIONAL = "transactional"
+    sender: str
+    incarnation: int
+    number: int
 
 
-class AckStatus(enum.Enum):
-    """Where a guaranteed message stands; it ends in exactly one final status."""
+AckCallback = Callable[["MessageAcknowledgement"], Any]
 
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    EXPIRED = "expired"
+
+class MessageAcknowledgement:
+    """The fate of one guaranteed send: ``PENDING``, then exactly one final status.
+
+    ``wait(timeout)`` blocks (blocking API), ``await ack`` suspends (asyncio
+    API); both return the status. Callbacks added with ``add_done_callback``
+    run once, where the node runs user callbacks.
+    """
+
+    def __init__(
+        self,
+        message_id: MessageId,
+        receiver: str,
+        guarantee: DeliveryGuarantee,
+        dispatch: Callable[[Callable[[], Any]], None],
+    ) -> None:
+        self.message_id = message_id
+        self.sender = message_id.sender
+        self.receiver = receiver
+        self.guarantee = guarantee
+        #: wall-clock time (seconds since the epoch) of the send
+        self.timestamp = time.time()
+        self.status = AckStatus.PENDING
+        #: why the message FAILED or EXPIRED; empty otherwise
+        self.reason = ""
+        self._dispatch = dispatch
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._callbacks: list[Callable[[], Any]] = []
+
+    def __repr__(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        to = f"{tuple(self.message_id)} to {self.receiver}"
+        return f"<MessageAcknowledgement {to}: {self.status.value}{why}>"
 
     @property
-    def is_final(self) -> bool:
-        return self is not AckStatus.PENDING
+    def done(self) -> bool:
+        return self.status.is_final
+
+    def wait(self, timeout: float | None = None) -> AckStatus:
+        """Block until final or ``timeout`` seconds; returns the status (PENDING on timeout)."""
+        self._done.wait(timeout)
+        return self.status
+
+    def __await__(self) -> Generator[Any, None, AckStatus]:
+        if not self.status.is_final:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            self._when_done(lambda: loop.call_soon_threadsafe(wake), dispatch=False)
+            yield from future.__await__()
+        return self.status
+
+    def add_done_callback(self, callback: AckCallback) -> None:
+        """Call ``callback(ack)`` once the status is final (at once if it already is)."""
+        self._when_done(lambda: callback(self), dispatch=True)
+
+    def _when_done(self, fn: Callable[[], Any], *, dispatch: bool) -> None:
+        with self._lock:
+            if not self.status.is_final:
+                self._callbacks.append((lambda: self._dispatch(fn)) if dispatch else fn)
+                return
+        fn()
+
+    def _resolve(self, status: AckStatus, reason: str) -> bool:
+        """Set the final status; False if it was already final (the first one stands)."""
+        with self._lock:
+            if self.status.is_final:
+                return False
+            self.status, self.reason = status, reason
+            callbacks, self._callbacks = self._callbacks, []
+        self._done.set()
+        for callback in callbacks:
+            callback()
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublicationLoss:
+    """Publications ``first..last`` (inclusive) of ``publisher`` on ``topic`` are lost for good.
+
+    Reported when the publisher no longer holds them in its retransmit buffer,
+    when it restarted or left before they could be fetched, or when a gap
+    grew beyond what a subscriber may hold back.
+    """
+
+    publisher: str
+    topic: str
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
 
 
 class MessageDeduplicator:

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from zcluster.address import is_valid_address
+from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import WireError
 
@@ -53,6 +54,23 @@ class Kind(enum.IntEnum):
     REQUEST = 11
     REPLY = 12
     PUBLISH = 13
+    DATA = 14
+    DATA_ACK = 15
+    FETCH = 16
+    REPUBLISH = 17
+    LOST = 18
+
+
+#: delivery guarantees on the wire; only these four travel (the others are refused earlier)
+GUARANTEE_CODES = {
+    DeliveryGuarantee.AT_MOST_ONCE: 0,
+    DeliveryGuarantee.AT_LEAST_ONCE: 1,
+    DeliveryGuarantee.EXACTLY_ONCE: 2,
+    DeliveryGuarantee.ORDERED: 3,
+}
+_GUARANTEES = {code: guarantee for guarantee, code in GUARANTEE_CODES.items()}
+#: longest failure reason carried in an acknowledgement
+MAX_REASON_CHARS = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,8 +232,52 @@ def _topic(value: Any) -> str:
     return check_topic(value)
 
 
+def _guarantee(value: Any) -> DeliveryGuarantee:
+    if type(value) is not int or value not in _GUARANTEES:
+        raise WireError(f"unknown delivery guarantee {_show(value)}")
+    return _GUARANTEES[value]
+
+
+def _reliable_guarantee(value: Any) -> DeliveryGuarantee:
+    guarantee = _guarantee(value)
+    if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
+        raise WireError("a DATA message must carry a reliable guarantee")
+    return guarantee
+
+
+def _seq(value: Any) -> int:
+    seq = _uint(value)
+    if seq == 0:
+        raise WireError("sequence numbers start at 1")
+    return seq
+
+
+def _range(value: Any) -> tuple[int, int]:
+    if type(value) is not list or len(value) != 2:
+        raise WireError("a range must be a list of 2 sequence numbers")
+    first, last = _seq(value[0]), _seq(value[1])
+    if first > last:
+        raise WireError("a range must not end before it starts")
+    return first, last
+
+
+def _position(value: Any) -> tuple[str, int]:
+    if type(value) is not list or len(value) != 2:
+        raise WireError("a topic position must be a list of [topic, seq]")
+    return check_topic(value[0]), _uint(value[1])
+
+
+def _failure(value: Any) -> tuple[int, str]:
+    if type(value) is not list or len(value) != 2:
+        raise WireError("a failure must be a list of [seq, reason]")
+    reason = value[1]
+    if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
+        raise WireError(f"a failure reason must be text of at most {MAX_REASON_CHARS} characters")
+    return _seq(value[0]), reason
+
+
 _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
-    Kind.HEARTBEAT: (_member, _list_of(_member), _digest),
+    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position)),
     Kind.SYNC: (_list_of(_member), _bool, _address),
     Kind.PING: (_uint, _address),
     Kind.PING_REQ: (_uint, _address, _node_id),
@@ -224,7 +286,19 @@ _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
     Kind.SEND: (check_name,),
     Kind.REQUEST: (check_name, _uint, _address),
     Kind.REPLY: (_uint, _bool),
-    Kind.PUBLISH: (),
+    Kind.PUBLISH: (_uint, _guarantee),
+    Kind.DATA: (check_name, _uint, _seq, _seq, _reliable_guarantee),
+    Kind.DATA_ACK: (
+        _uint,
+        _uint,
+        _list_of(_seq),
+        _list_of(_failure),
+        _uint,
+        _list_of(_seq),
+    ),
+    Kind.FETCH: (_topic, _list_of(_range), _address),
+    Kind.REPUBLISH: (_topic, _seq, _guarantee),
+    Kind.LOST: (_topic, _list_of(_range)),
 }
 
 DIRECT_KINDS = frozenset(
@@ -237,6 +311,11 @@ DIRECT_KINDS = frozenset(
         Kind.SEND,
         Kind.REQUEST,
         Kind.REPLY,
+        Kind.DATA,
+        Kind.DATA_ACK,
+        Kind.FETCH,
+        Kind.REPUBLISH,
+        Kind.LOST,
     }
 )
 
@@ -299,6 +378,9 @@ def decode_published(
         return None, envelope, payload
     if envelope.kind is not Kind.PUBLISH:
         raise WireError(f"{envelope.kind.name} cannot be sent on a user topic")
+    seq, guarantee = envelope.body
+    if (seq == 0) != (guarantee is DeliveryGuarantee.AT_MOST_ONCE):
+        raise WireError("a publication is numbered exactly when it carries a guarantee")
     if not (first.startswith(TOPIC_PREFIX) and first.endswith(TOPIC_END) and len(first) > 2):
         raise WireError("malformed topic frame")
     try:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from zcluster import wire
 from zcluster.address import format_address, is_valid_address, parse_address
+from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import ConfigError, WireError
 from zcluster.wire import (
@@ -53,8 +54,8 @@ DIGEST = "0123456789abcdef"
 #: for every kind: (encoded body, expected decoded body)
 CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.HEARTBEAT: (
-        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST],
-        (M1, (M2, M3), DIGEST),
+        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST, [["news", 7]]],
+        (M1, (M2, M3), DIGEST, (("news", 7),)),
     ),
     Kind.SYNC: (
         [[encode_member(M2), encode_member(M1)], True, "10.1.2.3:5"],
@@ -67,7 +68,15 @@ CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.SEND: (["handler.v1"], ("handler.v1",)),
     Kind.REQUEST: (["echo", 9, "host-name:1"], ("echo", 9, "host-name:1")),
     Kind.REPLY: ([9, False], (9, False)),
-    Kind.PUBLISH: ([], ()),
+    Kind.PUBLISH: ([3, 1], (3, DeliveryGuarantee.AT_LEAST_ONCE)),
+    Kind.DATA: (["work", 11, 5, 2, 3], ("work", 11, 5, 2, DeliveryGuarantee.ORDERED)),
+    Kind.DATA_ACK: (
+        [9, 4, [6, 8], [[6, "handler raised"]], 5, [10]],
+        (9, 4, (6, 8), ((6, "handler raised"),), 5, (10,)),
+    ),
+    Kind.FETCH: (["news", [[1, 3], [7, 7]], "[::1]:9"], ("news", ((1, 3), (7, 7)), "[::1]:9")),
+    Kind.REPUBLISH: (["news", 2, 2], ("news", 2, DeliveryGuarantee.EXACTLY_ONCE)),
+    Kind.LOST: (["news", [[1, 40]]], ("news", ((1, 40),))),
 }
 
 
@@ -109,6 +118,11 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "REQUEST": 11,
         "REPLY": 12,
         "PUBLISH": 13,
+        "DATA": 14,
+        "DATA_ACK": 15,
+        "FETCH": 16,
+        "REPUBLISH": 17,
+        "LOST": 18,
     }
 
 
@@ -139,7 +153,7 @@ def test_round_trip_every_kind(kind: Kind) -> None:
 
 def test_members_come_back_as_member_objects() -> None:
     header = encode_header(Kind.HEARTBEAT, "n1", 1, 1, CASES[Kind.HEARTBEAT][0])
-    me, gossip, digest = decode_header(header, MAX).body
+    me, gossip, digest, _ = decode_header(header, MAX).body
     assert digest == DIGEST
     assert type(me) is Member
     assert all(type(m) is Member for m in gossip)
@@ -174,9 +188,33 @@ def test_empty_lists_are_valid_bodies() -> None:
     listen = decode_header(encode_header(Kind.LISTEN, "n1", 0, 0, [[]]), MAX)
     assert listen.body == ((),)
     heartbeat = decode_header(
-        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST]), MAX
+        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST, []]), MAX
     )
-    assert heartbeat.body == (M1, (), DIGEST)
+    assert heartbeat.body == (M1, (), DIGEST, ())
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "match"),
+    [
+        (Kind.DATA, ["w", 1, 1, 1, 0], "must carry a reliable guarantee"),
+        (Kind.DATA, ["w", 1, 0, 1, 1], "sequence numbers start at 1"),
+        (Kind.DATA, ["w", 1, 1, 1, 9], "unknown delivery guarantee"),
+        (Kind.FETCH, ["t", [[5, 4]], "h:1"], "must not end before it starts"),
+        (Kind.FETCH, ["t", [[5]], "h:1"], "list of 2 sequence numbers"),
+        (Kind.DATA_ACK, [1, 1, [], [[1, "x" * 1025]], 1, []], "at most 1024 characters"),
+        (Kind.DATA_ACK, [1, 1, [], [[1]], 1, []], r"list of \[seq, reason\]"),
+    ],
+)
+def test_delivery_bodies_are_checked(kind: Kind, body: list[Any], match: str) -> None:
+    with pytest.raises(WireError, match=match):
+        decode_header(encode_header(kind, "n1", 1, 1, body), MAX)
+
+
+@pytest.mark.parametrize("body", [[0, 1], [4, 0]])
+def test_publication_is_numbered_exactly_when_guaranteed(body: list[int]) -> None:
+    header = encode_header(Kind.PUBLISH, "n1", 1, 1, body)
+    with pytest.raises(WireError, match="numbered exactly when"):
+        decode_published([topic_frame("t"), header, b""], MAX)
 
 
 def test_header_of_exactly_max_header_bytes_is_accepted() -> None:
@@ -279,11 +317,11 @@ def test_property_member_records_round_trip(
         me.node_id,
         me.incarnation,
         0,
-        [encode_member(me), [encode_member(m) for m in gossip], DIGEST],
+        [encode_member(me), [encode_member(m) for m in gossip], DIGEST, []],
     )
     topic, envelope, _ = decode_published([CONTROL_TOPIC, heartbeat, b""], MAX)
     assert topic is None
-    assert envelope.body == (me, tuple(gossip), DIGEST)
+    assert envelope.body == (me, tuple(gossip), DIGEST, ())
 
     sync = encode_header(
         Kind.SYNC, me.node_id, 1, 1, [[encode_member(m) for m in gossip], flag, address]
@@ -296,7 +334,7 @@ def test_property_member_records_round_trip(
 @given(topics, st.binary(max_size=16))
 def test_property_accepted_topics_travel_on_pub(topic: str, payload: bytes) -> None:
     assert check_topic(topic) == topic
-    header = encode_header(Kind.PUBLISH, "n1", 1, 2, [])
+    header = encode_header(Kind.PUBLISH, "n1", 1, 2, [0, 0])
     got, envelope, body = decode_published([topic_frame(topic), header, payload], MAX)
     assert (got, envelope.kind, body) == (topic, Kind.PUBLISH, payload)
 
@@ -430,7 +468,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 14, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 19, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind
@@ -485,7 +523,7 @@ def test_rejects_body_of_wrong_length(kind: Kind) -> None:
 def test_rejects_body_that_is_not_a_list(body: Any) -> None:
     raw = valid_raw(Kind.PUBLISH)
     raw[5] = body
-    with pytest.raises(WireError, match="PUBLISH body must be a list of 0 fields"):
+    with pytest.raises(WireError, match="PUBLISH body must be a list of 2 fields"):
         decode_header(msgpack.packb(raw, use_bin_type=True), MAX)
 
 
@@ -699,7 +737,7 @@ def test_decode_direct_rejects_wrong_frame_counts(count: int) -> None:
 
 @pytest.mark.parametrize("count", [0, 1, 2, 4, 5])
 def test_decode_published_rejects_wrong_frame_counts(count: int) -> None:
-    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [])
+    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [0, 0])
     frames = [topic_frame("news"), header, b"", b"", b""][:count]
     with pytest.raises(WireError, match=f"published message must have 3 frames, got {count}"):
         decode_published(frames, MAX)
@@ -712,7 +750,7 @@ def test_heartbeat_on_user_topic_is_rejected() -> None:
 
 
 def test_publish_on_control_topic_is_rejected() -> None:
-    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [])
+    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [0, 0])
     with pytest.raises(WireError, match="PUBLISH cannot be sent on the control topic"):
         decode_published([CONTROL_TOPIC, header, b""], MAX)
 
@@ -736,14 +774,14 @@ def test_publish_on_control_topic_is_rejected() -> None:
     ],
 )
 def test_malformed_topic_frames_are_rejected(first: bytes, message: str) -> None:
-    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [])
+    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [0, 0])
     with pytest.raises(WireError, match=message):
         decode_published([first, header, b""], MAX)
 
 
 def test_longest_topic_frame_is_accepted() -> None:
     topic = "x" * MAX_TOPIC_BYTES
-    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [])
+    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [0, 0])
     assert decode_published([topic_frame(topic), header, b"p"], MAX)[0] == topic
 
 
@@ -767,7 +805,7 @@ def test_frame_level_decoders_respect_max_header_bytes() -> None:
     header = encode_header(Kind.ACK, "n1", 0, 0, [0, "n1"])
     with pytest.raises(WireError, match="exceeds"):
         decode_direct([header, b""], len(header) - 1)
-    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [])
+    header = encode_header(Kind.PUBLISH, "n1", 0, 0, [0, 0])
     with pytest.raises(WireError, match="exceeds"):
         decode_published([topic_frame("a"), header, b""], len(header) - 1)
 

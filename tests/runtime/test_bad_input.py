@@ -108,7 +108,7 @@ def test_garbage_on_sub_is_counted_and_dropped(
 
     assert wait_until(flood, 3), a.stats()
     # The node still works: a valid publication from the fake member is delivered.
-    valid = encode_header(Kind.PUBLISH, "fake", 1, 10, ())
+    valid = encode_header(Kind.PUBLISH, "fake", 1, 10, (0, 0))
 
     def publish_valid() -> bool:
         pub.send_multipart([topic_frame("news"), valid, msgpack.packb("ok")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from zcluster.core.guarantees import AckStatus
 from zcluster.core.members import Member
 
 
@@ -48,13 +49,18 @@ class SetSubscription:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deliver:
-    """Call the handler ``name``; when ``request_id`` is set, its result is the reply."""
+    """Call the handler ``name``; when ``request_id`` is set, its result is the reply.
+
+    For a guaranteed message ``receipt`` is ``(sender incarnation, seq)``: report
+    the handler's outcome with :class:`~zcluster.core.events.DeliveryFinished`.
+    """
 
     sender: str
     name: str
     payload: bytes
     request_id: int | None = None
     reply_address: str | None = None
+    receipt: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,6 +68,24 @@ class DeliverPublication:
     sender: str
     topic: str
     payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """Guaranteed sends reached a final status: ``(number, status, reason)`` each."""
+
+    receiver: str
+    outcomes: tuple[tuple[int, AckStatus, str], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublicationsLost:
+    """Publications ``first..last`` of ``publisher`` on ``topic`` can never be delivered."""
+
+    publisher: str
+    topic: str
+    first: int
+    last: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +122,8 @@ Effect = (
     | SetSubscription
     | Deliver
     | DeliverPublication
+    | Acknowledged
+    | PublicationsLost
     | CompleteRequest
     | MemberChanged
     | ResolveSeeds

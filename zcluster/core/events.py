@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.wire import Envelope
 
 
@@ -42,10 +43,35 @@ class SeedsResolved:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """The driver finished a turn of its loop: send what was batched (acks, fetches)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SendRequested:
+    """Send to ``target``'s handler ``name``.
+
+    A reliable ``guarantee`` needs ``number`` (the message's id among this
+    incarnation's guaranteed sends, chosen by the caller) and ``ttl_s``; its
+    outcome comes back as :class:`~zcluster.core.effects.Acknowledged`.
+    """
+
     target: str
     name: str
     payload: bytes
+    guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
+    number: int = 0
+    ttl_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryFinished:
+    """The handler of a guaranteed message returned (``error`` None) or failed."""
+
+    sender: str
+    incarnation: int
+    seq: int
+    error: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,11 +97,15 @@ class ReplyReady:
 class PublishRequested:
     topic: str
     payload: bytes
+    guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TopicSubscribed:
+    """Receive ``topic``; with ``replay``, new streams start from the publisher's buffer."""
+
     topic: str
+    replay: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,7 +124,9 @@ Event = (
     | EnvelopeReceived
     | FrameRejected
     | SeedsResolved
+    | TurnEnded
     | SendRequested
+    | DeliveryFinished
     | RequestStarted
     | ReplyReady
     | PublishRequested

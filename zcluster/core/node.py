@@ -18,11 +18,32 @@ from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.detector import FailureDetector, Verdict
+from zcluster.core.guarantees import AckStatus
+from zcluster.core.inbound import DirectReceiver
 from zcluster.core.members import Member, MemberStatus
 from zcluster.core.membership import MembershipTable
-from zcluster.wire import CONTROL_TOPIC, Envelope, Kind, encode_header, encode_member, topic_frame
+from zcluster.core.outbox import DirectSender, Outgoing
+from zcluster.core.topics import Publication, Publications, Subscriptions
+from zcluster.wire import (
+    CONTROL_TOPIC,
+    GUARANTEE_CODES,
+    Envelope,
+    Kind,
+    encode_header,
+    encode_member,
+    topic_frame,
+)
 
 _EMPTY = b""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _HeardPositions:
+    """A publisher's topic positions as its latest heartbeat gave them, and when."""
+
+    incarnation: int
+    heard_at: float
+    positions: dict[str, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,13 +103,22 @@ class NodeCore:
         self._mismatch_since: dict[str, float] = {}
         self._next_join = 0.0
         self._next_reconnect = 0.0
+        # --- delivery guarantees (docs/delivery.md)
+        self.sender = DirectSender(self.config, self._rng)
+        self.receiver = DirectReceiver(self.config, self.counters)
+        self.publications = Publications(self.config)
+        self.subscriptions = Subscriptions(self.config, self.counters)
+        self._subscribed_at: dict[str, float] = {}
+        self._heard_positions: dict[str, _HeardPositions] = {}
         self._handlers: dict[type, Callable[[Any, float], None]] = {
             ev.Started: self._on_started,
             ev.TimerFired: self._on_timer,
             ev.EnvelopeReceived: self._on_envelope,
             ev.FrameRejected: self._on_rejected,
             ev.SeedsResolved: self._on_seeds,
+            ev.TurnEnded: self._on_turn_ended,
             ev.SendRequested: self._on_send,
+            ev.DeliveryFinished: self._on_delivery_finished,
             ev.RequestStarted: self._on_request,
             ev.ReplyReady: self._on_reply_ready,
             ev.PublishRequested: self._on_publish,
@@ -107,6 +137,11 @@ class NodeCore:
             Kind.REQUEST: self._rx_request,
             Kind.REPLY: self._rx_reply,
             Kind.PUBLISH: self._rx_publish,
+            Kind.DATA: self._rx_data,
+            Kind.DATA_ACK: self._rx_data_ack,
+            Kind.FETCH: self._rx_fetch,
+            Kind.REPUBLISH: self._rx_republish,
+            Kind.LOST: self._rx_lost,
         }
 
     # ================================================================ API
@@ -150,6 +185,15 @@ class NodeCore:
     def topics(self) -> frozenset[str]:
         return frozenset(self._topics)
 
+    @property
+    def flush_due(self) -> bool:
+        """Acknowledgements or fetches wait for the end of this turn (feed TurnEnded)."""
+        return bool(self.receiver.ack_due) or self.subscriptions.new_gap
+
+    def outbox_count(self, node_id: str) -> int:
+        """Guaranteed messages to ``node_id`` not yet acknowledged, expired or failed."""
+        return self.sender.count(node_id)
+
     # ================================================================ inputs
 
     def _on_started(self, _: ev.Started, now: float) -> None:
@@ -177,6 +221,7 @@ class NodeCore:
         if now >= self._next_heartbeat:
             self._heartbeat(now)
         self._expire_requests(now)
+        self._delivery_timers(now)
         if self.me.status is MemberStatus.JOINING:
             if now >= self._next_join:
                 self._next_join = now + config.join_retry_interval_s
@@ -221,12 +266,42 @@ class NodeCore:
             if address not in live:  # a seed outside our view: maybe the other side of a split
                 self._send_sync(address, want_reply=True, now=now)
 
-    def _on_send(self, event: ev.SendRequested, _: float) -> None:
+    def _on_send(self, event: ev.SendRequested, now: float) -> None:
         target = self._live_address(event.target)
-        if target is None:
-            self.counters["sends_dropped_not_member"] += 1
+        if not event.guarantee.is_reliable:
+            if target is None:
+                self.counters["sends_dropped_not_member"] += 1
+                return
+            self._send(target, Kind.SEND, (event.name,), event.payload)
             return
-        self._send(target, Kind.SEND, (event.name,), event.payload)
+        reason = ""
+        if target is None:
+            reason = f"{event.target!r} is not a live member"
+        elif self.sender.count(event.target) >= self.config.outbox_max_count:
+            reason = f"outbox to {event.target!r} is full ({self.config.outbox_max_count})"
+        if target is None or reason:
+            outcome = (event.number, AckStatus.FAILED, reason)
+            self._out.append(fx.Acknowledged(event.target, (outcome,)))
+            return
+        entry = self.sender.add(
+            event.target,
+            event.number,
+            event.name,
+            event.payload,
+            event.guarantee,
+            now + event.ttl_s,
+            now,
+        )
+        self.counters["reliable_sent"] += 1
+        self._transmit(target, event.target, entry)
+
+    def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
+        if event.error is not None:
+            self.counters["reliable_handler_failures"] += 1
+        self.receiver.finished(event.sender, event.incarnation, event.seq, event.error)
+
+    def _on_turn_ended(self, _: ev.TurnEnded, now: float) -> None:
+        self._flush(now)
 
     def _on_request(self, event: ev.RequestStarted, now: float) -> None:
         target = self._live_address(event.target)
@@ -251,14 +326,25 @@ class NodeCore:
         self._send(event.reply_address, Kind.REPLY, (event.request_id, event.ok), event.payload)
 
     def _on_publish(self, event: ev.PublishRequested, _: float) -> None:
+        guarantee, topic = event.guarantee, event.topic
+        body: tuple[int, int] = (0, 0)
+        if guarantee.is_reliable:
+            if self.publications.can_take(topic):
+                seq = self.publications.append(topic, guarantee, event.payload)
+                body = (seq, GUARANTEE_CODES[guarantee])
+            else:
+                self.counters["publications_unsequenced_too_many_topics"] += 1
         self._seq += 1
-        header = encode_header(Kind.PUBLISH, self.node_id, self.incarnation, self._seq, ())
-        self._out.append(fx.Publish((topic_frame(event.topic), header, event.payload)))
+        header = encode_header(Kind.PUBLISH, self.node_id, self.incarnation, self._seq, body)
+        self._out.append(fx.Publish((topic_frame(topic), header, event.payload)))
         self.counters["messages_published"] += 1
 
     def _on_subscribed(self, event: ev.TopicSubscribed, now: float) -> None:
+        if event.replay:
+            self.subscriptions.replay_topics.add(event.topic)
         if event.topic in self._topics:
             return
+        self._subscribed_at[event.topic] = now
         self._topics.add(event.topic)
         self._out.append(fx.SetSubscription(topic_frame(event.topic), True))
         self._tell_listening(now)
@@ -267,6 +353,9 @@ class NodeCore:
         if event.topic not in self._topics:
             return
         self._topics.discard(event.topic)
+        self._subscribed_at.pop(event.topic, None)
+        self.subscriptions.replay_topics.discard(event.topic)
+        self.subscriptions.forget_topic(event.topic)
         self._out.append(fx.SetSubscription(topic_frame(event.topic), False))
         self._tell_listening(now)
 
@@ -280,7 +369,7 @@ class NodeCore:
     # ================================================================ receivers
 
     def _rx_heartbeat(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
-        sender_record, updates, digest = env.body
+        sender_record, updates, digest, positions = env.body
         if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
             self.counters["heartbeats_inconsistent"] += 1
             return
@@ -295,6 +384,8 @@ class NodeCore:
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             self._listening_to[env.sender] = env.incarnation
             self._send(current.address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
+        if self._topics:
+            self._heard_topic_positions(env.sender, env.incarnation, dict(positions), now)
 
     def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         records, want_reply, reply_address = env.body
@@ -361,8 +452,61 @@ class NodeCore:
             self._out.append(fx.CompleteRequest(request_id, False, error=error))
 
     def _rx_publish(self, env: Envelope, payload: bytes, topic: str | None, _: float) -> None:
-        if topic is not None and topic in self._topics:
+        if topic is None or topic not in self._topics:
+            return
+        seq, guarantee = env.body
+        if seq == 0:
             self._out.append(fx.DeliverPublication(env.sender, topic, payload))
+            return
+        self._take_publication(env, topic, (seq, guarantee, payload))
+
+    def _rx_republish(self, env: Envelope, payload: bytes, _: str | None, __: float) -> None:
+        topic, seq, guarantee = env.body
+        self.counters["publications_repaired"] += 1
+        if topic in self._topics:
+            self._take_publication(env, topic, (seq, guarantee, payload))
+
+    def _rx_lost(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
+        topic, ranges = env.body
+        ready = self.subscriptions.lost(env.sender, env.incarnation, topic, ranges)
+        self._deliver_publications(env.sender, topic, ready)
+
+    def _rx_fetch(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
+        topic, ranges, reply_address = env.body
+        found, lost = self.publications.lookup(topic, ranges)
+        self.counters["publications_resent"] += len(found)
+        for seq, guarantee, payload in found:
+            body = (topic, seq, GUARANTEE_CODES[guarantee])
+            self._send(reply_address, Kind.REPUBLISH, body, payload)
+        if lost:
+            self._send(reply_address, Kind.LOST, (topic, [list(r) for r in lost]), _EMPTY)
+
+    def _rx_data(self, env: Envelope, payload: bytes, _: str | None, now: float) -> None:
+        arrivals = self.receiver.receive(env.sender, env.incarnation, env.body, payload, now)
+        for arrival in arrivals:
+            receipt = (env.incarnation, arrival.seq)
+            self._out.append(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
+
+    def _rx_data_ack(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
+        incarnation, upto, selective, failures, received_upto, held = env.body
+        if incarnation != self.incarnation:
+            self.counters["reliable_acks_stale"] += 1
+            return
+        done = self.sender.acknowledged(env.sender, upto, selective, received_upto, held)
+        if not done:
+            return
+        reasons = dict(failures)
+        self._out.append(
+            fx.Acknowledged(
+                env.sender,
+                tuple(
+                    (entry.number, AckStatus.FAILED, reasons[entry.seq])
+                    if entry.seq in reasons
+                    else (entry.number, AckStatus.DELIVERED, "")
+                    for entry in done
+                ),
+            )
+        )
 
     # ================================================================ membership
 
@@ -414,6 +558,7 @@ class NodeCore:
             self._listening_to.pop(node_id, None)
             self._mismatch_since.pop(node_id, None)
         self._reconcile_connection(member)
+        self._delivery_member_changed(member, previous, new_life, now)
 
     def _reconcile_connection(self, member: Member) -> None:
         node_id = member.node_id
@@ -520,7 +665,12 @@ class NodeCore:
     def _heartbeat(self, now: float) -> None:
         self._next_heartbeat = now + self.config.heartbeat_interval_s
         updates = self.table.take_gossip(self.config.gossip_records_per_heartbeat_count)
-        body = (encode_member(self.me), [encode_member(m) for m in updates], self.table.digest())
+        body = (
+            encode_member(self.me),
+            [encode_member(m) for m in updates],
+            self.table.digest(),
+            self.publications.positions(),
+        )
         self._seq += 1
         header = encode_header(Kind.HEARTBEAT, self.node_id, self.incarnation, self._seq, body)
         self._out.append(fx.Publish((CONTROL_TOPIC, header, _EMPTY)))
@@ -557,3 +707,113 @@ class NodeCore:
         if member is None or not member.status.is_live:
             return None
         return member.address
+
+    # ================================================================ delivery guarantees
+
+    def _transmit(self, address: str, target: str, entry: Outgoing) -> None:
+        low = self.sender.low(target)
+        code = GUARANTEE_CODES[entry.guarantee]
+        body = (entry.name, entry.number, entry.seq, low, code)
+        self._send(address, Kind.DATA, body, entry.payload)
+
+    def _delivery_timers(self, now: float) -> None:
+        for target, entry in self.sender.due_retries(now, self._is_reachable):
+            address = self._live_address(target)
+            if address is not None:
+                self.counters["reliable_retransmits"] += 1
+                self._transmit(address, target, entry)
+        expired: dict[str, list[tuple[int, AckStatus, str]]] = {}
+        for target, entry in self.sender.expired(now):
+            why = "no acknowledgement within its ttl"
+            expired.setdefault(target, []).append((entry.number, AckStatus.EXPIRED, why))
+        for target, outcomes in expired.items():
+            self.counters["reliable_expired"] += len(outcomes)
+            self._out.append(fx.Acknowledged(target, tuple(outcomes)))
+        self._flush(now)
+
+    def _is_reachable(self, node_id: str) -> bool:
+        return self._live_address(node_id) is not None
+
+    def _flush(self, now: float) -> None:
+        """Send the acknowledgements and fetches batched during this turn."""
+        receiver = self.receiver
+        for sender in receiver.ack_due:
+            stream = receiver.stream(sender)
+            member = self.table.get(sender)
+            if stream is not None and member is not None:
+                body = stream.ack_body(self.config.ack_selective_max_count)
+                self._send(member.address, Kind.DATA_ACK, body, _EMPTY)
+        receiver.ack_due.clear()
+        self.subscriptions.new_gap = False
+        for publisher, topic, ranges in self.subscriptions.due_fetches(now):
+            address = self._live_address(publisher)
+            if address is not None:
+                self.counters["publication_fetches"] += 1
+                wanted = [list(r) for r in ranges]
+                self._send(address, Kind.FETCH, (topic, wanted, self.address), _EMPTY)
+
+    def _heard_topic_positions(
+        self, publisher: str, incarnation: int, positions: dict[str, int], now: float
+    ) -> None:
+        for topic in self._topics:
+            latest = positions.get(topic)
+            if latest is None and self.subscriptions.stream(publisher, topic) is None:
+                continue
+            start = self._stream_start(publisher, incarnation, topic, latest or 0)
+            ready = self.subscriptions.position(publisher, incarnation, topic, latest or 0, start)
+            self._deliver_publications(publisher, topic, ready)
+        self._heard_positions[publisher] = _HeardPositions(incarnation, now, positions)
+
+    def _stream_start(self, publisher: str, incarnation: int, topic: str, fallback: int) -> int:
+        """Where a new (publisher, topic) stream starts: what follows is ours to receive.
+
+        If the publisher's last heartbeat came after we subscribed, everything after
+        the position it gave is ours (even what its PUB sent before our subscription
+        reached it: that is fetched). Otherwise we join late, from ``fallback``.
+        """
+        heard = self._heard_positions.get(publisher)
+        since = self._subscribed_at.get(topic)
+        if heard is None or since is None or heard.incarnation != incarnation:
+            return fallback
+        if heard.heard_at < since:
+            return fallback
+        return heard.positions.get(topic, 0)
+
+    def _take_publication(self, env: Envelope, topic: str, item: Publication) -> None:
+        start = self._stream_start(env.sender, env.incarnation, topic, item[0] - 1)
+        ready = self.subscriptions.publication(env.sender, env.incarnation, topic, item, start)
+        self._deliver_publications(env.sender, topic, ready)
+
+    def _deliver_publications(self, publisher: str, topic: str, ready: list[Publication]) -> None:
+        for _, _, payload in ready:
+            self._out.append(fx.DeliverPublication(publisher, topic, payload))
+        losses = self.subscriptions.losses
+        if losses:
+            for loss in losses:
+                self._out.append(
+                    fx.PublicationsLost(loss.publisher, loss.topic, loss.first, loss.last)
+                )
+            losses.clear()
+
+    def _delivery_member_changed(
+        self, member: Member, previous: Member | None, new_life: bool, now: float
+    ) -> None:
+        node_id = member.node_id
+        gone = member.status in (MemberStatus.LEFT, MemberStatus.REMOVED)
+        if gone:
+            why = "receiver left the cluster"
+            if member.status is MemberStatus.REMOVED:
+                why = "receiver was removed from the cluster"
+            failed = self.sender.fail_all(node_id)
+            if failed:
+                self.counters["reliable_failed_receiver_gone"] += len(failed)
+                outcomes = tuple((e.number, AckStatus.FAILED, why) for e in failed)
+                self._out.append(fx.Acknowledged(node_id, outcomes))
+            self.receiver.forget(node_id)
+        elif member.status.is_live:
+            self.sender.resume(node_id, now, restarted=new_life and previous is not None)
+        if gone or (new_life and previous is not None):
+            # What the old life of this publisher left missing can never be fetched.
+            self._heard_positions.pop(node_id, None)
+            for topic, ready in self.subscriptions.forget_publisher(node_id):
+                self._deliver_publications(node_id, topic, ready)

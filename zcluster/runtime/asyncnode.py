@@ -6,6 +6,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import os
 import random
 import time
@@ -16,8 +17,10 @@ from zcluster.address import WILDCARD_HOSTS, format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.core.members import Member, MemberStatus
 from zcluster.core.node import NodeCore
+from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
 from zcluster.errors import (
     ConfigError,
     NotRunning,
@@ -29,6 +32,7 @@ from zcluster.errors import (
     ZclusterError,
 )
 from zcluster.runtime.driver import Driver
+from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, Runner
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
@@ -39,6 +43,8 @@ log = logging.getLogger("zcluster.node")
 Handler = Callable[[Any, str], Any]
 SubscriptionCallback = Callable[[str, Any, str], Any]
 MemberCallback = Callable[[Member, Member | None], Any]
+LossCallback = Callable[[PublicationLoss], Any]
+AckCallback = Callable[[MessageAcknowledgement], Any]
 RunnerFactory = Callable[[asyncio.AbstractEventLoop, Driver], Runner]
 
 #: built-in handler answering with this node's membership view (tests, tools)
@@ -66,6 +72,18 @@ def _checked(check: Callable[..., str], value: str, *what: str) -> str:
 
 def _validate_topic(topic: str) -> str:
     return _checked(check_topic, topic)
+
+
+def _checked_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
+    if not isinstance(guarantee, DeliveryGuarantee):
+        raise ConfigError(f"guarantee must be a DeliveryGuarantee, got {guarantee!r}")
+    if guarantee in (DeliveryGuarantee.CAUSAL, DeliveryGuarantee.TRANSACTIONAL):
+        raise ConfigError(
+            f"DeliveryGuarantee.{guarantee.name} is not available yet: causal and "
+            "transactional delivery come in a later release; use AT_LEAST_ONCE, "
+            "EXACTLY_ONCE or ORDERED"
+        )
+    return guarantee
 
 
 class AsyncNode:
@@ -97,7 +115,13 @@ class AsyncNode:
         )
         self._handlers: dict[str, Handler] = {VIEW_HANDLER: self._describe_view}
         self._subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        self._replay_topics: set[str] = set()
         self._member_callbacks: list[MemberCallback] = []
+        self._loss_callbacks: list[LossCallback] = []
+        #: guaranteed sends awaiting their final status, by message number
+        self._acks: dict[int, MessageAcknowledgement] = {}
+        self._message_numbers = itertools.count(1)
+        self.gate = OutboxGate(self.config.outbox_max_count)
         self._requests: dict[int, asyncio.Future[bytes]] = {}
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
         self._driver: Driver | None = None
@@ -157,7 +181,9 @@ class AsyncNode:
         factory = self._runner_factory or (lambda lp, d: InlineRunner(lp, self._count_error))
         self._runner = factory(loop, driver)
         driver.start()
-        driver.feed_many([ev.TopicSubscribed(topic) for topic in self._subscriptions])
+        driver.feed_many(
+            [ev.TopicSubscribed(t, t in self._replay_topics) for t in self._subscriptions]
+        )
         log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
         if not wait:
             return
@@ -215,6 +241,8 @@ class AsyncNode:
             if not future.done():
                 future.set_exception(NotRunning(f"node {self.node_id} stopped"))
         self._requests.clear()
+        for number in list(self._acks):
+            self._resolve(number, AckStatus.FAILED, "the sending node stopped before an ack")
         if self._runner is not None:
             self._runner.close()
             self._runner = None
@@ -302,31 +330,125 @@ class AsyncNode:
         """Call ``callback(member, previous)`` whenever a member's record changes."""
         self._member_callbacks.append(callback)
 
-    async def subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
-        """Receive publications on ``topic`` (exact match): ``callback(topic, message, sender)``."""
-        self._subscribe(topic, callback)
+    def on_publication_loss(self, callback: LossCallback) -> None:
+        """Call ``callback(loss)`` when guaranteed publications are lost for good.
+
+        ``loss`` is a :class:`~zcluster.PublicationLoss` with the exact range;
+        the ``publications_lost`` counter in ``stats()`` counts them too.
+        """
+        self._loss_callbacks.append(callback)
+
+    async def subscribe(
+        self, topic: str, callback: SubscriptionCallback, *, replay: bool = False
+    ) -> None:
+        """Receive publications on ``topic`` (exact match): ``callback(topic, message, sender)``.
+
+        Guaranteed publications start at each publisher's current position;
+        with ``replay`` they start from the oldest one its buffer still holds.
+        """
+        self._subscribe(topic, callback, replay)
 
     async def unsubscribe(self, topic: str) -> None:
+        self._replay_topics.discard(topic)
         if self._subscriptions.pop(topic, None) is not None and self._driver is not None:
             self._driver.feed(ev.TopicUnsubscribed(topic))
 
-    def _subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
+    def _subscribe(self, topic: str, callback: SubscriptionCallback, replay: bool) -> None:
         _validate_topic(topic)
         callbacks = self._subscriptions.setdefault(topic, [])
         if len(self._subscriptions) > self.config.subscriptions_max_count:
             del self._subscriptions[topic]
             raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
         callbacks.append(callback)
-        if len(callbacks) == 1 and self._driver is not None:
-            self._driver.feed(ev.TopicSubscribed(topic))
+        if replay:
+            self._replay_topics.add(topic)
+        if (len(callbacks) == 1 or replay) and self._driver is not None:
+            self._driver.feed(ev.TopicSubscribed(topic, replay))
 
     # ------------------------------------------------------------ messaging
 
-    async def send(self, node_id: str, name: str, message: Any) -> None:
-        """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
+    async def send(
+        self,
+        node_id: str,
+        name: str,
+        message: Any,
+        *,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE,
+        ttl: float | None = None,
+        callback: AckCallback | None = None,
+        timeout: float | None = None,
+    ) -> MessageAcknowledgement | None:
+        """Send ``message`` to handler ``name`` on ``node_id``.
+
+        With a guarantee (``AT_LEAST_ONCE`` by default, ``EXACTLY_ONCE``,
+        ``ORDERED``) returns a :class:`~zcluster.MessageAcknowledgement`, which
+        ends DELIVERED, FAILED or EXPIRED (no ack within ``ttl`` seconds,
+        default ``message_ttl_s``); ``callback(ack)`` runs when it does. With
+        ``AT_MOST_ONCE`` it returns None. When ``outbox_max_count`` messages
+        to ``node_id`` are unresolved, waits for room up to ``timeout``
+        (default ``send_block_timeout_s``; 0 = not at all), then raises
+        Backpressure.
+        """
+        guarantee = _checked_guarantee(guarantee)
         self._require_live(node_id)
-        self._require().feed(ev.SendRequested(node_id, name, self.encode(message)))
+        payload = self.encode(message)
+        if not guarantee.is_reliable:
+            self._require().feed(ev.SendRequested(node_id, name, payload))
+            await self._yield_now_and_then()
+            return None
+        ttl_s = self._checked_ttl(ttl, guarantee)
+        await self.gate.atake(node_id, self._block_timeout(timeout))
+        ack, event = self._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
+        self._require().feed(event)
         await self._yield_now_and_then()
+        return ack
+
+    def _checked_ttl(self, ttl: float | None, guarantee: DeliveryGuarantee) -> float:
+        if ttl is None:
+            return self.config.message_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and ttl > self.config.dedup_window_s:
+            raise ConfigError(
+                f"an EXACTLY_ONCE ttl ({ttl:g}s) must not exceed dedup_window_s "
+                f"({self.config.dedup_window_s:g}s)"
+            )
+        return float(ttl)
+
+    def _block_timeout(self, timeout: float | None) -> float:
+        limit = self.config.send_block_timeout_s if timeout is None else timeout
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+            raise ConfigError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        return float(limit)
+
+    def _guaranteed(
+        self,
+        node_id: str,
+        name: str,
+        payload: bytes,
+        guarantee: DeliveryGuarantee,
+        ttl_s: float,
+        callback: AckCallback | None,
+    ) -> tuple[MessageAcknowledgement, ev.SendRequested]:
+        """Register the acknowledgement of a send that holds a place in the gate."""
+        number = next(self._message_numbers)
+        message_id = MessageId(self.node_id, self.incarnation, number)
+        ack = MessageAcknowledgement(message_id, node_id, guarantee, self._dispatch)
+        if callback is not None:
+            ack.add_done_callback(callback)
+        self._acks[number] = ack
+        return ack, ev.SendRequested(node_id, name, payload, guarantee, number, ttl_s)
+
+    def _dispatch(self, fn: Callable[[], Any]) -> None:
+        """Run a user callback where this node runs them (called on the node's loop)."""
+        if self._runner is not None:
+            self._runner.run(fn, None)
+
+    def _resolve(self, number: int, status: AckStatus, reason: str) -> None:
+        ack = self._acks.pop(number, None)
+        if ack is not None:
+            self.gate.release(ack.receiver)
+            ack._resolve(status, reason)
 
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
@@ -350,11 +472,35 @@ class AsyncNode:
             self._requests.pop(request_id, None)
         return self.serializer.deserialize(reply)
 
-    async def publish(self, topic: str, message: Any) -> None:
-        """Publish ``message`` on ``topic`` to every subscribed member (at most once)."""
-        _validate_topic(topic)
-        self._require().feed(ev.PublishRequested(topic, self.encode(message)))
+    async def publish(
+        self,
+        topic: str,
+        message: Any,
+        *,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE,
+    ) -> None:
+        """Publish ``message`` on ``topic`` to every subscribed member.
+
+        ``AT_MOST_ONCE`` (the default) is fire and forget. ``AT_LEAST_ONCE``,
+        ``EXACTLY_ONCE`` and ``ORDERED`` number the publication, so that
+        subscribers fetch what they miss from this node's retransmit buffer and
+        report (``on_publication_loss``) what it no longer holds.
+        """
+        event = self._publication(topic, message, guarantee)
+        self._require().feed(event)
         await self._yield_now_and_then()
+
+    def _publication(
+        self, topic: str, message: Any, guarantee: DeliveryGuarantee
+    ) -> ev.PublishRequested:
+        _validate_topic(topic)
+        guarantee = _checked_guarantee(guarantee)
+        if guarantee.is_reliable and not self._require().core.publications.can_take(topic):
+            raise ConfigError(
+                f"at most {self.config.published_topics_max_count} topics can be published "
+                "with a guarantee (published_topics_max_count)"
+            )
+        return ev.PublishRequested(topic, self.encode(message), guarantee)
 
     async def _yield_now_and_then(self) -> None:
         # A tight `await publish()` loop never suspends otherwise, and heartbeats would stop.
@@ -402,19 +548,29 @@ class AsyncNode:
         handler = self._handlers.get(effect.name)
         if handler is None:
             self._require().counters["messages_unhandled"] += 1
+            text = f"no handler named {effect.name!r} on node {self.node_id}"
             if effect.request_id is not None and effect.reply_address is not None:
-                text = f"no handler named {effect.name!r} on node {self.node_id}"
                 self._reply(effect, False, text.encode())
+            elif effect.receipt is not None:
+                self._finished(effect, text)
             return
         deserialize = self.serializer.deserialize
 
         def call() -> Any:
             return handler(deserialize(effect.payload), effect.sender)
 
-        if effect.request_id is None:
-            self._runner.run(call, None)
-        else:
+        if effect.request_id is not None:
             self._runner.run(call, lambda result, exc: self._handled(effect, result, exc))
+        elif effect.receipt is not None:
+            self._runner.run(call, lambda _, exc: self._finished(effect, _describe_error(exc)))
+        else:
+            self._runner.run(call, None)
+
+    def _finished(self, effect: fx.Deliver, error: str | None) -> None:
+        assert effect.receipt is not None
+        if self._driver is not None:
+            incarnation, seq = effect.receipt
+            self._driver.feed(ev.DeliveryFinished(effect.sender, incarnation, seq, error))
 
     def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
         if self._driver is None:
@@ -441,6 +597,23 @@ class AsyncNode:
         for callback in tuple(callbacks):
             self._runner.run(functools.partial(_notify, callback, effect, message), None)
 
+    def acknowledged(self, effect: fx.Acknowledged) -> None:
+        for number, status, reason in effect.outcomes:
+            self._resolve(number, status, reason)
+
+    def publications_lost(self, effect: fx.PublicationsLost) -> None:
+        loss = PublicationLoss(effect.publisher, effect.topic, effect.first, effect.last)
+        log.warning(
+            "%s: lost publications %d..%d of %s on %r for good",
+            self.node_id,
+            loss.first,
+            loss.last,
+            loss.publisher,
+            loss.topic,
+        )
+        for callback in self._loss_callbacks:
+            self._dispatch(functools.partial(callback, loss))
+
     def complete_request(self, effect: fx.CompleteRequest) -> None:
         future = self._requests.get(effect.request_id)
         if future is None or future.done():
@@ -466,6 +639,10 @@ class AsyncNode:
         for callback in self._member_callbacks:
             if self._runner is not None:
                 self._runner.run(functools.partial(callback, member, previous), None)
+
+
+def _describe_error(exc: BaseException | None) -> str | None:
+    return None if exc is None else f"handler raised {type(exc).__name__}: {exc}"
 
 
 class _Lazy:

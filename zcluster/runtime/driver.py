@@ -40,6 +40,10 @@ class Application(Protocol):
 
     def complete_request(self, effect: fx.CompleteRequest) -> None: ...
 
+    def acknowledged(self, effect: fx.Acknowledged) -> None: ...
+
+    def publications_lost(self, effect: fx.PublicationsLost) -> None: ...
+
     def member_changed(self, effect: fx.MemberChanged) -> None: ...
 
 
@@ -99,6 +103,7 @@ class Driver:
         self._config = core.config
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
+        self._turn_end_scheduled = False
         self._reading = False
         self._closed = False
         #: fault injection for tests (zcluster.testing): the delays after which each
@@ -145,6 +150,7 @@ class Driver:
         if self._closed:
             return
         self.apply(self.core.handle(event, self.clock()))
+        self._end_turn_later()
 
     def feed_many(self, events: Sequence[ev.Event]) -> None:
         if self._closed:
@@ -153,6 +159,17 @@ class Driver:
         handle, apply, now = self.core.handle, self.apply, self.clock()
         for event in events:
             apply(handle(event, now))
+        self._end_turn_later()
+
+    def _end_turn_later(self) -> None:
+        """Acknowledgements and fetches go out once per loop turn, batched."""
+        if self.core.flush_due and not self._turn_end_scheduled:
+            self._turn_end_scheduled = True
+            self.loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn_end_scheduled = False
+        self.feed(ev.TurnEnded())
 
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
@@ -227,6 +244,10 @@ class Driver:
                 app.deliver_publication(effect)
             case fx.Deliver():
                 app.deliver(effect)
+            case fx.Acknowledged():
+                app.acknowledged(effect)
+            case fx.PublicationsLost():
+                app.publications_lost(effect)
             case fx.CompleteRequest():
                 app.complete_request(effect)
             case fx.MemberChanged():

@@ -21,13 +21,18 @@ from typing import Any, TypeVar
 
 from zcluster.config import NodeConfig
 from zcluster.core import events as ev
+from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.core.members import Member
+from zcluster.delivery import MessageAcknowledgement
 from zcluster.errors import Backpressure, ConfigError, NotRunning
 from zcluster.runtime.asyncnode import (
+    AckCallback,
     AsyncNode,
     Handler,
+    LossCallback,
     MemberCallback,
     SubscriptionCallback,
+    _checked_guarantee,
     _validate_topic,
 )
 from zcluster.runtime.driver import Driver
@@ -242,13 +247,21 @@ class Node:
         _reject_coroutine(callback)
         self._node.on_member_change(callback)
 
-    def subscribe(self, topic: str, callback: SubscriptionCallback) -> None:
+    def on_publication_loss(self, callback: LossCallback) -> None:
+        """Call ``callback(loss)`` when guaranteed publications are lost for good."""
+        _reject_coroutine(callback)
+        self._node.on_publication_loss(callback)
+
+    def subscribe(
+        self, topic: str, callback: SubscriptionCallback, *, replay: bool = False
+    ) -> None:
+        """Receive publications on ``topic``; see AsyncNode.subscribe (``replay``)."""
         _reject_coroutine(callback)
         _validate_topic(topic)
         if self._thread is None:
-            self._node._subscribe(topic, callback)
+            self._node._subscribe(topic, callback, replay)
         else:
-            self._call(self._node.subscribe(topic, callback))
+            self._call(self._node.subscribe(topic, callback, replay=replay))
 
     def unsubscribe(self, topic: str) -> None:
         if self._thread is None:
@@ -258,21 +271,60 @@ class Node:
 
     # ------------------------------------------------------------ messaging
 
-    def publish(self, topic: str, message: Any, *, timeout: float | None = None) -> None:
-        """Publish ``message`` on ``topic``; blocks only while the node's queue is full.
+    def publish(
+        self,
+        topic: str,
+        message: Any,
+        *,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish ``message`` on ``topic``; see AsyncNode.publish for ``guarantee``.
 
-        Raises Backpressure if the queue stays full for ``timeout`` seconds.
+        Blocks only while the node's queue is full; raises Backpressure if it
+        stays full for ``timeout`` seconds.
         """
-        _validate_topic(topic)
-        payload = self._node.encode(message)
-        self._submit().submit(ev.PublishRequested(topic, payload), timeout)
+        event = self._node._publication(topic, message, guarantee)
+        self._submit().submit(event, timeout)
 
-    def send(self, node_id: str, name: str, message: Any, *, timeout: float | None = None) -> None:
-        """Send ``message`` to handler ``name`` on ``node_id`` (at most once)."""
+    def send(
+        self,
+        node_id: str,
+        name: str,
+        message: Any,
+        *,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE,
+        ttl: float | None = None,
+        callback: AckCallback | None = None,
+        timeout: float | None = None,
+    ) -> MessageAcknowledgement | None:
+        """Send ``message`` to handler ``name`` on ``node_id``; see AsyncNode.send.
+
+        Returns a MessageAcknowledgement (``ack.wait(timeout)``) for a guaranteed
+        send, None for AT_MOST_ONCE. Blocks up to ``timeout`` while the outbox to
+        ``node_id`` (or the node's queue) is full, then raises Backpressure.
+        """
+        node = self._node
+        guarantee = _checked_guarantee(guarantee)
+        if callback is not None:
+            _reject_coroutine(callback)
         # A dict read of an immutable record: safe from this thread without a hop.
-        self._node._require_live(node_id)
-        payload = self._node.encode(message)
-        self._submit().submit(ev.SendRequested(node_id, name, payload), timeout)
+        node._require_live(node_id)
+        payload = node.encode(message)
+        submitter = self._submit()
+        if not guarantee.is_reliable:
+            submitter.submit(ev.SendRequested(node_id, name, payload), timeout)
+            return None
+        ttl_s = node._checked_ttl(ttl, guarantee)
+        node.gate.take(node_id, node._block_timeout(timeout))
+        ack, event = node._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
+        try:
+            submitter.submit(event, timeout)
+        except BaseException:
+            node._acks.pop(ack.message_id.number, None)
+            node.gate.release(node_id)
+            raise
+        return ack
 
     def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:
         """Call handler ``name`` on ``node_id`` and return its reply."""

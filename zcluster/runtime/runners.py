@@ -79,6 +79,15 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
+#: outcomes of calls (request replies, acknowledgements) handed back to the loop together
+DONE_BATCH_COUNT = 64
+
+
+def _run_all(finished: list[tuple[Done, Any, BaseException | None]]) -> None:
+    for done, result, exc in finished:
+        done(result, exc)
+
+
 class ThreadRunner:
     """Runs callbacks in order on one worker thread, off the event loop.
 
@@ -132,6 +141,7 @@ class ThreadRunner:
             batch = self._queue.get()
             if batch is None:
                 return
+            finished: list[tuple[Done, Any, BaseException | None]] = []
             for call, done in batch:
                 try:
                     result, exc = call(), None
@@ -141,7 +151,12 @@ class ThreadRunner:
                     if done is None:
                         _report(error)
                 if done is not None:
-                    self._call_on_loop(done, result, exc)
+                    finished.append((done, result, exc))
+                    if len(finished) >= DONE_BATCH_COUNT:
+                        self._call_on_loop(_run_all, finished)
+                        finished = []
+            if finished:
+                self._call_on_loop(_run_all, finished)
             with self._lock:
                 self._queued -= len(batch)
                 resume = self._paused and self._queued <= self._max_count // 2

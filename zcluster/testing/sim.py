@@ -23,6 +23,7 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.core.members import Member, MemberStatus
 from zcluster.core.node import NodeCore
 from zcluster.errors import WireError
@@ -34,6 +35,7 @@ CONNECT_DELAY_S = 0.001
 #: virtual time between two evaluations of a run_until predicate
 PREDICATE_INTERVAL_S = 0.01
 
+#: a handler gets (sender, payload); its return value is a request's reply
 Handler = Callable[[str, bytes], bytes | None]
 
 
@@ -49,6 +51,12 @@ class SimNode:
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
     delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
     completed: dict[int, fx.CompleteRequest] = dataclasses.field(default_factory=dict)
+    #: final status of each guaranteed send, by message number
+    acks: dict[int, tuple[AckStatus, str]] = dataclasses.field(default_factory=dict)
+    #: publications reported lost for good
+    losses: list[fx.PublicationsLost] = dataclasses.field(default_factory=list)
+    turn_end_scheduled: bool = False
+    _numbers: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
     @property
     def node_id(self) -> str:
@@ -70,6 +78,9 @@ class SimNode:
 
     def stats(self) -> dict[str, int]:
         return dict(self.core.counters)
+
+    def next_number(self) -> int:
+        return next(self._numbers)
 
 
 class SimNetwork:
@@ -223,6 +234,36 @@ class SimNetwork:
     def trace_digest(self) -> str:
         return self._trace.hexdigest()
 
+    # ------------------------------------------------------------ messaging
+
+    def send(
+        self,
+        node_id: str,
+        target: str,
+        name: str,
+        payload: bytes,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE,
+        ttl_s: float | None = None,
+    ) -> int:
+        """Send from ``node_id`` to ``target``; returns the message number (see ``acks``)."""
+        node = self.nodes[node_id]
+        number = node.next_number() if guarantee.is_reliable else 0
+        ttl = self.config.message_ttl_s if ttl_s is None else ttl_s
+        self._feed(node, ev.SendRequested(target, name, payload, guarantee, number, ttl))
+        return number
+
+    def publish(
+        self,
+        node_id: str,
+        topic: str,
+        payload: bytes,
+        guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE,
+    ) -> None:
+        self._feed(self.nodes[node_id], ev.PublishRequested(topic, payload, guarantee))
+
+    def subscribe(self, node_id: str, topic: str, *, replay: bool = False) -> None:
+        self._feed(self.nodes[node_id], ev.TopicSubscribed(topic, replay))
+
     # ------------------------------------------------------------ internals
 
     def _run(self, until: float, predicate: Callable[[], bool] | None) -> bool:
@@ -255,6 +296,14 @@ class SimNetwork:
     def _feed(self, node: SimNode, event: ev.Event) -> None:
         for effect in node.core.handle(event, self.now):
             self._apply(node, effect)
+        if node.core.flush_due and not node.turn_end_scheduled:
+            node.turn_end_scheduled = True
+            self._schedule(0.0, lambda: self._end_turn(node))
+
+    def _end_turn(self, node: SimNode) -> None:
+        node.turn_end_scheduled = False
+        if node.alive and self.nodes.get(node.node_id) is node:
+            self._feed(node, ev.TurnEnded())
 
     def _fate(self, source: SimNode, destination: SimNode) -> tuple[float, ...]:
         index = self.index_of
@@ -320,6 +369,13 @@ class SimNetwork:
                 node.delivered.append((sender, topic, payload))
             case fx.CompleteRequest(request_id=request_id):
                 node.completed[request_id] = effect
+            case fx.Acknowledged(outcomes=outcomes):
+                for number, status, reason in outcomes:
+                    if number in node.acks:
+                        raise AssertionError(f"message {number} got a second final status")
+                    node.acks[number] = (status, reason)
+            case fx.PublicationsLost():
+                node.losses.append(effect)
             case fx.MemberChanged(member=member):
                 self._record(node.node_id, _describe(member))
             case fx.ResolveSeeds(seeds=seeds):
@@ -328,6 +384,16 @@ class SimNetwork:
     def _run_handler(self, node: SimNode, effect: fx.Deliver) -> None:
         handler = node.handlers.get(effect.name)
         node.delivered.append((effect.sender, effect.name, effect.payload))
+        if effect.receipt is not None:
+            error = None if handler is not None else f"no handler {effect.name!r}"
+            if handler is not None:
+                try:
+                    handler(effect.sender, effect.payload)
+                except Exception as exc:  # a failing handler is an outcome, reported back
+                    error = f"handler raised {type(exc).__name__}: {exc}"
+            incarnation, seq = effect.receipt
+            self._feed(node, ev.DeliveryFinished(effect.sender, incarnation, seq, error))
+            return
         if effect.request_id is None or effect.reply_address is None:
             if handler is not None:
                 handler(effect.sender, effect.payload)

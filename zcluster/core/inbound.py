@@ -1,0 +1,159 @@
+"""The receiving side of guaranteed direct messages: one stream per sender.
+
+A stream remembers which sequence numbers were handed to a handler
+(``delivered``) and which handlers have returned (``finished``); the
+latter is what acknowledgements report, so a sender learns that a message
+was handled, or why it failed, not merely that it arrived. ``ORDERED``
+messages wait in a hold-back buffer until every earlier number has been
+delivered. Each message carries the sender's ``low``: everything below it
+is settled at the sender (acknowledged, or expired), so the stream skips
+it instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, OrderedDict
+from typing import Any
+
+from zcluster.config import NodeConfig
+from zcluster.core.dedup import DedupWindow
+from zcluster.core.guarantees import DeliveryGuarantee
+from zcluster.core.sequences import HoldBack, SeqSet
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrival:
+    """A message ready for its handler."""
+
+    seq: int
+    name: str
+    payload: bytes
+
+
+class InboundStream:
+    """What one receiver knows of one sender's stream (one sender incarnation)."""
+
+    __slots__ = ("delivered", "failures", "finished", "held", "incarnation")
+
+    def __init__(self, incarnation: int, low: int) -> None:
+        self.incarnation = incarnation
+        self.delivered = SeqSet(low - 1)
+        self.finished = SeqSet(low - 1)
+        self.held: HoldBack[Arrival] = HoldBack()
+        #: handler failures the sender may not have heard of yet, by sequence number
+        self.failures: dict[int, str] = {}
+
+    def skip_to(self, low: int) -> int:
+        """The sender settled everything below ``low``; returns how many held messages went."""
+        if self.failures and min(self.failures) < low:
+            self.failures = {s: r for s, r in self.failures.items() if s >= low}
+        if low - 1 <= self.delivered.upto and low - 1 <= self.finished.upto:
+            return 0
+        self.delivered.advance_to(low - 1)
+        self.finished.advance_to(low - 1)
+        return len(self.held.drop_through(low - 1))
+
+    def ack_body(self, selective_max_count: int) -> list[Any]:
+        """[sender incarnation, finished through, finished above, failures, delivered
+        through, held]: the sender settles the finished and stops resending the rest."""
+        finished = self.finished
+        selective = sorted(finished.above)[:selective_max_count]
+        failures = [[seq, reason] for seq, reason in self.failures.items()]
+        held = sorted(self.held.seqs())[:selective_max_count]
+        return [self.incarnation, finished.upto, selective, failures, self.delivered.upto, held]
+
+
+class DirectReceiver:
+    """Every inbound stream of one node, plus the exactly-once window."""
+
+    def __init__(self, config: NodeConfig, counters: Counter[str]) -> None:
+        self._config = config
+        self._counters = counters
+        self._streams: OrderedDict[str, InboundStream] = OrderedDict()
+        self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_window_s)
+        #: senders owed an acknowledgement at the end of this turn
+        self.ack_due: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def stream(self, sender: str) -> InboundStream | None:
+        return self._streams.get(sender)
+
+    def receive(
+        self,
+        sender: str,
+        incarnation: int,
+        message: tuple[str, int, int, int, DeliveryGuarantee],
+        payload: bytes,
+        now: float,
+    ) -> list[Arrival]:
+        """Take one message; returns what is now ready for handlers, in order."""
+        name, number, seq, low, guarantee = message
+        stream = self._stream_for(sender, incarnation, low)
+        if stream is None:
+            self._count("reliable_stale_incarnation")
+            return []
+        dropped = stream.skip_to(low)
+        if dropped:
+            self._count("reliable_expired_held", dropped)
+        if seq in stream.delivered or seq in stream.held:
+            self._count("reliable_duplicates")
+            self.ack_due.add(sender)  # our acknowledgement was lost: say it again
+            return self._release(stream, [])
+        if seq > stream.finished.upto + self._config.outbox_max_count:
+            self._count("reliable_beyond_window")
+            return []
+        arrival = Arrival(seq, name, payload)
+        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and self._dedup.seen(
+            (sender, incarnation, number), now
+        ):
+            # Handled in an earlier life of this stream: acknowledge, do not handle again.
+            self._count("reliable_duplicates")
+            stream.delivered.add(seq)
+            self.finished(sender, incarnation, seq, None)
+            return self._release(stream, [])
+        if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
+            stream.held.hold(seq, arrival)
+            self.ack_due.add(sender)  # tells the sender not to resend it
+            return []
+        stream.delivered.add(seq)
+        return self._release(stream, [arrival])
+
+    def finished(self, sender: str, incarnation: int, seq: int, error: str | None) -> None:
+        """A handler returned (``error`` is None) or failed."""
+        stream = self._streams.get(sender)
+        if stream is None or stream.incarnation != incarnation:
+            return
+        if error is not None and seq not in stream.finished:
+            stream.failures[seq] = error
+        stream.finished.add(seq)
+        self.ack_due.add(sender)
+
+    def forget(self, sender: str) -> None:
+        self._streams.pop(sender, None)
+        self.ack_due.discard(sender)
+
+    def _release(self, stream: InboundStream, ready: list[Arrival]) -> list[Arrival]:
+        if len(stream.held):
+            ready.extend(arrival for _, arrival in stream.held.release(stream.delivered))
+        return ready
+
+    def _stream_for(self, sender: str, incarnation: int, low: int) -> InboundStream | None:
+        streams = self._streams
+        stream = streams.get(sender)
+        if stream is not None and stream.incarnation >= incarnation:
+            if stream.incarnation > incarnation:
+                return None
+            streams.move_to_end(sender)
+            return stream
+        if stream is None and len(streams) >= self._config.inbound_streams_max_count:
+            evicted, _ = streams.popitem(last=False)  # the least recently heard sender
+            self.ack_due.discard(evicted)
+            self._count("reliable_streams_evicted")
+        stream = streams[sender] = InboundStream(incarnation, low)
+        return stream
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counters[name] += n

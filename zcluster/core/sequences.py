@@ -1,0 +1,126 @@
+"""Sets of sequence numbers and a hold-back buffer, the bookkeeping of every stream.
+
+A stream numbers its messages 1, 2, 3, ... A receiver remembers which
+numbers it has by a contiguous prefix (``upto``) plus the few above it, so
+the memory is the size of the current gap, not of the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class SeqSet:
+    """Sequence numbers present: every number up to ``upto``, plus ``above``."""
+
+    __slots__ = ("above", "upto")
+
+    def __init__(self, upto: int = 0) -> None:
+        self.upto = upto
+        self.above: set[int] = set()
+
+    def __contains__(self, seq: int) -> bool:
+        return seq <= self.upto or seq in self.above
+
+    def add(self, seq: int) -> bool:
+        """Add ``seq``; False if it was already present."""
+        if seq <= self.upto or seq in self.above:
+            return False
+        if seq == self.upto + 1:
+            self.upto = seq
+            above = self.above
+            while self.upto + 1 in above:
+                self.upto += 1
+                above.discard(self.upto)
+        else:
+            self.above.add(seq)
+        return True
+
+    def advance_to(self, seq: int) -> None:
+        """Count every number up to ``seq`` as present."""
+        if seq <= self.upto:
+            return
+        self.upto = seq
+        self.above = {s for s in self.above if s > seq}
+        self.add(seq)  # absorb what now follows contiguously
+
+    def add_range(self, first: int, last: int) -> None:
+        """Add every number in ``[first, last]``."""
+        if first <= self.upto + 1:
+            self.advance_to(last)
+            return
+        for seq in range(first, last + 1):
+            self.add(seq)
+
+    @property
+    def highest(self) -> int:
+        return max(self.above) if self.above else self.upto
+
+    def gaps(
+        self, through: int, max_count: int, also_present: Iterable[int] = ()
+    ) -> list[tuple[int, int]]:
+        """Missing ranges ``(first, last)`` in ``(upto, through]``, at most ``max_count`` numbers.
+
+        ``also_present`` are numbers to treat as present (e.g. held back ones).
+        """
+        out: list[tuple[int, int]] = []
+        budget = max_count
+        start = self.upto + 1
+        present = sorted({s for s in self.above if s <= through} | set(also_present))
+        for seq in present:
+            if seq > start:
+                last = min(seq - 1, start + budget - 1)
+                out.append((start, last))
+                budget -= last - start + 1
+                if budget <= 0:
+                    return out
+            start = max(start, seq + 1)
+        if start <= through and budget > 0:
+            out.append((start, min(through, start + budget - 1)))
+        return out
+
+
+class HoldBack(Generic[T]):
+    """Messages that arrived ahead of a gap, released in sequence order once it fills."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[int, T] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._held
+
+    def seqs(self) -> Iterable[int]:
+        return self._held.keys()
+
+    def hold(self, seq: int, item: T) -> None:
+        self._held[seq] = item
+
+    def release(self, present: SeqSet) -> Iterator[tuple[int, T]]:
+        """Yield held messages that are next in order, marking each present as it goes."""
+        held = self._held
+        while held:
+            seq = present.upto + 1
+            item = held.pop(seq, None)
+            if item is None:
+                return
+            present.add(seq)
+            yield seq, item
+
+    def drop_through(self, seq: int) -> list[tuple[int, T]]:
+        """Remove and return, in order, held messages numbered ``seq`` or lower."""
+        gone = sorted(((s, item) for s, item in self._held.items() if s <= seq), key=_first)
+        for s, _ in gone:
+            del self._held[s]
+        return gone
+
+
+def _first(pair: tuple[int, object]) -> int:
+    return pair[0]
