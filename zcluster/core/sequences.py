@@ -43,9 +43,11 @@ class SeqSet:
         """Count every number up to ``seq`` as present."""
         if seq <= self.upto:
             return
-        self.upto = seq
-        self.above = {s for s in self.above if s > seq}
-        self.add(seq)  # absorb what now follows contiguously
+        above = {s for s in self.above if s > seq}
+        while seq + 1 in above:  # absorb what now follows contiguously
+            seq += 1
+            above.discard(seq)
+        self.upto, self.above = seq, above
 
     def add_range(self, first: int, last: int) -> None:
         """Add every number in ``[first, last]``."""

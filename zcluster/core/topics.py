@@ -50,6 +50,8 @@ class TopicLog:
             if first < oldest:
                 lost.append((first, min(last, oldest - 1)))
                 first = oldest
+                if first > last:
+                    continue
             room = max_count - len(found)
             if room <= 0:
                 break

@@ -1,0 +1,266 @@
+"""Delivery guarantees on the deterministic simulated network.
+
+Seeded fault schedules (loss, duplication, reordering, partitions) drive
+guaranteed sends and publications; the DeliveryLog checkers of
+``zcluster.testing`` assert nothing is lost, duplicated or reordered where
+the guarantee forbids it. A failure names the seed that reproduces it.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from zcluster import AckStatus, MemberStatus, NodeConfig
+from zcluster import DeliveryGuarantee as G
+from zcluster.testing import DeliveryLog, NetworkConditions
+from zcluster.testing.sim import SimNetwork, SimNode
+
+
+def cluster(size: int, seed: int, config: NodeConfig | None = None) -> SimNetwork:
+    net = SimNetwork(seed, config=config)
+    first = net.add_node("n0")
+    for i in range(1, size):
+        net.add_node(f"n{i}", seeds=[first.core.address])
+
+    def joined() -> bool:
+        return net.views_agree() and all(
+            all(m.status is MemberStatus.UP for m in n.core.members())
+            and len(n.core.members()) == size
+            for n in net.live()
+        )
+
+    assert net.run_until(joined, 30), f"cluster did not form; seed={seed}"
+    return net
+
+
+def record_into(log: DeliveryLog, node: SimNode, name: str) -> None:
+    def handle(sender: str, payload: bytes) -> None:
+        log.delivered(node.node_id, sender, payload)
+
+    node.handlers[name] = handle
+
+
+def random_conditions(rng: random.Random) -> NetworkConditions:
+    return NetworkConditions(
+        latency=0.001,
+        jitter=rng.choice([0.0, 0.002, 0.02]),
+        packet_loss_rate=rng.choice([0.0, 0.1, 0.2, 0.3]),
+        duplicate_rate=rng.choice([0.0, 0.1]),
+        reorder_rate=rng.choice([0.0, 0.2]),
+        reorder_delay=0.03,
+    )
+
+
+def run_direct_schedule(seed: int) -> None:
+    """Two senders, one receiver each way, every reliable guarantee, random faults."""
+    rng = random.Random(seed)
+    net = cluster(3, seed)
+    log = DeliveryLog(seed)
+    for node in net.live():
+        record_into(log, node, "h")
+    net.set_conditions(random_conditions(rng))
+    guarantees = {"n0": rng.choice([G.AT_LEAST_ONCE, G.EXACTLY_ONCE, G.ORDERED]), "n1": G.ORDERED}
+    numbers: dict[str, list[int]] = {"n0": [], "n1": []}
+    partition_at = rng.randint(50, 250) if rng.random() < 0.5 else None
+    for i in range(300):
+        if i == partition_at:
+            net.partition(["n0"], ["n1", "n2"])
+        if partition_at is not None and i == partition_at + 60:
+            net.heal()
+        for sender, target in (("n0", "n2"), ("n1", "n2")):
+            payload = f"{sender}-{i}".encode()
+            log.sent(sender, target, payload)
+            numbers[sender].append(net.send(sender, target, "h", payload, guarantees[sender]))
+        net.run_for(rng.choice([0.0, 0.001, 0.01]))
+    net.heal()
+    net.set_conditions(NetworkConditions(latency=0.001))
+
+    def settled() -> bool:
+        return all(len(net.nodes[s].acks) == len(numbers[s]) for s in numbers)
+
+    assert net.run_until(settled, 120), f"acks still pending; seed={seed}"
+    for sender, sent in numbers.items():
+        statuses = {net.nodes[sender].acks[n][0] for n in sent}
+        assert statuses == {AckStatus.DELIVERED}, (sender, statuses, seed)
+    exact = all(g is not G.AT_LEAST_ONCE for g in guarantees.values())
+    log.check(lost=True, duplicates=exact, fifo=False)
+    # n1 always sends ORDERED: its messages arrive in order whatever the faults did
+    ordered_only = DeliveryLog(seed)
+    for i in range(300):
+        ordered_only.sent("n1", "n2", f"n1-{i}".encode())
+    for sender, _, payload in net.nodes["n2"].delivered:
+        if sender == "n1":
+            ordered_only.delivered("n2", "n1", payload)
+    ordered_only.check(lost=True, duplicates=True, fifo=True)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_seeded_direct_delivery_schedules(seed: int) -> None:
+    run_direct_schedule(seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1000, 1500))
+def test_long_sweep_of_direct_delivery_schedules(seed: int) -> None:
+    run_direct_schedule(seed)
+
+
+def run_pubsub_schedule(seed: int) -> None:
+    """One publisher, two subscribers, guaranteed publications under random faults."""
+    rng = random.Random(seed)
+    net = cluster(3, seed)
+    for sub in ("n1", "n2"):
+        net.subscribe(sub, "t")
+    net.run_for(0.5)  # one heartbeat after subscribing: the streams start at 0
+    net.set_conditions(random_conditions(rng))
+    guarantee = rng.choice([G.AT_LEAST_ONCE, G.EXACTLY_ONCE, G.ORDERED])
+    count = 400
+    for i in range(count):
+        net.publish("n0", "t", str(i).encode(), guarantee)
+        if i % 20 == 0:
+            net.run_for(rng.choice([0.0, 0.005, 0.05]))
+    net.set_conditions(NetworkConditions(latency=0.001))
+    expected = [str(i).encode() for i in range(count)]
+
+    def received(node: str) -> list[bytes]:
+        return [p for s, t, p in net.nodes[node].delivered if t == "t" and s == "n0"]
+
+    done = net.run_until(lambda: all(len(received(n)) >= count for n in ("n1", "n2")), 60)
+    for node in ("n1", "n2"):
+        got = received(node)
+        assert net.nodes[node].losses == [], (node, seed)
+        assert done and sorted(got, key=int) == expected, (node, len(got), seed)
+        if guarantee is G.ORDERED:
+            assert got == expected, (node, seed)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_seeded_pubsub_schedules(seed: int) -> None:
+    run_pubsub_schedule(seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2000, 2500))
+def test_long_sweep_of_pubsub_schedules(seed: int) -> None:
+    run_pubsub_schedule(seed)
+
+
+def test_send_to_a_node_that_never_returns_expires_after_its_ttl() -> None:
+    net = cluster(2, seed=3)
+    net.crash("n1")
+    number = net.send("n0", "n1", "h", b"x", ttl_s=3.0)
+    start = net.now
+    assert net.run_until(lambda: number in net.nodes["n0"].acks, 10)
+    status, reason = net.nodes["n0"].acks[number]
+    assert status is AckStatus.EXPIRED and "ttl" in reason
+    assert 3.0 <= net.now - start <= 3.0 + 2 * net.config.tick_interval_s
+
+
+def test_send_to_a_removed_node_fails_and_says_why() -> None:
+    config = NodeConfig(down_member_expiry_s=3.0)
+    net = cluster(2, seed=4, config=config)
+    net.partition(["n0"], ["n1"])
+    number = net.send("n0", "n1", "h", b"x", ttl_s=50.0)
+    assert net.run_until(lambda: number in net.nodes["n0"].acks, 20)
+    status, reason = net.nodes["n0"].acks[number]
+    assert status is AckStatus.FAILED and "removed" in reason
+
+
+def test_handler_failures_come_back_as_failed_with_the_reason() -> None:
+    net = cluster(2, seed=5)
+
+    def broken(sender: str, payload: bytes) -> None:
+        raise ValueError("bad input")
+
+    net.nodes["n1"].handlers["broken"] = broken
+    failing = net.send("n0", "n1", "broken", b"x")
+    missing = net.send("n0", "n1", "nobody", b"x")
+    assert net.run_until(lambda: len(net.nodes["n0"].acks) == 2, 5)
+    assert net.nodes["n0"].acks[failing] == (
+        AckStatus.FAILED,
+        "handler raised ValueError: bad input",
+    )
+    status, reason = net.nodes["n0"].acks[missing]
+    assert status is AckStatus.FAILED and "nobody" in reason
+
+
+def test_send_to_a_non_member_fails_at_once() -> None:
+    net = cluster(2, seed=6)
+    number = net.send("n0", "ghost", "h", b"x")
+    assert net.nodes["n0"].acks[number][0] is AckStatus.FAILED
+
+
+def test_shrunk_retransmit_buffer_reports_exactly_what_is_missing() -> None:
+    config = NodeConfig(retransmit_buffer_count=20)
+    net = cluster(2, seed=7, config=config)
+    net.subscribe("n1", "t")
+    net.run_for(0.5)
+    for i in range(1, 31):
+        net.publish("n0", "t", str(i).encode(), G.ORDERED)
+    net.run_for(0.1)
+    net.partition(["n0"], ["n1"])
+    for i in range(31, 131):  # 100 publications the subscriber never sees
+        net.publish("n0", "t", str(i).encode(), G.ORDERED)
+    net.heal()
+    for i in range(131, 141):
+        net.publish("n0", "t", str(i).encode(), G.ORDERED)
+    net.run_for(3)
+    sub = net.nodes["n1"]
+    got = [int(p) for s, t, p in sub.delivered if t == "t"]
+    # the buffer held 121..140 when the gap was fetched: 31..120 are gone
+    assert [(x.first, x.last) for x in sub.losses] == [(31, 120)]
+    assert got == [*range(1, 31), *range(121, 141)]
+    assert sub.core.counters["publications_lost"] == 90
+
+
+def test_tail_loss_is_found_through_heartbeats() -> None:
+    net = cluster(2, seed=8)
+    net.subscribe("n1", "t")
+    net.run_for(0.5)
+    net.block("n0", "n1")
+    for i in range(5):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.run_for(0.05)
+    net.heal()  # nothing more is published: only heartbeats tell n1 it missed 1..5
+    assert net.run_until(lambda: len(net.nodes["n1"].delivered) == 5, 3)
+
+
+def test_late_subscriber_starts_at_the_current_position_unless_it_asks_for_replay() -> None:
+    net = cluster(3, seed=9)
+    for i in range(10):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.run_for(0.5)
+    net.subscribe("n1", "t")
+    net.subscribe("n2", "t", replay=True)
+    net.run_for(0.5)
+    net.publish("n0", "t", b"10", G.AT_LEAST_ONCE)
+    net.run_for(1)
+    late = [p for _, t, p in net.nodes["n1"].delivered if t == "t"]
+    replayed = [p for _, t, p in net.nodes["n2"].delivered if t == "t"]
+    assert late == [b"10"]
+    assert sorted(replayed, key=int) == [str(i).encode() for i in range(11)]
+    assert net.nodes["n1"].losses == net.nodes["n2"].losses == []
+
+
+def test_restarted_publisher_reports_the_gap_its_old_life_left() -> None:
+    net = cluster(2, seed=10)
+    net.subscribe("n1", "t")
+    net.run_for(0.5)
+    net.publish("n0", "t", b"1", G.ORDERED)
+    net.run_for(0.1)
+    net.block("n0", "n1")
+    net.publish("n0", "t", b"2", G.ORDERED)
+    net.publish("n0", "t", b"3", G.ORDERED)
+    net.heal()
+    net.block("n1", "n0")  # heartbeats announce 3, but fetches never reach the publisher
+    net.run_for(0.5)
+    stream = net.nodes["n1"].core.subscriptions.stream("n0", "t")
+    assert stream is not None and stream.has_gap
+    net.crash("n0")
+    net.heal()
+    net.add_node("n0", seeds=[net.nodes["n1"].core.address])
+    assert net.run_until(lambda: bool(net.nodes["n1"].losses), 10)
+    loss = net.nodes["n1"].losses[0]
+    assert (loss.publisher, loss.topic, loss.first, loss.last) == ("n0", "t", 2, 3)
