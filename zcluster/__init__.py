@@ -2,7 +2,14 @@
 
 from zcluster.config import NodeConfig
 from zcluster.core.members import Member, MemberStatus
-from zcluster.delivery import AckStatus, DeliveryGuarantee, MessageDeduplicator
+from zcluster.delivery import (
+    AckStatus,
+    DeliveryGuarantee,
+    MessageAcknowledgement,
+    MessageDeduplicator,
+    MessageId,
+    PublicationLoss,
+)
 from zcluster.errors import (
     Backpressure,
     ConfigError,
@@ -39,11 +46,14 @@ __all__ = [
     "JsonSerializer",
     "Member",
     "MemberStatus",
+    "MessageAcknowledgement",
     "MessageDeduplicator",
+    "MessageId",
     "MsgpackSerializer",
     "Node",
     "NodeConfig",
     "NotRunning",
+    "PublicationLoss",
     "RemoteError",
     "RequestTimeout",
     "SerializationError",

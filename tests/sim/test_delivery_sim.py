@@ -67,6 +67,7 @@ def run_direct_schedule(seed: int) -> None:
     for i in range(300):
         if i == partition_at:
             net.partition(["n0"], ["n1", "n2"])
+            net.run_for(rng.choice([0.0, 3.0]))  # 3 s: n0 is down for the others
         if partition_at is not None and i == partition_at + 60:
             net.heal()
         for sender, target in (("n0", "n2"), ("n1", "n2")):

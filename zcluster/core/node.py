@@ -190,6 +190,16 @@ class NodeCore:
         """Acknowledgements or fetches wait for the end of this turn (feed TurnEnded)."""
         return bool(self.receiver.ack_due) or self.subscriptions.new_gap
 
+    def accepts_guaranteed_send(self, node_id: str) -> bool:
+        """A guaranteed send may go to a live or down member (it may come back),
+        not to an unknown one, nor to one that left or was removed."""
+        member = self.table.get(node_id)
+        return (
+            member is not None
+            and node_id != self.node_id
+            and member.status not in (MemberStatus.LEFT, MemberStatus.REMOVED)
+        )
+
     def outbox_count(self, node_id: str) -> int:
         """Guaranteed messages to ``node_id`` not yet acknowledged, expired or failed."""
         return self.sender.count(node_id)
@@ -275,11 +285,11 @@ class NodeCore:
             self._send(target, Kind.SEND, (event.name,), event.payload)
             return
         reason = ""
-        if target is None:
-            reason = f"{event.target!r} is not a live member"
+        if not self.accepts_guaranteed_send(event.target):
+            reason = f"{event.target!r} is not a member (unknown, left or removed)"
         elif self.sender.count(event.target) >= self.config.outbox_max_count:
             reason = f"outbox to {event.target!r} is full ({self.config.outbox_max_count})"
-        if target is None or reason:
+        if reason:
             outcome = (event.number, AckStatus.FAILED, reason)
             self._out.append(fx.Acknowledged(event.target, (outcome,)))
             return
@@ -293,7 +303,9 @@ class NodeCore:
             now,
         )
         self.counters["reliable_sent"] += 1
-        self._transmit(target, event.target, entry)
+        if target is not None:
+            self._transmit(target, event.target, entry)
+        # else: a down member may come back; the retry timer parks it until then
 
     def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
         if event.error is not None:

@@ -383,14 +383,16 @@ class AsyncNode:
         With a guarantee (``AT_LEAST_ONCE`` by default, ``EXACTLY_ONCE``,
         ``ORDERED``) returns a :class:`~zcluster.MessageAcknowledgement`, which
         ends DELIVERED, FAILED or EXPIRED (no ack within ``ttl`` seconds,
-        default ``message_ttl_s``); ``callback(ack)`` runs when it does. With
-        ``AT_MOST_ONCE`` it returns None. When ``outbox_max_count`` messages
+        default ``message_ttl_s``); ``callback(ack)`` runs when it does. A
+        guaranteed send to a member that is down is kept, and delivered if it
+        comes back in time. With ``AT_MOST_ONCE`` it returns None, and the
+        target must be live. When ``outbox_max_count`` messages
         to ``node_id`` are unresolved, waits for room up to ``timeout``
         (default ``send_block_timeout_s``; 0 = not at all), then raises
         Backpressure.
         """
         guarantee = _checked_guarantee(guarantee)
-        self._require_live(node_id)
+        self._require_target(node_id, guarantee)
         payload = self.encode(message)
         if not guarantee.is_reliable:
             self._require().feed(ev.SendRequested(node_id, name, payload))
@@ -529,6 +531,15 @@ class AsyncNode:
         if member is None or not member.status.is_live:
             state = "unknown" if member is None else str(member.status)
             raise UnknownMember(f"{node_id!r} is not a live member ({state})")
+
+    def _require_target(self, node_id: str, guarantee: DeliveryGuarantee) -> None:
+        """At most once needs a live member; a guarantee waits out a down one."""
+        if not guarantee.is_reliable:
+            self._require_live(node_id)
+        elif not self._require().core.accepts_guaranteed_send(node_id):
+            member = self._require().core.member(node_id)
+            state = "unknown" if member is None else str(member.status)
+            raise UnknownMember(f"{node_id!r} is not a member that can receive ({state})")
 
     def _describe_view(self, _message: Any, _sender: str) -> dict[str, Any]:
         return {

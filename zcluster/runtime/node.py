@@ -309,7 +309,7 @@ class Node:
         if callback is not None:
             _reject_coroutine(callback)
         # A dict read of an immutable record: safe from this thread without a hop.
-        node._require_live(node_id)
+        node._require_target(node_id, guarantee)
         payload = node.encode(message)
         submitter = self._submit()
         if not guarantee.is_reliable:

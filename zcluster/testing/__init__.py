@@ -12,7 +12,7 @@
 """
 
 from zcluster.testing.checkers import DeliveryLog, InvariantViolation, check_membership_agreement
-from zcluster.testing.faults import LinkConditions, NetworkConditions
+from zcluster.testing.faults import LinkConditions, NetworkConditions, inject_inbound_faults
 from zcluster.testing.harness import ClusterTestHarness
 from zcluster.testing.sim import SimNetwork, SimNode
 
@@ -25,4 +25,5 @@ __all__ = [
     "SimNetwork",
     "SimNode",
     "check_membership_agreement",
+    "inject_inbound_faults",
 ]

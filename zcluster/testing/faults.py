@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from zcluster.errors import ConfigError
 
@@ -38,6 +39,10 @@ class LinkConditions:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def _link_fields(conditions: LinkConditions) -> dict[str, Any]:
+    return {f.name: getattr(conditions, f.name) for f in dataclasses.fields(LinkConditions)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +74,7 @@ class NetworkConditions(LinkConditions):
                 if node in group_of:
                     raise ConfigError(f"node {node} is in more than one partition group")
                 group_of[node] = i
-        link_fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(LinkConditions)}
+        link_fields = _link_fields(self)
         set_ = object.__setattr__  # normalise the frozen fields once
         set_(self, "partition_groups", groups)
         set_(self, "blocked_links", frozenset(self.blocked_links))
@@ -118,3 +123,21 @@ class FaultModel:
                 delay += link.reorder_delay
             delays.append(delay)
         return tuple(delays)
+
+
+def inject_inbound_faults(node: Any, conditions: LinkConditions, seed: int = 0) -> None:
+    """Make ``node`` (a Node or AsyncNode) suffer ``conditions`` on everything it receives.
+
+    For a node of your own outside a harness, e.g. a subscriber process whose
+    link drops 20% of frames: ``inject_inbound_faults(node, LinkConditions(
+    packet_loss_rate=0.2), seed=7)``. Call it before ``start()``.
+    """
+    faults = FaultModel(random.Random(seed), NetworkConditions(**_link_fields(conditions)))
+
+    def fate(_: Any) -> tuple[float, ...]:
+        return faults.fate(0, 0)
+
+    target = getattr(node, "_node", node)  # a blocking Node wraps an AsyncNode
+    if target.running:
+        raise ConfigError("inject faults before start(), so they apply from the first message")
+    target.inbound_faults = fate

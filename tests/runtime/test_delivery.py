@@ -1,0 +1,215 @@
+"""Guaranteed delivery on real sockets: acknowledgements, failures, backpressure, loss reports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from tests.helpers import all_up, wait_until
+from tests.runtime.conftest import NodeFactory
+from zcluster import (
+    AckStatus,
+    AsyncNode,
+    Backpressure,
+    ConfigError,
+    DeliveryGuarantee,
+    MessageAcknowledgement,
+    Node,
+    PublicationLoss,
+    UnknownMember,
+)
+
+G = DeliveryGuarantee
+
+
+def test_guaranteed_send_is_acknowledged_with_its_identity(trio: list[Node]) -> None:
+    a, b, _ = trio
+    got: list[tuple[Any, str]] = []
+    b.register("work", lambda message, sender: got.append((message, sender)))
+    ack = a.send("b", "work", {"n": 1})
+    assert isinstance(ack, MessageAcknowledgement)
+    assert ack.wait(5) is AckStatus.DELIVERED
+    assert got == [({"n": 1}, "a")]
+    assert (ack.sender, ack.receiver, ack.reason) == ("a", "b", "")
+    assert ack.message_id.sender == "a" and ack.message_id.incarnation == a.incarnation
+    assert ack.timestamp > 0 and ack.done
+    assert a.send("b", "work", 2, guarantee=G.AT_MOST_ONCE) is None
+
+
+def test_each_guarantee_delivers_in_order_on_a_clean_network(trio: list[Node]) -> None:
+    a, b, _ = trio
+    got: list[int] = []
+    b.register("seq", lambda message, sender: got.append(message))
+    acks = []
+    for i, guarantee in enumerate([G.AT_LEAST_ONCE, G.EXACTLY_ONCE, G.ORDERED] * 100):
+        acks.append(a.send("b", "seq", i, guarantee=guarantee))
+    assert all(ack is not None and ack.wait(10) is AckStatus.DELIVERED for ack in acks)
+    assert got == list(range(300))
+
+
+def test_handler_errors_and_missing_handlers_end_failed_with_the_reason(
+    trio: list[Node],
+) -> None:
+    a, b, _ = trio
+
+    def broken(message: Any, sender: str) -> None:
+        raise ValueError("bad input")
+
+    b.register("broken", broken)
+    failing = a.send("b", "broken", 1)
+    missing = a.send("b", "nobody", 1)
+    assert failing is not None and missing is not None
+    assert failing.wait(5) is AckStatus.FAILED
+    assert failing.reason == "handler raised ValueError: bad input"
+    assert missing.wait(5) is AckStatus.FAILED
+    assert "no handler named 'nobody'" in missing.reason
+
+
+def test_callback_runs_once_with_the_final_status(trio: list[Node]) -> None:
+    a, b, _ = trio
+    b.register("work", lambda message, sender: None)
+    seen: list[AckStatus] = []
+    done = threading.Event()
+
+    def callback(ack: MessageAcknowledgement) -> None:
+        seen.append(ack.status)
+        done.set()
+
+    ack = a.send("b", "work", 1, callback=callback)
+    assert done.wait(5)
+    assert ack is not None and ack.wait(1) is AckStatus.DELIVERED
+    late: list[AckStatus] = []
+    ack.add_done_callback(lambda acked: late.append(acked.status))
+    assert wait_until(lambda: late == [AckStatus.DELIVERED], 2)
+    assert seen == [AckStatus.DELIVERED]
+
+
+def test_send_to_a_crashed_node_expires_after_its_ttl(make_node: NodeFactory) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    b.abort()
+    ack = a.send("b", "work", 1, ttl=1.0)
+    assert ack is not None
+    assert ack.wait(5) is AckStatus.EXPIRED
+    assert "ttl" in ack.reason
+
+
+def test_a_down_receiver_that_comes_back_gets_what_was_sent_meanwhile(
+    make_node: NodeFactory,
+) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    address = b.address
+    b.abort()
+    assert wait_until(lambda: str(a.member("b").status) == "down", 5)  # type: ignore[union-attr]
+    ack = a.send("b", "work", "while you were out")
+    assert ack is not None and ack.status is AckStatus.PENDING
+    got: list[str] = []
+    again = make_node("b", a, bind=address, start=False)
+    again.register("work", lambda message, sender: got.append(message))
+    again.start()
+    assert ack.wait(10) is AckStatus.DELIVERED
+    assert got == ["while you were out"]
+
+
+def test_full_outbox_raises_backpressure_and_spares_healthy_receivers(
+    make_node: NodeFactory,
+) -> None:
+    a = make_node("a", outbox_max_count=50)
+    b = make_node("b", a)
+    c = make_node("c", a)
+    assert wait_until(lambda: all_up([a, b, c]), 5)
+    release = threading.Event()
+    b.register("stuck", lambda message, sender: release.wait(10))
+    c.register("fine", lambda message, sender: None)
+    stuck = [a.send("b", "stuck", i) for i in range(50)]
+    with pytest.raises(Backpressure, match="outbox_max_count"):
+        a.send("b", "stuck", 50, timeout=0)
+    with pytest.raises(Backpressure):
+        a.send("b", "stuck", 50, timeout=0.2)
+    fine = [a.send("c", "fine", i) for i in range(200)]
+    assert all(ack is not None and ack.wait(10) is AckStatus.DELIVERED for ack in fine)
+    release.set()
+    assert all(ack is not None and ack.wait(10) is AckStatus.DELIVERED for ack in stuck)
+    ack = a.send("b", "stuck", 51, timeout=0)
+    assert ack is not None and ack.wait(5) is AckStatus.DELIVERED
+
+
+def test_unavailable_guarantees_and_bad_arguments_are_refused(trio: list[Node]) -> None:
+    a, _, _ = trio
+    for guarantee in (G.CAUSAL, G.TRANSACTIONAL):
+        with pytest.raises(ConfigError, match="not available yet"):
+            a.send("b", "work", 1, guarantee=guarantee)
+        with pytest.raises(ConfigError, match="not available yet"):
+            a.publish("t", 1, guarantee=guarantee)
+    with pytest.raises(ConfigError, match="ttl"):
+        a.send("b", "work", 1, ttl=0)
+    with pytest.raises(ConfigError, match="dedup_window_s"):
+        a.send("b", "work", 1, guarantee=G.EXACTLY_ONCE, ttl=10_000)
+    with pytest.raises(ConfigError, match="DeliveryGuarantee"):
+        a.send("b", "work", 1, guarantee="exactly_once")  # type: ignore[arg-type]
+    with pytest.raises(UnknownMember):
+        a.send("ghost", "work", 1)
+
+
+def test_stopping_the_sender_fails_what_is_pending(make_node: NodeFactory) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    release = threading.Event()
+    b.register("stuck", lambda message, sender: release.wait(5))
+    ack = a.send("b", "stuck", 1)
+    a.stop()
+    release.set()
+    assert ack is not None and ack.wait(1) is AckStatus.FAILED
+    assert "stopped" in ack.reason
+
+
+def test_async_acks_are_awaitable() -> None:
+    async def main() -> None:
+        async with AsyncNode("a") as a, AsyncNode("b", seeds=[a.address]) as b:
+            got: list[int] = []
+
+            async def work(message: int, sender: str) -> None:
+                await asyncio.sleep(0)
+                got.append(message)
+
+            b.register("work", work)
+            assert await a.wait_for(lambda: len(a.members()) == 2, 5)
+            acks = [await a.send("b", "work", i, guarantee=G.ORDERED) for i in range(20)]
+            statuses = [await ack for ack in acks if ack is not None]
+            assert statuses == [AckStatus.DELIVERED] * 20
+            assert got == list(range(20))
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_lost_publications_are_reported_to_the_subscriber(make_node: NodeFactory) -> None:
+    a = make_node("a", retransmit_buffer_count=5)
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    losses: list[PublicationLoss] = []
+    got: list[int] = []
+    b.on_publication_loss(losses.append)
+
+    def drop_middle(event: Any) -> tuple[float, ...]:
+        body = event.envelope.body
+        if event.topic == "t" and 3 <= body[0] <= 40:  # PUBLISH numbers 3..40 never arrive
+            return ()
+        return (0.0,)
+
+    b._node._require().inbound_faults = drop_middle
+    b.subscribe("t", lambda topic, message, sender: got.append(message))
+    assert wait_until(lambda: "b" in a.subscribers("t"), 5)
+    for i in range(1, 51):
+        a.publish("t", i, guarantee=G.ORDERED)
+    assert wait_until(lambda: len(got) + sum(x.count for x in losses) == 50, 10), (got, losses)
+    lost = {n for x in losses for n in range(x.first, x.last + 1)}
+    assert lost.isdisjoint(got) and lost | set(got) == set(range(1, 51))
+    assert got == sorted(got)  # ORDERED: in order, with the lost ones skipped
+    assert b.stats()["publications_lost"] == len(lost) > 0
