@@ -244,6 +244,7 @@ def zc_direct(count: int, guarantee: DeliveryGuarantee, deadline_s: float) -> Re
         else:
             tally.done.wait(deadline.left())
         elapsed = time.perf_counter() - start
+        arrived = len(tally.distinct)
         # Every ack DELIVERED means every handler returned: no further wait is needed.
         tally.done.wait(min(1.0, deadline.left()))
         stats = merged(stats_delta(before_tx, tx.stats()), stats_delta(before_rx, rx.stats()))
@@ -255,9 +256,8 @@ def zc_direct(count: int, guarantee: DeliveryGuarantee, deadline_s: float) -> Re
         reasons = {ack.reason for ack in acks if ack.status is not AckStatus.DELIVERED}
         shown = {s.name: n for s, n in statuses.items()}
         raise BenchmarkFailed(f"{what}: acks {shown} (reasons: {sorted(reasons)[:3]})")
-    if not guarantee.is_reliable and not tally.done.is_set():
-        lost = count - len(tally.distinct)
-        raise BenchmarkFailed(f"{what}: {lost} of {count} never arrived; stats {stats}")
+    if not guarantee.is_reliable and arrived < count:
+        raise BenchmarkFailed(late(what, arrived, count, deadline_s, stats))
     tally.check(
         what,
         exactly_once=guarantee in (G.AT_MOST_ONCE, G.EXACTLY_ONCE),
@@ -279,20 +279,27 @@ def zc_pubsub(count: int, guarantee: DeliveryGuarantee, deadline_s: float) -> Re
         start = time.perf_counter()
         for i in range(count):
             pub.publish(TOPIC, message(i), guarantee=guarantee, timeout=deadline.left())
+            if deadline.left() <= 0:
+                raise BenchmarkFailed(f"{guarantee.name}: publishing ran past the deadline")
         sent = time.perf_counter() - start
-        finished = tally.done.wait(deadline.left())
+        tally.done.wait(deadline.left())
         elapsed = time.perf_counter() - start
+        arrived = len(tally.distinct)
         stats = merged(stats_delta(before_pub, pub.stats()), stats_delta(before_sub, sub.stats()))
     what = f"pub/sub {guarantee.name}"
-    if not finished:
-        lost = count - len(tally.distinct)
-        raise BenchmarkFailed(f"{what}: {lost} of {count} never arrived; stats {stats}")
+    if arrived < count:
+        raise BenchmarkFailed(late(what, arrived, count, deadline_s, stats))
     tally.check(
         what,
         exactly_once=guarantee is not G.AT_LEAST_ONCE,
         ordered=guarantee is G.ORDERED,
     )
     return Result(count / elapsed, elapsed, len(tally.seqs), sent / count * 1e6, stats)
+
+
+def late(what: str, arrived: int, count: int, deadline_s: float, stats: dict[str, int]) -> str:
+    shown = {k: v for k, v in stats.items() if v}
+    return f"{what}: {arrived} of {count} arrived within the {deadline_s:g}s deadline; {shown}"
 
 
 def _is_live(node: Node, node_id: str) -> bool:
@@ -331,7 +338,7 @@ def main() -> int:
             try:
                 result = run()
             except (BenchmarkFailed, ZclusterError, TimeoutError) as exc:
-                failures.append(str(exc))
+                failures.append(f"{name}: {exc}")
                 print(f"FAILED {name}: {exc}", file=sys.stderr, flush=True)
                 continue
             if name not in best or result.rate > best[name].rate:
