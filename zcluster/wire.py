@@ -277,7 +277,7 @@ def _failure(value: Any) -> tuple[int, str]:
 
 
 _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
-    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position)),
+    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position), _bool),
     Kind.SYNC: (_list_of(_member), _bool, _address),
     Kind.PING: (_uint, _address),
     Kind.PING_REQ: (_uint, _address, _node_id),
@@ -287,8 +287,10 @@ _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
     Kind.REQUEST: (check_name, _uint, _address),
     Kind.REPLY: (_uint, _bool),
     Kind.PUBLISH: (_uint, _guarantee),
-    Kind.DATA: (check_name, _uint, _seq, _seq, _reliable_guarantee),
+    Kind.DATA: (check_name, _uint, _seq, _seq, _reliable_guarantee, _uint),
     Kind.DATA_ACK: (
+        _uint,
+        _uint,
         _uint,
         _uint,
         _list_of(_seq),

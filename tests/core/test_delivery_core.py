@@ -48,7 +48,7 @@ def test_acks_settle_cumulatively_and_selectively_and_low_follows() -> None:
     for n in range(1, 7):
         out.add("b", n, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
     assert out.low("b") == 1
-    done = out.acknowledged("b", 2, [4, 6])
+    done = out.acknowledged("b", (1, 1, 2, [4, 6], 0, []), 0.0)
     assert sorted(e.seq for e in done) == [1, 2, 4, 6]
     assert out.low("b") == 3 and out.count("b") == 2
     expired = out.expired(10.0)
@@ -56,30 +56,54 @@ def test_acks_settle_cumulatively_and_selectively_and_low_follows() -> None:
     assert out.low("b") == 7 and len(out) == 0
 
 
-def test_received_messages_are_not_resent() -> None:
+def test_received_messages_are_not_resent_but_the_oldest_asks_for_an_ack() -> None:
     out = sender(retry_initial_s=0.1, retry_max_s=0.1)
     for n in range(1, 4):
         out.add("b", n, "h", b"x", G.ORDERED, deadline=10.0, now=0.0)
-    out.acknowledged("b", 0, [], received_upto=1, held=[3])
-    assert [e.seq for _, e in out.due_retries(1.0, lambda _: True)] == [2]
+    out.acknowledged("b", (1, 1, 0, [], 1, [3]), 0.5)
+    # 2 is missing; of those that arrived only the oldest goes again, to ask for an ack
+    assert [e.seq for _, e in out.due_retries(1.0, lambda _: True)] == [1, 2]
     out.resume("b", 1.0, restarted=True)  # a restarted receiver lost what it held
     assert sorted(e.seq for _, e in out.due_retries(1.0, lambda _: True)) == [1, 2, 3]
 
 
-def test_numbering_survives_failing_everything() -> None:
+def test_a_new_numbering_gets_a_new_epoch_and_old_timers_do_not_touch_it() -> None:
     out = sender()
-    out.add("b", 1, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
+    out.add("b", 1, "h", b"x", G.AT_LEAST_ONCE, deadline=5.0, now=0.0)
     assert [e.seq for e in out.fail_all("b")] == [1]
-    entry = out.add("b", 2, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
-    assert entry.seq == 2  # a receiver still holding the stream must not see 1 again
+    entry = out.add("b", 2, "h", b"x", G.AT_LEAST_ONCE, deadline=50.0, now=1.0)
+    assert (entry.seq, out.epoch("b")) == (1, 2)  # a receiver tells the streams apart
+    assert out.expired(6.0) == []  # the first message's expiry timer is stale
+    assert out.acknowledged("b", (1, 1, 1, [], 1, []), 6.0) == []  # an ack of the old epoch
+
+
+def test_a_receiver_that_forgot_the_stream_gets_what_it_held_again() -> None:
+    out = sender(retry_initial_s=0.1, retry_max_s=0.1)
+    for n in range(1, 3):
+        out.add("b", n, "h", b"x", G.ORDERED, deadline=10.0, now=0.0)
+    out.acknowledged("b", (1, 7, 0, [], 0, [1, 2]), 0.0)
+    assert [e.seq for _, e in out.due_retries(1.0, lambda _: True)] == [1]  # the ack probe
+    out.acknowledged("b", (1, 8, 0, [], 0, []), 1.0)  # a new state of the stream: 8
+    assert sorted(e.seq for _, e in out.due_retries(1.0, lambda _: True)) == [1, 2]
+
+
+def test_expiry_resends_the_oldest_left_so_the_receiver_learns_the_new_low() -> None:
+    out = sender(retry_initial_s=0.1, retry_max_s=0.1)
+    out.add("b", 1, "h", b"x", G.ORDERED, deadline=1.0, now=0.0)
+    out.add("b", 2, "h", b"x", G.ORDERED, deadline=9.0, now=0.0)
+    out.acknowledged("b", (1, 1, 0, [], 0, [2]), 0.0)  # 2 is held behind 1
+    assert [e.seq for _, e in out.expired(1.0)] == [1]
+    assert [(e.seq, out.low("b")) for _, e in out.due_retries(1.0, lambda _: True)] == [(2, 2)]
 
 
 def receiver(**options: object) -> DirectReceiver:
     return DirectReceiver(NodeConfig().replace(**options), Counter())
 
 
-def data(seq: int, guarantee: G = G.AT_LEAST_ONCE, low: int = 1) -> tuple[str, int, int, int, G]:
-    return ("h", 100 + seq, seq, low, guarantee)
+def data(
+    seq: int, guarantee: G = G.AT_LEAST_ONCE, low: int = 1, epoch: int = 1
+) -> tuple[str, int, int, int, G, int]:
+    return ("h", 100 + seq, seq, low, guarantee, epoch)
 
 
 def test_receiver_delivers_once_and_acks_what_finished() -> None:
@@ -91,7 +115,17 @@ def test_receiver_delivers_once_and_acks_what_finished() -> None:
     rx.finished("a", 7, 3, "handler raised ValueError: no")
     stream = rx.stream("a")
     assert stream is not None
-    assert stream.ack_body(10) == [7, 1, [3], [[3, "handler raised ValueError: no"]], 1, []]
+    rx.receive("a", 7, data(5), b"", 0.0)  # arrived, its handler still running
+    assert stream.ack_body(10) == [
+        7,
+        1,
+        stream.stream_id,
+        1,
+        [3],
+        [[3, "handler raised ValueError: no"]],
+        1,
+        [5],
+    ]
     assert rx.ack_due == {"a"}
 
 
@@ -103,6 +137,11 @@ def test_ordered_waits_for_the_gap_and_low_skips_what_the_sender_gave_up() -> No
     assert rx.receive("a", 7, data(5, G.ORDERED), b"", 0.0) == []
     # the sender expired 4 and 5 (low 6): 5 is dropped, 6 goes through
     assert [a.seq for a in rx.receive("a", 7, data(6, G.ORDERED, low=6), b"", 0.0)] == [6]
+    # 4 expired while 5 and 6 wait behind it: any message carrying low 5 releases them
+    assert rx.receive("a", 7, data(9, G.ORDERED, low=7), b"", 0.0) == []
+    assert rx.receive("a", 7, data(10, G.ORDERED, low=7), b"", 0.0) == []
+    released = rx.receive("a", 7, data(9, G.ORDERED, low=9), b"", 0.0)
+    assert [a.seq for a in released] == [9, 10]
 
 
 def test_stale_incarnations_are_ignored_and_new_ones_start_fresh() -> None:
@@ -110,6 +149,8 @@ def test_stale_incarnations_are_ignored_and_new_ones_start_fresh() -> None:
     rx.receive("a", 7, data(1), b"", 0.0)
     assert rx.receive("a", 6, data(2), b"", 0.0) == []
     assert [a.seq for a in rx.receive("a", 8, data(1), b"", 0.0)] == [1]
+    assert [a.seq for a in rx.receive("a", 8, data(1, epoch=2), b"", 0.0)] == [1]
+    assert rx.receive("a", 8, data(2, epoch=1), b"", 0.0) == []  # the older numbering
 
 
 def test_exactly_once_window_covers_a_forgotten_stream() -> None:
@@ -138,7 +179,7 @@ def test_publisher_buffer_answers_what_it_holds_and_names_what_is_gone() -> None
     found, lost = pubs.lookup("t", [(2, 5)])
     assert [seq for seq, _, _ in found] == [4, 5]
     assert lost == [(2, 3)]
-    assert pubs.positions() == [["t", 6]]
+    assert pubs.positions() == ([["t", 6]], True)
     assert pubs.lookup("other", [(1, 2)]) == ([], [(1, 2)])
 
 

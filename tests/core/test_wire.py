@@ -22,6 +22,7 @@ from zcluster.errors import ConfigError, WireError
 from zcluster.wire import (
     CONTROL_TOPIC,
     DIRECT_KINDS,
+    GUARANTEE_CODES,
     MAX_LIST_COUNT,
     MAX_NAME_BYTES,
     MAX_TOPIC_BYTES,
@@ -54,8 +55,8 @@ DIGEST = "0123456789abcdef"
 #: for every kind: (encoded body, expected decoded body)
 CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.HEARTBEAT: (
-        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST, [["news", 7]]],
-        (M1, (M2, M3), DIGEST, (("news", 7),)),
+        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST, [["news", 7]], True],
+        (M1, (M2, M3), DIGEST, (("news", 7),), True),
     ),
     Kind.SYNC: (
         [[encode_member(M2), encode_member(M1)], True, "10.1.2.3:5"],
@@ -69,10 +70,10 @@ CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.REQUEST: (["echo", 9, "host-name:1"], ("echo", 9, "host-name:1")),
     Kind.REPLY: ([9, False], (9, False)),
     Kind.PUBLISH: ([3, 1], (3, DeliveryGuarantee.AT_LEAST_ONCE)),
-    Kind.DATA: (["work", 11, 5, 2, 3], ("work", 11, 5, 2, DeliveryGuarantee.ORDERED)),
+    Kind.DATA: (["work", 11, 5, 2, 3, 1], ("work", 11, 5, 2, DeliveryGuarantee.ORDERED, 1)),
     Kind.DATA_ACK: (
-        [9, 4, [6, 8], [[6, "handler raised"]], 5, [10]],
-        (9, 4, (6, 8), ((6, "handler raised"),), 5, (10,)),
+        [9, 1, 2, 4, [6, 8], [[6, "handler raised"]], 5, [10]],
+        (9, 1, 2, 4, (6, 8), ((6, "handler raised"),), 5, (10,)),
     ),
     Kind.FETCH: (["news", [[1, 3], [7, 7]], "[::1]:9"], ("news", ((1, 3), (7, 7)), "[::1]:9")),
     Kind.REPUBLISH: (["news", 2, 2], ("news", 2, DeliveryGuarantee.EXACTLY_ONCE)),
@@ -153,7 +154,7 @@ def test_round_trip_every_kind(kind: Kind) -> None:
 
 def test_members_come_back_as_member_objects() -> None:
     header = encode_header(Kind.HEARTBEAT, "n1", 1, 1, CASES[Kind.HEARTBEAT][0])
-    me, gossip, digest, _ = decode_header(header, MAX).body
+    me, gossip, digest, _, _ = decode_header(header, MAX).body
     assert digest == DIGEST
     assert type(me) is Member
     assert all(type(m) is Member for m in gossip)
@@ -188,21 +189,21 @@ def test_empty_lists_are_valid_bodies() -> None:
     listen = decode_header(encode_header(Kind.LISTEN, "n1", 0, 0, [[]]), MAX)
     assert listen.body == ((),)
     heartbeat = decode_header(
-        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST, []]), MAX
+        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST, [], True]), MAX
     )
-    assert heartbeat.body == (M1, (), DIGEST, ())
+    assert heartbeat.body == (M1, (), DIGEST, (), True)
 
 
 @pytest.mark.parametrize(
     ("kind", "body", "match"),
     [
-        (Kind.DATA, ["w", 1, 1, 1, 0], "must carry a reliable guarantee"),
-        (Kind.DATA, ["w", 1, 0, 1, 1], "sequence numbers start at 1"),
-        (Kind.DATA, ["w", 1, 1, 1, 9], "unknown delivery guarantee"),
+        (Kind.DATA, ["w", 1, 1, 1, 0, 1], "must carry a reliable guarantee"),
+        (Kind.DATA, ["w", 1, 0, 1, 1, 1], "sequence numbers start at 1"),
+        (Kind.DATA, ["w", 1, 1, 1, 9, 1], "unknown delivery guarantee"),
         (Kind.FETCH, ["t", [[5, 4]], "h:1"], "must not end before it starts"),
         (Kind.FETCH, ["t", [[5]], "h:1"], "list of 2 sequence numbers"),
-        (Kind.DATA_ACK, [1, 1, [], [[1, "x" * 1025]], 1, []], "at most 1024 characters"),
-        (Kind.DATA_ACK, [1, 1, [], [[1]], 1, []], r"list of \[seq, reason\]"),
+        (Kind.DATA_ACK, [1, 1, 1, 1, [], [[1, "x" * 1025]], 1, []], "at most 1024 characters"),
+        (Kind.DATA_ACK, [1, 1, 1, 1, [], [[1]], 1, []], r"list of \[seq, reason\]"),
     ],
 )
 def test_delivery_bodies_are_checked(kind: Kind, body: list[Any], match: str) -> None:
@@ -317,11 +318,11 @@ def test_property_member_records_round_trip(
         me.node_id,
         me.incarnation,
         0,
-        [encode_member(me), [encode_member(m) for m in gossip], DIGEST, []],
+        [encode_member(me), [encode_member(m) for m in gossip], DIGEST, [], flag],
     )
     topic, envelope, _ = decode_published([CONTROL_TOPIC, heartbeat, b""], MAX)
     assert topic is None
-    assert envelope.body == (me, tuple(gossip), DIGEST, ())
+    assert envelope.body == (me, tuple(gossip), DIGEST, (), flag)
 
     sync = encode_header(
         Kind.SYNC, me.node_id, 1, 1, [[encode_member(m) for m in gossip], flag, address]
@@ -430,6 +431,8 @@ def _reencode(value: Any) -> Any:
         return encode_member(value)
     if isinstance(value, tuple):
         return [_reencode(v) for v in value]
+    if isinstance(value, DeliveryGuarantee):
+        return GUARANTEE_CODES[value]
     return value
 
 

@@ -13,6 +13,7 @@ it instead of waiting forever.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections import Counter, OrderedDict
 from typing import Any
 
@@ -32,12 +33,15 @@ class Arrival:
 
 
 class InboundStream:
-    """What one receiver knows of one sender's stream (one sender incarnation)."""
+    """What one receiver knows of one sender's stream: one numbering, named by the
+    sender's ``(incarnation, epoch)``; ``stream_id`` names this receiver's state of it."""
 
-    __slots__ = ("delivered", "failures", "finished", "held", "incarnation")
+    __slots__ = ("delivered", "epoch", "failures", "finished", "held", "incarnation", "stream_id")
 
-    def __init__(self, incarnation: int, low: int) -> None:
+    def __init__(self, incarnation: int, epoch: int, low: int, stream_id: int) -> None:
         self.incarnation = incarnation
+        self.epoch = epoch
+        self.stream_id = stream_id
         self.delivered = SeqSet(low - 1)
         self.finished = SeqSet(low - 1)
         self.held: HoldBack[Arrival] = HoldBack()
@@ -55,13 +59,24 @@ class InboundStream:
         return len(self.held.drop_through(low - 1))
 
     def ack_body(self, selective_max_count: int) -> list[Any]:
-        """[sender incarnation, finished through, finished above, failures, delivered
-        through, held]: the sender settles the finished and stops resending the rest."""
-        finished = self.finished
-        selective = sorted(finished.above)[:selective_max_count]
+        """The DATA_ACK body: the sender settles what finished, and stops resending what
+        arrived and waits (delivered through ``delivered.upto``, or pending above it)."""
+        finished, delivered = self.finished, self.delivered
+        selective = heapq.nsmallest(selective_max_count, finished.above)
         failures = [[seq, reason] for seq, reason in self.failures.items()]
-        held = sorted(self.held.seqs())[:selective_max_count]
-        return [self.incarnation, finished.upto, selective, failures, self.delivered.upto, held]
+        waiting = [s for s in delivered.above if s not in finished]
+        waiting.extend(self.held.seqs())
+        pending = heapq.nsmallest(selective_max_count, waiting)
+        return [
+            self.incarnation,
+            self.epoch,
+            self.stream_id,
+            finished.upto,
+            selective,
+            failures,
+            delivered.upto,
+            pending,
+        ]
 
 
 class DirectReceiver:
@@ -74,6 +89,7 @@ class DirectReceiver:
         self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_window_s)
         #: senders owed an acknowledgement at the end of this turn
         self.ack_due: set[str] = set()
+        self._stream_ids = 0
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -85,22 +101,22 @@ class DirectReceiver:
         self,
         sender: str,
         incarnation: int,
-        message: tuple[str, int, int, int, DeliveryGuarantee],
+        message: tuple[str, int, int, int, DeliveryGuarantee, int],
         payload: bytes,
         now: float,
     ) -> list[Arrival]:
         """Take one message; returns what is now ready for handlers, in order."""
-        name, number, seq, low, guarantee = message
-        stream = self._stream_for(sender, incarnation, low)
+        name, number, seq, low, guarantee, epoch = message
+        stream = self._stream_for(sender, incarnation, epoch, low)
         if stream is None:
-            self._count("reliable_stale_incarnation")
+            self._count("reliable_stale_stream")
             return []
+        self.ack_due.add(sender)  # arrived (or again: our acknowledgement was lost)
         dropped = stream.skip_to(low)
         if dropped:
             self._count("reliable_expired_held", dropped)
         if seq in stream.delivered or seq in stream.held:
             self._count("reliable_duplicates")
-            self.ack_due.add(sender)  # our acknowledgement was lost: say it again
             return self._release(stream, [])
         if seq > stream.finished.upto + self._config.outbox_max_count:
             self._count("reliable_beyond_window")
@@ -116,8 +132,7 @@ class DirectReceiver:
             return self._release(stream, [])
         if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
             stream.held.hold(seq, arrival)
-            self.ack_due.add(sender)  # tells the sender not to resend it
-            return []
+            return self._release(stream, [])
         stream.delivered.add(seq)
         return self._release(stream, [arrival])
 
@@ -140,19 +155,22 @@ class DirectReceiver:
             ready.extend(arrival for _, arrival in stream.held.release(stream.delivered))
         return ready
 
-    def _stream_for(self, sender: str, incarnation: int, low: int) -> InboundStream | None:
+    def _stream_for(
+        self, sender: str, incarnation: int, epoch: int, low: int
+    ) -> InboundStream | None:
         streams = self._streams
         stream = streams.get(sender)
-        if stream is not None and stream.incarnation >= incarnation:
-            if stream.incarnation > incarnation:
-                return None
+        if stream is not None and (stream.incarnation, stream.epoch) >= (incarnation, epoch):
+            if (stream.incarnation, stream.epoch) > (incarnation, epoch):
+                return None  # an older numbering than the one we follow
             streams.move_to_end(sender)
             return stream
         if stream is None and len(streams) >= self._config.inbound_streams_max_count:
             evicted, _ = streams.popitem(last=False)  # the least recently heard sender
             self.ack_due.discard(evicted)
             self._count("reliable_streams_evicted")
-        stream = streams[sender] = InboundStream(incarnation, low)
+        self._stream_ids += 1
+        stream = streams[sender] = InboundStream(incarnation, epoch, low, self._stream_ids)
         return stream
 
     def _count(self, name: str, n: int = 1) -> None:

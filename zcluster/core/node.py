@@ -44,6 +44,8 @@ class _HeardPositions:
     incarnation: int
     heard_at: float
     positions: dict[str, int]
+    #: every numbered topic is listed (absent ones were never published)
+    complete: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -381,7 +383,7 @@ class NodeCore:
     # ================================================================ receivers
 
     def _rx_heartbeat(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
-        sender_record, updates, digest, positions = env.body
+        sender_record, updates, digest, positions, complete = env.body
         if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
             self.counters["heartbeats_inconsistent"] += 1
             return
@@ -397,7 +399,8 @@ class NodeCore:
             self._listening_to[env.sender] = env.incarnation
             self._send(current.address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
         if self._topics:
-            self._heard_topic_positions(env.sender, env.incarnation, dict(positions), now)
+            heard = _HeardPositions(env.incarnation, now, dict(positions), complete)
+            self._heard_topic_positions(env.sender, heard)
 
     def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         records, want_reply, reply_address = env.body
@@ -499,12 +502,16 @@ class NodeCore:
             receipt = (env.incarnation, arrival.seq)
             self._out.append(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
 
-    def _rx_data_ack(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
-        incarnation, upto, selective, failures, received_upto, held = env.body
+    def _rx_data_ack(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
+        incarnation, epoch, peer_stream, upto, selective, failures, received_upto, pending = (
+            env.body
+        )
         if incarnation != self.incarnation:
             self.counters["reliable_acks_stale"] += 1
             return
-        done = self.sender.acknowledged(env.sender, upto, selective, received_upto, held)
+        done = self.sender.acknowledged(
+            env.sender, (epoch, peer_stream, upto, selective, received_upto, pending), now
+        )
         if not done:
             return
         reasons = dict(failures)
@@ -681,7 +688,7 @@ class NodeCore:
             encode_member(self.me),
             [encode_member(m) for m in updates],
             self.table.digest(),
-            self.publications.positions(),
+            *self.publications.positions(),
         )
         self._seq += 1
         header = encode_header(Kind.HEARTBEAT, self.node_id, self.incarnation, self._seq, body)
@@ -723,9 +730,9 @@ class NodeCore:
     # ================================================================ delivery guarantees
 
     def _transmit(self, address: str, target: str, entry: Outgoing) -> None:
-        low = self.sender.low(target)
+        sender = self.sender
         code = GUARANTEE_CODES[entry.guarantee]
-        body = (entry.name, entry.number, entry.seq, low, code)
+        body = (entry.name, entry.number, entry.seq, sender.low(target), code, sender.epoch(target))
         self._send(address, Kind.DATA, body, entry.payload)
 
     def _delivery_timers(self, now: float) -> None:
@@ -764,17 +771,16 @@ class NodeCore:
                 wanted = [list(r) for r in ranges]
                 self._send(address, Kind.FETCH, (topic, wanted, self.address), _EMPTY)
 
-    def _heard_topic_positions(
-        self, publisher: str, incarnation: int, positions: dict[str, int], now: float
-    ) -> None:
+    def _heard_topic_positions(self, publisher: str, heard: _HeardPositions) -> None:
+        incarnation = heard.incarnation
         for topic in self._topics:
-            latest = positions.get(topic)
-            if latest is None and self.subscriptions.stream(publisher, topic) is None:
+            latest = heard.positions.get(topic)
+            if latest is None:
                 continue
-            start = self._stream_start(publisher, incarnation, topic, latest or 0)
-            ready = self.subscriptions.position(publisher, incarnation, topic, latest or 0, start)
+            start = self._stream_start(publisher, incarnation, topic, latest)
+            ready = self.subscriptions.position(publisher, incarnation, topic, latest, start)
             self._deliver_publications(publisher, topic, ready)
-        self._heard_positions[publisher] = _HeardPositions(incarnation, now, positions)
+        self._heard_positions[publisher] = heard
 
     def _stream_start(self, publisher: str, incarnation: int, topic: str, fallback: int) -> int:
         """Where a new (publisher, topic) stream starts: what follows is ours to receive.
@@ -789,7 +795,10 @@ class NodeCore:
             return fallback
         if heard.heard_at < since:
             return fallback
-        return heard.positions.get(topic, 0)
+        position = heard.positions.get(topic)
+        if position is None:
+            return 0 if heard.complete else fallback
+        return position
 
     def _take_publication(self, env: Envelope, topic: str, item: Publication) -> None:
         start = self._stream_start(env.sender, env.incarnation, topic, item[0] - 1)

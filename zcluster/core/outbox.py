@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from zcluster.config import NodeConfig
 from zcluster.core.guarantees import DeliveryGuarantee
 
+_NO_TIMER = -1.0
 #: a timer heap is rebuilt from live entries once stale items outnumber them this much
 _COMPACT_FACTOR = 2
 _COMPACT_SLACK_COUNT = 1024
@@ -36,18 +37,27 @@ class Outgoing:
     attempts: int = 0
     #: the receiver holds it (held back, or its handler is running): no need to resend
     received: bool = False
+    #: when it is next resent (_NO_TIMER: not scheduled); a timer for any other time is stale
+    due: float = 0.0
 
 
 class PeerOutbox:
-    """Unacknowledged messages to one receiver, in sequence order."""
+    """Unacknowledged messages to one receiver, in sequence order.
 
-    __slots__ = ("entries", "next_seq", "parked")
+    ``epoch`` tells this numbering apart from any earlier one to the same
+    receiver, so a receiver that still remembers an old stream starts afresh.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("entries", "epoch", "next_seq", "parked", "peer_stream")
+
+    def __init__(self, epoch: int) -> None:
         self.entries: OrderedDict[int, Outgoing] = OrderedDict()
+        self.epoch = epoch
         self.next_seq = 1
         #: the receiver is unreachable: retransmissions wait until it is back
         self.parked = False
+        #: the receiver's id for its state of this stream, from its acknowledgements
+        self.peer_stream: int | None = None
 
     @property
     def low(self) -> int:
@@ -55,7 +65,8 @@ class PeerOutbox:
         return next(iter(self.entries)) if self.entries else self.next_seq
 
 
-Timer = tuple[float, str, int]
+#: (when, receiver, epoch of its outbox, seq)
+Timer = tuple[float, str, int, int]
 
 
 class DirectSender:
@@ -68,6 +79,7 @@ class DirectSender:
         self._retries: list[Timer] = []
         self._expiries: list[Timer] = []
         self._total = 0
+        self._epochs = 0
 
     def __len__(self) -> int:
         return self._total
@@ -79,6 +91,10 @@ class DirectSender:
     def low(self, target: str) -> int:
         box = self._boxes.get(target)
         return 1 if box is None else box.low
+
+    def epoch(self, target: str) -> int:
+        box = self._boxes.get(target)
+        return 0 if box is None else box.epoch
 
     def add(
         self,
@@ -95,13 +111,14 @@ class DirectSender:
         if box is None:
             if len(self._boxes) >= self._config.members_max_count:
                 self._forget_idle_boxes()
-            box = self._boxes[target] = PeerOutbox()
+            self._epochs += 1
+            box = self._boxes[target] = PeerOutbox(self._epochs)
         entry = Outgoing(number, box.next_seq, name, payload, guarantee, deadline)
         box.next_seq += 1
         box.entries[entry.seq] = entry
         self._total += 1
-        self._schedule_retry(target, entry, now)
-        self._push(self._expiries, (deadline, target, entry.seq))
+        self._schedule_retry(target, box.epoch, entry, now)
+        self._push(self._expiries, (deadline, target, box.epoch, entry.seq))
         return entry
 
     def due_retries(
@@ -111,16 +128,21 @@ class DirectSender:
         out: list[tuple[str, Outgoing]] = []
         heap = self._retries
         while heap and heap[0][0] <= now:
-            _, target, seq = heapq.heappop(heap)
+            when, target, epoch, seq = heapq.heappop(heap)
             box = self._boxes.get(target)
-            entry = box.entries.get(seq) if box is not None else None
-            if box is None or entry is None or entry.received:
+            entry = box.entries.get(seq) if box is not None and box.epoch == epoch else None
+            if box is None or entry is None or entry.due != when:
+                continue
+            if entry.received and seq != box.low:
+                # It arrived; only the oldest is resent, to ask for an acknowledgement
+                # again in case the last one was lost. acknowledged() rearms the next.
+                entry.due = _NO_TIMER
                 continue
             if not reachable(target):
                 box.parked = True  # resume() reschedules everything at once
                 continue
             entry.attempts += 1
-            self._schedule_retry(target, entry, now)
+            self._schedule_retry(target, box.epoch, entry, now)
             out.append((target, entry))
         return out
 
@@ -130,38 +152,54 @@ class DirectSender:
         if box is None or not (box.parked or restarted):
             return
         box.parked = False
-        for seq, entry in box.entries.items():
+        for entry in box.entries.values():
             entry.received = False  # it may have restarted and lost what it held
-            self._push(self._retries, (now, target, seq))
+            self._retry_at(target, box.epoch, entry, now)
 
     def expired(self, now: float) -> list[tuple[str, Outgoing]]:
         """Remove and return messages whose TTL has passed."""
         out: list[tuple[str, Outgoing]] = []
         heap = self._expiries
         while heap and heap[0][0] <= now:
-            _, target, seq = heapq.heappop(heap)
-            entry = self._remove(target, seq)
+            _, target, epoch, seq = heapq.heappop(heap)
+            entry = self._remove(target, epoch, seq)
             if entry is not None:
                 out.append((target, entry))
+        for target in {target for target, _ in out}:
+            self._announce_low(target, now)
         return out
+
+    def _announce_low(self, target: str, now: float) -> None:
+        """Send the oldest remaining message again now: it carries the new ``low``, which
+        lets the receiver skip what expired and release what it held back behind it."""
+        box = self._boxes.get(target)
+        if box is None or not box.entries:
+            return
+        first = next(iter(box.entries.values()))
+        first.received = False
+        self._retry_at(target, box.epoch, first, now)
 
     def acknowledged(
         self,
         target: str,
-        upto: int,
-        selective: Iterable[int],
-        received_upto: int = 0,
-        held: Iterable[int] = (),
+        ack: tuple[int, int, int, Iterable[int], int, Iterable[int]],
+        now: float,
     ) -> list[Outgoing]:
-        """Remove and return messages the receiver has finished: ``<= upto`` and ``selective``.
+        """Settle what an acknowledgement reports finished; returns those messages.
 
-        Messages ``<= received_upto`` and ``held`` reached it but are not finished:
-        they stay, and are not resent.
+        ``ack`` is ``(epoch, peer_stream, upto, selective, received_upto, pending)``:
+        finished are ``<= upto`` and ``selective``; ``<= received_upto`` and
+        ``pending`` reached the receiver but are not finished: they stay, not resent.
         """
+        epoch, peer_stream, upto, selective, received_upto, pending = ack
         box = self._boxes.get(target)
-        if box is None:
+        if box is None or box.epoch != epoch:
             return []
-        self._mark_received(box, received_upto, held)
+        if box.peer_stream != peer_stream:
+            if box.peer_stream is not None:
+                self._receiver_forgot(target, box, now)
+            box.peer_stream = peer_stream
+        self._mark_received(box, received_upto, pending)
         out: list[Outgoing] = []
         entries = box.entries
         while entries:
@@ -174,19 +212,26 @@ class DirectSender:
             if entry is not None:
                 out.append(entry)
         self._total -= len(out)
+        if entries:
+            first = next(iter(entries.values()))
+            if first.due == _NO_TIMER:
+                self._schedule_retry(target, box.epoch, first, now)
         return out
 
     def fail_all(self, target: str) -> list[Outgoing]:
         """Remove and return every message to ``target`` (it left or was removed)."""
-        # The box stays: its numbering must go on, or a receiver that still knows
-        # this stream would take new messages for old ones.
-        box = self._boxes.get(target)
+        box = self._boxes.pop(target, None)
         if box is None:
             return []
-        out = list(box.entries.values())
-        box.entries.clear()
-        self._total -= len(out)
-        return out
+        self._total -= len(box.entries)
+        return list(box.entries.values())
+
+    def _receiver_forgot(self, target: str, box: PeerOutbox, now: float) -> None:
+        """The receiver started its state of this stream afresh: what it held is gone."""
+        for entry in box.entries.values():
+            if entry.received:
+                entry.received = False
+                self._retry_at(target, box.epoch, entry, now)
 
     def _mark_received(self, box: PeerOutbox, received_upto: int, held: Iterable[int]) -> None:
         for seq, entry in box.entries.items():
@@ -204,28 +249,32 @@ class DirectSender:
 
     # ------------------------------------------------------------ timers
 
-    def _remove(self, target: str, seq: int) -> Outgoing | None:
+    def _remove(self, target: str, epoch: int, seq: int) -> Outgoing | None:
         box = self._boxes.get(target)
-        if box is None:
+        if box is None or box.epoch != epoch:
             return None
         entry = box.entries.pop(seq, None)
         if entry is not None:
             self._total -= 1
         return entry
 
-    def _schedule_retry(self, target: str, entry: Outgoing, now: float) -> None:
+    def _schedule_retry(self, target: str, epoch: int, entry: Outgoing, now: float) -> None:
         config = self._config
         cap = min(config.retry_max_s, config.retry_initial_s * 2 ** min(entry.attempts, 32))
         delay = cap * (0.5 + 0.5 * self._rng.random())  # jitter: retries never move in lockstep
-        self._push(self._retries, (now + delay, target, entry.seq))
+        self._retry_at(target, epoch, entry, now + delay)
+
+    def _retry_at(self, target: str, epoch: int, entry: Outgoing, when: float) -> None:
+        entry.due = when
+        self._push(self._retries, (when, target, epoch, entry.seq))
 
     def _push(self, heap: list[Timer], timer: Timer) -> None:
         heapq.heappush(heap, timer)
         if len(heap) > _COMPACT_FACTOR * self._total + _COMPACT_SLACK_COUNT:
             # Acknowledged messages leave their timers behind; drop them in one pass.
-            heap[:] = [t for t in heap if self._holds(t[1], t[2])]
+            heap[:] = [t for t in heap if self._holds(t[1], t[2], t[3])]
             heapq.heapify(heap)
 
-    def _holds(self, target: str, seq: int) -> bool:
+    def _holds(self, target: str, epoch: int, seq: int) -> bool:
         box = self._boxes.get(target)
-        return box is not None and seq in box.entries
+        return box is not None and box.epoch == epoch and seq in box.entries

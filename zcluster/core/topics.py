@@ -81,13 +81,15 @@ class Publications:
             self._logs.move_to_end(topic)
         return log.append(guarantee, payload)
 
-    def positions(self) -> list[list[object]]:
-        """``[topic, latest seq]`` of the most recently published topics, for heartbeats."""
+    def positions(self) -> tuple[list[list[object]], bool]:
+        """``[topic, latest seq]`` of the most recently published topics, for heartbeats,
+        and whether that is every topic."""
         count = self._config.heartbeat_topics_max_count
-        recent = (
-            list(self._logs.items())[-count:] if len(self._logs) > count else self._logs.items()
-        )
-        return [[topic, log.seq] for topic, log in recent]
+        logs = self._logs
+        if len(logs) <= count:
+            return [[topic, log.seq] for topic, log in logs.items()], True
+        recent = itertools.islice(reversed(logs.items()), count)
+        return [[topic, log.seq] for topic, log in recent], False
 
     def lookup(self, topic: str, ranges: Iterable[Range]) -> tuple[list[Publication], list[Range]]:
         log = self._logs.get(topic)
