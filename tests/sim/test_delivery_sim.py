@@ -265,3 +265,59 @@ def test_restarted_publisher_reports_the_gap_its_old_life_left() -> None:
     assert net.run_until(lambda: bool(net.nodes["n1"].losses), 10)
     loss = net.nodes["n1"].losses[0]
     assert (loss.publisher, loss.topic, loss.first, loss.last) == ("n0", "t", 2, 3)
+
+
+def recorder(node: SimNode, name: str = "h") -> list[bytes]:
+    got: list[bytes] = []
+    node.handlers[name] = lambda sender, payload: got.append(payload)
+    return got
+
+
+def test_an_expired_message_does_not_block_the_ordered_ones_behind_it() -> None:
+    net = cluster(2, seed=11)
+    got = recorder(net.nodes["n1"])
+    for payload in (b"1", b"2"):
+        net.send("n0", "n1", "h", payload, G.ORDERED)
+    net.run_for(0.5)
+    net.loss_rate = 1.0  # 3 is lost and expires before any retry
+    lost = net.send("n0", "n1", "h", b"3", G.ORDERED, ttl_s=0.01)
+    net.loss_rate = 0.0
+    later = [net.send("n0", "n1", "h", p, G.ORDERED) for p in (b"4", b"5")]
+    assert net.run_until(lambda: all(n in net.nodes["n0"].acks for n in later), 5)
+    assert got == [b"1", b"2", b"4", b"5"]
+    assert net.nodes["n0"].acks[lost][0] is AckStatus.EXPIRED
+
+
+def test_a_receiver_that_forgets_a_stream_gets_its_held_messages_again() -> None:
+    net = cluster(3, seed=12, config=NodeConfig(inbound_streams_max_count=1))
+    got = recorder(net.nodes["n1"])
+    net.loss_rate = 1.0
+    first = net.send("n0", "n1", "h", b"a1", G.ORDERED, ttl_s=5)  # lost, retried later
+    net.loss_rate = 0.0
+    second = net.send("n0", "n1", "h", b"a2", G.ORDERED, ttl_s=5)  # held behind a1
+    net.run_for(0.005)
+    net.send("n2", "n1", "h", b"c1", G.ORDERED)  # evicts n0's stream, and what it held
+    assert net.run_until(lambda: {first, second} <= set(net.nodes["n0"].acks), 10)
+    assert {net.nodes["n0"].acks[n][0] for n in (first, second)} == {AckStatus.DELIVERED}
+    assert got == [b"c1", b"a1", b"a2"]
+
+
+def test_a_forgotten_outbox_starts_a_new_numbering_the_receiver_follows() -> None:
+    config = NodeConfig(members_max_count=3, left_member_expiry_s=0.5, removed_tombstone_s=0.5)
+    net = cluster(3, seed=13, config=config)
+    got = recorder(net.nodes["n1"])
+    sender = net.nodes["n0"]
+    for target in ("n1", "n2"):
+        net.send("n0", target, "h", f"first-to-{target}".encode())
+    net.run_for(1)
+    for old, new in (("n2", "n3"), ("n3", "n4")):  # churn forgets n0's idle outbox to n1
+        net.stop(old)
+        assert net.run_until(lambda old=old: sender.core.member(old) is None, 30)
+        net.add_node(new, seeds=[sender.core.address])
+        assert net.run_until(lambda new=new: sender.core.member(new) is not None, 30)
+        net.send("n0", new, "h", b"x")
+        net.run_for(1)
+    number = net.send("n0", "n1", "h", b"second-to-n1")
+    assert net.run_until(lambda: number in sender.acks, 5)
+    assert sender.acks[number][0] is AckStatus.DELIVERED
+    assert got == [b"first-to-n1", b"second-to-n1"]
