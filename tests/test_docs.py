@@ -21,7 +21,8 @@ import pytest
 
 from zcluster import NodeConfig
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 CONFIGURATION = DOCS / "configuration.md"
 GETTING_STARTED = DOCS / "getting-started.md"
 CLI = DOCS / "cli.md"
@@ -130,6 +131,42 @@ def test_getting_started_python_block_runs(index: int, tmp_path: Path) -> None:
         f"--- block ---\n{GETTING_STARTED_BLOCKS[index]}\n"
         f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     )
+
+
+# ---------------------------------------------------------------- delivery.md
+
+DELIVERY = DOCS / "delivery.md"
+DELIVERY_BLOCKS = python_blocks(DELIVERY)
+
+
+def test_delivery_doc_has_python_examples() -> None:
+    assert len(DELIVERY_BLOCKS) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(DELIVERY_BLOCKS)))
+def test_delivery_python_block_runs(index: int, tmp_path: Path) -> None:
+    script = tmp_path / f"block_{index}.py"
+    script.write_text(DELIVERY_BLOCKS[index])
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert proc.returncode == 0, f"block {index}:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_delivery_doc_lists_every_delivery_counter() -> None:
+    text = DELIVERY.read_text()
+    sources = [p.read_text() for p in (ROOT / "zcluster" / "core").glob("*.py")]
+    counted = set()
+    for source in sources:
+        counted |= set(re.findall(r'counters\["((?:reliable|publication)[a-z_]*)"\]', source))
+        counted |= set(re.findall(r'_count\("((?:reliable|publication)[a-z_]*)"', source))
+    missing = sorted(c for c in counted if f"`{c}`" not in text)
+    assert not missing, f"docs/delivery.md does not list: {missing}"
 
 
 # ---------------------------------------------------------------- cli.md

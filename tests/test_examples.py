@@ -48,6 +48,16 @@ def test_asyncio_app() -> None:
     assert "event: worker: resize finished" in out
 
 
+def test_guaranteed_delivery() -> None:
+    out = run_example("guaranteed_delivery.py")
+    assert "1000 orders: ['delivered']" in out
+    assert "billed in order, once each: True" in out
+    assert "retransmissions: 0" not in out  # the lossy link made repairs necessary
+    assert "order -1: failed (handler raised ValueError: order -1 has a negative number)" in out
+    assert "prices received: 500/500, lost for good: 0" in out
+    assert "order to a stopped node: refused ('billing' is not a member" in out
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
 def test_every_example_is_exercised(path: Path) -> None:
     tested = Path(__file__).read_text()

@@ -64,7 +64,7 @@ class MessageAcknowledgement:
         self.reason = ""
         self._dispatch = dispatch
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done: threading.Event | None = None  # made by the first wait(): most never wait
         self._callbacks: list[Callable[[], Any]] = []
 
     def __repr__(self) -> str:
@@ -78,7 +78,13 @@ class MessageAcknowledgement:
 
     def wait(self, timeout: float | None = None) -> AckStatus:
         """Block until final or ``timeout`` seconds; returns the status (PENDING on timeout)."""
-        self._done.wait(timeout)
+        with self._lock:
+            if self.status.is_final:
+                return self.status
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        done.wait(timeout)
         return self.status
 
     def __await__(self) -> Generator[Any, None, AckStatus]:
@@ -112,7 +118,9 @@ class MessageAcknowledgement:
                 return False
             self.status, self.reason = status, reason
             callbacks, self._callbacks = self._callbacks, []
-        self._done.set()
+            done = self._done
+        if done is not None:
+            done.set()
         for callback in callbacks:
             callback()
         return True

@@ -201,3 +201,14 @@ def test_subscriber_gives_up_what_the_holdback_cannot_hold() -> None:
     subs.position("p", 1, "t", latest=20, start_after=0)
     assert [(x.first, x.last) for x in subs.losses] == [(2, 15)]
     assert subs.due_fetches(0.0) == [("p", "t", [(16, 20)])]
+
+
+def test_messages_queued_behind_reported_progress_are_not_resent() -> None:
+    out = sender(retry_initial_s=0.1, retry_max_s=1.0)
+    for n in range(1, 6):
+        out.add("b", n, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
+    # 1 and 2 arrived, 4 too: 3 is a hole, 5 is sent after all of them
+    out.acknowledged("b", (1, 1, 0, [], 2, [4]), 0.08)
+    assert [e.seq for _, e in out.due_retries(0.1, lambda _: True)] == [3]
+    # no progress for a whole timeout: 5 is resent too
+    assert 5 in [e.seq for _, e in out.due_retries(0.5, lambda _: True)]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from zcluster.config import NodeConfig
 from zcluster.core.guarantees import DeliveryGuarantee
@@ -39,6 +40,8 @@ class Outgoing:
     received: bool = False
     #: when it is next resent (_NO_TIMER: not scheduled); a timer for any other time is stale
     due: float = 0.0
+    #: when it was first sent
+    sent_at: float = 0.0
 
 
 class PeerOutbox:
@@ -48,7 +51,18 @@ class PeerOutbox:
     receiver, so a receiver that still remembers an old stream starts afresh.
     """
 
-    __slots__ = ("entries", "epoch", "next_seq", "parked", "peer_stream")
+    __slots__ = (
+        "entries",
+        "epoch",
+        "highest_reported",
+        "marked_upto",
+        "next_seq",
+        "parked",
+        "peer_stream",
+        "progress_at",
+        "rttvar",
+        "srtt",
+    )
 
     def __init__(self, epoch: int) -> None:
         self.entries: OrderedDict[int, Outgoing] = OrderedDict()
@@ -58,6 +72,31 @@ class PeerOutbox:
         self.parked = False
         #: the receiver's id for its state of this stream, from its acknowledgements
         self.peer_stream: int | None = None
+        #: entries up to this were reported as arrived (a cumulative mark)
+        self.marked_upto = 0
+        #: the highest number the receiver reported in any way, and when that last grew
+        self.highest_reported = 0
+        self.progress_at = -math.inf
+        #: smoothed time from sending to "arrived", and its variation (RFC 6298), if measured
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def timeout(self, floor: float, cap: float) -> float:
+        """The retransmission timeout: a message unanswered this long is probably lost.
+
+        It follows the measured round trip, queueing included, so that a busy
+        receiver is not flooded with copies of what is still waiting in its queue.
+        """
+        if self.srtt is None:
+            return floor
+        return min(cap, max(floor, self.srtt + 4 * self.rttvar))
+
+    def measured(self, sample: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
 
     @property
     def low(self) -> int:
@@ -113,11 +152,11 @@ class DirectSender:
                 self._forget_idle_boxes()
             self._epochs += 1
             box = self._boxes[target] = PeerOutbox(self._epochs)
-        entry = Outgoing(number, box.next_seq, name, payload, guarantee, deadline)
+        entry = Outgoing(number, box.next_seq, name, payload, guarantee, deadline, sent_at=now)
         box.next_seq += 1
         box.entries[entry.seq] = entry
         self._total += 1
-        self._schedule_retry(target, box.epoch, entry, now)
+        self._schedule_retry(target, box, entry, now)
         self._push(self._expiries, (deadline, target, box.epoch, entry.seq))
         return entry
 
@@ -133,16 +172,24 @@ class DirectSender:
             entry = box.entries.get(seq) if box is not None and box.epoch == epoch else None
             if box is None or entry is None or entry.due != when:
                 continue
+            if not reachable(target):
+                box.parked = True  # resume() reschedules everything at once
+                continue
+            timeout = box.timeout(self._config.retry_initial_s, self._config.retry_max_s)
+            quiet = now - box.progress_at >= timeout  # nothing new reported for a timeout
             if entry.received and seq != box.low:
                 # It arrived; only the oldest is resent, to ask for an acknowledgement
                 # again in case the last one was lost. acknowledged() rearms the next.
                 entry.due = _NO_TIMER
                 continue
-            if not reachable(target):
-                box.parked = True  # resume() reschedules everything at once
+            if not quiet and (entry.received or seq > box.highest_reported):
+                # The receiver still reports progress: the oldest needs no probe yet, and
+                # what was sent after everything it reported is most likely queued behind
+                # (the transport keeps order), not lost. Look again after a timeout.
+                self._retry_at(target, box.epoch, entry, now + timeout)
                 continue
             entry.attempts += 1
-            self._schedule_retry(target, box.epoch, entry, now)
+            self._schedule_retry(target, box, entry, now)
             out.append((target, entry))
         return out
 
@@ -152,6 +199,8 @@ class DirectSender:
         if box is None or not (box.parked or restarted):
             return
         box.parked = False
+        if restarted:
+            box.marked_upto = 0
         for entry in box.entries.values():
             entry.received = False  # it may have restarted and lost what it held
             self._retry_at(target, box.epoch, entry, now)
@@ -182,7 +231,7 @@ class DirectSender:
     def acknowledged(
         self,
         target: str,
-        ack: tuple[int, int, int, Iterable[int], int, Iterable[int]],
+        ack: tuple[int, int, int, Sequence[int], int, Sequence[int]],
         now: float,
     ) -> list[Outgoing]:
         """Settle what an acknowledgement reports finished; returns those messages.
@@ -199,7 +248,10 @@ class DirectSender:
             if box.peer_stream is not None:
                 self._receiver_forgot(target, box, now)
             box.peer_stream = peer_stream
-        self._mark_received(box, received_upto, pending)
+        self._mark_received(box, received_upto, pending, now)
+        top = max(upto, received_upto, max(selective, default=0), max(pending, default=0))
+        if top > box.highest_reported:
+            box.highest_reported, box.progress_at = top, now
         out: list[Outgoing] = []
         entries = box.entries
         while entries:
@@ -215,7 +267,7 @@ class DirectSender:
         if entries:
             first = next(iter(entries.values()))
             if first.due == _NO_TIMER:
-                self._schedule_retry(target, box.epoch, first, now)
+                self._schedule_retry(target, box, first, now)
         return out
 
     def fail_all(self, target: str) -> list[Outgoing]:
@@ -228,20 +280,32 @@ class DirectSender:
 
     def _receiver_forgot(self, target: str, box: PeerOutbox, now: float) -> None:
         """The receiver started its state of this stream afresh: what it held is gone."""
+        box.marked_upto = 0
         for entry in box.entries.values():
             if entry.received:
                 entry.received = False
                 self._retry_at(target, box.epoch, entry, now)
 
-    def _mark_received(self, box: PeerOutbox, received_upto: int, held: Iterable[int]) -> None:
-        for seq, entry in box.entries.items():
-            if seq > received_upto:
-                break
-            entry.received = True
+    def _mark_received(
+        self, box: PeerOutbox, received_upto: int, held: Iterable[int], now: float
+    ) -> None:
+        entries = box.entries
+        newest: Outgoing | None = None  # the latest first transmission now known to have arrived
+        received_upto = min(received_upto, box.next_seq - 1)
+        for seq in range(max(box.marked_upto, box.low - 1) + 1, received_upto + 1):
+            entry = entries.get(seq)
+            if entry is not None and not entry.received:
+                entry.received = True
+                newest = entry if entry.attempts == 0 else newest
+        box.marked_upto = max(box.marked_upto, received_upto)
         for seq in held:
-            waiting = box.entries.get(seq)
-            if waiting is not None:
-                waiting.received = True
+            entry = entries.get(seq)
+            if entry is not None and not entry.received:
+                entry.received = True
+                if entry.attempts == 0 and (newest is None or entry.seq > newest.seq):
+                    newest = entry
+        if newest is not None:  # Karn: a retransmitted message gives no clean sample
+            box.measured(now - newest.sent_at)
 
     def _forget_idle_boxes(self) -> None:
         for target in [t for t, box in self._boxes.items() if not box.entries]:
@@ -258,11 +322,12 @@ class DirectSender:
             self._total -= 1
         return entry
 
-    def _schedule_retry(self, target: str, epoch: int, entry: Outgoing, now: float) -> None:
+    def _schedule_retry(self, target: str, box: PeerOutbox, entry: Outgoing, now: float) -> None:
         config = self._config
-        cap = min(config.retry_max_s, config.retry_initial_s * 2 ** min(entry.attempts, 32))
+        base = box.timeout(config.retry_initial_s, config.retry_max_s)
+        cap = min(config.retry_max_s, base * 2 ** min(entry.attempts, 32))
         delay = cap * (0.5 + 0.5 * self._rng.random())  # jitter: retries never move in lockstep
-        self._retry_at(target, epoch, entry, now + delay)
+        self._retry_at(target, box.epoch, entry, now + delay)
 
     def _retry_at(self, target: str, epoch: int, entry: Outgoing, when: float) -> None:
         entry.due = when

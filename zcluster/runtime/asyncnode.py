@@ -242,7 +242,9 @@ class AsyncNode:
                 future.set_exception(NotRunning(f"node {self.node_id} stopped"))
         self._requests.clear()
         for number in list(self._acks):
-            self._resolve(number, AckStatus.FAILED, "the sending node stopped before an ack")
+            ack = self._resolve(number, AckStatus.FAILED, "the sending node stopped before an ack")
+            if ack is not None:
+                self.gate.release(ack.receiver)
         if self._runner is not None:
             self._runner.close()
             self._runner = None
@@ -446,11 +448,14 @@ class AsyncNode:
         if self._runner is not None:
             self._runner.run(fn, None)
 
-    def _resolve(self, number: int, status: AckStatus, reason: str) -> None:
+    def _resolve(
+        self, number: int, status: AckStatus, reason: str
+    ) -> MessageAcknowledgement | None:
+        """Give one acknowledgement its final status; the caller releases its gate place."""
         ack = self._acks.pop(number, None)
         if ack is not None:
-            self.gate.release(ack.receiver)
             ack._resolve(status, reason)
+        return ack
 
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
@@ -609,8 +614,11 @@ class AsyncNode:
             self._runner.run(functools.partial(_notify, callback, effect, message), None)
 
     def acknowledged(self, effect: fx.Acknowledged) -> None:
+        settled = 0
         for number, status, reason in effect.outcomes:
-            self._resolve(number, status, reason)
+            settled += self._resolve(number, status, reason) is not None
+        if settled:
+            self.gate.release(effect.receiver, settled)  # one wake-up for the whole batch
 
     def publications_lost(self, effect: fx.PublicationsLost) -> None:
         loss = PublicationLoss(effect.publisher, effect.topic, effect.first, effect.last)
