@@ -213,3 +213,27 @@ def test_lost_publications_are_reported_to_the_subscriber(make_node: NodeFactory
     assert lost.isdisjoint(got) and lost | set(got) == set(range(1, 51))
     assert got == sorted(got)  # ORDERED: in order, with the lost ones skipped
     assert b.stats()["publications_lost"] == len(lost) > 0
+
+
+def test_async_send_waits_for_room_then_raises_backpressure() -> None:
+    async def main() -> None:
+        async with AsyncNode("a", outbox_max_count=3) as a, AsyncNode("b", seeds=[a.address]) as b:
+            release = asyncio.Event()
+
+            async def stuck(message: int, sender: str) -> None:
+                await release.wait()
+
+            b.register("stuck", stuck)
+            assert await a.wait_for(lambda: len(a.members()) == 2, 5)
+            acks = [await a.send("b", "stuck", i) for i in range(3)]
+            with pytest.raises(Backpressure):
+                await a.send("b", "stuck", 3, timeout=0)
+            waiting = asyncio.ensure_future(a.send("b", "stuck", 3, timeout=5))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # suspended, the loop keeps running
+            release.set()
+            last = await waiting
+            assert last is not None and await last is AckStatus.DELIVERED
+            assert [await ack for ack in acks if ack is not None] == [AckStatus.DELIVERED] * 3
+
+    asyncio.run(asyncio.wait_for(main(), 30))
