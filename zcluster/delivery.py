@@ -8,7 +8,9 @@ window bounded by count and by age, on the monotonic clock (or any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Hashable
@@ -16,6 +18,8 @@ from typing import Any, NamedTuple
 
 from zcluster.core.dedup import DedupWindow
 from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
+
+log = logging.getLogger("zcluster.delivery")
 
 __all__ = [
     "AckStatus",
@@ -96,7 +100,12 @@ class MessageAcknowledgement:
                 if not future.done():
                     future.set_result(None)
 
-            self._when_done(lambda: loop.call_soon_threadsafe(wake), dispatch=False)
+            def wake_soon() -> None:
+                if not future.done():  # an await given up (cancelled) wants no wake-up
+                    with contextlib.suppress(RuntimeError):  # its loop has closed since
+                        loop.call_soon_threadsafe(wake)
+
+            self._when_done(wake_soon, dispatch=False)
             yield from future.__await__()
         return self.status
 
@@ -122,7 +131,10 @@ class MessageAcknowledgement:
         if done is not None:
             done.set()
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:  # one broken waiter must not stop the others
+                log.exception("acknowledgement callback of %s failed", self.message_id)
         return True
 
 

@@ -97,7 +97,7 @@ def test_expiry_resends_the_oldest_left_so_the_receiver_learns_the_new_low() -> 
 
 
 def receiver(**options: object) -> DirectReceiver:
-    return DirectReceiver(NodeConfig().replace(**options), Counter())
+    return DirectReceiver(NodeConfig().replace(**options), Counter(), first_stream_id=0)
 
 
 def data(
@@ -110,9 +110,9 @@ def test_receiver_delivers_once_and_acks_what_finished() -> None:
     rx = receiver()
     assert [a.seq for a in rx.receive("a", 7, data(1), b"", 0.0)] == [1]
     assert rx.receive("a", 7, data(1), b"", 0.0) == []  # duplicate while running
-    rx.finished("a", 7, 1, None)
+    rx.finished("a", (7, 1, 1), None)
     rx.receive("a", 7, data(3), b"", 0.0)
-    rx.finished("a", 7, 3, "handler raised ValueError: no")
+    rx.finished("a", (7, 1, 3), "handler raised ValueError: no")
     stream = rx.stream("a")
     assert stream is not None
     rx.receive("a", 7, data(5), b"", 0.0)  # arrived, its handler still running

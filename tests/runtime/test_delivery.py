@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from zcluster import (
     DeliveryGuarantee,
     MessageAcknowledgement,
     Node,
+    NotRunning,
     PublicationLoss,
     UnknownMember,
 )
@@ -237,3 +239,76 @@ def test_async_send_waits_for_room_then_raises_backpressure() -> None:
             assert [await ack for ack in acks if ack is not None] == [AckStatus.DELIVERED] * 3
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_slow_handler_does_not_hold_back_the_acks_of_earlier_ones(trio: list[Node]) -> None:
+    a, b, _ = trio
+    release = threading.Event()
+    b.register("h", lambda message, sender: release.wait(10) if message == "slow" else None)
+    fast = [a.send("b", "h", f"fast{i}") for i in range(20)]
+    slow = a.send("b", "h", "slow")
+    try:
+        assert all(ack is not None and ack.wait(5) is AckStatus.DELIVERED for ack in fast)
+        assert slow is not None and slow.status is AckStatus.PENDING
+    finally:
+        release.set()
+    assert slow.wait(5) is AckStatus.DELIVERED
+
+
+def test_an_await_given_up_on_a_closed_loop_breaks_nothing(trio: list[Node]) -> None:
+    a, b, _ = trio
+    release = threading.Event()
+    b.register("h", lambda message, sender: release.wait(10))
+    first, second = a.send("b", "h", 1), a.send("b", "h", 2)
+    assert first is not None and second is not None
+
+    async def impatient() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first, 0.1)
+
+    asyncio.run(impatient())  # that loop is closed when the acks resolve
+    release.set()
+    assert first.wait(5) is AckStatus.DELIVERED and second.wait(5) is AckStatus.DELIVERED
+    assert a._node.gate.count("b") == 0
+
+
+def test_a_send_waiting_for_room_when_the_node_stops_is_refused_cleanly() -> None:
+    async def main() -> None:
+        async with AsyncNode("a", outbox_max_count=1) as a, AsyncNode("b", seeds=[a.address]) as b:
+            release = asyncio.Event()
+
+            async def stuck(message: int, sender: str) -> None:
+                await release.wait()
+
+            b.register("stuck", stuck)
+            assert await a.wait_for(lambda: len(a.members()) == 2, 5)
+            first = await a.send("b", "stuck", 1)
+            waiting = asyncio.ensure_future(a.send("b", "stuck", 2, timeout=10))
+            await asyncio.sleep(0.1)
+            await a.stop()
+            with pytest.raises(NotRunning):
+                await waiting
+            assert first is not None and await first is AckStatus.FAILED
+            assert a.gate.count("b") == 0
+            release.set()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_receiver_that_stops_gracefully_confirms_what_it_handled(
+    make_node: NodeFactory,
+) -> None:
+    a = make_node("a")
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+    started = threading.Event()
+
+    def handler(message: int, sender: str) -> None:
+        started.set()
+        time.sleep(0.2)
+
+    b.register("h", handler)
+    acks = [a.send("b", "h", i) for i in range(3)]
+    assert started.wait(5)
+    b.stop()  # leaves while the first handler runs
+    assert [ack.wait(5) for ack in acks if ack is not None] == [AckStatus.DELIVERED] * 3

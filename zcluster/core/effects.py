@@ -51,8 +51,9 @@ class SetSubscription:
 class Deliver:
     """Call the handler ``name``; when ``request_id`` is set, its result is the reply.
 
-    For a guaranteed message ``receipt`` is ``(sender incarnation, seq)``: report
-    the handler's outcome with :class:`~zcluster.core.events.DeliveryFinished`.
+    For a guaranteed message ``receipt`` names it in its stream (sender
+    incarnation, epoch, seq): report the handler's outcome with
+    :class:`~zcluster.core.events.DeliveryFinished`, which carries it back.
     """
 
     sender: str
@@ -60,7 +61,7 @@ class Deliver:
     payload: bytes
     request_id: int | None = None
     reply_address: str | None = None
-    receipt: tuple[int, int] | None = None
+    receipt: tuple[int, int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

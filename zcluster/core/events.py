@@ -66,11 +66,13 @@ class SendRequested:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeliveryFinished:
-    """The handler of a guaranteed message returned (``error`` None) or failed."""
+    """The handler of a guaranteed message returned (``error`` None) or failed.
+
+    ``receipt`` is the one its :class:`~zcluster.core.effects.Deliver` carried.
+    """
 
     sender: str
-    incarnation: int
-    seq: int
+    receipt: tuple[int, int, int]
     error: str | None
 
 

@@ -30,6 +30,8 @@ class Arrival:
     seq: int
     name: str
     payload: bytes
+    #: the numbering it belongs to (the stream's epoch when it arrived)
+    epoch: int
 
 
 class InboundStream:
@@ -82,14 +84,15 @@ class InboundStream:
 class DirectReceiver:
     """Every inbound stream of one node, plus the exactly-once window."""
 
-    def __init__(self, config: NodeConfig, counters: Counter[str]) -> None:
+    def __init__(self, config: NodeConfig, counters: Counter[str], first_stream_id: int) -> None:
         self._config = config
         self._counters = counters
         self._streams: OrderedDict[str, InboundStream] = OrderedDict()
         self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_window_s)
         #: senders owed an acknowledgement at the end of this turn
         self.ack_due: set[str] = set()
-        self._stream_ids = 0
+        #: ids of our stream states; started from our incarnation, so never reused by a restart
+        self._stream_ids = first_stream_id
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -121,14 +124,14 @@ class DirectReceiver:
         if seq > stream.finished.upto + self._config.outbox_max_count:
             self._count("reliable_beyond_window")
             return []
-        arrival = Arrival(seq, name, payload)
+        arrival = Arrival(seq, name, payload, epoch)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE and self._dedup.seen(
             (sender, incarnation, number), now
         ):
             # Handled in an earlier life of this stream: acknowledge, do not handle again.
             self._count("reliable_duplicates")
             stream.delivered.add(seq)
-            self.finished(sender, incarnation, seq, None)
+            self.finished(sender, (incarnation, epoch, seq), None)
             return self._release(stream, [])
         if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
             stream.held.hold(seq, arrival)
@@ -136,10 +139,11 @@ class DirectReceiver:
         stream.delivered.add(seq)
         return self._release(stream, [arrival])
 
-    def finished(self, sender: str, incarnation: int, seq: int, error: str | None) -> None:
-        """A handler returned (``error`` is None) or failed."""
+    def finished(self, sender: str, receipt: tuple[int, int, int], error: str | None) -> None:
+        """A handler returned (``error`` is None) or failed; ``receipt`` as delivered."""
+        incarnation, epoch, seq = receipt
         stream = self._streams.get(sender)
-        if stream is None or stream.incarnation != incarnation:
+        if stream is None or (stream.incarnation, stream.epoch) != (incarnation, epoch):
             return
         if error is not None and seq not in stream.finished:
             stream.failures[seq] = error
@@ -166,12 +170,21 @@ class DirectReceiver:
             streams.move_to_end(sender)
             return stream
         if stream is None and len(streams) >= self._config.inbound_streams_max_count:
-            evicted, _ = streams.popitem(last=False)  # the least recently heard sender
+            evicted = self._evictable()
+            del streams[evicted]
             self.ack_due.discard(evicted)
             self._count("reliable_streams_evicted")
         self._stream_ids += 1
         stream = streams[sender] = InboundStream(incarnation, epoch, low, self._stream_ids)
         return stream
+
+    def _evictable(self) -> str:
+        """The least recently heard sender, preferring one that holds nothing back: what
+        a forgotten stream held must be sent again."""
+        for sender, stream in self._streams.items():  # least recently heard first
+            if not len(stream.held):
+                return sender
+        return next(iter(self._streams))
 
     def _count(self, name: str, n: int = 1) -> None:
         self._counters[name] += n

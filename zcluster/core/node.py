@@ -107,7 +107,7 @@ class NodeCore:
         self._next_reconnect = 0.0
         # --- delivery guarantees (docs/delivery.md)
         self.sender = DirectSender(self.config, self._rng)
-        self.receiver = DirectReceiver(self.config, self.counters)
+        self.receiver = DirectReceiver(self.config, self.counters, first_stream_id=incarnation)
         self.publications = Publications(self.config)
         self.subscriptions = Subscriptions(self.config, self.counters)
         self._subscribed_at: dict[str, float] = {}
@@ -312,7 +312,7 @@ class NodeCore:
     def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
         if event.error is not None:
             self.counters["reliable_handler_failures"] += 1
-        self.receiver.finished(event.sender, event.incarnation, event.seq, event.error)
+        self.receiver.finished(event.sender, event.receipt, event.error)
 
     def _on_turn_ended(self, _: ev.TurnEnded, now: float) -> None:
         self._flush(now)
@@ -499,14 +499,17 @@ class NodeCore:
     def _rx_data(self, env: Envelope, payload: bytes, _: str | None, now: float) -> None:
         arrivals = self.receiver.receive(env.sender, env.incarnation, env.body, payload, now)
         for arrival in arrivals:
-            receipt = (env.incarnation, arrival.seq)
+            receipt = (env.incarnation, arrival.epoch, arrival.seq)
             self._out.append(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
 
     def _rx_data_ack(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         incarnation, epoch, peer_stream, upto, selective, failures, received_upto, pending = (
             env.body
         )
-        if incarnation != self.incarnation:
+        receiver = self.table.get(env.sender)
+        if incarnation != self.incarnation or (
+            receiver is not None and receiver.incarnation != env.incarnation
+        ):  # meant for an earlier life of ours, or sent by an earlier life of the receiver
             self.counters["reliable_acks_stale"] += 1
             return
         done = self.sender.acknowledged(
@@ -828,7 +831,10 @@ class NodeCore:
             failed = self.sender.fail_all(node_id)
             if failed:
                 self.counters["reliable_failed_receiver_gone"] += len(failed)
-                outcomes = tuple((e.number, AckStatus.FAILED, why) for e in failed)
+                arrived = f"{why} before confirming; it may have handled it"
+                outcomes = tuple(
+                    (e.number, AckStatus.FAILED, arrived if e.received else why) for e in failed
+                )
                 self._out.append(fx.Acknowledged(node_id, outcomes))
             self.receiver.forget(node_id)
         elif member.status.is_live:

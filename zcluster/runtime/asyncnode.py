@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -120,6 +121,11 @@ class AsyncNode:
         self._loss_callbacks: list[LossCallback] = []
         #: guaranteed sends awaiting their final status, by message number
         self._acks: dict[int, MessageAcknowledgement] = {}
+        #: guards registering acknowledgements against the sweep when the node stops
+        self._acks_lock = threading.Lock()
+        self._accepting_sends = False
+        #: guaranteed messages handed to handlers that have not returned yet
+        self._handling = 0
         self._message_numbers = itertools.count(1)
         self.gate = OutboxGate(self.config.outbox_max_count)
         self._requests: dict[int, asyncio.Future[bytes]] = {}
@@ -177,6 +183,8 @@ class AsyncNode:
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._driver = driver = Driver(core, transport, self, loop)
+        self._accepting_sends = True
+        self._handling = 0
         driver.inbound_faults = self.inbound_faults
         factory = self._runner_factory or (lambda lp, d: InlineRunner(lp, self._count_error))
         self._runner = factory(loop, driver)
@@ -217,12 +225,31 @@ class AsyncNode:
             return
         try:
             if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
+                await self._finish_handling(driver)
                 driver.feed(ev.LeaveRequested())
                 await asyncio.wait_for(self._left.wait(), self.config.leave_timeout_s)
         except TimeoutError:
             log.warning("node %s: leave not confirmed in time; closing", self.node_id)
         finally:
             self._shut(driver)
+
+    async def _finish_handling(self, driver: Driver) -> None:
+        """Before leaving, let running handlers of guaranteed messages finish (at most
+        ``leave_timeout_s``) and acknowledge them: their senders learn they were
+        DELIVERED instead of FAILED because we left. Nothing new is read meanwhile."""
+        if not self._handling:
+            return
+        driver.pause_reading()
+        settled = await self.wait_for(
+            lambda: not self._handling and not driver.core.flush_due,
+            self.config.leave_timeout_s,
+        )
+        if not settled:
+            log.warning(
+                "node %s: %d guaranteed message(s) still being handled; leaving anyway",
+                self.node_id,
+                self._handling,
+            )
 
     async def abort(self) -> None:
         """Stop at once without leaving, as a crash would: peers must detect the failure.
@@ -241,10 +268,12 @@ class AsyncNode:
             if not future.done():
                 future.set_exception(NotRunning(f"node {self.node_id} stopped"))
         self._requests.clear()
-        for number in list(self._acks):
-            ack = self._resolve(number, AckStatus.FAILED, "the sending node stopped before an ack")
-            if ack is not None:
-                self.gate.release(ack.receiver)
+        with self._acks_lock:  # from here on no send can register (it gets NotRunning)
+            self._accepting_sends = False
+            pending, self._acks = self._acks, {}
+        for ack in pending.values():
+            ack._resolve(AckStatus.FAILED, "the sending node stopped before an ack")
+            self.gate.release(ack.receiver)
         if self._runner is not None:
             self._runner.close()
             self._runner = None
@@ -434,13 +463,20 @@ class AsyncNode:
         ttl_s: float,
         callback: AckCallback | None,
     ) -> tuple[MessageAcknowledgement, ev.SendRequested]:
-        """Register the acknowledgement of a send that holds a place in the gate."""
+        """Register the acknowledgement of a send that holds a place in the gate.
+
+        Raises NotRunning (giving the place back) once the node is stopping.
+        """
         number = next(self._message_numbers)
         message_id = MessageId(self.node_id, self.incarnation, number)
         ack = MessageAcknowledgement(message_id, node_id, guarantee, self._dispatch)
+        with self._acks_lock:
+            if not self._accepting_sends:
+                self.gate.release(node_id)
+                raise NotRunning(f"node {self.node_id} is not running")
+            self._acks[number] = ack
         if callback is not None:
             ack.add_done_callback(callback)
-        self._acks[number] = ack
         return ack, ev.SendRequested(node_id, name, payload, guarantee, number, ttl_s)
 
     def _dispatch(self, fn: Callable[[], Any]) -> None:
@@ -578,15 +614,19 @@ class AsyncNode:
         if effect.request_id is not None:
             self._runner.run(call, lambda result, exc: self._handled(effect, result, exc))
         elif effect.receipt is not None:
-            self._runner.run(call, lambda _, exc: self._finished(effect, _describe_error(exc)))
+            self._handling += 1
+            self._runner.run(call, lambda _, exc: self._handler_returned(effect, exc))
         else:
             self._runner.run(call, None)
+
+    def _handler_returned(self, effect: fx.Deliver, exc: BaseException | None) -> None:
+        self._handling -= 1
+        self._finished(effect, _describe_error(exc))
 
     def _finished(self, effect: fx.Deliver, error: str | None) -> None:
         assert effect.receipt is not None
         if self._driver is not None:
-            incarnation, seq = effect.receipt
-            self._driver.feed(ev.DeliveryFinished(effect.sender, incarnation, seq, error))
+            self._driver.feed(ev.DeliveryFinished(effect.sender, effect.receipt, error))
 
     def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
         if self._driver is None:
@@ -615,10 +655,12 @@ class AsyncNode:
 
     def acknowledged(self, effect: fx.Acknowledged) -> None:
         settled = 0
-        for number, status, reason in effect.outcomes:
-            settled += self._resolve(number, status, reason) is not None
-        if settled:
-            self.gate.release(effect.receiver, settled)  # one wake-up for the whole batch
+        try:
+            for number, status, reason in effect.outcomes:
+                settled += self._resolve(number, status, reason) is not None
+        finally:
+            if settled:
+                self.gate.release(effect.receiver, settled)  # one wake-up for the batch
 
     def publications_lost(self, effect: fx.PublicationsLost) -> None:
         loss = PublicationLoss(effect.publisher, effect.topic, effect.first, effect.last)

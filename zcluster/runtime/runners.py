@@ -79,15 +79,6 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-#: outcomes of calls (request replies, acknowledgements) handed back to the loop together
-DONE_BATCH_COUNT = 64
-
-
-def _run_all(finished: list[tuple[Done, Any, BaseException | None]]) -> None:
-    for done, result, exc in finished:
-        done(result, exc)
-
-
 class ThreadRunner:
     """Runs callbacks in order on one worker thread, off the event loop.
 
@@ -115,6 +106,8 @@ class ThreadRunner:
         self._queued = 0  # calls handed to the worker and not yet run
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[list[tuple[Call, Done | None]] | None] = queue.SimpleQueue()
+        #: outcomes (request replies, acknowledgements) waiting for the loop, in order
+        self._outcomes: list[tuple[Done, Any, BaseException | None]] = []
         self._thread = threading.Thread(target=self._work, name="zcluster-callbacks", daemon=True)
         self._thread.start()
 
@@ -141,7 +134,6 @@ class ThreadRunner:
             batch = self._queue.get()
             if batch is None:
                 return
-            finished: list[tuple[Done, Any, BaseException | None]] = []
             for call, done in batch:
                 try:
                     result, exc = call(), None
@@ -151,12 +143,7 @@ class ThreadRunner:
                     if done is None:
                         _report(error)
                 if done is not None:
-                    finished.append((done, result, exc))
-                    if len(finished) >= DONE_BATCH_COUNT:
-                        self._call_on_loop(_run_all, finished)
-                        finished = []
-            if finished:
-                self._call_on_loop(_run_all, finished)
+                    self._completed(done, result, exc)
             with self._lock:
                 self._queued -= len(batch)
                 resume = self._paused and self._queued <= self._max_count // 2
@@ -164,6 +151,21 @@ class ThreadRunner:
                     self._paused = False
             if resume:
                 self._call_on_loop(self._resume)  # runs after any pause() already under way
+
+    def _completed(self, done: Done, result: Any, exc: BaseException | None) -> None:
+        """Hand an outcome to the loop at once, without a wake-up per outcome: only the
+        first of those waiting schedules the hand-over, which takes them all."""
+        with self._lock:
+            first = not self._outcomes
+            self._outcomes.append((done, result, exc))
+        if first:
+            self._call_on_loop(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for done, result, exc in outcomes:
+            done(result, exc)
 
     def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the node has stopped

@@ -391,8 +391,7 @@ class SimNetwork:
                     handler(effect.sender, effect.payload)
                 except Exception as exc:  # a failing handler is an outcome, reported back
                     error = f"handler raised {type(exc).__name__}: {exc}"
-            incarnation, seq = effect.receipt
-            self._feed(node, ev.DeliveryFinished(effect.sender, incarnation, seq, error))
+            self._feed(node, ev.DeliveryFinished(effect.sender, effect.receipt, error))
             return
         if effect.request_id is None or effect.reply_address is None:
             if handler is not None:
