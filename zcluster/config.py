@@ -111,6 +111,8 @@ class NodeConfig:
     fetch_max_count: int = 1024
     #: a gap still open this long after a fetch is fetched again
     fetch_retry_s: float = 0.3
+    #: telling a publisher which topics we read is repeated this often until it answers
+    listen_retry_s: float = 0.5
     #: a subscriber holds back at most this many publications behind one gap
     topic_holdback_max_count: int = 10_000
     #: (publisher, topic) streams one subscriber tracks; the least recently heard goes

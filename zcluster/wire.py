@@ -59,6 +59,7 @@ class Kind(enum.IntEnum):
     FETCH = 16
     REPUBLISH = 17
     LOST = 18
+    LISTENING = 19
 
 
 #: delivery guarantees on the wire; only these four travel (the others are refused earlier)
@@ -301,6 +302,7 @@ _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
     Kind.FETCH: (_topic, _list_of(_range), _address),
     Kind.REPUBLISH: (_topic, _seq, _guarantee),
     Kind.LOST: (_topic, _list_of(_range)),
+    Kind.LISTENING: (_list_of(_position),),
 }
 
 DIRECT_KINDS = frozenset(
@@ -318,6 +320,7 @@ DIRECT_KINDS = frozenset(
         Kind.FETCH,
         Kind.REPUBLISH,
         Kind.LOST,
+        Kind.LISTENING,
     }
 )
 

@@ -212,3 +212,14 @@ def test_messages_queued_behind_reported_progress_are_not_resent() -> None:
     assert [e.seq for _, e in out.due_retries(0.1, lambda _: True)] == [3]
     # no progress for a whole timeout: 5 is resent too
     assert 5 in [e.seq for _, e in out.due_retries(0.5, lambda _: True)]
+
+
+def test_a_confirmed_start_before_the_assumed_one_turns_into_a_gap() -> None:
+    subs = Subscriptions(NodeConfig(), Counter())
+    # 3 arrived first: assumed to be where the subscription began
+    assert [s for s, _, _ in subs.publication("p", 1, "t", (3, G.AT_LEAST_ONCE, b""), 2)] == [3]
+    subs.publication("p", 1, "t", (5, G.AT_LEAST_ONCE, b""), 2)
+    subs.subscription_began("p", 1, "t", 0)  # the publisher confirmed it at 0
+    assert subs.due_fetches(0.0) == [("p", "t", [(1, 2), (4, 4)])]
+    subs.subscription_began("p", 1, "t", 4)  # a later confirmation changes nothing
+    assert subs.due_fetches(1.0) == [("p", "t", [(1, 2), (4, 4)])]

@@ -78,6 +78,7 @@ CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.FETCH: (["news", [[1, 3], [7, 7]], "[::1]:9"], ("news", ((1, 3), (7, 7)), "[::1]:9")),
     Kind.REPUBLISH: (["news", 2, 2], ("news", 2, DeliveryGuarantee.EXACTLY_ONCE)),
     Kind.LOST: (["news", [[1, 40]]], ("news", ((1, 40),))),
+    Kind.LISTENING: ([[["news", 0], ["b", 9]]], ((("news", 0), ("b", 9)),)),
 }
 
 
@@ -124,6 +125,7 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "FETCH": 16,
         "REPUBLISH": 17,
         "LOST": 18,
+        "LISTENING": 19,
     }
 
 
@@ -471,7 +473,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 19, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 20, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

@@ -321,3 +321,39 @@ def test_a_forgotten_outbox_starts_a_new_numbering_the_receiver_follows() -> Non
     assert net.run_until(lambda: number in sender.acks, 5)
     assert sender.acks[number][0] is AckStatus.DELIVERED
     assert got == [b"first-to-n1", b"second-to-n1"]
+
+
+def test_a_subscription_covers_everything_after_the_publisher_confirmed_it() -> None:
+    net = cluster(2, seed=14)
+    net.run_for(0.5)
+    net.subscribe("n1", "t")  # the publisher is already known: no heartbeat in between
+    publisher = net.nodes["n0"]
+    assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 1)
+    net.block("n0", "n1")
+    for i in (1, 2):  # lost, before any later publication or heartbeat reaches n1
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.heal()
+    for i in range(3, 11):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.run_for(1)
+    got = sorted(int(p) for _, t, p in net.nodes["n1"].delivered if t == "t")
+    assert got == list(range(1, 11))
+    assert net.nodes["n1"].losses == []
+
+
+def test_a_lost_confirmation_is_asked_for_again_and_still_says_where_it_began() -> None:
+    net = cluster(2, seed=15)
+    net.run_for(0.5)
+    net.block("n0", "n1")  # the publisher's answer to LISTEN is lost, and so are 1 and 2
+    net.subscribe("n1", "t")
+    publisher = net.nodes["n0"]
+    assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 1)
+    for i in (1, 2):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.heal()
+    for i in range(3, 11):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)
+    net.run_for(2)
+    got = sorted(int(p) for _, t, p in net.nodes["n1"].delivered if t == "t")
+    assert got == list(range(1, 11))
+    assert net.nodes["n1"].losses == []

@@ -93,7 +93,8 @@ class NodeCore:
         self._requests: dict[int, float] = {}
         self._connected: dict[str, tuple[str, str]] = {}
         self._listening_to: dict[str, int] = {}
-        self._peer_topics: dict[str, frozenset[str]] = {}
+        #: each subscriber's topics, with our latest number on each when it first said so
+        self._peer_topics: dict[str, dict[str, int]] = {}
         self._topics: set[str] = set()
         self._started = False
         self._leave_at: float | None = None
@@ -111,6 +112,8 @@ class NodeCore:
         self.publications = Publications(self.config)
         self.subscriptions = Subscriptions(self.config, self.counters)
         self._subscribed_at: dict[str, float] = {}
+        #: publishers told which topics we read that have not answered yet, and when to retry
+        self._listen_unanswered: dict[str, float] = {}
         self._heard_positions: dict[str, _HeardPositions] = {}
         self._handlers: dict[type, Callable[[Any, float], None]] = {
             ev.Started: self._on_started,
@@ -135,6 +138,7 @@ class NodeCore:
             Kind.PING_REQ: self._rx_ping_req,
             Kind.ACK: self._rx_ack,
             Kind.LISTEN: self._rx_listen,
+            Kind.LISTENING: self._rx_listening,
             Kind.SEND: self._rx_send,
             Kind.REQUEST: self._rx_request,
             Kind.REPLY: self._rx_reply,
@@ -234,6 +238,8 @@ class NodeCore:
             self._heartbeat(now)
         self._expire_requests(now)
         self._delivery_timers(now)
+        if self._listen_unanswered:
+            self._retry_listen(now)
         if self.me.status is MemberStatus.JOINING:
             if now >= self._next_join:
                 self._next_join = now + config.join_retry_interval_s
@@ -397,7 +403,7 @@ class NodeCore:
         if current.status.is_live and self._listening_to.get(env.sender) != env.incarnation:
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             self._listening_to[env.sender] = env.incarnation
-            self._send(current.address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
+            self._tell_listening_to(env.sender, current.address, now)
         if self._topics:
             heard = _HeardPositions(env.incarnation, now, dict(positions), complete)
             self._heard_topic_positions(env.sender, heard)
@@ -445,7 +451,24 @@ class NodeCore:
         (topics,) = env.body
         current = self.table.get(env.sender)
         if current is not None and current.incarnation == env.incarnation:
-            self._peer_topics[env.sender] = frozenset(topics)
+            # The subscriber's streams start where each topic stood when it first told us;
+            # a repeated LISTEN (our answer was lost) gets the same answer.
+            before = self._peer_topics.get(env.sender, {})
+            latest = self.publications.latest
+            starts = {t: before[t] if t in before else latest(t) for t in topics}
+            self._peer_topics[env.sender] = starts
+            positions = [[t, start] for t, start in starts.items()]
+            self._send(current.address, Kind.LISTENING, (positions,), _EMPTY)
+
+    def _rx_listening(self, env: Envelope, _: bytes, __: str | None, ___: float) -> None:
+        (positions,) = env.body
+        self._listen_unanswered.pop(env.sender, None)
+        for topic, start in positions:
+            if topic in self._topics:
+                ready = self.subscriptions.subscription_began(
+                    env.sender, env.incarnation, topic, start
+                )
+                self._deliver_publications(env.sender, topic, ready)
 
     def _rx_send(self, env: Envelope, payload: bytes, _: str | None, __: float) -> None:
         (name,) = env.body
@@ -711,11 +734,26 @@ class NodeCore:
         self._send(address, Kind.SYNC, body, _EMPTY)
 
     def _tell_listening(self, now: float) -> None:
-        topics = sorted(self._topics)
         for node_id in self._listening_to:
             member = self.table.get(node_id)
             if member is not None and member.status.is_live:
-                self._send(member.address, Kind.LISTEN, (topics,), _EMPTY)
+                self._tell_listening_to(node_id, member.address, now)
+
+    def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
+        """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
+        where our streams start depends on that answer."""
+        self._send(address, Kind.LISTEN, (sorted(self._topics),), _EMPTY)
+        self._listen_unanswered[node_id] = now + self.config.listen_retry_s
+
+    def _retry_listen(self, now: float) -> None:
+        for node_id, due in list(self._listen_unanswered.items()):
+            if now < due:
+                continue
+            member = self.table.get(node_id)
+            if member is None or not member.status.is_live:
+                del self._listen_unanswered[node_id]
+            else:
+                self._tell_listening_to(node_id, member.address, now)
 
     def _send(
         self, address: str, kind: Kind, body: tuple[Any, ...] | list[Any], payload: bytes

@@ -91,6 +91,11 @@ class Publications:
         recent = itertools.islice(reversed(logs.items()), count)
         return [[topic, log.seq] for topic, log in recent], False
 
+    def latest(self, topic: str) -> int:
+        """The latest number published on ``topic`` (0 if none)."""
+        log = self._logs.get(topic)
+        return 0 if log is None else log.seq
+
     def lookup(self, topic: str, ranges: Iterable[Range]) -> tuple[list[Publication], list[Range]]:
         log = self._logs.get(topic)
         if log is None:
@@ -101,10 +106,12 @@ class Publications:
 class TopicStream:
     """What one subscriber knows of one publisher's topic (one publisher incarnation)."""
 
-    __slots__ = ("delivered", "held", "highest", "incarnation", "next_fetch")
+    __slots__ = ("delivered", "held", "highest", "incarnation", "next_fetch", "start_after")
 
     def __init__(self, incarnation: int, start_after: int, highest: int) -> None:
         self.incarnation = incarnation
+        #: numbers up to this are not ours (published before we subscribed)
+        self.start_after = start_after
         self.delivered = SeqSet(start_after)
         self.held: HoldBack[Publication] = HoldBack()
         #: the highest number known to exist, from a publication or a heartbeat
@@ -114,6 +121,18 @@ class TopicStream:
     @property
     def has_gap(self) -> bool:
         return self.highest > self.delivered.upto
+
+    def start_earlier(self, start_after: int) -> None:
+        """The publisher says our subscription began after ``start_after``, before where we
+        assumed it did: the numbers between are ours too, and now missing."""
+        if start_after >= self.start_after:
+            return
+        old = self.delivered
+        self.delivered = SeqSet(start_after)
+        self.delivered.above = set(old.above)
+        if old.upto > self.start_after:  # received, contiguously, after the assumed start
+            self.delivered.add_range(self.start_after + 1, old.upto)
+        self.start_after = start_after
 
 
 Key = tuple[str, str]  # (publisher, topic)
@@ -187,6 +206,21 @@ class Subscriptions:
         if stream is None:
             return []
         stream.highest = max(stream.highest, latest)
+        ready: list[Publication] = []
+        self._after_change(key, stream, ready)
+        return ready
+
+    def subscription_began(
+        self, publisher: str, incarnation: int, topic: str, start_after: int
+    ) -> list[Publication]:
+        """The publisher confirmed our subscription when its latest number was ``start_after``:
+        everything after it is ours."""
+        key = (publisher, topic)
+        stream = self._stream_for(key, incarnation, start_after, start_after)
+        if stream is None:
+            return []
+        if key[1] not in self.replay_topics:
+            stream.start_earlier(start_after)
         ready: list[Publication] = []
         self._after_change(key, stream, ready)
         return ready
