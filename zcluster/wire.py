@@ -278,7 +278,7 @@ def _failure(value: Any) -> tuple[int, str]:
 
 
 _BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
-    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position), _bool),
+    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position)),
     Kind.SYNC: (_list_of(_member), _bool, _address),
     Kind.PING: (_uint, _address),
     Kind.PING_REQ: (_uint, _address, _node_id),

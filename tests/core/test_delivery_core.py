@@ -179,7 +179,7 @@ def test_publisher_buffer_answers_what_it_holds_and_names_what_is_gone() -> None
     found, lost = pubs.lookup("t", [(2, 5)])
     assert [seq for seq, _, _ in found] == [4, 5]
     assert lost == [(2, 3)]
-    assert pubs.positions() == ([["t", 6]], True)
+    assert pubs.positions() == [["t", 6]]
     assert pubs.lookup("other", [(1, 2)]) == ([], [(1, 2)])
 
 

@@ -55,8 +55,8 @@ DIGEST = "0123456789abcdef"
 #: for every kind: (encoded body, expected decoded body)
 CASES: dict[Kind, tuple[list[Any], tuple[Any, ...]]] = {
     Kind.HEARTBEAT: (
-        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST, [["news", 7]], True],
-        (M1, (M2, M3), DIGEST, (("news", 7),), True),
+        [encode_member(M1), [encode_member(M2), encode_member(M3)], DIGEST, [["news", 7]]],
+        (M1, (M2, M3), DIGEST, (("news", 7),)),
     ),
     Kind.SYNC: (
         [[encode_member(M2), encode_member(M1)], True, "10.1.2.3:5"],
@@ -156,7 +156,7 @@ def test_round_trip_every_kind(kind: Kind) -> None:
 
 def test_members_come_back_as_member_objects() -> None:
     header = encode_header(Kind.HEARTBEAT, "n1", 1, 1, CASES[Kind.HEARTBEAT][0])
-    me, gossip, digest, _, _ = decode_header(header, MAX).body
+    me, gossip, digest, _ = decode_header(header, MAX).body
     assert digest == DIGEST
     assert type(me) is Member
     assert all(type(m) is Member for m in gossip)
@@ -191,9 +191,9 @@ def test_empty_lists_are_valid_bodies() -> None:
     listen = decode_header(encode_header(Kind.LISTEN, "n1", 0, 0, [[]]), MAX)
     assert listen.body == ((),)
     heartbeat = decode_header(
-        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST, [], True]), MAX
+        encode_header(Kind.HEARTBEAT, "n1", 0, 0, [encode_member(M1), [], DIGEST, []]), MAX
     )
-    assert heartbeat.body == (M1, (), DIGEST, (), True)
+    assert heartbeat.body == (M1, (), DIGEST, ())
 
 
 @pytest.mark.parametrize(
@@ -320,11 +320,11 @@ def test_property_member_records_round_trip(
         me.node_id,
         me.incarnation,
         0,
-        [encode_member(me), [encode_member(m) for m in gossip], DIGEST, [], flag],
+        [encode_member(me), [encode_member(m) for m in gossip], DIGEST, []],
     )
     topic, envelope, _ = decode_published([CONTROL_TOPIC, heartbeat, b""], MAX)
     assert topic is None
-    assert envelope.body == (me, tuple(gossip), DIGEST, (), flag)
+    assert envelope.body == (me, tuple(gossip), DIGEST, ())
 
     sync = encode_header(
         Kind.SYNC, me.node_id, 1, 1, [[encode_member(m) for m in gossip], flag, address]

@@ -38,17 +38,6 @@ _EMPTY = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _HeardPositions:
-    """A publisher's topic positions as its latest heartbeat gave them, and when."""
-
-    incarnation: int
-    heard_at: float
-    positions: dict[str, int]
-    #: every numbered topic is listed (absent ones were never published)
-    complete: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class _Relay:
     """A probe we run for another member (PING_REQ): where to forward the ACK."""
 
@@ -111,10 +100,8 @@ class NodeCore:
         self.receiver = DirectReceiver(self.config, self.counters, first_stream_id=incarnation)
         self.publications = Publications(self.config)
         self.subscriptions = Subscriptions(self.config, self.counters)
-        self._subscribed_at: dict[str, float] = {}
         #: publishers told which topics we read that have not answered yet, and when to retry
         self._listen_unanswered: dict[str, float] = {}
-        self._heard_positions: dict[str, _HeardPositions] = {}
         self._handlers: dict[type, Callable[[Any, float], None]] = {
             ev.Started: self._on_started,
             ev.TimerFired: self._on_timer,
@@ -364,7 +351,6 @@ class NodeCore:
             self.subscriptions.replay_topics.add(event.topic)
         if event.topic in self._topics:
             return
-        self._subscribed_at[event.topic] = now
         self._topics.add(event.topic)
         self._out.append(fx.SetSubscription(topic_frame(event.topic), True))
         self._tell_listening(now)
@@ -373,7 +359,6 @@ class NodeCore:
         if event.topic not in self._topics:
             return
         self._topics.discard(event.topic)
-        self._subscribed_at.pop(event.topic, None)
         self.subscriptions.replay_topics.discard(event.topic)
         self.subscriptions.forget_topic(event.topic)
         self._out.append(fx.SetSubscription(topic_frame(event.topic), False))
@@ -389,7 +374,7 @@ class NodeCore:
     # ================================================================ receivers
 
     def _rx_heartbeat(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
-        sender_record, updates, digest, positions, complete = env.body
+        sender_record, updates, digest, positions = env.body
         if sender_record.node_id != env.sender or sender_record.incarnation != env.incarnation:
             self.counters["heartbeats_inconsistent"] += 1
             return
@@ -404,9 +389,8 @@ class NodeCore:
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             self._listening_to[env.sender] = env.incarnation
             self._tell_listening_to(env.sender, current.address, now)
-        if self._topics:
-            heard = _HeardPositions(env.incarnation, now, dict(positions), complete)
-            self._heard_topic_positions(env.sender, heard)
+        if self._topics and positions:
+            self._heard_topic_positions(env.sender, env.incarnation, positions)
 
     def _rx_sync(self, env: Envelope, _: bytes, __: str | None, now: float) -> None:
         records, want_reply, reply_address = env.body
@@ -714,7 +698,7 @@ class NodeCore:
             encode_member(self.me),
             [encode_member(m) for m in updates],
             self.table.digest(),
-            *self.publications.positions(),
+            self.publications.positions(),
         )
         self._seq += 1
         header = encode_header(Kind.HEARTBEAT, self.node_id, self.incarnation, self._seq, body)
@@ -812,37 +796,19 @@ class NodeCore:
                 wanted = [list(r) for r in ranges]
                 self._send(address, Kind.FETCH, (topic, wanted, self.address), _EMPTY)
 
-    def _heard_topic_positions(self, publisher: str, heard: _HeardPositions) -> None:
-        incarnation = heard.incarnation
-        for topic in self._topics:
-            latest = heard.positions.get(topic)
-            if latest is None:
-                continue
-            start = self._stream_start(publisher, incarnation, topic, latest)
-            ready = self.subscriptions.position(publisher, incarnation, topic, latest, start)
-            self._deliver_publications(publisher, topic, ready)
-        self._heard_positions[publisher] = heard
-
-    def _stream_start(self, publisher: str, incarnation: int, topic: str, fallback: int) -> int:
-        """Where a new (publisher, topic) stream starts: what follows is ours to receive.
-
-        If the publisher's last heartbeat came after we subscribed, everything after
-        the position it gave is ours (even what its PUB sent before our subscription
-        reached it: that is fetched). Otherwise we join late, from ``fallback``.
-        """
-        heard = self._heard_positions.get(publisher)
-        since = self._subscribed_at.get(topic)
-        if heard is None or since is None or heard.incarnation != incarnation:
-            return fallback
-        if heard.heard_at < since:
-            return fallback
-        position = heard.positions.get(topic)
-        if position is None:
-            return 0 if heard.complete else fallback
-        return position
+    def _heard_topic_positions(
+        self, publisher: str, incarnation: int, positions: tuple[tuple[str, int], ...]
+    ) -> None:
+        """A heartbeat's latest numbers: tail loss shows as a gap. A stream that starts
+        here starts provisionally at that number; LISTENING gives the real start."""
+        for topic, latest in positions:
+            if topic in self._topics:
+                ready = self.subscriptions.position(publisher, incarnation, topic, latest, latest)
+                self._deliver_publications(publisher, topic, ready)
 
     def _take_publication(self, env: Envelope, topic: str, item: Publication) -> None:
-        start = self._stream_start(env.sender, env.incarnation, topic, item[0] - 1)
+        # A stream that starts here starts provisionally after this number (see above).
+        start = item[0] - 1
         ready = self.subscriptions.publication(env.sender, env.incarnation, topic, item, start)
         self._deliver_publications(env.sender, topic, ready)
 
@@ -879,6 +845,5 @@ class NodeCore:
             self.sender.resume(node_id, now, restarted=new_life and previous is not None)
         if gone or (new_life and previous is not None):
             # What the old life of this publisher left missing can never be fetched.
-            self._heard_positions.pop(node_id, None)
             for topic, ready in self.subscriptions.forget_publisher(node_id):
                 self._deliver_publications(node_id, topic, ready)

@@ -81,15 +81,12 @@ class Publications:
             self._logs.move_to_end(topic)
         return log.append(guarantee, payload)
 
-    def positions(self) -> tuple[list[list[object]], bool]:
-        """``[topic, latest seq]`` of the most recently published topics, for heartbeats,
-        and whether that is every topic."""
-        count = self._config.heartbeat_topics_max_count
-        logs = self._logs
-        if len(logs) <= count:
-            return [[topic, log.seq] for topic, log in logs.items()], True
-        recent = itertools.islice(reversed(logs.items()), count)
-        return [[topic, log.seq] for topic, log in recent], False
+    def positions(self) -> list[list[object]]:
+        """``[topic, latest seq]`` of the most recently published topics, for heartbeats."""
+        recent = itertools.islice(
+            reversed(self._logs.items()), self._config.heartbeat_topics_max_count
+        )
+        return [[topic, log.seq] for topic, log in recent]
 
     def latest(self, topic: str) -> int:
         """The latest number published on ``topic`` (0 if none)."""
