@@ -114,10 +114,10 @@ def test_getting_started_has_python_examples() -> None:
     assert len(GETTING_STARTED_BLOCKS) >= 5
 
 
-@pytest.mark.parametrize("index", range(len(GETTING_STARTED_BLOCKS)))
-def test_getting_started_python_block_runs(index: int, tmp_path: Path) -> None:
+def assert_block_runs(page: str, index: int, block: str, tmp_path: Path) -> None:
+    """Run one Python block of a docs page as a script in a clean environment."""
     script = tmp_path / f"block_{index}.py"
-    script.write_text(GETTING_STARTED_BLOCKS[index])
+    script.write_text(block)
     proc = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
@@ -127,10 +127,15 @@ def test_getting_started_python_block_runs(index: int, tmp_path: Path) -> None:
         env=clean_env(),
     )
     assert proc.returncode == 0, (
-        f"python block {index} of docs/getting-started.md exited {proc.returncode}\n"
-        f"--- block ---\n{GETTING_STARTED_BLOCKS[index]}\n"
+        f"python block {index} of docs/{page} exited {proc.returncode}\n"
+        f"--- block ---\n{block}\n"
         f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     )
+
+
+@pytest.mark.parametrize("index", range(len(GETTING_STARTED_BLOCKS)))
+def test_getting_started_python_block_runs(index: int, tmp_path: Path) -> None:
+    assert_block_runs("getting-started.md", index, GETTING_STARTED_BLOCKS[index], tmp_path)
 
 
 # ---------------------------------------------------------------- delivery.md
@@ -145,17 +150,7 @@ def test_delivery_doc_has_python_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(DELIVERY_BLOCKS)))
 def test_delivery_python_block_runs(index: int, tmp_path: Path) -> None:
-    script = tmp_path / f"block_{index}.py"
-    script.write_text(DELIVERY_BLOCKS[index])
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT_S,
-        cwd=tmp_path,
-        env=clean_env(),
-    )
-    assert proc.returncode == 0, f"block {index}:\n{proc.stdout}\n{proc.stderr}"
+    assert_block_runs("delivery.md", index, DELIVERY_BLOCKS[index], tmp_path)
 
 
 def test_delivery_doc_lists_every_delivery_counter() -> None:

@@ -422,19 +422,28 @@ class AsyncNode:
         (default ``send_block_timeout_s``; 0 = not at all), then raises
         Backpressure.
         """
-        guarantee = _checked_guarantee(guarantee)
-        self._require_target(node_id, guarantee)
-        payload = self.encode(message)
+        guarantee, payload, ttl_s = self._prepared_send(node_id, message, guarantee, ttl)
         if not guarantee.is_reliable:
             self._require().feed(ev.SendRequested(node_id, name, payload))
             await self._yield_now_and_then()
             return None
-        ttl_s = self._checked_ttl(ttl, guarantee)
         await self.gate.atake(node_id, self._block_timeout(timeout))
         ack, event = self._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
         self._require().feed(event)
         await self._yield_now_and_then()
         return ack
+
+    def _prepared_send(
+        self, node_id: str, message: Any, guarantee: DeliveryGuarantee, ttl: float | None
+    ) -> tuple[DeliveryGuarantee, bytes, float]:
+        """Check a send's arguments and serialize it: (guarantee, payload, ttl in seconds).
+
+        Safe from any thread: it reads one immutable member record.
+        """
+        guarantee = _checked_guarantee(guarantee)
+        self._require_target(node_id, guarantee)
+        payload = self.encode(message)
+        return guarantee, payload, self._checked_ttl(ttl, guarantee)
 
     def _checked_ttl(self, ttl: float | None, guarantee: DeliveryGuarantee) -> float:
         if ttl is None:

@@ -32,7 +32,6 @@ from zcluster.runtime.asyncnode import (
     LossCallback,
     MemberCallback,
     SubscriptionCallback,
-    _checked_guarantee,
     _validate_topic,
 )
 from zcluster.runtime.driver import Driver
@@ -305,17 +304,13 @@ class Node:
         ``node_id`` (or the node's queue) is full, then raises Backpressure.
         """
         node = self._node
-        guarantee = _checked_guarantee(guarantee)
         if callback is not None:
             _reject_coroutine(callback)
-        # A dict read of an immutable record: safe from this thread without a hop.
-        node._require_target(node_id, guarantee)
-        payload = node.encode(message)
+        guarantee, payload, ttl_s = node._prepared_send(node_id, message, guarantee, ttl)
         submitter = self._submit()
         if not guarantee.is_reliable:
             submitter.submit(ev.SendRequested(node_id, name, payload), timeout)
             return None
-        ttl_s = node._checked_ttl(ttl, guarantee)
         node.gate.take(node_id, node._block_timeout(timeout))
         ack, event = node._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
         try:
