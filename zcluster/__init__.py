@@ -1,7 +1,6 @@
 """zcluster: broker-less cluster messaging for Python on ZeroMQ."""
 
 from zcluster.config import NodeConfig
-from zcluster.core.members import Member, MemberStatus
 from zcluster.delivery import (
     AckStatus,
     DeliveryGuarantee,
@@ -22,6 +21,7 @@ from zcluster.errors import (
     WireError,
     ZclusterError,
 )
+from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode, JoinTimeout
 from zcluster.runtime.node import Node
 from zcluster.serialization import (

@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from zcluster import __version__
-from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import ConfigError, ZclusterError
+from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
 from zcluster.settings import DEFAULT_BIND, LOG_LEVELS, NodeSettings, resolve
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Hashable
 from typing import Any, NamedTuple
 
 from zcluster.core.dedup import DedupWindow
-from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
+from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 
 log = logging.getLogger("zcluster.delivery")
 

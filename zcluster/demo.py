@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from zcluster.core.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
 
 TOPIC = "demo.stream"

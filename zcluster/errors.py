@@ -11,6 +11,10 @@ class ConfigError(ZclusterError, ValueError):
     """A setting, address or argument is invalid."""
 
 
+class UnsupportedGuarantee(ConfigError):
+    """The delivery guarantee asked for is not one this node can honour."""
+
+
 class WireError(ZclusterError):
     """A frame is malformed, truncated, oversized or of an unknown protocol version."""
 

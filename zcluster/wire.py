@@ -1,9 +1,13 @@
-"""The wire format: envelopes to multipart frames and back, strictly.
+"""The wire format: typed protocol messages to multipart frames and back, strictly.
 
 ``docs/protocol.md`` is the specification; this module is its only
-implementation. Decoding never trusts a frame: anything malformed,
-truncated, oversized or of another protocol version raises
-:class:`~zcluster.errors.WireError` and nothing else.
+implementation, and a pure codec of ``zcluster.protocol``: it knows bytes,
+not behaviour. Decoding never trusts a frame: anything malformed,
+truncated, oversized or of another major protocol version raises
+:class:`~zcluster.errors.WireError` and nothing else. It is tolerant
+where the protocol may grow (revision 1.1): extra header elements, body
+fields and member-record fields are ignored, and capabilities travel in
+the payload frame of HEARTBEAT and SYNC, which revision 1.0 nodes ignore.
 
 Frames
   direct (DEALER -> ROUTER):  [header, payload]
@@ -12,17 +16,19 @@ Frames
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 
 from zcluster.address import is_valid_address
-from zcluster.core.guarantees import DeliveryGuarantee
-from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import WireError
+from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.messages import DIRECT_KINDS, MAX_REASON_CHARS, Envelope, Kind
+
+__all__ = ["DIRECT_KINDS", "MAX_REASON_CHARS", "Envelope", "Kind"]
 
 PROTOCOL_VERSION = 1
 UINT64_MAX = 2**64 - 1
@@ -41,27 +47,6 @@ MAX_LIST_COUNT = 100_000
 DIGEST_CHARS = 16
 
 
-class Kind(enum.IntEnum):
-    """Message kinds. Values are part of the protocol; never renumber."""
-
-    HEARTBEAT = 1
-    SYNC = 3
-    PING = 4
-    PING_REQ = 5
-    ACK = 6
-    LISTEN = 7
-    SEND = 10
-    REQUEST = 11
-    REPLY = 12
-    PUBLISH = 13
-    DATA = 14
-    DATA_ACK = 15
-    FETCH = 16
-    REPUBLISH = 17
-    LOST = 18
-    LISTENING = 19
-
-
 #: delivery guarantees on the wire; only these four travel (the others are refused earlier)
 GUARANTEE_CODES = {
     DeliveryGuarantee.AT_MOST_ONCE: 0,
@@ -70,23 +55,14 @@ GUARANTEE_CODES = {
     DeliveryGuarantee.ORDERED: 3,
 }
 _GUARANTEES = {code: guarantee for guarantee, code in GUARANTEE_CODES.items()}
-#: longest failure reason carried in an acknowledgement
-MAX_REASON_CHARS = 1024
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Envelope:
-    """A decoded header. ``(sender, incarnation, seq)`` is the message id."""
-
-    kind: Kind
-    sender: str
-    incarnation: int
-    seq: int
-    body: tuple[Any, ...]
-
-    @property
-    def message_id(self) -> tuple[str, int, int]:
-        return (self.sender, self.incarnation, self.seq)
+#: header elements of revision 1.0; later revisions may add more, which are ignored
+HEADER_FIELDS_COUNT = 6
+MEMBER_FIELDS_COUNT = 6
+#: most elements a header, a body or a member record may have, known or not
+MAX_FIELDS_COUNT = 64
+#: capabilities: at most this many names, each 1..MAX_CAPABILITY_CHARS printable ASCII
+MAX_CAPABILITIES_COUNT = 64
+MAX_CAPABILITY_CHARS = 64
 
 
 # ---------------------------------------------------------------- encoding
@@ -109,6 +85,84 @@ def encode_member(member: Member) -> list[Any]:
         member.address,
         member.pub_address,
     ]
+
+
+def _members(records: Sequence[Member]) -> list[list[Any]]:
+    return [encode_member(m) for m in records]
+
+
+def _code(guarantee: DeliveryGuarantee) -> int:
+    return GUARANTEE_CODES[guarantee]
+
+
+#: per message class: its body, in wire order (tuples pack as msgpack arrays)
+_BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
+    msg.Heartbeat: lambda m: (encode_member(m.me), _members(m.updates), m.digest, m.positions),
+    msg.Sync: lambda m: (_members(m.records), m.want_reply, m.reply_address),
+    msg.Ping: lambda m: (m.probe_id, m.reply_address),
+    msg.PingReq: lambda m: (m.probe_id, m.reply_address, m.target),
+    msg.Ack: lambda m: (m.probe_id, m.target),
+    msg.Listen: lambda m: (m.topics,),
+    msg.Listening: lambda m: (m.positions,),
+    msg.Send: lambda m: (m.name,),
+    msg.Request: lambda m: (m.name, m.request_id, m.reply_address),
+    msg.Reply: lambda m: (m.request_id, m.ok),
+    msg.Publish: lambda m: (m.seq, _code(m.guarantee)),
+    msg.Data: lambda m: (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch),
+    msg.DataAck: lambda m: (
+        m.incarnation,
+        m.epoch,
+        m.stream_id,
+        m.upto,
+        m.selective,
+        m.failures,
+        m.delivered_upto,
+        m.pending,
+    ),
+    msg.Fetch: lambda m: (m.topic, m.ranges, m.reply_address),
+    msg.Republish: lambda m: (m.topic, m.seq, _code(m.guarantee)),
+    msg.Lost: lambda m: (m.topic, m.ranges),
+}
+
+
+def encode_body(message: msg.Message) -> Sequence[Any]:
+    """A message's body fields, in wire order."""
+    return _BODIES[type(message)](message)
+
+
+class Encoder:
+    """Turns one node's messages into frames, numbering their headers 1, 2, 3, ...
+
+    The header's ``seq`` completes the message id ``(sender, incarnation,
+    seq)``; it is unique per incarnation, not a delivery sequence number.
+    """
+
+    def __init__(self, sender: str, incarnation: int) -> None:
+        self.sender = sender
+        self.incarnation = incarnation
+        self._seq = 0
+
+    def header(self, message: msg.Message) -> bytes:
+        self._seq += 1
+        body = _BODIES[type(message)](message)
+        return encode_header(message.KIND, self.sender, self.incarnation, self._seq, body)
+
+    def direct(self, message: msg.Message, payload: bytes) -> tuple[bytes, bytes]:
+        """``[header, payload]`` for a DEALER."""
+        return self.header(message), _payload_frame(message, payload)
+
+    def published(
+        self, topic: str | None, message: msg.Message, payload: bytes
+    ) -> tuple[bytes, bytes, bytes]:
+        """``[topic frame, header, payload]`` for the PUB (``topic`` None: membership)."""
+        first = CONTROL_TOPIC if topic is None else topic_frame(topic)
+        return first, self.header(message), _payload_frame(message, payload)
+
+
+def _payload_frame(message: msg.Message, payload: bytes) -> bytes:
+    if isinstance(message, msg.Heartbeat | msg.Sync):
+        return encode_capabilities(message.capabilities)
+    return payload
 
 
 def topic_frame(topic: str) -> bytes:
@@ -205,9 +259,11 @@ def _node_id(value: Any) -> str:
 
 
 def _member(value: Any) -> Member:
-    if type(value) is not list or len(value) != 6:
-        raise WireError("member record must be a list of 6 fields")
-    node_id, incarnation, version, status, address, pub_address = value
+    if type(value) is not list or not MEMBER_FIELDS_COUNT <= len(value) <= MAX_FIELDS_COUNT:
+        raise WireError(
+            f"member record must be a list of {MEMBER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
+        )
+    node_id, incarnation, version, status, address, pub_address = value[:MEMBER_FIELDS_COUNT]
     if type(status) is not int or not 0 <= status <= max(MemberStatus):
         raise WireError(f"unknown member status {_show(status)}")
     return Member(
@@ -277,56 +333,76 @@ def _failure(value: Any) -> tuple[int, str]:
     return _seq(value[0]), reason
 
 
-_BODY_SCHEMAS: dict[Kind, tuple[Callable[[Any], Any], ...]] = {
-    Kind.HEARTBEAT: (_member, _list_of(_member), _digest, _list_of(_position)),
-    Kind.SYNC: (_list_of(_member), _bool, _address),
-    Kind.PING: (_uint, _address),
-    Kind.PING_REQ: (_uint, _address, _node_id),
-    Kind.ACK: (_uint, _node_id),
-    Kind.LISTEN: (_list_of(_topic),),
-    Kind.SEND: (check_name,),
-    Kind.REQUEST: (check_name, _uint, _address),
-    Kind.REPLY: (_uint, _bool),
-    Kind.PUBLISH: (_uint, _guarantee),
-    Kind.DATA: (check_name, _uint, _seq, _seq, _reliable_guarantee, _uint),
+def _capability(value: Any) -> str:
+    if (
+        type(value) is not str
+        or not 0 < len(value) <= MAX_CAPABILITY_CHARS
+        or not (value.isascii() and value.isprintable() and " " not in value)
+    ):
+        raise WireError(f"a capability must be 1 to {MAX_CAPABILITY_CHARS} printable ASCII")
+    return value
+
+
+def decode_capabilities(payload: bytes) -> msg.Capabilities:
+    """The payload frame of HEARTBEAT and SYNC: empty (revision 1.0) or ``{"caps": [...]}``."""
+    if not payload:
+        return ()
+    if len(payload) > MAX_CAPABILITIES_BYTES:
+        raise WireError(f"capabilities of {len(payload)} bytes exceed {MAX_CAPABILITIES_BYTES}")
+    try:
+        # Keys other than "caps" are ignored whatever they hold, so any key type is fine.
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise WireError(f"capabilities are not valid msgpack: {type(exc).__name__}") from None
+    if type(raw) is not dict:
+        raise WireError("capabilities must be a map")
+    names = raw.get("caps", [])
+    if type(names) is not list or len(names) > MAX_CAPABILITIES_COUNT:
+        raise WireError(f"caps must be a list of at most {MAX_CAPABILITIES_COUNT} names")
+    return tuple(sorted({_capability(name) for name in names}))
+
+
+def encode_capabilities(capabilities: msg.Capabilities) -> bytes:
+    if not capabilities:
+        return b""
+    return msgpack.packb({"caps": list(capabilities)})  # type: ignore[no-any-return]
+
+
+#: a map of at most MAX_CAPABILITIES_COUNT names of at most MAX_CAPABILITY_CHARS, and slack
+MAX_CAPABILITIES_BYTES = 2 * MAX_CAPABILITIES_COUNT * (MAX_CAPABILITY_CHARS + 2)
+
+Parse = Callable[[Any], Any]
+
+#: per kind: the message class and the parsers of its required body fields, in order
+_SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
+    Kind.HEARTBEAT: (msg.Heartbeat, (_member, _list_of(_member), _digest, _list_of(_position))),
+    Kind.SYNC: (msg.Sync, (_list_of(_member), _bool, _address)),
+    Kind.PING: (msg.Ping, (_uint, _address)),
+    Kind.PING_REQ: (msg.PingReq, (_uint, _address, _node_id)),
+    Kind.ACK: (msg.Ack, (_uint, _node_id)),
+    Kind.LISTEN: (msg.Listen, (_list_of(_topic),)),
+    Kind.SEND: (msg.Send, (check_name,)),
+    Kind.REQUEST: (msg.Request, (check_name, _uint, _address)),
+    Kind.REPLY: (msg.Reply, (_uint, _bool)),
+    Kind.PUBLISH: (msg.Publish, (_uint, _guarantee)),
+    Kind.DATA: (msg.Data, (check_name, _uint, _seq, _seq, _reliable_guarantee, _uint)),
     Kind.DATA_ACK: (
-        _uint,
-        _uint,
-        _uint,
-        _uint,
-        _list_of(_seq),
-        _list_of(_failure),
-        _uint,
-        _list_of(_seq),
+        msg.DataAck,
+        (_uint, _uint, _uint, _uint, _list_of(_seq), _list_of(_failure), _uint, _list_of(_seq)),
     ),
-    Kind.FETCH: (_topic, _list_of(_range), _address),
-    Kind.REPUBLISH: (_topic, _seq, _guarantee),
-    Kind.LOST: (_topic, _list_of(_range)),
-    Kind.LISTENING: (_list_of(_position),),
+    Kind.FETCH: (msg.Fetch, (_topic, _list_of(_range), _address)),
+    Kind.REPUBLISH: (msg.Republish, (_topic, _seq, _guarantee)),
+    Kind.LOST: (msg.Lost, (_topic, _list_of(_range))),
+    Kind.LISTENING: (msg.Listening, (_list_of(_position),)),
 }
 
-DIRECT_KINDS = frozenset(
-    {
-        Kind.SYNC,
-        Kind.PING,
-        Kind.PING_REQ,
-        Kind.ACK,
-        Kind.LISTEN,
-        Kind.SEND,
-        Kind.REQUEST,
-        Kind.REPLY,
-        Kind.DATA,
-        Kind.DATA_ACK,
-        Kind.FETCH,
-        Kind.REPUBLISH,
-        Kind.LOST,
-        Kind.LISTENING,
-    }
-)
+#: kinds whose payload frame carries the sender's capabilities
+_ANNOUNCING = frozenset({Kind.HEARTBEAT, Kind.SYNC})
 
 
-def decode_header(data: bytes, max_header_bytes: int) -> Envelope:
-    """Decode and validate one header frame."""
+def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> Envelope:
+    """Decode and validate one header frame (``payload``: its message's payload frame,
+    which carries the capabilities of HEARTBEAT and SYNC)."""
     if len(data) > max_header_bytes:
         raise WireError(f"header of {len(data)} bytes exceeds {max_header_bytes}")
     try:
@@ -338,29 +414,35 @@ def decode_header(data: bytes, max_header_bytes: int) -> Envelope:
         )
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise WireError(f"header is not valid msgpack: {type(exc).__name__}") from None
-    if type(raw) is not list or len(raw) != 6:
-        raise WireError("header must be a list of 6 fields")
-    version, kind, sender, incarnation, seq, body = raw
+    if type(raw) is not list or not HEADER_FIELDS_COUNT <= len(raw) <= MAX_FIELDS_COUNT:
+        raise WireError(
+            f"header must be a list of {HEADER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
+        )
+    version, kind, sender, incarnation, seq, body = raw[:HEADER_FIELDS_COUNT]
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise WireError(f"unsupported protocol version {_show(version)} (this node speaks 1)")
-    if type(kind) is not int or kind not in _BODY_SCHEMAS:
+    if type(kind) is not int or kind not in _SCHEMAS:
         raise WireError(f"unknown message kind {_show(kind)}")
     kind = Kind(kind)
-    schema = _BODY_SCHEMAS[kind]
-    if type(body) is not list or len(body) != len(schema):
-        raise WireError(f"{kind.name} body must be a list of {len(schema)} fields")
+    cls, schema = _SCHEMAS[kind]
+    if type(body) is not list or not len(schema) <= len(body) <= MAX_FIELDS_COUNT:
+        raise WireError(
+            f"{kind.name} body must be a list of {len(schema)} to {MAX_FIELDS_COUNT} fields"
+        )
     try:
-        fields = tuple(parse(value) for parse, value in zip(schema, body, strict=True))
+        fields = [parse(value) for parse, value in zip(schema, body, strict=False)]
     except (UnicodeError, ValueError) as exc:
         raise WireError(f"{kind.name} body is invalid: {exc}") from None
-    return Envelope(kind, _node_id(sender), _uint(incarnation), _uint(seq), fields)
+    if kind in _ANNOUNCING:
+        fields.append(decode_capabilities(payload))
+    return Envelope(_node_id(sender), _uint(incarnation), _uint(seq), cls(*fields))
 
 
 def decode_direct(frames: Sequence[bytes], max_header_bytes: int) -> tuple[Envelope, bytes]:
     """Decode ``[header, payload]`` as read from a ROUTER (routing id removed)."""
     if len(frames) != 2:
         raise WireError(f"direct message must have 2 frames, got {len(frames)}")
-    envelope = decode_header(frames[0], max_header_bytes)
+    envelope = decode_header(frames[0], max_header_bytes, frames[1])
     if envelope.kind not in DIRECT_KINDS:
         raise WireError(f"{envelope.kind.name} is not a direct message kind")
     return envelope, frames[1]
@@ -376,15 +458,16 @@ def decode_published(
     if len(frames) != 3:
         raise WireError(f"published message must have 3 frames, got {len(frames)}")
     first, header, payload = frames
-    envelope = decode_header(header, max_header_bytes)
+    envelope = decode_header(header, max_header_bytes, payload)
     if first == CONTROL_TOPIC:
         if envelope.kind is not Kind.HEARTBEAT:
             raise WireError(f"{envelope.kind.name} cannot be sent on the control topic")
         return None, envelope, payload
     if envelope.kind is not Kind.PUBLISH:
         raise WireError(f"{envelope.kind.name} cannot be sent on a user topic")
-    seq, guarantee = envelope.body
-    if (seq == 0) != (guarantee is DeliveryGuarantee.AT_MOST_ONCE):
+    publication = envelope.message
+    assert isinstance(publication, msg.Publish)
+    if (publication.seq == 0) != (publication.guarantee is DeliveryGuarantee.AT_MOST_ONCE):
         raise WireError("a publication is numbered exactly when it carries a guarantee")
     if not (first.startswith(TOPIC_PREFIX) and first.endswith(TOPIC_END) and len(first) > 2):
         raise WireError("malformed topic frame")

@@ -8,15 +8,29 @@ from collections import Counter
 import pytest
 
 from zcluster import NodeConfig
-from zcluster.core.guarantees import DeliveryGuarantee as G
 from zcluster.core.inbound import DirectReceiver
 from zcluster.core.outbox import DirectSender
 from zcluster.core.topics import Publications, Subscriptions
 from zcluster.errors import ConfigError
+from zcluster.protocol.guarantees import DeliveryGuarantee as G
+from zcluster.protocol.messages import Data, DataAck
 
 
 def sender(**options: object) -> DirectSender:
     return DirectSender(NodeConfig().replace(**options), random.Random(1))
+
+
+def ack(
+    epoch: int,
+    stream_id: int,
+    upto: int,
+    selective: tuple[int, ...] = (),
+    delivered_upto: int = 0,
+    pending: tuple[int, ...] = (),
+    failures: tuple[tuple[int, str], ...] = (),
+) -> DataAck:
+    """A DATA_ACK from the receiver's state ``stream_id`` of our stream ``epoch``."""
+    return DataAck(9, epoch, stream_id, upto, selective, failures, delivered_upto, pending)
 
 
 def test_retries_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
@@ -48,7 +62,7 @@ def test_acks_settle_cumulatively_and_selectively_and_low_follows() -> None:
     for n in range(1, 7):
         out.add("b", n, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
     assert out.low("b") == 1
-    done = out.acknowledged("b", (1, 1, 2, [4, 6], 0, []), 0.0)
+    done = out.acknowledged("b", ack(1, 1, 2, (4, 6)), 0.0)
     assert sorted(e.seq for e in done) == [1, 2, 4, 6]
     assert out.low("b") == 3 and out.count("b") == 2
     expired = out.expired(10.0)
@@ -60,7 +74,7 @@ def test_received_messages_are_not_resent_but_the_oldest_asks_for_an_ack() -> No
     out = sender(retry_initial_s=0.1, retry_max_s=0.1)
     for n in range(1, 4):
         out.add("b", n, "h", b"x", G.ORDERED, deadline=10.0, now=0.0)
-    out.acknowledged("b", (1, 1, 0, [], 1, [3]), 0.5)
+    out.acknowledged("b", ack(1, 1, 0, delivered_upto=1, pending=(3,)), 0.5)
     # 2 is missing; of those that arrived only the oldest goes again, to ask for an ack
     assert [e.seq for _, e in out.due_retries(1.0, lambda _: True)] == [1, 2]
     out.resume("b", 1.0, restarted=True)  # a restarted receiver lost what it held
@@ -74,16 +88,18 @@ def test_a_new_numbering_gets_a_new_epoch_and_old_timers_do_not_touch_it() -> No
     entry = out.add("b", 2, "h", b"x", G.AT_LEAST_ONCE, deadline=50.0, now=1.0)
     assert (entry.seq, out.epoch("b")) == (1, 2)  # a receiver tells the streams apart
     assert out.expired(6.0) == []  # the first message's expiry timer is stale
-    assert out.acknowledged("b", (1, 1, 1, [], 1, []), 6.0) == []  # an ack of the old epoch
+    assert (
+        out.acknowledged("b", ack(1, 1, 1, delivered_upto=1), 6.0) == []
+    )  # an ack of the old epoch
 
 
 def test_a_receiver_that_forgot_the_stream_gets_what_it_held_again() -> None:
     out = sender(retry_initial_s=0.1, retry_max_s=0.1)
     for n in range(1, 3):
         out.add("b", n, "h", b"x", G.ORDERED, deadline=10.0, now=0.0)
-    out.acknowledged("b", (1, 7, 0, [], 0, [1, 2]), 0.0)
+    out.acknowledged("b", ack(1, 7, 0, pending=(1, 2)), 0.0)
     assert [e.seq for _, e in out.due_retries(1.0, lambda _: True)] == [1]  # the ack probe
-    out.acknowledged("b", (1, 8, 0, [], 0, []), 1.0)  # a new state of the stream: 8
+    out.acknowledged("b", ack(1, 8, 0), 1.0)  # a new state of the stream: 8
     assert sorted(e.seq for _, e in out.due_retries(1.0, lambda _: True)) == [1, 2]
 
 
@@ -91,7 +107,7 @@ def test_expiry_resends_the_oldest_left_so_the_receiver_learns_the_new_low() -> 
     out = sender(retry_initial_s=0.1, retry_max_s=0.1)
     out.add("b", 1, "h", b"x", G.ORDERED, deadline=1.0, now=0.0)
     out.add("b", 2, "h", b"x", G.ORDERED, deadline=9.0, now=0.0)
-    out.acknowledged("b", (1, 1, 0, [], 0, [2]), 0.0)  # 2 is held behind 1
+    out.acknowledged("b", ack(1, 1, 0, pending=(2,)), 0.0)  # 2 is held behind 1
     assert [e.seq for _, e in out.expired(1.0)] == [1]
     assert [(e.seq, out.low("b")) for _, e in out.due_retries(1.0, lambda _: True)] == [(2, 2)]
 
@@ -100,10 +116,8 @@ def receiver(**options: object) -> DirectReceiver:
     return DirectReceiver(NodeConfig().replace(**options), Counter(), first_stream_id=0)
 
 
-def data(
-    seq: int, guarantee: G = G.AT_LEAST_ONCE, low: int = 1, epoch: int = 1
-) -> tuple[str, int, int, int, G, int]:
-    return ("h", 100 + seq, seq, low, guarantee, epoch)
+def data(seq: int, guarantee: G = G.AT_LEAST_ONCE, low: int = 1, epoch: int = 1) -> Data:
+    return Data("h", 100 + seq, seq, low, guarantee, epoch)
 
 
 def test_receiver_delivers_once_and_acks_what_finished() -> None:
@@ -116,17 +130,30 @@ def test_receiver_delivers_once_and_acks_what_finished() -> None:
     stream = rx.stream("a")
     assert stream is not None
     rx.receive("a", 7, data(5), b"", 0.0)  # arrived, its handler still running
-    assert stream.ack_body(10) == [
+    assert stream.ack(10) == DataAck(
         7,
         1,
         stream.stream_id,
         1,
-        [3],
-        [[3, "handler raised ValueError: no"]],
+        (3,),
+        ((3, "handler raised ValueError: no"),),
         1,
-        [5],
-    ]
-    assert rx.ack_due == {"a"}
+        (5,),
+    )
+    assert list(rx.ack_due) == ["a"]
+
+
+def test_acknowledgements_are_owed_in_the_order_first_owed() -> None:
+    rx = receiver()
+    for sender_id in ("b", "a", "c"):
+        rx.receive(sender_id, 1, data(1), b"", 0.0)
+    rx.receive("b", 1, data(2), b"", 0.0)  # owed again: keeps its place
+    rx.finished("a", (1, 1, 1), None)
+    assert list(rx.ack_due) == ["b", "a", "c"]
+    rx.forget("a")
+    assert list(rx.ack_due) == ["b", "c"]
+    rx.finished("a", (1, 1, 1), None)  # a forgotten stream owes nothing
+    assert list(rx.ack_due) == ["b", "c"]
 
 
 def test_ordered_waits_for_the_gap_and_low_skips_what_the_sender_gave_up() -> None:
@@ -179,7 +206,7 @@ def test_publisher_buffer_answers_what_it_holds_and_names_what_is_gone() -> None
     found, lost = pubs.lookup("t", [(2, 5)])
     assert [seq for seq, _, _ in found] == [4, 5]
     assert lost == [(2, 3)]
-    assert pubs.positions() == [["t", 6]]
+    assert pubs.positions() == (("t", 6),)
     assert pubs.lookup("other", [(1, 2)]) == ([], [(1, 2)])
 
 
@@ -208,7 +235,7 @@ def test_messages_queued_behind_reported_progress_are_not_resent() -> None:
     for n in range(1, 6):
         out.add("b", n, "h", b"x", G.AT_LEAST_ONCE, deadline=10.0, now=0.0)
     # 1 and 2 arrived, 4 too: 3 is a hole, 5 is sent after all of them
-    out.acknowledged("b", (1, 1, 0, [], 2, [4]), 0.08)
+    out.acknowledged("b", ack(1, 1, 0, delivered_upto=2, pending=(4,)), 0.08)
     assert [e.seq for _, e in out.due_retries(0.1, lambda _: True)] == [3]
     # no progress for a whole timeout: 5 is resent too
     assert 5 in [e.seq for _, e in out.due_retries(0.5, lambda _: True)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zcluster.core.members import Member, MemberStatus
 from zcluster.core.membership import MembershipTable
+from zcluster.protocol.members import Member, MemberStatus
 
 ME = Member("me", 100, 3, MemberStatus.UP, "10.0.0.1:1", "10.0.0.1:2")
 STATUSES = list(MemberStatus)

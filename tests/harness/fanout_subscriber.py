@@ -35,13 +35,11 @@ def main() -> None:
         inject_inbound_faults(node, LinkConditions(packet_loss_rate=args.loss), seed=11)
     if args.drop:
         first, last = args.drop
-        target = node._node
-
         def drop_range(event: Any) -> tuple[float, ...]:
             numbered = event.topic == "t" and event.envelope.kind.name == "PUBLISH"
-            return () if numbered and first <= event.envelope.body[0] <= last else (0.0,)
+            return () if numbered and first <= event.envelope.message.seq <= last else (0.0,)
 
-        target.inbound_faults = drop_range
+        node.inbound_faults = drop_range
     received: list[int] = []
     losses: list[PublicationLoss] = []
     lock = threading.Lock()

@@ -12,7 +12,7 @@ import zmq
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import MemberStatus
-from zcluster.core.members import Member
+from zcluster.protocol.members import Member
 from zcluster.wire import CONTROL_TOPIC, Kind, encode_header, encode_member, topic_frame
 
 GARBAGE: list[list[bytes]] = [

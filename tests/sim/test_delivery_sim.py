@@ -257,7 +257,7 @@ def test_restarted_publisher_reports_the_gap_its_old_life_left() -> None:
     net.heal()
     net.block("n1", "n0")  # heartbeats announce 3, but fetches never reach the publisher
     net.run_for(0.5)
-    stream = net.nodes["n1"].core.subscriptions.stream("n0", "t")
+    stream = net.nodes["n1"].core.subscriber.subscriptions.stream("n0", "t")
     assert stream is not None and stream.has_gap
     net.crash("n0")
     net.heal()

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Iterable
 
 from zcluster.config import NodeConfig
-from zcluster.core.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus
 
 
 class Verdict(enum.Enum):

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 
-from zcluster.core.guarantees import AckStatus
-from zcluster.core.members import Member
+from zcluster.protocol.guarantees import AckStatus
+from zcluster.protocol.members import Member
+from zcluster.protocol.messages import Message
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``frames`` ([header, payload]) to the ROUTER at ``address``."""
+    """Send ``message`` (with ``payload``) to the ROUTER at ``address``."""
 
     address: str
-    frames: tuple[bytes, bytes]
+    message: Message
+    payload: bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Publish:
-    """Send ``frames`` ([topic, header, payload]) on our PUB."""
+    """Send ``message`` on our PUB under user ``topic`` (None: membership traffic)."""
 
-    frames: tuple[bytes, bytes, bytes]
+    topic: str | None
+    message: Message
+    payload: bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,9 +45,9 @@ class Disconnect:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SetSubscription:
-    """Add or remove a SUB filter."""
+    """Add or remove the SUB filter of a user topic."""
 
-    topic_frame: bytes
+    topic: str
     subscribed: bool
 
 

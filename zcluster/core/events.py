@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from zcluster.core.guarantees import DeliveryGuarantee
-from zcluster.wire import Envelope
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.messages import Envelope
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter, OrderedDict
-from typing import Any
 
 from zcluster.config import NodeConfig
 from zcluster.core.dedup import DedupWindow
-from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.core.sequences import HoldBack, SeqSet
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.messages import MAX_REASON_CHARS, Data, DataAck
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,25 +60,24 @@ class InboundStream:
         self.finished.advance_to(low - 1)
         return len(self.held.drop_through(low - 1))
 
-    def ack_body(self, selective_max_count: int) -> list[Any]:
-        """The DATA_ACK body: the sender settles what finished, and stops resending what
+    def ack(self, selective_max_count: int) -> DataAck:
+        """The DATA_ACK: the sender settles what finished, and stops resending what
         arrived and waits (delivered through ``delivered.upto``, or pending above it)."""
         finished, delivered = self.finished, self.delivered
         selective = heapq.nsmallest(selective_max_count, finished.above)
-        failures = [[seq, reason] for seq, reason in self.failures.items()]
         waiting = [s for s in delivered.above if s not in finished]
         waiting.extend(self.held.seqs())
         pending = heapq.nsmallest(selective_max_count, waiting)
-        return [
+        return DataAck(
             self.incarnation,
             self.epoch,
             self.stream_id,
             finished.upto,
-            selective,
-            failures,
+            tuple(selective),
+            tuple(self.failures.items()),
             delivered.upto,
-            pending,
-        ]
+            tuple(pending),
+        )
 
 
 class DirectReceiver:
@@ -89,8 +88,9 @@ class DirectReceiver:
         self._counters = counters
         self._streams: OrderedDict[str, InboundStream] = OrderedDict()
         self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_window_s)
-        #: senders owed an acknowledgement at the end of this turn
-        self.ack_due: set[str] = set()
+        #: senders owed an acknowledgement at the end of this turn, in the order first owed
+        #: (a dict, not a set: the order reaches effects and must not depend on hashing)
+        self.ack_due: dict[str, None] = {}
         #: ids of our stream states; started from our incarnation, so never reused by a restart
         self._stream_ids = first_stream_id
 
@@ -104,17 +104,18 @@ class DirectReceiver:
         self,
         sender: str,
         incarnation: int,
-        message: tuple[str, int, int, int, DeliveryGuarantee, int],
+        message: Data,
         payload: bytes,
         now: float,
     ) -> list[Arrival]:
         """Take one message; returns what is now ready for handlers, in order."""
-        name, number, seq, low, guarantee, epoch = message
+        name, number, seq, low = message.name, message.number, message.seq, message.low
+        guarantee, epoch = message.guarantee, message.epoch
         stream = self._stream_for(sender, incarnation, epoch, low)
         if stream is None:
             self._count("reliable_stale_stream")
             return []
-        self.ack_due.add(sender)  # arrived (or again: our acknowledgement was lost)
+        self.ack_due[sender] = None  # arrived (or again: our acknowledgement was lost)
         dropped = stream.skip_to(low)
         if dropped:
             self._count("reliable_expired_held", dropped)
@@ -146,13 +147,13 @@ class DirectReceiver:
         if stream is None or (stream.incarnation, stream.epoch) != (incarnation, epoch):
             return
         if error is not None and seq not in stream.finished:
-            stream.failures[seq] = error
+            stream.failures[seq] = error[:MAX_REASON_CHARS]  # peers refuse longer reasons
         stream.finished.add(seq)
-        self.ack_due.add(sender)
+        self.ack_due[sender] = None
 
     def forget(self, sender: str) -> None:
         self._streams.pop(sender, None)
-        self.ack_due.discard(sender)
+        self.ack_due.pop(sender, None)
 
     def _release(self, stream: InboundStream, ready: list[Arrival]) -> list[Arrival]:
         if len(stream.held):
@@ -172,7 +173,7 @@ class DirectReceiver:
         if stream is None and len(streams) >= self._config.inbound_streams_max_count:
             evicted = self._evictable()
             del streams[evicted]
-            self.ack_due.discard(evicted)
+            self.ack_due.pop(evicted, None)
             self._count("reliable_streams_evicted")
         self._stream_ids += 1
         stream = streams[sender] = InboundStream(incarnation, epoch, low, self._stream_ids)

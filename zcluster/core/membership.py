@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Literal
 
-from zcluster.core.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus
 
 MergeOutcome = Literal["applied", "stale", "refuted", "conflict", "full"]
 

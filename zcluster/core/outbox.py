@@ -14,10 +14,11 @@ import heapq
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from zcluster.config import NodeConfig
-from zcluster.core.guarantees import DeliveryGuarantee
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.messages import DataAck
 
 _NO_TIMER = -1.0
 #: a timer heap is rebuilt from live entries once stale items outnumber them this much
@@ -214,7 +215,7 @@ class DirectSender:
             entry = self._remove(target, epoch, seq)
             if entry is not None:
                 out.append((target, entry))
-        for target in {target for target, _ in out}:
+        for target in dict.fromkeys(target for target, _ in out):
             self._announce_low(target, now)
         return out
 
@@ -228,19 +229,14 @@ class DirectSender:
         first.received = False
         self._retry_at(target, box.epoch, first, now)
 
-    def acknowledged(
-        self,
-        target: str,
-        ack: tuple[int, int, int, Sequence[int], int, Sequence[int]],
-        now: float,
-    ) -> list[Outgoing]:
+    def acknowledged(self, target: str, ack: DataAck, now: float) -> list[Outgoing]:
         """Settle what an acknowledgement reports finished; returns those messages.
 
-        ``ack`` is ``(epoch, peer_stream, upto, selective, received_upto, pending)``:
-        finished are ``<= upto`` and ``selective``; ``<= received_upto`` and
+        Finished are ``<= upto`` and ``selective``; ``<= delivered_upto`` and
         ``pending`` reached the receiver but are not finished: they stay, not resent.
         """
-        epoch, peer_stream, upto, selective, received_upto, pending = ack
+        epoch, peer_stream, upto, selective = ack.epoch, ack.stream_id, ack.upto, ack.selective
+        received_upto, pending = ack.delivered_upto, ack.pending
         box = self._boxes.get(target)
         if box is None or box.epoch != epoch:
             return []

@@ -15,8 +15,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 
 from zcluster.config import NodeConfig
-from zcluster.core.guarantees import DeliveryGuarantee
 from zcluster.core.sequences import HoldBack, SeqSet
+from zcluster.protocol.guarantees import DeliveryGuarantee
 
 Range = tuple[int, int]
 Publication = tuple[int, DeliveryGuarantee, bytes]
@@ -81,12 +81,12 @@ class Publications:
             self._logs.move_to_end(topic)
         return log.append(guarantee, payload)
 
-    def positions(self) -> list[list[object]]:
-        """``[topic, latest seq]`` of the most recently published topics, for heartbeats."""
+    def positions(self) -> tuple[tuple[str, int], ...]:
+        """``(topic, latest seq)`` of the most recently published topics, for heartbeats."""
         recent = itertools.islice(
             reversed(self._logs.items()), self._config.heartbeat_topics_max_count
         )
-        return [[topic, log.seq] for topic, log in recent]
+        return tuple((topic, log.seq) for topic, log in recent)
 
     def latest(self, topic: str) -> int:
         """The latest number published on ``topic`` (0 if none)."""
@@ -151,7 +151,8 @@ class Subscriptions:
         self._config = config
         self._counters = counters
         self._streams: OrderedDict[Key, TopicStream] = OrderedDict()
-        self._gappy: set[Key] = set()
+        #: streams with a gap, in the order found (a dict: its order reaches effects)
+        self._gappy: dict[Key, None] = {}
         #: topics whose new streams start from the oldest buffered publication
         self.replay_topics: set[str] = set()
         self.losses: list[Loss] = []
@@ -255,14 +256,14 @@ class Subscriptions:
         out: list[tuple[str, list[Publication]]] = []
         for key in [k for k in self._streams if k[0] == publisher]:
             stream = self._streams.pop(key)
-            self._gappy.discard(key)
+            self._gappy.pop(key, None)
             out.append((key[1], self._close(key, stream)))
         return out
 
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self._streams if k[1] == topic]:
             del self._streams[key]
-            self._gappy.discard(key)
+            self._gappy.pop(key, None)
 
     # ------------------------------------------------------------ internals
 
@@ -286,7 +287,7 @@ class Subscriptions:
             self._close(key, stream)
         elif len(streams) >= self._config.topic_streams_max_count:
             evicted, old = streams.popitem(last=False)
-            self._gappy.discard(evicted)
+            self._gappy.pop(evicted, None)
             self._close(evicted, old)
         if key[1] in self.replay_topics:
             start_after = 0
@@ -297,7 +298,7 @@ class Subscriptions:
 
     def _mark_gappy(self, key: Key) -> None:
         if key not in self._gappy:
-            self._gappy.add(key)
+            self._gappy[key] = None
             self.new_gap = True
 
     def _after_change(self, key: Key, stream: TopicStream, ready: list[Publication]) -> None:
@@ -309,7 +310,7 @@ class Subscriptions:
         if stream.has_gap:
             self._mark_gappy(key)
         else:
-            self._gappy.discard(key)
+            self._gappy.pop(key, None)
 
     def _give_up(self, key: Key, stream: TopicStream, first: int, last: int) -> None:
         delivered = stream.delivered

@@ -6,47 +6,53 @@ import asyncio
 import functools
 import itertools
 import logging
-import math
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from zcluster.address import WILDCARD_HOSTS, format_address, parse_address
+from zcluster.application import (
+    AckCallback,
+    Application,
+    Handler,
+    LossCallback,
+    MemberCallback,
+    SubscriptionCallback,
+    checked_guarantee,
+)
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
-from zcluster.core.members import Member, MemberStatus
 from zcluster.core.node import NodeCore
-from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
+from zcluster.delivery import MessageAcknowledgement
 from zcluster.errors import (
     ConfigError,
     NotRunning,
     RemoteError,
     RequestTimeout,
-    SerializationError,
     UnknownMember,
     WireError,
     ZclusterError,
 )
-from zcluster.runtime.driver import Driver
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.members import Member, MemberStatus
+from zcluster.runtime.driver import Driver, ReadControl
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, Runner
+from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
 from zcluster.wire import check_name, check_topic
 
 log = logging.getLogger("zcluster.node")
 
-Handler = Callable[[Any, str], Any]
-SubscriptionCallback = Callable[[str, Any, str], Any]
-MemberCallback = Callable[[Member, Member | None], Any]
-LossCallback = Callable[[PublicationLoss], Any]
-AckCallback = Callable[[MessageAcknowledgement], Any]
-RunnerFactory = Callable[[asyncio.AbstractEventLoop, Driver], Runner]
+#: where a node runs user callbacks: (its loop, control of its reading, count an error)
+RunnerFactory = Callable[[asyncio.AbstractEventLoop, ReadControl, Callable[[], None]], Runner]
+
+#: fault injection: the delays after which a received message is handled, () to drop it
+InboundFaults = Callable[[ev.EnvelopeReceived], tuple[float, ...]]
 
 #: built-in handler answering with this node's membership view (tests, tools)
 VIEW_HANDLER = "zcluster.view"
@@ -71,24 +77,25 @@ def _checked(check: Callable[..., str], value: str, *what: str) -> str:
         raise ConfigError(str(exc)) from None
 
 
-def _validate_topic(topic: str) -> str:
+def validate_topic(topic: str) -> str:
+    """A topic argument as the wire takes it, or ConfigError."""
     return _checked(check_topic, topic)
 
 
-def _checked_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
-    if not isinstance(guarantee, DeliveryGuarantee):
-        raise ConfigError(f"guarantee must be a DeliveryGuarantee, got {guarantee!r}")
-    if guarantee in (DeliveryGuarantee.CAUSAL, DeliveryGuarantee.TRANSACTIONAL):
-        raise ConfigError(
-            f"DeliveryGuarantee.{guarantee.name} is not available yet: causal and "
-            "transactional delivery come in a later release; use AT_LEAST_ONCE, "
-            "EXACTLY_ONCE or ORDERED"
-        )
-    return guarantee
+def _inline(
+    loop: asyncio.AbstractEventLoop, _: ReadControl, on_error: Callable[[], None]
+) -> Runner:
+    return InlineRunner(loop, on_error)
 
 
 class AsyncNode:
-    """A cluster node for asyncio programs (``async with AsyncNode(...) as node``)."""
+    """A cluster node for asyncio programs (``async with AsyncNode(...) as node``).
+
+    ``callbacks`` says where user callbacks (handlers, subscribers, member and
+    loss callbacks) run: by default inline on the event loop, where coroutine
+    callbacks become tasks; the blocking :class:`~zcluster.Node` runs them on a
+    callback thread.
+    """
 
     def __init__(
         self,
@@ -99,6 +106,7 @@ class AsyncNode:
         *,
         serializer: Serializer | None = None,
         config: NodeConfig | None = None,
+        callbacks: RunnerFactory | None = None,
         **options: Any,
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
@@ -115,30 +123,42 @@ class AsyncNode:
             (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
         )
         self._handlers: dict[str, Handler] = {VIEW_HANDLER: self._describe_view}
-        self._subscriptions: dict[str, list[SubscriptionCallback]] = {}
-        self._replay_topics: set[str] = set()
-        self._member_callbacks: list[MemberCallback] = []
-        self._loss_callbacks: list[LossCallback] = []
-        #: guaranteed sends awaiting their final status, by message number
-        self._acks: dict[int, MessageAcknowledgement] = {}
-        #: guards registering acknowledgements against the sweep when the node stops
-        self._acks_lock = threading.Lock()
-        self._accepting_sends = False
-        #: guaranteed messages handed to handlers that have not returned yet
-        self._handling = 0
-        self._message_numbers = itertools.count(1)
-        self.gate = OutboxGate(self.config.outbox_max_count)
-        self._requests: dict[int, asyncio.Future[bytes]] = {}
+        #: the application layer: handlers, subscribers, acknowledgements, callbacks
+        self.app = Application(
+            self.node_id,
+            self.config,
+            self.serializer,
+            self._handlers.get,
+            OutboxGate(self.config.outbox_max_count),
+        )
+        self.app.on_my_change = self._my_change
+        self._callbacks = callbacks or _inline
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
         self._driver: Driver | None = None
-        self._runner: Runner | None = None
-        self._runner_factory: RunnerFactory | None = None
-        #: fault injection for zcluster.testing, installed before the first message is read
-        self.inbound_faults: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None = None
+        self._submitter: Submitter | None = None
+        self._inbound_faults: InboundFaults | None = None
         self._joined: asyncio.Event | None = None
         self._left: asyncio.Event | None = None
         self.incarnation = 0
         self._calls_since_yield = 0
+
+    @property
+    def inbound_faults(self) -> InboundFaults | None:
+        """Fault injection for ``zcluster.testing``: the delays after which each received
+        message is handled, () to drop it. Set before ``start()`` to apply from the
+        first message; setting it on a running node applies from then on."""
+        return self._inbound_faults
+
+    @inbound_faults.setter
+    def inbound_faults(self, fate: InboundFaults | None) -> None:
+        self._inbound_faults = fate
+        if self._driver is not None:
+            self._driver.inbound_faults = fate
+
+    @property
+    def gate(self) -> OutboxGate:
+        """Places for unresolved guaranteed sends, per receiver (backpressure)."""
+        return self.app.gate
 
     # ------------------------------------------------------------ life cycle
 
@@ -182,16 +202,14 @@ class AsyncNode:
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
-        self._driver = driver = Driver(core, transport, self, loop)
-        self._accepting_sends = True
-        self._handling = 0
+        self._driver = driver = Driver(core, transport, self.app, loop)
         driver.inbound_faults = self.inbound_faults
-        factory = self._runner_factory or (lambda lp, d: InlineRunner(lp, self._count_error))
-        self._runner = factory(loop, driver)
+        counters = core.counters
+        runner = self._callbacks(loop, driver, lambda: counters.update(("callback_errors",)))
+        self.app.attach(self.incarnation, runner, driver.feed, counters)
+        self._submitter = Submitter(loop, driver, self.config.submit_queue_max_count)
         driver.start()
-        driver.feed_many(
-            [ev.TopicSubscribed(t, t in self._replay_topics) for t in self._subscriptions]
-        )
+        driver.feed_many(self.app.subscription_events())
         log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
         if not wait:
             return
@@ -219,37 +237,25 @@ class AsyncNode:
             ) from None
 
     async def stop(self) -> None:
-        """Leave the cluster gracefully and close every socket."""
+        """Leave the cluster gracefully and close every socket.
+
+        Handlers of guaranteed messages still running get up to
+        ``leave_timeout_s`` to finish first (the core refuses new messages
+        meanwhile), so their senders learn they were delivered.
+        """
         driver = self._driver
         if driver is None:
             return
         try:
             if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
-                await self._finish_handling(driver)
                 driver.feed(ev.LeaveRequested())
-                await asyncio.wait_for(self._left.wait(), self.config.leave_timeout_s)
+                # Finishing handlers, then announcing LEAVING for a heartbeat, then LEFT.
+                limit = 2 * self.config.leave_timeout_s + self.config.heartbeat_interval_s
+                await asyncio.wait_for(self._left.wait(), limit)
         except TimeoutError:
             log.warning("node %s: leave not confirmed in time; closing", self.node_id)
         finally:
             self._shut(driver)
-
-    async def _finish_handling(self, driver: Driver) -> None:
-        """Before leaving, let running handlers of guaranteed messages finish (at most
-        ``leave_timeout_s``) and acknowledge them: their senders learn they were
-        DELIVERED instead of FAILED because we left. Nothing new is read meanwhile."""
-        if not self._handling:
-            return
-        driver.pause_reading()
-        settled = await self.wait_for(
-            lambda: not self._handling and not driver.core.flush_due,
-            self.config.leave_timeout_s,
-        )
-        if not settled:
-            log.warning(
-                "node %s: %d guaranteed message(s) still being handled; leaving anyway",
-                self.node_id,
-                self._handling,
-            )
 
     async def abort(self) -> None:
         """Stop at once without leaving, as a crash would: peers must detect the failure.
@@ -264,19 +270,8 @@ class AsyncNode:
     def _shut(self, driver: Driver) -> None:
         """Close everything, whatever happened during the leave."""
         self._driver = None
-        for future in self._requests.values():
-            if not future.done():
-                future.set_exception(NotRunning(f"node {self.node_id} stopped"))
-        self._requests.clear()
-        with self._acks_lock:  # from here on no send can register (it gets NotRunning)
-            self._accepting_sends = False
-            pending, self._acks = self._acks, {}
-        for ack in pending.values():
-            ack._resolve(AckStatus.FAILED, "the sending node stopped before an ack")
-            self.gate.release(ack.receiver)
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
+        self._submitter = None
+        self.app.detach()
         driver.close()
         log.info("node %s stopped", self.node_id)
 
@@ -359,7 +354,7 @@ class AsyncNode:
 
     def on_member_change(self, callback: MemberCallback) -> None:
         """Call ``callback(member, previous)`` whenever a member's record changes."""
-        self._member_callbacks.append(callback)
+        self.app.member_callbacks.append(callback)
 
     def on_publication_loss(self, callback: LossCallback) -> None:
         """Call ``callback(loss)`` when guaranteed publications are lost for good.
@@ -367,7 +362,7 @@ class AsyncNode:
         ``loss`` is a :class:`~zcluster.PublicationLoss` with the exact range;
         the ``publications_lost`` counter in ``stats()`` counts them too.
         """
-        self._loss_callbacks.append(callback)
+        self.app.loss_callbacks.append(callback)
 
     async def subscribe(
         self, topic: str, callback: SubscriptionCallback, *, replay: bool = False
@@ -377,24 +372,14 @@ class AsyncNode:
         Guaranteed publications start at each publisher's current position;
         with ``replay`` they start from the oldest one its buffer still holds.
         """
-        self._subscribe(topic, callback, replay)
+        self._tell_core(self.app.subscribe(validate_topic(topic), callback, replay))
 
     async def unsubscribe(self, topic: str) -> None:
-        self._replay_topics.discard(topic)
-        if self._subscriptions.pop(topic, None) is not None and self._driver is not None:
-            self._driver.feed(ev.TopicUnsubscribed(topic))
+        self._tell_core(self.app.unsubscribe(topic))
 
-    def _subscribe(self, topic: str, callback: SubscriptionCallback, replay: bool) -> None:
-        _validate_topic(topic)
-        callbacks = self._subscriptions.setdefault(topic, [])
-        if len(self._subscriptions) > self.config.subscriptions_max_count:
-            del self._subscriptions[topic]
-            raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
-        callbacks.append(callback)
-        if replay:
-            self._replay_topics.add(topic)
-        if (len(callbacks) == 1 or replay) and self._driver is not None:
-            self._driver.feed(ev.TopicSubscribed(topic, replay))
+    def _tell_core(self, event: ev.Event | None) -> None:
+        if event is not None and self._driver is not None:
+            self._driver.feed(event)
 
     # ------------------------------------------------------------ messaging
 
@@ -422,85 +407,28 @@ class AsyncNode:
         (default ``send_block_timeout_s``; 0 = not at all), then raises
         Backpressure.
         """
-        guarantee, payload, ttl_s = self._prepared_send(node_id, message, guarantee, ttl)
+        guarantee, payload, ttl_s = self.prepare_send(node_id, message, guarantee, ttl)
         if not guarantee.is_reliable:
             self._require().feed(ev.SendRequested(node_id, name, payload))
             await self._yield_now_and_then()
             return None
-        await self.gate.atake(node_id, self._block_timeout(timeout))
-        ack, event = self._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
+        await self.gate.atake(node_id, self.app.block_timeout(timeout))
+        ack, event = self.app.register_send(node_id, name, payload, guarantee, ttl_s, callback)
         self._require().feed(event)
         await self._yield_now_and_then()
         return ack
 
-    def _prepared_send(
+    def prepare_send(
         self, node_id: str, message: Any, guarantee: DeliveryGuarantee, ttl: float | None
     ) -> tuple[DeliveryGuarantee, bytes, float]:
         """Check a send's arguments and serialize it: (guarantee, payload, ttl in seconds).
 
         Safe from any thread: it reads one immutable member record.
         """
-        guarantee = _checked_guarantee(guarantee)
+        guarantee = checked_guarantee(guarantee)
         self._require_target(node_id, guarantee)
-        payload = self.encode(message)
-        return guarantee, payload, self._checked_ttl(ttl, guarantee)
-
-    def _checked_ttl(self, ttl: float | None, guarantee: DeliveryGuarantee) -> float:
-        if ttl is None:
-            return self.config.message_ttl_s
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and ttl > self.config.dedup_window_s:
-            raise ConfigError(
-                f"an EXACTLY_ONCE ttl ({ttl:g}s) must not exceed dedup_window_s "
-                f"({self.config.dedup_window_s:g}s)"
-            )
-        return float(ttl)
-
-    def _block_timeout(self, timeout: float | None) -> float:
-        limit = self.config.send_block_timeout_s if timeout is None else timeout
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
-            raise ConfigError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        return float(limit)
-
-    def _guaranteed(
-        self,
-        node_id: str,
-        name: str,
-        payload: bytes,
-        guarantee: DeliveryGuarantee,
-        ttl_s: float,
-        callback: AckCallback | None,
-    ) -> tuple[MessageAcknowledgement, ev.SendRequested]:
-        """Register the acknowledgement of a send that holds a place in the gate.
-
-        Raises NotRunning (giving the place back) once the node is stopping.
-        """
-        number = next(self._message_numbers)
-        message_id = MessageId(self.node_id, self.incarnation, number)
-        ack = MessageAcknowledgement(message_id, node_id, guarantee, self._dispatch)
-        with self._acks_lock:
-            if not self._accepting_sends:
-                self.gate.release(node_id)
-                raise NotRunning(f"node {self.node_id} is not running")
-            self._acks[number] = ack
-        if callback is not None:
-            ack.add_done_callback(callback)
-        return ack, ev.SendRequested(node_id, name, payload, guarantee, number, ttl_s)
-
-    def _dispatch(self, fn: Callable[[], Any]) -> None:
-        """Run a user callback where this node runs them (called on the node's loop)."""
-        if self._runner is not None:
-            self._runner.run(fn, None)
-
-    def _resolve(
-        self, number: int, status: AckStatus, reason: str
-    ) -> MessageAcknowledgement | None:
-        """Give one acknowledgement its final status; the caller releases its gate place."""
-        ack = self._acks.pop(number, None)
-        if ack is not None:
-            ack._resolve(status, reason)
-        return ack
+        payload = self.app.encode(message)
+        return guarantee, payload, self.app.checked_ttl(ttl, guarantee)
 
     async def request(
         self, node_id: str, name: str, message: Any, timeout: float | None = None
@@ -511,18 +439,24 @@ class AsyncNode:
         exist) or UnknownMember.
         """
         driver = self._require()
-        self._require_live(node_id)
-        payload = self.encode(message)
-        limit = self.config.request_timeout_s if timeout is None else timeout
-        request_id = next(self._request_ids)
+        event = self.prepare_request(node_id, name, message, timeout)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = future
-        driver.feed(ev.RequestStarted(request_id, node_id, name, payload, limit))
+        self.app.expect_reply(event.request_id, functools.partial(_settle, future))
+        driver.feed(event)
         try:
             reply = await future
         finally:
-            self._requests.pop(request_id, None)
+            self.app.drop_request(event.request_id)
         return self.serializer.deserialize(reply)
+
+    def prepare_request(
+        self, node_id: str, name: str, message: Any, timeout: float | None
+    ) -> ev.RequestStarted:
+        """Check a request's arguments and serialize it. Safe from any thread."""
+        self._require_live(node_id)
+        payload = self.app.encode(message)
+        limit = self.config.request_timeout_s if timeout is None else timeout
+        return ev.RequestStarted(next(self._request_ids), node_id, name, payload, limit)
 
     async def publish(
         self,
@@ -538,21 +472,32 @@ class AsyncNode:
         subscribers fetch what they miss from this node's retransmit buffer and
         report (``on_publication_loss``) what it no longer holds.
         """
-        event = self._publication(topic, message, guarantee)
+        event = self.prepare_publication(topic, message, guarantee)
         self._require().feed(event)
         await self._yield_now_and_then()
 
-    def _publication(
+    def prepare_publication(
         self, topic: str, message: Any, guarantee: DeliveryGuarantee
     ) -> ev.PublishRequested:
-        _validate_topic(topic)
-        guarantee = _checked_guarantee(guarantee)
-        if guarantee.is_reliable and not self._require().core.publications.can_take(topic):
+        """Check a publication's arguments and serialize it. Safe from any thread."""
+        validate_topic(topic)
+        guarantee = checked_guarantee(guarantee)
+        if guarantee.is_reliable and not self._require().core.can_publish_guaranteed(topic):
             raise ConfigError(
                 f"at most {self.config.published_topics_max_count} topics can be published "
                 "with a guarantee (published_topics_max_count)"
             )
-        return ev.PublishRequested(topic, self.encode(message), guarantee)
+        return ev.PublishRequested(topic, self.app.encode(message), guarantee)
+
+    def submit(self, event: ev.Event, timeout: float | None) -> None:
+        """Hand an event to the node's loop from another thread, batched with others.
+
+        Blocks while ``submit_queue_max_count`` calls wait, up to ``timeout``
+        seconds, then raises Backpressure.
+        """
+        if self._submitter is None:
+            raise NotRunning(f"node {self.node_id} is not running")
+        self._submitter.submit(event, timeout)
 
     async def _yield_now_and_then(self) -> None:
         # A tight `await publish()` loop never suspends otherwise, and heartbeats would stop.
@@ -563,13 +508,7 @@ class AsyncNode:
 
     def encode(self, message: Any) -> bytes:
         """Serialize a message, refusing one larger than peers accept (max_message_bytes)."""
-        payload = self.serializer.serialize(message)
-        if len(payload) > self.config.max_message_bytes:
-            raise SerializationError(
-                f"message of {len(payload)} bytes exceeds max_message_bytes "
-                f"({self.config.max_message_bytes})"
-            )
-        return payload
+        return self.app.encode(message)
 
     def _require(self) -> Driver:
         if self._driver is None:
@@ -592,146 +531,32 @@ class AsyncNode:
             raise UnknownMember(f"{node_id!r} is not a member that can receive ({state})")
 
     def _describe_view(self, _message: Any, _sender: str) -> dict[str, Any]:
+        core = self._require().core
         return {
             "node_id": self.node_id,
             "digest": self.view_digest(),
-            "members": [m.as_dict() for m in self.members()],
+            "members": [
+                {**m.as_dict(), "capabilities": list(core.capabilities_of(m.node_id) or ())}
+                for m in self.members()
+            ],
         }
 
-    def _count_error(self) -> None:
-        if self._driver is not None:
-            self._driver.counters["callback_errors"] += 1
-
-    # ------------------------------------------------------------ Application (driver calls)
-
-    def deliver(self, effect: fx.Deliver) -> None:
-        assert self._runner is not None
-        handler = self._handlers.get(effect.name)
-        if handler is None:
-            self._require().counters["messages_unhandled"] += 1
-            text = f"no handler named {effect.name!r} on node {self.node_id}"
-            if effect.request_id is not None and effect.reply_address is not None:
-                self._reply(effect, False, text.encode())
-            elif effect.receipt is not None:
-                self._finished(effect, text)
-            return
-        deserialize = self.serializer.deserialize
-
-        def call() -> Any:
-            return handler(deserialize(effect.payload), effect.sender)
-
-        if effect.request_id is not None:
-            self._runner.run(call, lambda result, exc: self._handled(effect, result, exc))
-        elif effect.receipt is not None:
-            self._handling += 1
-            self._runner.run(call, lambda _, exc: self._handler_returned(effect, exc))
-        else:
-            self._runner.run(call, None)
-
-    def _handler_returned(self, effect: fx.Deliver, exc: BaseException | None) -> None:
-        self._handling -= 1
-        self._finished(effect, _describe_error(exc))
-
-    def _finished(self, effect: fx.Deliver, error: str | None) -> None:
-        assert effect.receipt is not None
-        if self._driver is not None:
-            self._driver.feed(ev.DeliveryFinished(effect.sender, effect.receipt, error))
-
-    def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
-        if self._driver is None:
-            return
-        if exc is not None:
-            self._reply(effect, False, f"{type(exc).__name__}: {exc}".encode())
-            return
-        try:
-            payload = self.encode(result)
-        except ZclusterError as error:
-            self._reply(effect, False, f"reply not serializable: {error}".encode())
-            return
-        self._reply(effect, True, payload)
-
-    def _reply(self, effect: fx.Deliver, ok: bool, payload: bytes) -> None:
-        assert effect.request_id is not None and effect.reply_address is not None
-        self._require().feed(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
-
-    def deliver_publication(self, effect: fx.DeliverPublication) -> None:
-        callbacks = self._subscriptions.get(effect.topic)
-        if not callbacks or self._runner is None:
-            return
-        message = _Lazy(self.serializer.deserialize, effect.payload)
-        for callback in tuple(callbacks):
-            self._runner.run(functools.partial(_notify, callback, effect, message), None)
-
-    def acknowledged(self, effect: fx.Acknowledged) -> None:
-        settled = 0
-        try:
-            for number, status, reason in effect.outcomes:
-                settled += self._resolve(number, status, reason) is not None
-        finally:
-            if settled:
-                self.gate.release(effect.receiver, settled)  # one wake-up for the batch
-
-    def publications_lost(self, effect: fx.PublicationsLost) -> None:
-        loss = PublicationLoss(effect.publisher, effect.topic, effect.first, effect.last)
-        log.warning(
-            "%s: lost publications %d..%d of %s on %r for good",
-            self.node_id,
-            loss.first,
-            loss.last,
-            loss.publisher,
-            loss.topic,
-        )
-        for callback in self._loss_callbacks:
-            self._dispatch(functools.partial(callback, loss))
-
-    def complete_request(self, effect: fx.CompleteRequest) -> None:
-        future = self._requests.get(effect.request_id)
-        if future is None or future.done():
-            return
-        if effect.ok:
-            future.set_result(effect.payload)
-        elif effect.timed_out:
-            future.set_exception(RequestTimeout(f"no reply to request {effect.request_id}"))
-        else:
-            future.set_exception(RemoteError(effect.error))
-
-    def member_changed(self, effect: fx.MemberChanged) -> None:
-        member, previous = effect.member, effect.previous
-        was = "new" if previous is None else str(previous.status)
-        if previous is not None and previous.incarnation != member.incarnation:
-            was = f"{was} (restarted)"
-        log.info("%s: member %s %s -> %s", self.node_id, member.node_id, was, member.status)
-        if member.node_id == self.node_id:
-            if member.status is MemberStatus.UP and self._joined is not None:
-                self._joined.set()
-            if member.status is MemberStatus.LEFT and self._left is not None:
-                self._left.set()
-        for callback in self._member_callbacks:
-            if self._runner is not None:
-                self._runner.run(functools.partial(callback, member, previous), None)
+    def _my_change(self, member: Member) -> None:
+        if member.status is MemberStatus.UP and self._joined is not None:
+            self._joined.set()
+        if member.status is MemberStatus.LEFT and self._left is not None:
+            self._left.set()
 
 
-def _describe_error(exc: BaseException | None) -> str | None:
-    return None if exc is None else f"handler raised {type(exc).__name__}: {exc}"
-
-
-class _Lazy:
-    """Deserializes a payload once, on first use, in whichever thread uses it."""
-
-    __slots__ = ("_deserialize", "_done", "_payload", "_value")
-
-    def __init__(self, deserialize: Callable[[bytes], Any], payload: bytes) -> None:
-        self._deserialize = deserialize
-        self._payload = payload
-        self._value: Any = None
-        self._done = False
-
-    def get(self) -> Any:
-        if not self._done:
-            self._value = self._deserialize(self._payload)
-            self._done = True
-        return self._value
-
-
-def _notify(callback: SubscriptionCallback, effect: fx.DeliverPublication, message: _Lazy) -> Any:
-    return callback(effect.topic, message.get(), effect.sender)
+def _settle(future: asyncio.Future[bytes], effect: fx.CompleteRequest | None) -> None:
+    """End a request's future with the core's outcome (None: the node stopped)."""
+    if future.done():
+        return
+    if effect is None:
+        future.set_exception(NotRunning("the node stopped"))
+    elif effect.ok:
+        future.set_result(effect.payload)
+    elif effect.timed_out:
+        future.set_exception(RequestTimeout(f"no reply to request {effect.request_id}"))
+    else:
+        future.set_exception(RemoteError(effect.error))

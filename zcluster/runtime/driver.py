@@ -23,7 +23,7 @@ from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
 from zcluster.runtime.transport import Transport, receive_message
-from zcluster.wire import decode_direct, decode_published
+from zcluster.wire import Encoder, decode_direct, decode_published, topic_frame
 
 log = logging.getLogger("zcluster.driver")
 
@@ -32,19 +32,17 @@ REJECT_LOG_EVERY_COUNT = 1000
 
 
 class Application(Protocol):
-    """The layer above the driver that runs user code."""
+    """The layer above the driver that runs user code (``zcluster.application``)."""
 
-    def deliver(self, effect: fx.Deliver) -> None: ...
+    def apply(self, effect: fx.Effect) -> None: ...
 
-    def deliver_publication(self, effect: fx.DeliverPublication) -> None: ...
 
-    def complete_request(self, effect: fx.CompleteRequest) -> None: ...
+class ReadControl(Protocol):
+    """Stopping and resuming reading the sockets (a full callback queue pauses it)."""
 
-    def acknowledged(self, effect: fx.Acknowledged) -> None: ...
+    def pause_reading(self) -> None: ...
 
-    def publications_lost(self, effect: fx.PublicationsLost) -> None: ...
-
-    def member_changed(self, effect: fx.MemberChanged) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
@@ -101,6 +99,7 @@ class Driver:
         self.clock = clock
         self.counters = core.counters
         self._config = core.config
+        self._encoder = Encoder(core.node_id, core.incarnation)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
         self._turn_end_scheduled = False
@@ -233,34 +232,25 @@ class Driver:
                 log.warning("could not carry out %s: %s", type(effect).__name__, exc)
 
     def _apply_one(self, effect: fx.Effect) -> None:
-        transport, app = self.transport, self.app
+        transport = self.transport
         match effect:
-            case fx.Publish(frames=frames):
-                transport.publish(frames)
-            case fx.Send(address=address, frames=frames):
+            case fx.Publish(topic=topic, message=message, payload=payload):
+                transport.publish(self._encoder.published(topic, message, payload))
+            case fx.Send(address=address, message=message, payload=payload):
+                frames = self._encoder.direct(message, payload)
                 if not transport.send(address, frames, self.clock()):
                     self.counters["sends_dropped_queue_full"] += 1
-            case fx.DeliverPublication():
-                app.deliver_publication(effect)
-            case fx.Deliver():
-                app.deliver(effect)
-            case fx.Acknowledged():
-                app.acknowledged(effect)
-            case fx.PublicationsLost():
-                app.publications_lost(effect)
-            case fx.CompleteRequest():
-                app.complete_request(effect)
-            case fx.MemberChanged():
-                app.member_changed(effect)
             case fx.Connect(node_id=node_id, address=address, pub_address=pub):
                 transport.connect_member(node_id, address, pub, self.clock())
             case fx.Disconnect(node_id=node_id, address=address, pub_address=pub):
                 transport.disconnect_member(node_id, address, pub)
-            case fx.SetSubscription(topic_frame=frame, subscribed=on):
-                transport.set_subscription(frame, on)
+            case fx.SetSubscription(topic=topic, subscribed=on):
+                transport.set_subscription(topic_frame(topic), on)
                 self.loop.call_soon(self._read_sub)
             case fx.ResolveSeeds(seeds=seeds):
                 self._resolve(seeds)
+            case _:
+                self.app.apply(effect)
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:
         if self._resolving:

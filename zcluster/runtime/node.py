@@ -1,80 +1,48 @@
 """Node: the blocking API, for ordinary scripts.
 
 The node's asyncio loop runs in a background thread that owns every
-socket. Control calls (start, stop, request, subscribe) hop to that thread
-and wait. The hot paths do not: ``publish`` and ``send`` serialize in the
-caller's thread and append to a bounded queue that the loop drains in
-batches, so a burst of publishes costs one wake-up, not one per message.
+socket. Control calls (start, stop, subscribe) hop to that thread and
+wait. The hot paths do not: ``publish``, ``send`` and ``request``
+serialize in the caller's thread and append to a bounded queue that the
+loop drains in batches, so a burst of publishes costs one wake-up, not one
+per message; a request's reply wakes the caller straight from the loop.
 User callbacks run on a separate callback thread, in order.
+
+``Node`` is built on :class:`AsyncNode`'s public methods only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
+import contextlib
 import inspect
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from zcluster.config import NodeConfig
-from zcluster.core import events as ev
-from zcluster.core.guarantees import DeliveryGuarantee
-from zcluster.core.members import Member
-from zcluster.delivery import MessageAcknowledgement
-from zcluster.errors import Backpressure, ConfigError, NotRunning
-from zcluster.runtime.asyncnode import (
+from zcluster.application import (
     AckCallback,
-    AsyncNode,
     Handler,
     LossCallback,
     MemberCallback,
     SubscriptionCallback,
-    _validate_topic,
 )
-from zcluster.runtime.driver import Driver
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.delivery import MessageAcknowledgement
+from zcluster.errors import ConfigError, NotRunning, RemoteError, RequestTimeout
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.members import Member
+from zcluster.runtime.asyncnode import AsyncNode, InboundFaults, validate_topic
+from zcluster.runtime.driver import ReadControl
+from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import ThreadRunner
 from zcluster.serialization import Serializer
 
 T = TypeVar("T")
-
-
-class _Submitter:
-    """A bounded queue from caller threads to the loop, drained in batches."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, driver: Driver, max_count: int) -> None:
-        self._loop = loop
-        self._driver = driver
-        self._max_count = max_count
-        self._items: collections.deque[ev.Event] = collections.deque()
-        self._lock = threading.Lock()
-        self._not_full = threading.Condition(self._lock)
-        self._scheduled = False
-
-    def submit(self, event: ev.Event, timeout: float | None) -> None:
-        with self._lock:
-            if len(self._items) >= self._max_count and not self._not_full.wait_for(
-                lambda: len(self._items) < self._max_count, timeout
-            ):
-                raise Backpressure(f"{self._max_count} calls already queued to the node")
-            self._items.append(event)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            self._scheduled = False
-            self._not_full.notify_all()
-        counters = self._driver.counters
-        counters["submit_batches"] += 1
-        counters["submitted_calls"] += len(items)
-        self._driver.feed_many(items)
 
 
 class Node:
@@ -95,27 +63,50 @@ class Node:
         **options: Any,
     ) -> None:
         self._node = AsyncNode(
-            node_id, bind, seeds, advertise, serializer=serializer, config=config, **options
+            node_id,
+            bind,
+            seeds,
+            advertise,
+            serializer=serializer,
+            config=config,
+            callbacks=self._make_runner,
+            **options,
         )
-        self._node._runner_factory = self._make_runner
         self.node_id = self._node.node_id
         self.config = self._node.config
         self.serializer = self._node.serializer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._submitter: _Submitter | None = None
         self._runner: ThreadRunner | None = None
 
-    def _make_runner(self, loop: asyncio.AbstractEventLoop, driver: Driver) -> ThreadRunner:
+    def _make_runner(
+        self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: Callable[[], None]
+    ) -> ThreadRunner:
         self._runner = ThreadRunner(
             loop,
-            self._node._count_error,
+            on_error,
             self.config.callback_queue_max_count,
-            driver.pause_reading,
-            driver.resume_reading,
+            reading.pause_reading,
+            reading.resume_reading,
             self.config.control_call_timeout_s,
         )
         return self._runner
+
+    @property
+    def gate(self) -> OutboxGate:
+        """Places for unresolved guaranteed sends, per receiver (backpressure)."""
+        return self._node.gate
+
+    @property
+    def inbound_faults(self) -> Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None:
+        """Fault injection for ``zcluster.testing`` (see AsyncNode)."""
+        return self._node.inbound_faults
+
+    @inbound_faults.setter
+    def inbound_faults(
+        self, fate: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None
+    ) -> None:
+        self._node.inbound_faults = fate
 
     # ------------------------------------------------------------ life cycle
 
@@ -148,9 +139,6 @@ class Node:
         except BaseException:
             self._shutdown_loop()
             raise
-        driver = self._node._driver
-        assert driver is not None
-        self._submitter = _Submitter(loop, driver, self.config.submit_queue_max_count)
 
     def stop(self) -> None:
         """Leave the cluster gracefully, close every socket, end the threads."""
@@ -166,7 +154,6 @@ class Node:
         try:
             self._call(how())
         finally:
-            self._submitter = None
             self._shutdown_loop()
 
     def _shutdown_loop(self) -> None:
@@ -256,17 +243,24 @@ class Node:
     ) -> None:
         """Receive publications on ``topic``; see AsyncNode.subscribe (``replay``)."""
         _reject_coroutine(callback)
-        _validate_topic(topic)
-        if self._thread is None:
-            self._node._subscribe(topic, callback, replay)
-        else:
-            self._call(self._node.subscribe(topic, callback, replay=replay))
+        validate_topic(topic)
+        self._call_or_now(self._node.subscribe(topic, callback, replay=replay))
 
     def unsubscribe(self, topic: str) -> None:
-        if self._thread is None:
-            self._node._subscriptions.pop(topic, None)
-        else:
-            self._call(self._node.unsubscribe(topic))
+        self._call_or_now(self._node.unsubscribe(topic))
+
+    def _call_or_now(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a registration on the loop, or here while there is no loop: it only
+        touches the loop's state when the node runs."""
+        if self._thread is not None:
+            self._call(coro)
+            return
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        coro.close()
+        raise AssertionError("a registration must not suspend")
 
     # ------------------------------------------------------------ messaging
 
@@ -283,8 +277,8 @@ class Node:
         Blocks only while the node's queue is full; raises Backpressure if it
         stays full for ``timeout`` seconds.
         """
-        event = self._node._publication(topic, message, guarantee)
-        self._submit().submit(event, timeout)
+        node = self._node
+        node.submit(node.prepare_publication(topic, message, guarantee), timeout)
 
     def send(
         self,
@@ -303,35 +297,40 @@ class Node:
         send, None for AT_MOST_ONCE. Blocks up to ``timeout`` while the outbox to
         ``node_id`` (or the node's queue) is full, then raises Backpressure.
         """
-        node = self._node
+        node, app = self._node, self._node.app
         if callback is not None:
             _reject_coroutine(callback)
-        guarantee, payload, ttl_s = node._prepared_send(node_id, message, guarantee, ttl)
-        submitter = self._submit()
+        guarantee, payload, ttl_s = node.prepare_send(node_id, message, guarantee, ttl)
         if not guarantee.is_reliable:
-            submitter.submit(ev.SendRequested(node_id, name, payload), timeout)
+            node.submit(ev.SendRequested(node_id, name, payload), timeout)
             return None
-        node.gate.take(node_id, node._block_timeout(timeout))
-        ack, event = node._guaranteed(node_id, name, payload, guarantee, ttl_s, callback)
+        app.gate.take(node_id, app.block_timeout(timeout))
+        ack, event = app.register_send(node_id, name, payload, guarantee, ttl_s, callback)
         try:
-            submitter.submit(event, timeout)
+            node.submit(event, timeout)
         except BaseException:
-            node._acks.pop(ack.message_id.number, None)
-            node.gate.release(node_id)
+            app.forget_send(ack)
             raise
         return ack
 
     def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:
-        """Call handler ``name`` on ``node_id`` and return its reply."""
-        limit = self.config.request_timeout_s if timeout is None else timeout
-        return self._call(self._node.request(node_id, name, message, limit), timeout_margin=limit)
+        """Call handler ``name`` on ``node_id`` and return its reply.
+
+        The request goes to the loop with the batched calls, and the reply
+        wakes this thread directly: two thread crossings per round trip.
+        """
+        node = self._node
+        event = node.prepare_request(node_id, name, message, timeout)
+        reply = _Reply()
+        node.app.expect_reply(event.request_id, reply.settle)
+        try:
+            node.submit(event, None)
+            outcome = reply.wait(event.timeout_s + self.config.control_call_timeout_s)
+        finally:
+            self._on_loop_soon(node.app.drop_request, event.request_id)
+        return self.serializer.deserialize(outcome)
 
     # ------------------------------------------------------------ plumbing
-
-    def _submit(self) -> _Submitter:
-        if self._submitter is None:
-            raise NotRunning(f"node {self.node_id} is not running")
-        return self._submitter
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout_margin: float | None = None) -> T:
         loop = self._loop
@@ -352,6 +351,41 @@ class Node:
             return fn()
 
         return self._call(call())
+
+    def _on_loop_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the loop without waiting (nothing if the node has stopped)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(fn, *args)
+
+
+class _Reply:
+    """Where the loop puts a request's outcome for the thread that waits for it."""
+
+    __slots__ = ("_arrived", "_outcome")
+
+    def __init__(self) -> None:
+        self._arrived = threading.Lock()
+        self._arrived.acquire()  # released once, by settle()
+        self._outcome: fx.CompleteRequest | None = None
+
+    def settle(self, outcome: fx.CompleteRequest | None) -> None:
+        self._outcome = outcome
+        self._arrived.release()
+
+    def wait(self, timeout: float) -> bytes:
+        """The reply payload; raises as AsyncNode.request does."""
+        if not self._arrived.acquire(timeout=timeout):
+            raise TimeoutError(f"the node did not answer within {timeout:g}s")
+        outcome = self._outcome
+        if outcome is None:
+            raise NotRunning("the node stopped")
+        if outcome.ok:
+            return outcome.payload
+        if outcome.timed_out:
+            raise RequestTimeout(f"no reply to request {outcome.request_id}")
+        raise RemoteError(outcome.error)
 
 
 def _reject_coroutine(fn: Callable[..., Any]) -> None:

@@ -137,7 +137,6 @@ def inject_inbound_faults(node: Any, conditions: LinkConditions, seed: int = 0) 
     def fate(_: Any) -> tuple[float, ...]:
         return faults.fate(0, 0)
 
-    target = getattr(node, "_node", node)  # a blocking Node wraps an AsyncNode
-    if target.running:
+    if node.running:
         raise ConfigError("inject faults before start(), so they apply from the first message")
-    target.inbound_faults = fate
+    node.inbound_faults = fate

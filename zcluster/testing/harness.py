@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from zcluster.core import events as ev
-from zcluster.core.members import MemberStatus
 from zcluster.errors import ConfigError
+from zcluster.protocol.members import MemberStatus
 from zcluster.runtime.asyncnode import JoinTimeout
 from zcluster.runtime.node import Node
 from zcluster.testing.faults import PERFECT, FaultModel, NetworkConditions
@@ -185,7 +185,7 @@ class ClusterTestHarness:
             node = self._start_process(node_id, bind, seeds) if self.processes else None
             if node is None:
                 node = Node(node_id, bind=bind, seeds=seeds, **self.node_options)
-                node._node.inbound_faults = self._fault_hook(index)  # from the first message
+                node.inbound_faults = self._fault_hook(index)  # from the first message
                 node.start(wait=wait, timeout=NODE_START_TIMEOUT_S)
         address = str(node.core.address if self._sim is not None else node.address)
         if index < len(self.nodes):

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zcluster.core.members import Member, MemberStatus
 from zcluster.errors import ZclusterError
+from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import VIEW_HANDLER
 from zcluster.runtime.node import Node
 

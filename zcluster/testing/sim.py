@@ -7,7 +7,11 @@ comes from one seeded ``random.Random``, so a seed reproduces a whole run;
 change, crash and change of conditions, with its virtual time) to prove it.
 
 Frames are really encoded and decoded (``zcluster.wire``), once per send,
-so the simulation exercises the same bytes as real sockets.
+so the simulation exercises the same bytes as real sockets. User code runs
+through the same application layer as on real sockets
+(``zcluster.application``): handler dispatch, replies, failure texts and
+acknowledgements are the ones users get; handlers take
+``handler_delay_s`` of virtual time to return.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from zcluster.application import Application
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.core.guarantees import AckStatus, DeliveryGuarantee
-from zcluster.core.members import Member, MemberStatus
 from zcluster.core.node import NodeCore
 from zcluster.errors import WireError
+from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
+from zcluster.protocol.members import Member, MemberStatus
+from zcluster.runtime.gate import OutboxGate
+from zcluster.runtime.runners import Call, Done
 from zcluster.testing.faults import FaultModel, NetworkConditions
-from zcluster.wire import CONTROL_TOPIC, decode_direct, decode_published
+from zcluster.wire import Encoder, decode_direct, decode_published
 
 #: virtual time a SUB takes to connect and subscribe (the slow-joiner window)
 CONNECT_DELAY_S = 0.001
@@ -37,17 +44,32 @@ PREDICATE_INTERVAL_S = 0.01
 
 #: a handler gets (sender, payload); its return value is a request's reply
 Handler = Callable[[str, bytes], bytes | None]
+#: gate places are not limited in the simulation: the core's own outbox bound applies
+_UNBOUNDED_COUNT = 2**62
+
+
+class _RawBytes:
+    """The simulation's serializer: payloads are bytes and stay bytes."""
+
+    def serialize(self, value: Any) -> bytes:
+        return b"" if value is None else bytes(value)
+
+    def deserialize(self, data: bytes) -> bytes:
+        return bytes(data)
 
 
 @dataclasses.dataclass(slots=True)
 class SimNode:
-    """One simulated node: its core plus what was delivered to it."""
+    """One simulated node: its core, its application layer, and what it observed."""
 
     core: NodeCore
+    app: Application
+    encoder: Encoder
     alive: bool = True
     #: PUB addresses whose traffic reaches this node's SUB, with the members behind each
     subscribed_to: dict[str, set[str]] = dataclasses.field(default_factory=dict)
-    filters: set[bytes] = dataclasses.field(default_factory=lambda: {CONTROL_TOPIC})
+    #: user topics this node's SUB lets through (membership traffic always passes)
+    filters: set[str] = dataclasses.field(default_factory=set)
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
     delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
     completed: dict[int, fx.CompleteRequest] = dataclasses.field(default_factory=dict)
@@ -56,7 +78,6 @@ class SimNode:
     #: publications reported lost for good
     losses: list[fx.PublicationsLost] = dataclasses.field(default_factory=list)
     turn_end_scheduled: bool = False
-    _numbers: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
     @property
     def node_id(self) -> str:
@@ -79,8 +100,42 @@ class SimNode:
     def stats(self) -> dict[str, int]:
         return dict(self.core.counters)
 
-    def next_number(self) -> int:
-        return next(self._numbers)
+    def handler(self, name: str) -> Callable[[Any, str], Any] | None:
+        """The application layer's view of ``handlers``: ``handler(message, sender)``."""
+        handler = self.handlers.get(name)
+        if handler is None:
+            return None
+        return lambda message, sender: handler(sender, message)
+
+
+class _SimRunner:
+    """Runs user code at once; its outcome reaches the core ``delay_s`` later."""
+
+    def __init__(self, network: SimNetwork, node: Callable[[], SimNode]) -> None:
+        self._network = network
+        self._node = node
+
+    def run(self, call: Call, done: Done | None) -> None:
+        try:
+            result, exc = call(), None
+        except Exception as error:  # a failing handler is an outcome, reported back
+            result, exc = None, error
+        if done is None:
+            return
+        delay = self._network.handler_delay_s
+        if delay <= 0:
+            done(result, exc)
+            return
+        node = self._node()
+
+        def finish() -> None:
+            if node.alive and self._network.nodes.get(node.node_id) is node:
+                done(result, exc)
+
+        self._network._schedule(delay, finish)
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
 
 class SimNetwork:
@@ -113,6 +168,8 @@ class SimNetwork:
         self._trace = hashlib.blake2b(digest_size=16)
         self._restarts = itertools.count(1)
         self.deliveries = 0
+        #: virtual time a handler takes before its outcome (reply, acknowledgement) is back
+        self.handler_delay_s = 0.0
 
     # ------------------------------------------------------------ topology
 
@@ -145,7 +202,16 @@ class SimNetwork:
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
         )
-        node = SimNode(core)
+        app = Application(
+            node_id, self.config, _RawBytes(), lambda name: node.handler(name), _gate()
+        )
+        node = SimNode(core, app, Encoder(node_id, incarnation))
+        app.attach(
+            incarnation,
+            _SimRunner(self, lambda: node),
+            lambda event: self._feed(node, event),
+            core.counters,
+        )
         self.nodes[node_id] = node
         self.index_of.setdefault(node_id, len(self.index_of))
         self._by_address[address] = node
@@ -247,10 +313,14 @@ class SimNetwork:
     ) -> int:
         """Send from ``node_id`` to ``target``; returns the message number (see ``acks``)."""
         node = self.nodes[node_id]
-        number = node.next_number() if guarantee.is_reliable else 0
+        if not guarantee.is_reliable:
+            self._feed(node, ev.SendRequested(target, name, payload, guarantee))
+            return 0
         ttl = self.config.message_ttl_s if ttl_s is None else ttl_s
-        self._feed(node, ev.SendRequested(target, name, payload, guarantee, number, ttl))
-        return number
+        node.app.gate.take(target, 0)
+        _, event = node.app.register_send(target, name, payload, guarantee, ttl)
+        self._feed(node, event)
+        return event.number
 
     def publish(
         self,
@@ -325,7 +395,8 @@ class SimNetwork:
         if not node.alive:
             return
         match effect:
-            case fx.Send(address=address, frames=frames):
+            case fx.Send(address=address, message=message, payload=payload):
+                frames = node.encoder.direct(message, payload)
                 target = self._by_address.get(address)
                 if target is None:
                     return
@@ -338,14 +409,17 @@ class SimNetwork:
                     raise AssertionError(f"core sent an invalid frame: {exc}") from exc
                 for delay in delays:
                     self._deliver_later(target, delay, ev.EnvelopeReceived(envelope, payload))
-            case fx.Publish(frames=frames):
-                topic, envelope, payload = decode_published(frames, self.config.max_header_bytes)
-                event = ev.EnvelopeReceived(envelope, payload, topic)
+            case fx.Publish(topic=topic, message=message, payload=payload):
+                published = node.encoder.published(topic, message, payload)
+                decoded_topic, envelope, payload = decode_published(
+                    published, self.config.max_header_bytes
+                )
+                event = ev.EnvelopeReceived(envelope, payload, decoded_topic)
                 pub = node.core.me.pub_address
                 for other in self.nodes.values():
                     if other is node or pub not in other.subscribed_to:
                         continue
-                    if frames[0] not in other.filters:
+                    if topic is not None and topic not in other.filters:
                         continue
                     for delay in self._fate(node, other):
                         self._deliver_later(other, delay, event)
@@ -358,13 +432,22 @@ class SimNetwork:
                 readers.discard(peer)
                 if not readers:
                     node.subscribed_to.pop(pub, None)
-            case fx.SetSubscription(topic_frame=frame, subscribed=on):
+            case fx.SetSubscription(topic=topic, subscribed=on):
                 if on:
-                    node.filters.add(frame)
+                    node.filters.add(topic)
                 else:
-                    node.filters.discard(frame)
-            case fx.Deliver():
-                self._run_handler(node, effect)
+                    node.filters.discard(topic)
+            case fx.ResolveSeeds(seeds=seeds):
+                self._feed(node, ev.SeedsResolved(tuple(seeds)))
+            case _:
+                self._observe(node, effect)
+                node.app.apply(effect)
+
+    def _observe(self, node: SimNode, effect: fx.Effect) -> None:
+        """Record what the application layer is given, for tests and the trace."""
+        match effect:
+            case fx.Deliver(sender=sender, name=name, payload=payload):
+                node.delivered.append((sender, name, payload))
             case fx.DeliverPublication(sender=sender, topic=topic, payload=payload):
                 node.delivered.append((sender, topic, payload))
             case fx.CompleteRequest(request_id=request_id):
@@ -378,36 +461,10 @@ class SimNetwork:
                 node.losses.append(effect)
             case fx.MemberChanged(member=member):
                 self._record(node.node_id, _describe(member))
-            case fx.ResolveSeeds(seeds=seeds):
-                self._feed(node, ev.SeedsResolved(tuple(seeds)))
 
-    def _run_handler(self, node: SimNode, effect: fx.Deliver) -> None:
-        handler = node.handlers.get(effect.name)
-        node.delivered.append((effect.sender, effect.name, effect.payload))
-        if effect.receipt is not None:
-            error = None if handler is not None else f"no handler {effect.name!r}"
-            if handler is not None:
-                try:
-                    handler(effect.sender, effect.payload)
-                except Exception as exc:  # a failing handler is an outcome, reported back
-                    error = f"handler raised {type(exc).__name__}: {exc}"
-            self._feed(node, ev.DeliveryFinished(effect.sender, effect.receipt, error))
-            return
-        if effect.request_id is None or effect.reply_address is None:
-            if handler is not None:
-                handler(effect.sender, effect.payload)
-            return
-        if handler is None:
-            reply = ev.ReplyReady(
-                effect.request_id,
-                effect.reply_address,
-                False,
-                f"no handler {effect.name!r}".encode(),
-            )
-        else:
-            result = handler(effect.sender, effect.payload) or b""
-            reply = ev.ReplyReady(effect.request_id, effect.reply_address, True, result)
-        self._feed(node, reply)
+
+def _gate() -> OutboxGate:
+    return OutboxGate(_UNBOUNDED_COUNT)
 
 
 def _describe(member: Member) -> str:

@@ -1,0 +1,376 @@
+"""The one application layer: user code on one side, the protocol core on the other.
+
+``AsyncNode``, ``Node`` and the simulated network all run it: it numbers
+guaranteed sends and keeps their acknowledgements, dispatches messages to
+handlers (with the same replies and failure texts everywhere), hands
+publications to subscribers, reports losses and membership changes, and
+feeds handler outcomes back to the core. Where user code runs is the
+host's choice, a :class:`~zcluster.runtime.runners.Runner`: inline on the
+event loop, on a callback thread, or on the simulator's virtual clock.
+
+Threading: every method runs on the thread that owns the core (the
+node's event loop), except ``register_send``, which the blocking API calls
+from the caller's thread, and the gate, which is thread-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.node import check_guarantee
+from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
+from zcluster.errors import (
+    ConfigError,
+    NotRunning,
+    SerializationError,
+    UnsupportedGuarantee,
+    ZclusterError,
+)
+from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
+from zcluster.protocol.members import Member
+from zcluster.runtime.gate import OutboxGate
+from zcluster.runtime.runners import Runner
+from zcluster.serialization import Serializer
+
+log = logging.getLogger("zcluster.node")
+
+Handler = Callable[[Any, str], Any]
+SubscriptionCallback = Callable[[str, Any, str], Any]
+MemberCallback = Callable[[Member, Member | None], Any]
+LossCallback = Callable[[PublicationLoss], Any]
+AckCallback = Callable[[MessageAcknowledgement], Any]
+#: the end of a request, on the loop: the core's CompleteRequest, or None if the node stopped
+RequestDone = Callable[[fx.CompleteRequest | None], None]
+
+
+def checked_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
+    """A guarantee argument as the core will take it, or ConfigError."""
+    if not isinstance(guarantee, DeliveryGuarantee):
+        raise ConfigError(f"guarantee must be a DeliveryGuarantee, got {guarantee!r}")
+    try:
+        return check_guarantee(guarantee)
+    except UnsupportedGuarantee as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class Application:
+    """Handlers, subscribers, acknowledgements and callbacks of one node."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: NodeConfig,
+        serializer: Serializer,
+        lookup_handler: Callable[[str], Handler | None],
+        gate: OutboxGate,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.serializer = serializer
+        self._lookup_handler = lookup_handler
+        self.gate = gate
+        #: callbacks of each subscribed topic
+        self.subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        #: topics whose new streams start from the publisher's oldest buffered publication
+        self._replay_topics: set[str] = set()
+        self.member_callbacks: list[MemberCallback] = []
+        self.loss_callbacks: list[LossCallback] = []
+        #: the host's own interest in this node's record (joined, left); runs on the loop
+        self.on_my_change: Callable[[Member], None] = lambda member: None
+        self.incarnation = 0
+        self._runner: Runner | None = None
+        self._feed: Callable[[ev.Event], None] = _detached
+        self._counters: Counter[str] = Counter()
+        #: guaranteed sends awaiting their final status, by message number
+        self._acks: dict[int, MessageAcknowledgement] = {}
+        #: guards registering acknowledgements against the sweep when the node stops
+        self._acks_lock = threading.Lock()
+        self._accepting_sends = False
+        self._numbers = itertools.count(1)
+        self._requests: dict[int, RequestDone] = {}
+
+    # ------------------------------------------------------------ life cycle
+
+    def attach(
+        self,
+        incarnation: int,
+        runner: Runner,
+        feed: Callable[[ev.Event], None],
+        counters: Counter[str],
+    ) -> None:
+        """A new run of the node: where callbacks run, how events reach its core."""
+        self.incarnation = incarnation
+        self._runner = runner
+        self._feed = feed
+        self._counters = counters
+        self._numbers = itertools.count(1)
+        self._accepting_sends = True
+
+    def detach(self) -> None:
+        """The node stopped: pending requests and acknowledgements fail, callbacks end."""
+        self._feed = _detached
+        requests, self._requests = self._requests, {}
+        for done in requests.values():
+            done(None)
+        with self._acks_lock:  # from here on no send can register (it gets NotRunning)
+            self._accepting_sends = False
+            pending, self._acks = self._acks, {}
+        for ack in pending.values():
+            ack._resolve(AckStatus.FAILED, "the sending node stopped before an ack")
+            self.gate.release(ack.receiver)
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    # ------------------------------------------------------------ sending
+
+    def encode(self, message: Any) -> bytes:
+        """Serialize a message, refusing one larger than peers accept (max_message_bytes)."""
+        payload = self.serializer.serialize(message)
+        if len(payload) > self.config.max_message_bytes:
+            raise SerializationError(
+                f"message of {len(payload)} bytes exceeds max_message_bytes "
+                f"({self.config.max_message_bytes})"
+            )
+        return payload
+
+    def checked_ttl(self, ttl: float | None, guarantee: DeliveryGuarantee) -> float:
+        if ttl is None:
+            return self.config.message_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and ttl > self.config.dedup_window_s:
+            raise ConfigError(
+                f"an EXACTLY_ONCE ttl ({ttl:g}s) must not exceed dedup_window_s "
+                f"({self.config.dedup_window_s:g}s)"
+            )
+        return float(ttl)
+
+    def block_timeout(self, timeout: float | None) -> float:
+        limit = self.config.send_block_timeout_s if timeout is None else timeout
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+            raise ConfigError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        return float(limit)
+
+    def register_send(
+        self,
+        receiver: str,
+        name: str,
+        payload: bytes,
+        guarantee: DeliveryGuarantee,
+        ttl_s: float,
+        callback: AckCallback | None = None,
+    ) -> tuple[MessageAcknowledgement, ev.SendRequested]:
+        """Number a guaranteed send that holds a place in the gate, and register its
+        acknowledgement. Raises NotRunning (giving the place back) once stopping.
+        Safe from any thread."""
+        with self._acks_lock:
+            if not self._accepting_sends:
+                self.gate.release(receiver)
+                raise NotRunning(f"node {self.node_id} is not running")
+            number = next(self._numbers)
+            ack = MessageAcknowledgement(
+                MessageId(self.node_id, self.incarnation, number),
+                receiver,
+                guarantee,
+                self.dispatch,
+            )
+            self._acks[number] = ack
+        if callback is not None:
+            ack.add_done_callback(callback)
+        return ack, ev.SendRequested(receiver, name, payload, guarantee, number, ttl_s)
+
+    def forget_send(self, ack: MessageAcknowledgement) -> None:
+        """A registered send that never reached the core: drop it, give its place back."""
+        with self._acks_lock:
+            self._acks.pop(ack.message_id.number, None)
+        self.gate.release(ack.receiver)
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(
+        self, topic: str, callback: SubscriptionCallback, replay: bool
+    ) -> ev.TopicSubscribed | None:
+        """Add a callback; returns what to tell the core (first callback, or replay)."""
+        callbacks = self.subscriptions.setdefault(topic, [])
+        if len(self.subscriptions) > self.config.subscriptions_max_count:
+            del self.subscriptions[topic]
+            raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
+        callbacks.append(callback)
+        if replay:
+            self._replay_topics.add(topic)
+        if len(callbacks) == 1 or replay:
+            return ev.TopicSubscribed(topic, replay)
+        return None
+
+    def unsubscribe(self, topic: str) -> ev.TopicUnsubscribed | None:
+        """Drop every callback of ``topic``; returns what to tell the core, if anything."""
+        self._replay_topics.discard(topic)
+        if self.subscriptions.pop(topic, None) is None:
+            return None
+        return ev.TopicUnsubscribed(topic)
+
+    def subscription_events(self) -> list[ev.TopicSubscribed]:
+        """What a newly started core must be told of the subscriptions made before."""
+        return [ev.TopicSubscribed(t, t in self._replay_topics) for t in self.subscriptions]
+
+    # ------------------------------------------------------------ requests
+
+    def expect_reply(self, request_id: int, done: RequestDone) -> None:
+        self._requests[request_id] = done
+
+    def drop_request(self, request_id: int) -> None:
+        self._requests.pop(request_id, None)
+
+    def dispatch(self, fn: Callable[[], Any]) -> None:
+        """Run a user callback where this node runs them (called on the node's loop)."""
+        if self._runner is not None:
+            self._runner.run(fn, None)
+
+    # ------------------------------------------------------------ effects
+
+    def apply(self, effect: fx.Effect) -> None:
+        """Carry out one of the core's effects meant for the application."""
+        match effect:
+            case fx.DeliverPublication():
+                self._deliver_publication(effect)
+            case fx.Deliver():
+                self._deliver(effect)
+            case fx.Acknowledged():
+                self._acknowledged(effect)
+            case fx.CompleteRequest():
+                done = self._requests.pop(effect.request_id, None)
+                if done is not None:
+                    done(effect)
+            case fx.PublicationsLost():
+                self._publications_lost(effect)
+            case fx.MemberChanged():
+                self._member_changed(effect)
+
+    def _deliver(self, effect: fx.Deliver) -> None:
+        runner = self._runner
+        assert runner is not None
+        handler = self._lookup_handler(effect.name)
+        if handler is None:
+            self._counters["messages_unhandled"] += 1
+            text = f"no handler named {effect.name!r} on node {self.node_id}"
+            if effect.request_id is not None:
+                self._reply(effect, False, text.encode())
+            elif effect.receipt is not None:
+                self._finished(effect, text)
+            return
+        deserialize = self.serializer.deserialize
+
+        def call() -> Any:
+            return handler(deserialize(effect.payload), effect.sender)
+
+        if effect.request_id is not None:
+            runner.run(call, lambda result, exc: self._handled(effect, result, exc))
+        elif effect.receipt is not None:
+            runner.run(call, lambda _, exc: self._finished(effect, _describe_error(exc)))
+        else:
+            runner.run(call, None)
+
+    def _finished(self, effect: fx.Deliver, error: str | None) -> None:
+        assert effect.receipt is not None
+        self._feed(ev.DeliveryFinished(effect.sender, effect.receipt, error))
+
+    def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._reply(effect, False, f"{type(exc).__name__}: {exc}".encode())
+            return
+        try:
+            payload = self.encode(result)
+        except ZclusterError as error:
+            self._reply(effect, False, f"reply not serializable: {error}".encode())
+            return
+        self._reply(effect, True, payload)
+
+    def _reply(self, effect: fx.Deliver, ok: bool, payload: bytes) -> None:
+        assert effect.request_id is not None and effect.reply_address is not None
+        self._feed(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
+
+    def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
+        callbacks = self.subscriptions.get(effect.topic)
+        runner = self._runner
+        if not callbacks or runner is None:
+            return
+        message = _Lazy(self.serializer.deserialize, effect.payload)
+        for callback in tuple(callbacks):
+            runner.run(functools.partial(_notify, callback, effect, message), None)
+
+    def _acknowledged(self, effect: fx.Acknowledged) -> None:
+        settled = 0
+        try:
+            for number, status, reason in effect.outcomes:
+                ack = self._acks.pop(number, None)
+                if ack is not None:
+                    ack._resolve(status, reason)
+                    settled += 1
+        finally:
+            if settled:
+                self.gate.release(effect.receiver, settled)  # one wake-up for the batch
+
+    def _publications_lost(self, effect: fx.PublicationsLost) -> None:
+        loss = PublicationLoss(effect.publisher, effect.topic, effect.first, effect.last)
+        log.warning(
+            "%s: lost publications %d..%d of %s on %r for good",
+            self.node_id,
+            loss.first,
+            loss.last,
+            loss.publisher,
+            loss.topic,
+        )
+        for callback in self.loss_callbacks:
+            self.dispatch(functools.partial(callback, loss))
+
+    def _member_changed(self, effect: fx.MemberChanged) -> None:
+        member, previous = effect.member, effect.previous
+        was = "new" if previous is None else str(previous.status)
+        if previous is not None and previous.incarnation != member.incarnation:
+            was = f"{was} (restarted)"
+        log.info("%s: member %s %s -> %s", self.node_id, member.node_id, was, member.status)
+        if member.node_id == self.node_id:
+            self.on_my_change(member)
+        for callback in self.member_callbacks:
+            self.dispatch(functools.partial(callback, member, previous))
+
+
+def _detached(event: ev.Event) -> None:
+    """Where outcomes go once the node has stopped: nowhere."""
+
+
+def _describe_error(exc: BaseException | None) -> str | None:
+    return None if exc is None else f"handler raised {type(exc).__name__}: {exc}"
+
+
+class _Lazy:
+    """Deserializes a payload once, on first use, in whichever thread uses it."""
+
+    __slots__ = ("_deserialize", "_done", "_payload", "_value")
+
+    def __init__(self, deserialize: Callable[[bytes], Any], payload: bytes) -> None:
+        self._deserialize = deserialize
+        self._payload = payload
+        self._value: Any = None
+        self._done = False
+
+    def get(self) -> Any:
+        if not self._done:
+            self._value = self._deserialize(self._payload)
+            self._done = True
+        return self._value
+
+
+def _notify(callback: SubscriptionCallback, effect: fx.DeliverPublication, message: _Lazy) -> Any:
+    return callback(effect.topic, message.get(), effect.sender)

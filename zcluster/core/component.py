@@ -1,0 +1,108 @@
+"""What the components of one node share, and the interface each implements.
+
+A component owns one concern of the protocol (membership, failure
+detection, connections, direct messages, reliable delivery, publishing,
+subscribing). ``NodeCore`` routes events and received messages to the
+components that declared them, and tells every component about time,
+membership changes and the end of a loop turn. Components never call each
+other's internals: what one needs from another is passed in when the node
+is built, as a narrow function.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zcluster.config import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.core.membership import MembershipTable
+from zcluster.protocol import messages as msg
+from zcluster.protocol.members import Member, MemberStatus
+
+#: a receiver of one message kind: (envelope, payload, user topic or None, now)
+Receiver = Callable[[msg.Envelope, bytes, str | None, float], None]
+#: a handler of one input event: (event, now)
+Command = Callable[[Any, float], None]
+
+
+class NodeContext:
+    """The state every component of one node reads: identity, configuration, the
+    member table, counters, randomness, and the list effects are appended to."""
+
+    def __init__(
+        self,
+        node_id: str,
+        incarnation: int,
+        address: str,
+        pub_address: str,
+        config: NodeConfig,
+        rng: random.Random,
+    ) -> None:
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.address = address
+        self.config = config
+        self.rng = rng
+        me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address)
+        self.table = MembershipTable(me, config.gossip_retransmit_count, config.members_max_count)
+        #: counters for metrics: frames rejected, messages sent and received, ...
+        self.counters: Counter[str] = Counter()
+        self.out: list[fx.Effect] = []
+        #: reports a change of a member's record to every component (set by NodeCore)
+        self.member_changed: Callable[[Member, Member | None, float], None] = _unset
+
+    @property
+    def me(self) -> Member:
+        return self.table.me
+
+    def emit(self, effect: fx.Effect) -> None:
+        self.out.append(effect)
+
+    def send(self, address: str, message: msg.Message, payload: bytes = b"") -> None:
+        """A direct message to the ROUTER at ``address``."""
+        self.out.append(fx.Send(address, message, payload))
+
+    def live_address(self, node_id: str) -> str | None:
+        """The ROUTER address of a live member; None if it is not one."""
+        member = self.table.get(node_id)
+        if member is None or not member.status.is_live:
+            return None
+        return member.address
+
+    def is_current(self, envelope: msg.Envelope) -> bool:
+        """The sender is a member we know, in the incarnation that sent this."""
+        member = self.table.get(envelope.sender)
+        return member is not None and member.incarnation == envelope.incarnation
+
+
+def _unset(member: Member, previous: Member | None, now: float) -> None:
+    raise AssertionError("NodeContext.member_changed is set by NodeCore")
+
+
+class Component:
+    """One concern of the protocol; every method has a do-nothing default."""
+
+    def receivers(self) -> Mapping[type[msg.Message], Receiver]:
+        """The message kinds this component acts on, by message class."""
+        return {}
+
+    def commands(self) -> Mapping[type, Command]:
+        """The input events this component acts on, by event class."""
+        return {}
+
+    def tick(self, now: float) -> None:
+        """The periodic timer: time-based steps."""
+
+    def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
+        """A member's record changed (``previous`` None: newly seen)."""
+
+    @property
+    def flush_due(self) -> bool:
+        """Work batched during this turn waits for ``end_turn``."""
+        return False
+
+    def end_turn(self, now: float) -> None:
+        """The driver finished a turn of its loop: send what was batched."""

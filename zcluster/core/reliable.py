@@ -1,0 +1,185 @@
+"""Guaranteed direct messages as protocol: DATA out of the outboxes, DATA_ACK back.
+
+The bookkeeping lives in ``outbox.py`` (sending side) and ``inbound.py``
+(receiving side); this component connects them to the wire, to time, to
+membership (a receiver that leaves fails what it was sent) and to the
+application (handler outcomes come back as DeliveryFinished).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.component import Command, Component, NodeContext, Receiver
+from zcluster.core.inbound import DirectReceiver
+from zcluster.core.outbox import DirectSender, Outgoing
+from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import AckStatus
+from zcluster.protocol.members import Member, MemberStatus
+
+Outcome = tuple[int, AckStatus, str]
+
+_GONE = (MemberStatus.LEFT, MemberStatus.REMOVED)
+
+
+class ReliableDelivery(Component):
+    def __init__(self, ctx: NodeContext, leaving: Callable[[], bool]) -> None:
+        self._ctx = ctx
+        self._leaving = leaving
+        self.sender = DirectSender(ctx.config, ctx.rng)
+        self.receiver = DirectReceiver(ctx.config, ctx.counters, first_stream_id=ctx.incarnation)
+        #: guaranteed messages handed to handlers whose outcome has not come back
+        self.handlers_running = 0
+
+    def receivers(self) -> Mapping[type[msg.Message], Receiver]:
+        return {msg.Data: self._rx_data, msg.DataAck: self._rx_data_ack}
+
+    def commands(self) -> Mapping[type, Command]:
+        return {ev.DeliveryFinished: self._on_delivery_finished}
+
+    def accepts(self, node_id: str) -> bool:
+        """A guaranteed send may go to a live or down member (it may come back),
+        not to an unknown one, nor to one that left or was removed."""
+        member = self._ctx.table.get(node_id)
+        return member is not None and node_id != self._ctx.node_id and member.status not in _GONE
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, event: ev.SendRequested, now: float) -> None:
+        ctx = self._ctx
+        reason = ""
+        if not self.accepts(event.target):
+            reason = f"{event.target!r} is not a member (unknown, left or removed)"
+        elif self.sender.count(event.target) >= ctx.config.outbox_max_count:
+            reason = f"outbox to {event.target!r} is full ({ctx.config.outbox_max_count})"
+        if reason:
+            ctx.emit(fx.Acknowledged(event.target, ((event.number, AckStatus.FAILED, reason),)))
+            return
+        entry = self.sender.add(
+            event.target,
+            event.number,
+            event.name,
+            event.payload,
+            event.guarantee,
+            now + event.ttl_s,
+            now,
+        )
+        ctx.counters["reliable_sent"] += 1
+        address = ctx.live_address(event.target)
+        if address is not None:
+            self._transmit(address, event.target, entry)
+        # else: a down member may come back; the retry timer parks it until then
+
+    def _transmit(self, address: str, target: str, entry: Outgoing) -> None:
+        sender = self.sender
+        data = msg.Data(
+            entry.name,
+            entry.number,
+            entry.seq,
+            sender.low(target),
+            entry.guarantee,
+            sender.epoch(target),
+        )
+        self._ctx.send(address, data, entry.payload)
+
+    def tick(self, now: float) -> None:
+        ctx = self._ctx
+        for target, entry in self.sender.due_retries(now, self._is_reachable):
+            address = ctx.live_address(target)
+            if address is not None:
+                ctx.counters["reliable_retransmits"] += 1
+                self._transmit(address, target, entry)
+        expired: dict[str, list[Outcome]] = {}
+        for target, entry in self.sender.expired(now):
+            why = "no acknowledgement within its ttl"
+            expired.setdefault(target, []).append((entry.number, AckStatus.EXPIRED, why))
+        for target, outcomes in expired.items():
+            ctx.counters["reliable_expired"] += len(outcomes)
+            ctx.emit(fx.Acknowledged(target, tuple(outcomes)))
+
+    def _is_reachable(self, node_id: str) -> bool:
+        return self._ctx.live_address(node_id) is not None
+
+    def _rx_data_ack(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
+        ctx = self._ctx
+        ack = env.message
+        assert isinstance(ack, msg.DataAck)
+        receiver = ctx.table.get(env.sender)
+        if ack.incarnation != ctx.incarnation or (
+            receiver is not None and receiver.incarnation != env.incarnation
+        ):  # meant for an earlier life of ours, or sent by an earlier life of the receiver
+            ctx.counters["reliable_acks_stale"] += 1
+            return
+        done = self.sender.acknowledged(env.sender, ack, now)
+        if not done:
+            return
+        reasons = dict(ack.failures)
+        outcomes = tuple(
+            (entry.number, AckStatus.FAILED, reasons[entry.seq])
+            if entry.seq in reasons
+            else (entry.number, AckStatus.DELIVERED, "")
+            for entry in done
+        )
+        ctx.emit(fx.Acknowledged(env.sender, outcomes))
+
+    # ------------------------------------------------------------ receiving
+
+    def _rx_data(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
+        ctx = self._ctx
+        if self._leaving():
+            # Not taken, so not acknowledged: the sender learns we left, not that we took it.
+            ctx.counters["reliable_refused_leaving"] += 1
+            return
+        data = env.message
+        assert isinstance(data, msg.Data)
+        for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
+            receipt = (env.incarnation, arrival.epoch, arrival.seq)
+            self.handlers_running += 1
+            ctx.emit(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
+
+    def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
+        self.handlers_running = max(0, self.handlers_running - 1)
+        if event.error is not None:
+            self._ctx.counters["reliable_handler_failures"] += 1
+        self.receiver.finished(event.sender, event.receipt, event.error)
+
+    @property
+    def flush_due(self) -> bool:
+        return bool(self.receiver.ack_due)
+
+    def end_turn(self, now: float) -> None:
+        """Send the acknowledgements batched during this turn: one per sender."""
+        ctx, receiver = self._ctx, self.receiver
+        for sender in receiver.ack_due:
+            stream = receiver.stream(sender)
+            member = ctx.table.get(sender)
+            if stream is not None and member is not None:
+                ctx.send(member.address, stream.ack(ctx.config.ack_selective_max_count))
+        receiver.ack_due.clear()
+
+    # ------------------------------------------------------------ membership
+
+    def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
+        node_id = member.node_id
+        if member.status in _GONE:
+            self._fail_all(member)
+            self.receiver.forget(node_id)
+        elif member.status.is_live:
+            restarted = previous is not None and previous.incarnation != member.incarnation
+            self.sender.resume(node_id, now, restarted=restarted)
+
+    def _fail_all(self, member: Member) -> None:
+        why = "receiver left the cluster"
+        if member.status is MemberStatus.REMOVED:
+            why = "receiver was removed from the cluster"
+        failed = self.sender.fail_all(member.node_id)
+        if not failed:
+            return
+        self._ctx.counters["reliable_failed_receiver_gone"] += len(failed)
+        arrived = f"{why} before confirming; it may have handled it"
+        outcomes = tuple(
+            (e.number, AckStatus.FAILED, arrived if e.received else why) for e in failed
+        )
+        self._ctx.emit(fx.Acknowledged(member.node_id, outcomes))

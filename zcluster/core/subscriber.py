@@ -1,0 +1,193 @@
+"""The subscribing side of fan-out: filters, LISTEN, gap repair and loss reports.
+
+A subscriber tells each publisher which topics it reads (LISTEN, with the
+first heartbeat of each publisher incarnation and again on every change),
+until the publisher answers (LISTENING) with where each stream starts.
+Numbered publications go through ``topics.Subscriptions``, which finds
+gaps (also from the numbers heartbeats carry, so tail loss shows), fetches
+them and reports what can never come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.component import Command, Component, NodeContext, Receiver
+from zcluster.core.topics import Publication, Subscriptions
+from zcluster.protocol import messages as msg
+from zcluster.protocol.members import Member, MemberStatus
+
+
+class Subscriber(Component):
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self.subscriptions = Subscriptions(ctx.config, ctx.counters)
+        self._topics: set[str] = set()
+        #: the incarnation of each publisher we told our topics (on its first heartbeat)
+        self._listening_to: dict[str, int] = {}
+        #: publishers told which topics we read that have not answered yet, and when to retry
+        self._listen_unanswered: dict[str, float] = {}
+
+    def receivers(self) -> Mapping[type[msg.Message], Receiver]:
+        return {
+            msg.Heartbeat: self._rx_heartbeat,
+            msg.Listening: self._rx_listening,
+            msg.Publish: self._rx_publish,
+            msg.Republish: self._rx_republish,
+            msg.Lost: self._rx_lost,
+        }
+
+    def commands(self) -> Mapping[type, Command]:
+        return {
+            ev.TopicSubscribed: self._on_subscribed,
+            ev.TopicUnsubscribed: self._on_unsubscribed,
+        }
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    # ------------------------------------------------------------ events
+
+    def _on_subscribed(self, event: ev.TopicSubscribed, now: float) -> None:
+        if event.replay:
+            self.subscriptions.replay_topics.add(event.topic)
+        if event.topic in self._topics:
+            return
+        self._topics.add(event.topic)
+        self._ctx.emit(fx.SetSubscription(event.topic, True))
+        self._tell_listening(now)
+
+    def _on_unsubscribed(self, event: ev.TopicUnsubscribed, now: float) -> None:
+        if event.topic not in self._topics:
+            return
+        self._topics.discard(event.topic)
+        self.subscriptions.replay_topics.discard(event.topic)
+        self.subscriptions.forget_topic(event.topic)
+        self._ctx.emit(fx.SetSubscription(event.topic, False))
+        self._tell_listening(now)
+
+    def tick(self, now: float) -> None:
+        for node_id, due in list(self._listen_unanswered.items()):
+            if now < due:
+                continue
+            member = self._ctx.table.get(node_id)
+            if member is None or not member.status.is_live:
+                del self._listen_unanswered[node_id]
+            else:
+                self._tell_listening_to(node_id, member.address, now)
+
+    @property
+    def flush_due(self) -> bool:
+        return self.subscriptions.new_gap
+
+    def end_turn(self, now: float) -> None:
+        """Ask publishers for the gaps found during this turn (and those due again)."""
+        ctx = self._ctx
+        self.subscriptions.new_gap = False
+        for publisher, topic, ranges in self.subscriptions.due_fetches(now):
+            address = ctx.live_address(publisher)
+            if address is not None:
+                ctx.counters["publication_fetches"] += 1
+                ctx.send(address, msg.Fetch(topic, tuple(ranges), ctx.address))
+
+    def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
+        node_id = member.node_id
+        new_life = previous is not None and previous.incarnation != member.incarnation
+        if previous is None or new_life or not member.status.is_live:
+            self._listening_to.pop(node_id, None)
+        if member.status in (MemberStatus.LEFT, MemberStatus.REMOVED) or new_life:
+            # What the old life of this publisher left missing can never be fetched.
+            for topic, ready in self.subscriptions.forget_publisher(node_id):
+                self._deliver(node_id, topic, ready)
+
+    # ------------------------------------------------------------ messages
+
+    def _rx_heartbeat(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
+        heartbeat = env.message
+        assert isinstance(heartbeat, msg.Heartbeat)
+        if heartbeat.me.node_id != env.sender or heartbeat.me.incarnation != env.incarnation:
+            return  # inconsistent: counted and dropped by Gossip
+        current = self._ctx.table.get(env.sender)
+        if current is None or current.incarnation != env.incarnation:
+            return
+        if current.status.is_live and self._listening_to.get(env.sender) != env.incarnation:
+            # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
+            self._listening_to[env.sender] = env.incarnation
+            self._tell_listening_to(env.sender, current.address, now)
+        if self._topics and heartbeat.positions:
+            # The latest numbers: tail loss shows as a gap. A stream that starts here
+            # starts provisionally at that number; LISTENING gives the real start.
+            for topic, latest in heartbeat.positions:
+                if topic in self._topics:
+                    ready = self.subscriptions.position(
+                        env.sender, env.incarnation, topic, latest, latest
+                    )
+                    self._deliver(env.sender, topic, ready)
+
+    def _rx_listening(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+        listening = env.message
+        assert isinstance(listening, msg.Listening)
+        self._listen_unanswered.pop(env.sender, None)
+        for topic, start in listening.positions:
+            if topic in self._topics:
+                ready = self.subscriptions.subscription_began(
+                    env.sender, env.incarnation, topic, start
+                )
+                self._deliver(env.sender, topic, ready)
+
+    def _rx_publish(self, env: msg.Envelope, payload: bytes, topic: str | None, _: float) -> None:
+        if topic is None or topic not in self._topics:
+            return
+        publication = env.message
+        assert isinstance(publication, msg.Publish)
+        if publication.seq == 0:
+            self._ctx.emit(fx.DeliverPublication(env.sender, topic, payload))
+            return
+        self._take(env, topic, (publication.seq, publication.guarantee, payload))
+
+    def _rx_republish(self, env: msg.Envelope, payload: bytes, _: str | None, __: float) -> None:
+        republish = env.message
+        assert isinstance(republish, msg.Republish)
+        self._ctx.counters["publications_repaired"] += 1
+        if republish.topic in self._topics:
+            item = (republish.seq, republish.guarantee, payload)
+            self._take(env, republish.topic, item)
+
+    def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+        lost = env.message
+        assert isinstance(lost, msg.Lost)
+        ready = self.subscriptions.lost(env.sender, env.incarnation, lost.topic, lost.ranges)
+        self._deliver(env.sender, lost.topic, ready)
+
+    # ------------------------------------------------------------ internals
+
+    def _take(self, env: msg.Envelope, topic: str, item: Publication) -> None:
+        # A stream that starts here starts provisionally after this number (see above).
+        start = item[0] - 1
+        ready = self.subscriptions.publication(env.sender, env.incarnation, topic, item, start)
+        self._deliver(env.sender, topic, ready)
+
+    def _deliver(self, publisher: str, topic: str, ready: list[Publication]) -> None:
+        ctx = self._ctx
+        for _, _, payload in ready:
+            ctx.emit(fx.DeliverPublication(publisher, topic, payload))
+        losses = self.subscriptions.losses
+        if losses:
+            for loss in losses:
+                ctx.emit(fx.PublicationsLost(loss.publisher, loss.topic, loss.first, loss.last))
+            losses.clear()
+
+    def _tell_listening(self, now: float) -> None:
+        for node_id in self._listening_to:
+            member = self._ctx.table.get(node_id)
+            if member is not None and member.status.is_live:
+                self._tell_listening_to(node_id, member.address, now)
+
+    def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
+        """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
+        where our streams start depends on that answer."""
+        self._ctx.send(address, msg.Listen(tuple(sorted(self._topics))))
+        self._listen_unanswered[node_id] = now + self._ctx.config.listen_retry_s

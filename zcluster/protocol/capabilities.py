@@ -1,0 +1,16 @@
+"""Capabilities: what a node understands beyond protocol revision 1.0.
+
+Every node announces its set in each HEARTBEAT and SYNC it sends; a node
+uses a feature towards a peer only once that peer has announced the
+capability defining it (``docs/protocol.md``, compatibility and extensions).
+"""
+
+from __future__ import annotations
+
+from zcluster.protocol.messages import Capabilities
+
+#: accepts extra header elements, extra body fields and extra member-record fields
+FIELDS = "fields"
+
+#: what this release announces, sorted
+SUPPORTED: Capabilities = (FIELDS,)

@@ -1,0 +1,252 @@
+"""The protocol messages: one frozen dataclass per kind.
+
+The core consumes and emits these; ``zcluster.wire`` turns them into
+frames and back. Field order is the order on the wire (``docs/protocol.md``
+section 4). Integers are unsigned 64-bit unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import ClassVar
+
+from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.protocol.members import Member
+
+#: (first, last) sequence numbers, inclusive
+Range = tuple[int, int]
+#: (topic, sequence number)
+Position = tuple[str, int]
+#: longest failure reason a DATA_ACK carries (longer ones are cut by the receiver)
+MAX_REASON_CHARS = 1024
+#: capability names a node announces (sorted, so encodings and traces are stable)
+Capabilities = tuple[str, ...]
+
+
+class Kind(enum.IntEnum):
+    """Message kinds. Values are part of the protocol; never renumber."""
+
+    HEARTBEAT = 1
+    SYNC = 3
+    PING = 4
+    PING_REQ = 5
+    ACK = 6
+    LISTEN = 7
+    SEND = 10
+    REQUEST = 11
+    REPLY = 12
+    PUBLISH = 13
+    DATA = 14
+    DATA_ACK = 15
+    FETCH = 16
+    REPUBLISH = 17
+    LOST = 18
+    LISTENING = 19
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """On PUB, every ``heartbeat_interval_s``: the sender's record, gossip, view digest,
+    its latest number on recently published topics, and its capabilities."""
+
+    KIND: ClassVar[Kind] = Kind.HEARTBEAT
+    me: Member
+    updates: tuple[Member, ...]
+    digest: str
+    positions: tuple[Position, ...]
+    capabilities: Capabilities = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sync:
+    """Push (and with ``want_reply``, pull) member records: join and anti-entropy."""
+
+    KIND: ClassVar[Kind] = Kind.SYNC
+    records: tuple[Member, ...]
+    want_reply: bool
+    reply_address: str
+    capabilities: Capabilities = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    KIND: ClassVar[Kind] = Kind.PING
+    probe_id: int
+    reply_address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PingReq:
+    """Probe ``target`` for the requester and forward its ACK."""
+
+    KIND: ClassVar[Kind] = Kind.PING_REQ
+    probe_id: int
+    reply_address: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer to a PING: ``target`` is alive."""
+
+    KIND: ClassVar[Kind] = Kind.ACK
+    probe_id: int
+    target: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listen:
+    """The topics the sender reads from the receiver's PUB (all of them, each time)."""
+
+    KIND: ClassVar[Kind] = Kind.LISTEN
+    topics: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listening:
+    """The answer to LISTEN: where each topic stood when the subscriber first listed it."""
+
+    KIND: ClassVar[Kind] = Kind.LISTENING
+    positions: tuple[Position, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    """A direct message to handler ``name`` (at most once); the payload is the message."""
+
+    KIND: ClassVar[Kind] = Kind.SEND
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    KIND: ClassVar[Kind] = Kind.REQUEST
+    name: str
+    request_id: int
+    reply_address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """A request's result (``ok``) or the error text, in the payload."""
+
+    KIND: ClassVar[Kind] = Kind.REPLY
+    request_id: int
+    ok: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publish:
+    """On PUB under a user topic; ``seq`` 0 (AT_MOST_ONCE) or the topic's number."""
+
+    KIND: ClassVar[Kind] = Kind.PUBLISH
+    seq: int
+    guarantee: DeliveryGuarantee
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Data:
+    """A guaranteed direct message: number ``seq`` of the sender's stream ``epoch`` to us.
+
+    ``number`` is the sender's id of the message (for EXACTLY_ONCE); everything
+    below ``low`` is settled at the sender.
+    """
+
+    KIND: ClassVar[Kind] = Kind.DATA
+    name: str
+    number: int
+    seq: int
+    low: int
+    guarantee: DeliveryGuarantee
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataAck:
+    """What the receiver's state ``stream_id`` of stream (``incarnation``, ``epoch``) holds.
+
+    Finished (handler returned or failed): ``<= upto`` and ``selective``; failed
+    ones with their reasons in ``failures``. Arrived and waiting: ``<=
+    delivered_upto`` and ``pending``. Every number is a stream sequence number.
+    """
+
+    KIND: ClassVar[Kind] = Kind.DATA_ACK
+    incarnation: int
+    epoch: int
+    stream_id: int
+    upto: int
+    selective: tuple[int, ...]
+    failures: tuple[tuple[int, str], ...]
+    delivered_upto: int
+    pending: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fetch:
+    """Ask a publisher to resend numbered publications of ``topic``."""
+
+    KIND: ClassVar[Kind] = Kind.FETCH
+    topic: str
+    ranges: tuple[Range, ...]
+    reply_address: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Republish:
+    """One fetched publication, direct; the payload is the publication."""
+
+    KIND: ClassVar[Kind] = Kind.REPUBLISH
+    topic: str
+    seq: int
+    guarantee: DeliveryGuarantee
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lost:
+    """Fetched numbers the publisher no longer holds."""
+
+    KIND: ClassVar[Kind] = Kind.LOST
+    topic: str
+    ranges: tuple[Range, ...]
+
+
+Message = (
+    Heartbeat
+    | Sync
+    | Ping
+    | PingReq
+    | Ack
+    | Listen
+    | Listening
+    | Send
+    | Request
+    | Reply
+    | Publish
+    | Data
+    | DataAck
+    | Fetch
+    | Republish
+    | Lost
+)
+
+#: kinds sent DEALER -> ROUTER; the others travel on PUB
+DIRECT_KINDS = frozenset(k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message with its header. ``(sender, incarnation, seq)`` is the message id."""
+
+    sender: str
+    incarnation: int
+    seq: int
+    message: Message
+
+    @property
+    def kind(self) -> Kind:
+        return self.message.KIND
+
+    @property
+    def message_id(self) -> tuple[str, int, int]:
+        return (self.sender, self.incarnation, self.seq)
