@@ -36,7 +36,7 @@ from zcluster.delivery import MessageAcknowledgement
 from zcluster.errors import ConfigError, NotRunning, RemoteError, RequestTimeout
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
-from zcluster.runtime.asyncnode import AsyncNode, InboundFaults, validate_topic
+from zcluster.runtime.asyncnode import AsyncNode, validate_topic
 from zcluster.runtime.driver import ReadControl
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import ThreadRunner
