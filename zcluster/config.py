@@ -67,7 +67,8 @@ class NodeConfig:
     left_member_expiry_s: float = 30.0
     #: a removed member's tombstone blocks stale gossip this long, then is purged
     removed_tombstone_s: float = 60.0
-    #: a graceful stop waits at most this long to announce leaving, then left
+    #: a graceful stop lets running handlers of guaranteed messages finish for at most this
+    #: long, then announces leaving; it waits as long again to be confirmed left
     leave_timeout_s: float = 1.0
 
     # --- messaging ---
@@ -169,6 +170,11 @@ class NodeConfig:
             )
         if self.tick_interval_s > self.heartbeat_interval_s:
             raise ConfigError("tick_interval_s must not exceed heartbeat_interval_s")
+
+    @property
+    def graceful_stop_max_s(self) -> float:
+        """The longest a graceful stop takes: handlers finishing, then leaving."""
+        return 2 * self.leave_timeout_s + self.heartbeat_interval_s
 
     @property
     def failure_detection_bound_s(self) -> float:

@@ -357,3 +357,20 @@ def test_a_lost_confirmation_is_asked_for_again_and_still_says_where_it_began() 
     got = sorted(int(p) for _, t, p in net.nodes["n1"].delivered if t == "t")
     assert got == list(range(1, 11))
     assert net.nodes["n1"].losses == []
+
+
+def test_a_graceful_stop_lets_running_handlers_finish_and_acknowledge() -> None:
+    """Leaving is protocol in the core: the simulated network covers it like real sockets."""
+    net = cluster(3, seed=21)
+    net.handler_delay_s = 0.3  # each handler takes this long to return
+    ran: list[bytes] = []
+    net.nodes["n1"].handlers["work"] = lambda sender, payload: ran.append(payload)
+    number = net.send("n0", "n1", "work", b"job", G.AT_LEAST_ONCE)
+    assert net.run_until(lambda: ran == [b"job"], 2)
+    net.stop("n1")  # while the handler has not returned yet
+    assert net.run_until(lambda: number in net.nodes["n0"].acks, 5)
+    assert net.nodes["n0"].acks[number] == (AckStatus.DELIVERED, "")
+    late = net.send("n0", "n1", "work", b"late", G.AT_LEAST_ONCE)
+    assert net.run_until(lambda: late in net.nodes["n0"].acks, 5)
+    assert net.nodes["n0"].acks[late][0] is AckStatus.FAILED
+    assert ran == [b"job"]

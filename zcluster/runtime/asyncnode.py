@@ -249,9 +249,7 @@ class AsyncNode:
         try:
             if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
                 driver.feed(ev.LeaveRequested())
-                # Finishing handlers, then announcing LEAVING for a heartbeat, then LEFT.
-                limit = 2 * self.config.leave_timeout_s + self.config.heartbeat_interval_s
-                await asyncio.wait_for(self._left.wait(), limit)
+                await asyncio.wait_for(self._left.wait(), self.config.graceful_stop_max_s)
         except TimeoutError:
             log.warning("node %s: leave not confirmed in time; closing", self.node_id)
         finally:

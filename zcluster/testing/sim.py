@@ -232,8 +232,7 @@ class SimNetwork:
         """Stop a node gracefully: it announces leaving, then stops."""
         node = self.nodes[node_id]
         self._feed(node, ev.LeaveRequested())
-        deadline = self.now + self.config.leave_timeout_s
-        self.run_until(lambda: node.core.has_left, deadline - self.now)
+        self.run_until(lambda: node.core.has_left, self.config.graceful_stop_max_s)
         node.alive = False
         self._record(node_id, "stop")
 
