@@ -27,7 +27,7 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.core.node import check_guarantee
+from zcluster.core.component import check_guarantee
 from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
 from zcluster.errors import (
     ConfigError,
@@ -239,23 +239,22 @@ class Application:
 
     # ------------------------------------------------------------ effects
 
-    def apply(self, effect: fx.Effect) -> None:
-        """Carry out one of the core's effects meant for the application."""
-        match effect:
-            case fx.DeliverPublication():
-                self._deliver_publication(effect)
-            case fx.Deliver():
-                self._deliver(effect)
-            case fx.Acknowledged():
-                self._acknowledged(effect)
-            case fx.CompleteRequest():
-                done = self._requests.pop(effect.request_id, None)
-                if done is not None:
-                    done(effect)
-            case fx.PublicationsLost():
-                self._publications_lost(effect)
-            case fx.MemberChanged():
-                self._member_changed(effect)
+    def appliers(self) -> dict[type, Callable[[Any], None]]:
+        """How to carry out each of the core's effects meant for the application, by type
+        (hosts look effects up here: one dictionary lookup per effect)."""
+        return {
+            fx.DeliverPublication: self._deliver_publication,
+            fx.Deliver: self._deliver,
+            fx.Acknowledged: self._acknowledged,
+            fx.CompleteRequest: self._complete_request,
+            fx.PublicationsLost: self._publications_lost,
+            fx.MemberChanged: self._member_changed,
+        }
+
+    def _complete_request(self, effect: fx.CompleteRequest) -> None:
+        done = self._requests.pop(effect.request_id, None)
+        if done is not None:
+            done(effect)
 
     def _deliver(self, effect: fx.Deliver) -> None:
         runner = self._runner

@@ -72,7 +72,7 @@ def encode_header(
     kind: Kind, sender: str, incarnation: int, seq: int, body: Sequence[Any]
 ) -> bytes:
     return msgpack.packb(  # type: ignore[no-any-return]
-        [PROTOCOL_VERSION, int(kind), sender, incarnation, seq, list(body)], use_bin_type=True
+        [PROTOCOL_VERSION, int(kind), sender, incarnation, seq, body], use_bin_type=True
     )
 
 
@@ -135,34 +135,62 @@ class Encoder:
 
     The header's ``seq`` completes the message id ``(sender, incarnation,
     seq)``; it is unique per incarnation, not a delivery sequence number.
+    The parts of a header that never change for this node are packed once:
+    a header is the bytes of ``[version, kind, sender, incarnation, seq,
+    body]``, built from a cached prefix and two packed values.
     """
 
     def __init__(self, sender: str, incarnation: int) -> None:
         self.sender = sender
         self.incarnation = incarnation
         self._seq = 0
+        self._pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+        identity = self._pack(sender) + self._pack(incarnation)
+        #: per message class: the header bytes up to seq, and the body's builder
+        self._forms: dict[type[Any], tuple[bytes, Callable[[Any], Sequence[Any]]]] = {
+            cls: (
+                _ARRAY_OF_6 + self._pack(PROTOCOL_VERSION) + self._pack(int(cls.KIND)) + identity,
+                body,
+            )
+            for cls, body in _BODIES.items()
+        }
+        self._topic_frames: dict[str, bytes] = {}
 
     def header(self, message: msg.Message) -> bytes:
         self._seq += 1
-        body = _BODIES[type(message)](message)
-        return encode_header(message.KIND, self.sender, self.incarnation, self._seq, body)
+        prefix, body = self._forms[type(message)]
+        pack = self._pack
+        return prefix + pack(self._seq) + pack(body(message))
 
     def direct(self, message: msg.Message, payload: bytes) -> tuple[bytes, bytes]:
         """``[header, payload]`` for a DEALER."""
-        return self.header(message), _payload_frame(message, payload)
+        if type(message) in _ANNOUNCING_TYPES:
+            payload = encode_capabilities(message.capabilities)  # type: ignore[union-attr]
+        return self.header(message), payload
 
     def published(
         self, topic: str | None, message: msg.Message, payload: bytes
     ) -> tuple[bytes, bytes, bytes]:
         """``[topic frame, header, payload]`` for the PUB (``topic`` None: membership)."""
-        first = CONTROL_TOPIC if topic is None else topic_frame(topic)
-        return first, self.header(message), _payload_frame(message, payload)
+        if topic is None:
+            first = CONTROL_TOPIC
+        else:
+            first = self._topic_frames.get(topic) or self._topic_frame(topic)
+        if type(message) in _ANNOUNCING_TYPES:
+            payload = encode_capabilities(message.capabilities)  # type: ignore[union-attr]
+        return first, self.header(message), payload
+
+    def _topic_frame(self, topic: str) -> bytes:
+        if len(self._topic_frames) >= _VALID_CACHE_COUNT:
+            self._topic_frames.clear()
+        frame = self._topic_frames[topic] = topic_frame(topic)
+        return frame
 
 
-def _payload_frame(message: msg.Message, payload: bytes) -> bytes:
-    if isinstance(message, msg.Heartbeat | msg.Sync):
-        return encode_capabilities(message.capabilities)
-    return payload
+#: msgpack's marker of an array of 6 elements: a header of revision 1.0
+_ARRAY_OF_6 = b"\x96"
+#: message classes whose payload frame carries the sender's capabilities
+_ANNOUNCING_TYPES = frozenset({msg.Heartbeat, msg.Sync})
 
 
 def topic_frame(topic: str) -> bytes:

@@ -19,8 +19,32 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core.membership import MembershipTable
+from zcluster.errors import UnsupportedGuarantee
 from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
+
+#: what this core can honour; anything else is refused at its door
+SUPPORTED_GUARANTEES = frozenset(
+    {
+        DeliveryGuarantee.AT_MOST_ONCE,
+        DeliveryGuarantee.AT_LEAST_ONCE,
+        DeliveryGuarantee.EXACTLY_ONCE,
+        DeliveryGuarantee.ORDERED,
+    }
+)
+
+
+def check_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
+    """Raise UnsupportedGuarantee unless this core can honour ``guarantee``."""
+    if guarantee not in SUPPORTED_GUARANTEES:  # before any state changes: the core's door
+        raise UnsupportedGuarantee(
+            f"DeliveryGuarantee.{guarantee.name} is not available yet: causal and "
+            "transactional delivery come in a later release; use AT_LEAST_ONCE, "
+            "EXACTLY_ONCE or ORDERED"
+        )
+    return guarantee
+
 
 #: a receiver of one message kind: (envelope, payload, user topic or None, now)
 Receiver = Callable[[msg.Envelope, bytes, str | None, float], None]

@@ -1,4 +1,7 @@
-"""Outputs of the core: what the driver must do. Imperatives, all immutable."""
+"""Outputs of the core: what the driver must do. Imperatives.
+
+Values, never changed once built (not frozen only for speed; see events.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from zcluster.protocol.members import Member
 from zcluster.protocol.messages import Message
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Send:
     """Send ``message`` (with ``payload``) to the ROUTER at ``address``."""
 
@@ -18,7 +21,7 @@ class Send:
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Publish:
     """Send ``message`` on our PUB under user ``topic`` (None: membership traffic)."""
 
@@ -27,7 +30,7 @@ class Publish:
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Connect:
     """Open a DEALER to the member's ROUTER and subscribe to its PUB."""
 
@@ -36,14 +39,14 @@ class Connect:
     pub_address: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Disconnect:
     node_id: str
     address: str
     pub_address: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class SetSubscription:
     """Add or remove the SUB filter of a user topic."""
 
@@ -51,7 +54,7 @@ class SetSubscription:
     subscribed: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Deliver:
     """Call the handler ``name``; when ``request_id`` is set, its result is the reply.
 
@@ -68,14 +71,14 @@ class Deliver:
     receipt: tuple[int, int, int] | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class DeliverPublication:
     sender: str
     topic: str
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Acknowledged:
     """Guaranteed sends reached a final status: ``(number, status, reason)`` each."""
 
@@ -83,7 +86,7 @@ class Acknowledged:
     outcomes: tuple[tuple[int, AckStatus, str], ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class PublicationsLost:
     """Publications ``first..last`` of ``publisher`` on ``topic`` can never be delivered."""
 
@@ -93,7 +96,7 @@ class PublicationsLost:
     last: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class CompleteRequest:
     """A request ended: ``ok`` with the reply payload, or failed with ``error``."""
 
@@ -104,7 +107,7 @@ class CompleteRequest:
     timed_out: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class MemberChanged:
     """A member's record changed; ``previous`` is None for a newly seen member."""
 
@@ -112,7 +115,7 @@ class MemberChanged:
     previous: Member | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class ResolveSeeds:
     """Resolve seed names (DNS may give several addresses) and report SeedsResolved."""
 

@@ -1,4 +1,10 @@
-"""Inputs of the core: things that happened. Past-tense nouns, all immutable."""
+"""Inputs of the core: things that happened. Past-tense nouns.
+
+Like every class of the core's vocabulary, they are values: compared by
+value and never changed once built. They are not frozen dataclasses only
+because a frozen dataclass costs about three times as much to build, and
+the hot path builds several of these per message.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,17 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.messages import Envelope
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Started:
     """The driver has bound its sockets; the node may start joining."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class TimerFired:
     """The periodic tick: every time-based step runs from here."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class EnvelopeReceived:
     """A frame decoded cleanly. ``topic`` is set for user publications."""
 
@@ -27,7 +33,7 @@ class EnvelopeReceived:
     topic: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class FrameRejected:
     """A frame failed to decode and was dropped."""
 
@@ -35,19 +41,19 @@ class FrameRejected:
     reason: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class SeedsResolved:
     """Seed names were resolved to addresses (possibly several per name)."""
 
     addresses: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class TurnEnded:
     """The driver finished a turn of its loop: send what was batched (acks, fetches)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class SendRequested:
     """Send to ``target``'s handler ``name``.
 
@@ -64,7 +70,7 @@ class SendRequested:
     ttl_s: float = 0.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class DeliveryFinished:
     """The handler of a guaranteed message returned (``error`` None) or failed.
 
@@ -76,7 +82,7 @@ class DeliveryFinished:
     error: str | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class RequestStarted:
     request_id: int
     target: str
@@ -85,7 +91,7 @@ class RequestStarted:
     timeout_s: float
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class ReplyReady:
     """A handler finished; its result (or error text) goes back to the requester."""
 
@@ -95,14 +101,14 @@ class ReplyReady:
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class PublishRequested:
     topic: str
     payload: bytes
     guarantee: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class TopicSubscribed:
     """Receive ``topic``; with ``replay``, new streams start from the publisher's buffer."""
 
@@ -110,12 +116,12 @@ class TopicSubscribed:
     replay: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class TopicUnsubscribed:
     topic: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class LeaveRequested:
     """A graceful stop: announce leaving, then left."""
 

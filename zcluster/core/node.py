@@ -21,7 +21,7 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.core.component import Component, NodeContext, Receiver
+from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.connections import Connections
 from zcluster.core.direct import DirectMessages
 from zcluster.core.gossip import Gossip
@@ -29,32 +29,9 @@ from zcluster.core.probes import FailureDetection
 from zcluster.core.publisher import Publisher
 from zcluster.core.reliable import ReliableDelivery
 from zcluster.core.subscriber import Subscriber
-from zcluster.errors import UnsupportedGuarantee
 from zcluster.protocol import messages as msg
 from zcluster.protocol.capabilities import SUPPORTED
-from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
-
-#: what this core can honour; anything else is refused at its door
-SUPPORTED_GUARANTEES = frozenset(
-    {
-        DeliveryGuarantee.AT_MOST_ONCE,
-        DeliveryGuarantee.AT_LEAST_ONCE,
-        DeliveryGuarantee.EXACTLY_ONCE,
-        DeliveryGuarantee.ORDERED,
-    }
-)
-
-
-def check_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
-    """Raise UnsupportedGuarantee unless this core can honour ``guarantee``."""
-    if guarantee not in SUPPORTED_GUARANTEES:
-        raise UnsupportedGuarantee(
-            f"DeliveryGuarantee.{guarantee.name} is not available yet: causal and "
-            "transactional delivery come in a later release; use AT_LEAST_ONCE, "
-            "EXACTLY_ONCE or ORDERED"
-        )
-    return guarantee
 
 
 class NodeCore:
@@ -112,6 +89,10 @@ class NodeCore:
             ev.TurnEnded: self._on_turn_ended,
             ev.SendRequested: self._on_send,
         }
+        #: the components that batch work per turn (asked after every event: keep it short)
+        self._flushers = tuple(
+            c for c in self._components if type(c).flush_due is not Component.flush_due
+        )
         self._receivers: dict[type[msg.Message], tuple[Receiver, ...]] = {}
         for component in self._components:
             for event_type, command in component.commands().items():
@@ -128,8 +109,6 @@ class NodeCore:
         Raises UnsupportedGuarantee, before any change, for a send or a
         publication asking for a guarantee this core cannot honour.
         """
-        if isinstance(event, ev.SendRequested | ev.PublishRequested):
-            check_guarantee(event.guarantee)
         self._commands[type(event)](event, now)
         out, self._ctx.out = self._ctx.out, []
         return out
@@ -174,7 +153,10 @@ class NodeCore:
     @property
     def flush_due(self) -> bool:
         """Acknowledgements or fetches wait for the end of this turn (feed TurnEnded)."""
-        return any(component.flush_due for component in self._components)
+        for component in self._flushers:  # noqa: SIM110 - any() and a generator cost 3x
+            if component.flush_due:
+                return True
+        return False
 
     def accepts_guaranteed_send(self, node_id: str) -> bool:
         return self.reliable.accepts(node_id)
@@ -211,6 +193,7 @@ class NodeCore:
             component.end_turn(now)
 
     def _on_send(self, event: ev.SendRequested, now: float) -> None:
+        check_guarantee(event.guarantee)
         if event.guarantee.is_reliable:
             self.reliable.send(event, now)
         else:

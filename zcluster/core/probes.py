@@ -45,7 +45,8 @@ class FailureDetection(Component):
 
     def heard(self, envelope: msg.Envelope, now: float) -> None:
         """Any message from a member's current incarnation shows it is alive."""
-        if self._ctx.is_current(envelope):
+        member = self._ctx.table.get(envelope.sender)  # every message: kept short
+        if member is not None and member.incarnation == envelope.incarnation:
             self.detector.heard(envelope.sender, now)
 
     def tick(self, now: float) -> None:

@@ -13,11 +13,14 @@ from collections.abc import Callable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.core.component import Command, Component, NodeContext, Receiver
+from zcluster.core.component import Command, Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.topics import Publications
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
+
+#: the header of every AT_MOST_ONCE publication (messages are never changed: share one)
+_UNNUMBERED = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
 
 
 class Publisher(Component):
@@ -52,8 +55,8 @@ class Publisher(Component):
 
     def _on_publish(self, event: ev.PublishRequested, _: float) -> None:
         ctx = self._ctx
-        guarantee, topic = event.guarantee, event.topic
-        publication = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
+        guarantee, topic = check_guarantee(event.guarantee), event.topic
+        publication = _UNNUMBERED
         if guarantee.is_reliable:
             if self.publications.can_take(topic):
                 seq = self.publications.append(topic, guarantee, event.payload)

@@ -3,6 +3,10 @@
 The core consumes and emits these; ``zcluster.wire`` turns them into
 frames and back. Field order is the order on the wire (``docs/protocol.md``
 section 4). Integers are unsigned 64-bit unless said otherwise.
+
+Messages are values: compared by value, never changed once built. They are
+not frozen dataclasses only because a frozen dataclass costs about three
+times as much to build, and every message sent or received builds one.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Kind(enum.IntEnum):
     LISTENING = 19
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Heartbeat:
     """On PUB, every ``heartbeat_interval_s``: the sender's record, gossip, view digest,
     its latest number on recently published topics, and its capabilities."""
@@ -58,7 +62,7 @@ class Heartbeat:
     capabilities: Capabilities = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Sync:
     """Push (and with ``want_reply``, pull) member records: join and anti-entropy."""
 
@@ -69,14 +73,14 @@ class Sync:
     capabilities: Capabilities = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Ping:
     KIND: ClassVar[Kind] = Kind.PING
     probe_id: int
     reply_address: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class PingReq:
     """Probe ``target`` for the requester and forward its ACK."""
 
@@ -86,7 +90,7 @@ class PingReq:
     target: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Ack:
     """The answer to a PING: ``target`` is alive."""
 
@@ -95,7 +99,7 @@ class Ack:
     target: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Listen:
     """The topics the sender reads from the receiver's PUB (all of them, each time)."""
 
@@ -103,7 +107,7 @@ class Listen:
     topics: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Listening:
     """The answer to LISTEN: where each topic stood when the subscriber first listed it."""
 
@@ -111,7 +115,7 @@ class Listening:
     positions: tuple[Position, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Send:
     """A direct message to handler ``name`` (at most once); the payload is the message."""
 
@@ -119,7 +123,7 @@ class Send:
     name: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Request:
     KIND: ClassVar[Kind] = Kind.REQUEST
     name: str
@@ -127,7 +131,7 @@ class Request:
     reply_address: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Reply:
     """A request's result (``ok``) or the error text, in the payload."""
 
@@ -136,7 +140,7 @@ class Reply:
     ok: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Publish:
     """On PUB under a user topic; ``seq`` 0 (AT_MOST_ONCE) or the topic's number."""
 
@@ -145,7 +149,7 @@ class Publish:
     guarantee: DeliveryGuarantee
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Data:
     """A guaranteed direct message: number ``seq`` of the sender's stream ``epoch`` to us.
 
@@ -162,7 +166,7 @@ class Data:
     epoch: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class DataAck:
     """What the receiver's state ``stream_id`` of stream (``incarnation``, ``epoch``) holds.
 
@@ -182,7 +186,7 @@ class DataAck:
     pending: tuple[int, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Fetch:
     """Ask a publisher to resend numbered publications of ``topic``."""
 
@@ -192,7 +196,7 @@ class Fetch:
     reply_address: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Republish:
     """One fetched publication, direct; the payload is the publication."""
 
@@ -202,7 +206,7 @@ class Republish:
     guarantee: DeliveryGuarantee
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Lost:
     """Fetched numbers the publisher no longer holds."""
 
@@ -234,7 +238,7 @@ Message = (
 DIRECT_KINDS = frozenset(k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Envelope:
     """A message with its header. ``(sender, incarnation, seq)`` is the message id."""
 

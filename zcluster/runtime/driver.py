@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import zmq
 
@@ -34,7 +34,7 @@ REJECT_LOG_EVERY_COUNT = 1000
 class Application(Protocol):
     """The layer above the driver that runs user code (``zcluster.application``)."""
 
-    def apply(self, effect: fx.Effect) -> None: ...
+    def appliers(self) -> dict[type, Callable[[Any], None]]: ...
 
 
 class ReadControl(Protocol):
@@ -100,6 +100,16 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
+        #: how to carry out each kind of effect: sockets here, user code in the application
+        self._appliers: dict[type, Callable[[Any], None]] = {
+            fx.Publish: self._publish,
+            fx.Send: self._send,
+            fx.Connect: self._connect,
+            fx.Disconnect: self._disconnect,
+            fx.SetSubscription: self._set_subscription,
+            fx.ResolveSeeds: lambda effect: self._resolve(effect.seeds),
+            **app.appliers(),
+        }
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
         self._turn_end_scheduled = False
@@ -224,33 +234,35 @@ class Driver:
     # ------------------------------------------------------------ effects
 
     def apply(self, effects: list[fx.Effect]) -> None:
+        appliers = self._appliers
         for effect in effects:
             try:
-                self._apply_one(effect)
+                appliers[type(effect)](effect)
             except zmq.ZMQError as exc:  # one bad address or a full socket table, not a crash
                 self.counters["effects_failed"] += 1
                 log.warning("could not carry out %s: %s", type(effect).__name__, exc)
 
-    def _apply_one(self, effect: fx.Effect) -> None:
-        transport = self.transport
-        match effect:
-            case fx.Publish(topic=topic, message=message, payload=payload):
-                transport.publish(self._encoder.published(topic, message, payload))
-            case fx.Send(address=address, message=message, payload=payload):
-                frames = self._encoder.direct(message, payload)
-                if not transport.send(address, frames, self.clock()):
-                    self.counters["sends_dropped_queue_full"] += 1
-            case fx.Connect(node_id=node_id, address=address, pub_address=pub):
-                transport.connect_member(node_id, address, pub, self.clock())
-            case fx.Disconnect(node_id=node_id, address=address, pub_address=pub):
-                transport.disconnect_member(node_id, address, pub)
-            case fx.SetSubscription(topic=topic, subscribed=on):
-                transport.set_subscription(topic_frame(topic), on)
-                self.loop.call_soon(self._read_sub)
-            case fx.ResolveSeeds(seeds=seeds):
-                self._resolve(seeds)
-            case _:
-                self.app.apply(effect)
+    def _publish(self, effect: fx.Publish) -> None:
+        self.transport.publish(
+            self._encoder.published(effect.topic, effect.message, effect.payload)
+        )
+
+    def _send(self, effect: fx.Send) -> None:
+        frames = self._encoder.direct(effect.message, effect.payload)
+        if not self.transport.send(effect.address, frames, self.clock()):
+            self.counters["sends_dropped_queue_full"] += 1
+
+    def _connect(self, effect: fx.Connect) -> None:
+        self.transport.connect_member(
+            effect.node_id, effect.address, effect.pub_address, self.clock()
+        )
+
+    def _disconnect(self, effect: fx.Disconnect) -> None:
+        self.transport.disconnect_member(effect.node_id, effect.address, effect.pub_address)
+
+    def _set_subscription(self, effect: fx.SetSubscription) -> None:
+        self.transport.set_subscription(topic_frame(effect.topic), effect.subscribed)
+        self.loop.call_soon(self._read_sub)
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:
         if self._resolving:

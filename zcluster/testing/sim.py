@@ -78,6 +78,11 @@ class SimNode:
     #: publications reported lost for good
     losses: list[fx.PublicationsLost] = dataclasses.field(default_factory=list)
     turn_end_scheduled: bool = False
+    #: the application layer's effect handlers, by effect type
+    appliers: dict[type, Callable[[Any], None]] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.appliers = self.app.appliers()
 
     @property
     def node_id(self) -> str:
@@ -440,7 +445,7 @@ class SimNetwork:
                 self._feed(node, ev.SeedsResolved(tuple(seeds)))
             case _:
                 self._observe(node, effect)
-                node.app.apply(effect)
+                node.appliers[type(effect)](effect)
 
     def _observe(self, node: SimNode, effect: fx.Effect) -> None:
         """Record what the application layer is given, for tests and the trace."""
