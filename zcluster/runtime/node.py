@@ -316,8 +316,8 @@ class Node:
     def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:
         """Call handler ``name`` on ``node_id`` and return its reply.
 
-        The request goes to the loop with the batched calls, and the reply
-        wakes this thread directly: two thread crossings per round trip.
+        The request joins the batched calls to the loop, and the reply wakes
+        this thread straight from the loop: one hand-off each way.
         """
         node = self._node
         event = node.prepare_request(node_id, name, message, timeout)
@@ -326,8 +326,10 @@ class Node:
         try:
             node.submit(event, None)
             outcome = reply.wait(event.timeout_s + self.config.control_call_timeout_s)
-        finally:
+        except BaseException:
+            # The core ends every request it took; this is for one it never got.
             self._on_loop_soon(node.app.drop_request, event.request_id)
+            raise
         return self.serializer.deserialize(outcome)
 
     # ------------------------------------------------------------ plumbing
