@@ -35,6 +35,7 @@ def main() -> None:
         inject_inbound_faults(node, LinkConditions(packet_loss_rate=args.loss), seed=11)
     if args.drop:
         first, last = args.drop
+
         def drop_range(event: Any) -> tuple[float, ...]:
             numbered = event.topic == "t" and event.envelope.kind.name == "PUBLISH"
             return () if numbered and first <= event.envelope.message.seq <= last else (0.0,)
