@@ -299,7 +299,8 @@ def test_a_receiver_that_stops_gracefully_confirms_what_it_handled(
     make_node: NodeFactory,
 ) -> None:
     a = make_node("a")
-    b = make_node("b", a)
+    # Handlers take 0.6 s in all; a loaded machine must not turn waiting into giving up.
+    b = make_node("b", a, leave_timeout_s=5.0)
     assert wait_until(lambda: all_up([a, b]), 5)
     started = threading.Event()
 
