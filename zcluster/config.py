@@ -96,7 +96,8 @@ class NodeConfig:
     send_block_timeout_s: float = 10.0
     #: exactly-once: message ids remembered per receiver, at most this many ...
     dedup_window_max_count: int = 100_000
-    #: ... for this long (must cover message_ttl_s, the last moment a copy can be resent)
+    #: ... so that a copy arriving within this of being sent is recognised (it must cover
+    #: message_ttl_s and every EXACTLY_ONCE ttl; ids are kept for dedup_retention_s)
     dedup_window_s: float = 300.0
     #: senders whose streams a receiver tracks; the least recently heard is forgotten
     inbound_streams_max_count: int = 10_000
@@ -175,6 +176,19 @@ class NodeConfig:
     def graceful_stop_max_s(self) -> float:
         """The longest a graceful stop takes: handlers finishing, then leaving."""
         return 2 * self.leave_timeout_s + self.heartbeat_interval_s
+
+    @property
+    def dedup_retention_s(self) -> float:
+        """How long a receiver keeps an exactly-once id after its first copy arrived
+        (and again after its handler finished).
+
+        A sender sends no copy at or after the message's ttl, which for EXACTLY_ONCE is
+        at most ``dedup_window_s`` (docs/protocol.md 6.10: also the receivers'), so every
+        copy leaves within ``dedup_window_s`` of the first arrival; keeping the id as long
+        again recognises every copy that spends less than ``dedup_window_s`` in transit.
+        A receiver does not know the sender's ttl: it assumes the longest allowed.
+        """
+        return 2 * self.dedup_window_s
 
     @property
     def failure_detection_bound_s(self) -> float:

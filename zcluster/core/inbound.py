@@ -8,6 +8,10 @@ messages wait in a hold-back buffer until every earlier number has been
 delivered. Each message carries the sender's ``low``: everything below it
 is settled at the sender (acknowledged, or expired), so the stream skips
 it instead of waiting forever.
+
+``EXACTLY_ONCE`` ids also go into a window (``dedup.py``) with their handlers'
+outcomes, which outlives the streams: a copy that arrives after its stream was
+forgotten is answered from there, as the first copy was.
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ class InboundStream:
         self.finished.advance_to(low - 1)
         return len(self.held.drop_through(low - 1))
 
+    def finish(self, seq: int, reason: str | None) -> None:
+        """The handler of ``seq`` returned (``reason`` None) or failed."""
+        if reason is not None and seq not in self.finished:
+            self.failures[seq] = reason
+        self.finished.add(seq)
+
     def ack(self, selective_max_count: int) -> DataAck:
         """The DATA_ACK: the sender settles what finished, and stops resending what
         arrived and waits (delivered through ``delivered.upto``, or pending above it)."""
@@ -87,7 +97,10 @@ class DirectReceiver:
         self._config = config
         self._counters = counters
         self._streams: OrderedDict[str, InboundStream] = OrderedDict()
-        self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_window_s)
+        self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_retention_s)
+        #: EXACTLY_ONCE messages handed to a handler that has not reported back:
+        #: (sender, incarnation, epoch, seq) as in the receipt -> the message's number
+        self._running: dict[tuple[str, int, int, int], int] = {}
         #: senders owed an acknowledgement at the end of this turn, in the order first owed
         #: (a dict, not a set: the order reaches effects and must not depend on hashing)
         self.ack_due: dict[str, None] = {}
@@ -126,14 +139,16 @@ class DirectReceiver:
             self._count("reliable_beyond_window")
             return []
         arrival = Arrival(seq, name, payload, epoch)
-        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and self._dedup.seen(
-            (sender, incarnation, number), now
-        ):
-            # Handled in an earlier life of this stream: acknowledge, do not handle again.
-            self._count("reliable_duplicates")
-            stream.delivered.add(seq)
-            self.finished(sender, (incarnation, epoch, seq), None)
-            return self._release(stream, [])
+        if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
+            known = self._dedup.recall((sender, incarnation, number), now)
+            if known is not None:
+                # Handed to a handler in an earlier life of this stream: not again.
+                self._count("reliable_duplicates")
+                stream.delivered.add(seq)
+                if known.finished:  # else its handler still runs: see finished()
+                    stream.finish(seq, known.error)
+                return self._release(stream, [])
+            self._running[(sender, incarnation, epoch, seq)] = number
         if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
             stream.held.hold(seq, arrival)
             return self._release(stream, [])
@@ -141,19 +156,43 @@ class DirectReceiver:
         return self._release(stream, [arrival])
 
     def finished(self, sender: str, receipt: tuple[int, int, int], error: str | None) -> None:
-        """A handler returned (``error`` is None) or failed; ``receipt`` as delivered."""
+        """A handler returned (``error`` is None) or failed; ``receipt`` as delivered.
+
+        A receipt names the message by ``(incarnation, epoch, seq)``, which every copy of
+        it shares, so the outcome also reaches a stream recreated since it was delivered.
+        """
         incarnation, epoch, seq = receipt
+        reason = None if error is None else error[:MAX_REASON_CHARS]  # peers refuse longer
+        number = self._running.pop((sender, incarnation, epoch, seq), None)
+        if number is not None:
+            self._dedup.settle((sender, incarnation, number), reason)
         stream = self._streams.get(sender)
         if stream is None or (stream.incarnation, stream.epoch) != (incarnation, epoch):
             return
-        if error is not None and seq not in stream.finished:
-            stream.failures[seq] = error[:MAX_REASON_CHARS]  # peers refuse longer reasons
-        stream.finished.add(seq)
+        stream.finish(seq, reason)
         self.ack_due[sender] = None
 
     def forget(self, sender: str) -> None:
         self._streams.pop(sender, None)
         self.ack_due.pop(sender, None)
+
+    def retire(self, sender: str) -> None:
+        """The sender left or was removed: drop what its stream holds back and owes, and
+        make it the first to be evicted, but keep its numbers, so that copies arriving
+        should its incarnation come back (a removal it refutes) are known duplicates.
+
+        Held-back messages would be lost without the sender knowing, so the state gets a
+        new ``stream_id``: a sender that comes back resends everything not settled.
+        """
+        stream = self._streams.get(sender)
+        self.ack_due.pop(sender, None)
+        if stream is None:
+            return
+        if len(stream.held):
+            stream.held = HoldBack()
+        self._stream_ids += 1
+        stream.stream_id = self._stream_ids
+        self._streams.move_to_end(sender, last=False)
 
     def _release(self, stream: InboundStream, ready: list[Arrival]) -> list[Arrival]:
         if len(stream.held):

@@ -5,6 +5,12 @@ retransmit buffer (``topics.Publications``). A subscriber says which topics
 it reads (LISTEN); the answer (LISTENING) tells where each of its streams
 starts. Gaps are fetched (FETCH) and answered with REPUBLISH, or LOST for
 what the buffer no longer holds.
+
+A subscription lasts as long as the subscriber's incarnation, whatever we
+believe of it: a subscriber we hold DOWN, or even REMOVED and purged, may well
+be alive, keep its streams and come back, and its next LISTEN must get the
+starts it was given. (A subscriber that forgets its streams of us says so
+first, with LISTEN [].)
 """
 
 from __future__ import annotations
@@ -17,10 +23,22 @@ from zcluster.core.component import Command, Component, NodeContext, Receiver, c
 from zcluster.core.topics import Publications
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.protocol.members import Member
+from zcluster.protocol.members import Member, MemberStatus
 
 #: the header of every AT_MOST_ONCE publication (messages are never changed: share one)
 _UNNUMBERED = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
+
+
+class _Listener:
+    """What one subscriber incarnation told us: its topics, with our latest number on
+    each when it first listed it, and the header ``seq`` of the LISTEN that said so."""
+
+    __slots__ = ("incarnation", "seq", "starts")
+
+    def __init__(self, incarnation: int) -> None:
+        self.incarnation = incarnation
+        self.seq = 0
+        self.starts: dict[str, int] = {}
 
 
 class Publisher(Component):
@@ -29,7 +47,12 @@ class Publisher(Component):
         self._is_connected = is_connected
         self.publications = Publications(ctx.config)
         #: each subscriber's topics, with our latest number on each when it first said so
-        self._peer_topics: dict[str, dict[str, int]] = {}
+        self._listeners: dict[str, _Listener] = {}
+        #: members whose record is REMOVED (watched for its purge; a LISTEN may still come)
+        self._removed: dict[str, None] = {}
+        #: subscribers whose record was purged, oldest first: kept in case they come back
+        #: in the same incarnation (as the member table does), at most members_max_count
+        self._purged: dict[str, None] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Listen: self._rx_listen, msg.Fetch: self._rx_fetch}
@@ -41,13 +64,13 @@ class Publisher(Component):
         """Live members that told us they receive our publications on ``topic``."""
         return frozenset(
             node_id
-            for node_id, topics in self._peer_topics.items()
-            if topic in topics and self._is_connected(node_id)
+            for node_id, listener in self._listeners.items()
+            if topic in listener.starts and self._is_connected(node_id)
         )
 
     def listeners(self) -> frozenset[str]:
         """Live members that told us they receive our PUB (any topic)."""
-        return frozenset(n for n in self._peer_topics if self._is_connected(n))
+        return frozenset(n for n in self._listeners if self._is_connected(n))
 
     def positions(self) -> tuple[msg.Position, ...]:
         """Our latest number on the most recently published topics, for heartbeats."""
@@ -73,12 +96,20 @@ class Publisher(Component):
         current = ctx.table.get(env.sender)
         if current is None or current.incarnation != env.incarnation:
             return
+        listener = self._listeners.get(env.sender)
+        if listener is None or listener.incarnation != env.incarnation:
+            listener = self._listeners[env.sender] = _Listener(env.incarnation)
+        elif env.seq < listener.seq:
+            # Sent before the LISTEN we already took (and answered): it would undo it.
+            ctx.counters["listens_out_of_order"] += 1
+            return
+        listener.seq = env.seq
         # The subscriber's streams start where each topic stood when it first told us;
         # a repeated LISTEN (our answer was lost) gets the same answer.
-        before = self._peer_topics.get(env.sender, {})
+        before = listener.starts
         latest = self.publications.latest
         starts = {t: before[t] if t in before else latest(t) for t in listen.topics}
-        self._peer_topics[env.sender] = starts
+        listener.starts = starts
         ctx.send(current.address, msg.Listening(tuple(starts.items())))
 
     def _rx_fetch(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
@@ -92,7 +123,30 @@ class Publisher(Component):
         if lost:
             ctx.send(fetch.reply_address, msg.Lost(fetch.topic, tuple(lost)))
 
+    def tick(self, now: float) -> None:
+        if self._removed:
+            table, purged = self._ctx.table, self._purged
+            for node_id in list(self._removed):
+                if table.get(node_id) is not None:
+                    continue
+                del self._removed[node_id]
+                if node_id in self._listeners:
+                    purged[node_id] = None
+                    if len(purged) > self._ctx.config.members_max_count:
+                        oldest = next(iter(purged))
+                        del purged[oldest]
+                        del self._listeners[oldest]
+
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
-        new_life = previous is None or previous.incarnation != member.incarnation
-        if new_life or not member.status.is_live:
-            self._peer_topics.pop(member.node_id, None)
+        # Only a new incarnation ends a subscription. Not DOWN, nor REMOVED: a member we
+        # cannot hear may still hear us, keep its streams and come back (refuting, or
+        # taken back after its record was purged), and get the same starts again.
+        node_id = member.node_id
+        listener = self._listeners.get(node_id)
+        if listener is not None and listener.incarnation != member.incarnation:
+            del self._listeners[node_id]
+        self._purged.pop(node_id, None)
+        if member.status is MemberStatus.REMOVED:
+            self._removed[node_id] = None
+        else:
+            self._removed.pop(node_id, None)

@@ -86,11 +86,8 @@ class ReliableDelivery(Component):
 
     def tick(self, now: float) -> None:
         ctx = self._ctx
-        for target, entry in self.sender.due_retries(now, self._is_reachable):
-            address = ctx.live_address(target)
-            if address is not None:
-                ctx.counters["reliable_retransmits"] += 1
-                self._transmit(address, target, entry)
+        # Expire first: no copy of a message leaves at or after its deadline, which the
+        # exactly-once window relies on (config.dedup_retention_s).
         expired: dict[str, list[Outcome]] = {}
         for target, entry in self.sender.expired(now):
             why = "no acknowledgement within its ttl"
@@ -98,6 +95,11 @@ class ReliableDelivery(Component):
         for target, outcomes in expired.items():
             ctx.counters["reliable_expired"] += len(outcomes)
             ctx.emit(fx.Acknowledged(target, tuple(outcomes)))
+        for target, entry in self.sender.due_retries(now, self._is_reachable):
+            address = ctx.live_address(target)
+            if address is not None:
+                ctx.counters["reliable_retransmits"] += 1
+                self._transmit(address, target, entry)
 
     def _is_reachable(self, node_id: str) -> bool:
         return self._ctx.live_address(node_id) is not None
@@ -134,6 +136,13 @@ class ReliableDelivery(Component):
             return
         data = env.message
         assert isinstance(data, msg.Data)
+        known = ctx.table.get(env.sender)
+        if known is not None and known.incarnation == env.incarnation and known.status in _GONE:
+            # That incarnation left or was removed: its stream is retired, and a copy must
+            # not start a new one (it would run again). Not taken, not acknowledged; if a
+            # removed sender refutes and comes back, its stream goes on where it was.
+            ctx.counters["reliable_sender_gone"] += 1
+            return
         for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
             receipt = (env.incarnation, arrival.epoch, arrival.seq)
             self.handlers_running += 1
@@ -155,7 +164,7 @@ class ReliableDelivery(Component):
         for sender in receiver.ack_due:
             stream = receiver.stream(sender)
             member = ctx.table.get(sender)
-            if stream is not None and member is not None:
+            if stream is not None and member is not None and member.status not in _GONE:
                 ctx.send(member.address, stream.ack(ctx.config.ack_selective_max_count))
         receiver.ack_due.clear()
 
@@ -165,7 +174,7 @@ class ReliableDelivery(Component):
         node_id = member.node_id
         if member.status in _GONE:
             self._fail_all(member)
-            self.receiver.forget(node_id)
+            self.receiver.retire(node_id)
         elif member.status.is_live:
             restarted = previous is not None and previous.incarnation != member.incarnation
             self.sender.resume(node_id, now, restarted=restarted)

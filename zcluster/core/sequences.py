@@ -66,12 +66,19 @@ class SeqSet:
     ) -> list[tuple[int, int]]:
         """Missing ranges ``(first, last)`` in ``(upto, through]``, at most ``max_count`` numbers.
 
-        ``also_present`` are numbers to treat as present (e.g. held back ones).
+        ``also_present`` are numbers to treat as present (e.g. held back ones); like
+        ``above``, only those in ``(upto, through]`` bound a gap. Every range returned
+        has ``first <= last``; none with a budget of 0.
         """
         out: list[tuple[int, int]] = []
         budget = max_count
         start = self.upto + 1
-        present = sorted({s for s in self.above if s <= through} | set(also_present))
+        if budget <= 0 or start > through:
+            return out
+        present = sorted(
+            {s for s in self.above if s <= through}
+            | {s for s in also_present if start <= s <= through}
+        )
         for seq in present:
             if seq > start:
                 last = min(seq - 1, start + budget - 1)
@@ -79,8 +86,8 @@ class SeqSet:
                 budget -= last - start + 1
                 if budget <= 0:
                     return out
-            start = max(start, seq + 1)
-        if start <= through and budget > 0:
+            start = seq + 1
+        if start <= through:
             out.append((start, min(through, start + budget - 1)))
         return out
 

@@ -19,6 +19,9 @@ from zcluster.core.topics import Publication, Subscriptions
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member, MemberStatus
 
+#: a publisher incarnation in these states is over: its streams are closed for good
+_GONE = (MemberStatus.LEFT, MemberStatus.REMOVED)
+
 
 class Subscriber(Component):
     def __init__(self, ctx: NodeContext) -> None:
@@ -29,6 +32,14 @@ class Subscriber(Component):
         self._listening_to: dict[str, int] = {}
         #: publishers told which topics we read that have not answered yet, and when to retry
         self._listen_unanswered: dict[str, float] = {}
+        #: the topics of the last LISTEN sent to each of those: only a LISTENING for that set
+        #: answers it (the network may duplicate an answer to an earlier LISTEN, and late)
+        self._listen_sent: dict[str, tuple[str, ...]] = {}
+        #: publisher incarnations that may still hold the starts of streams we forgot (we
+        #: held them REMOVED): they are told LISTEN [] until they answer, then our topics
+        self._to_reset: dict[str, int] = {}
+        #: ... of which these were sent that LISTEN [] (answered once no longer unanswered)
+        self._reset_sent: dict[str, None] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
@@ -70,14 +81,28 @@ class Subscriber(Component):
         self._tell_listening(now)
 
     def tick(self, now: float) -> None:
+        # Provisional starts that waited long enough for LISTENING become final.
+        for publisher, topic, ready in self.subscriptions.settle_starts(now):
+            self._deliver(publisher, topic, ready)
         for node_id, due in list(self._listen_unanswered.items()):
             if now < due:
                 continue
             member = self._ctx.table.get(node_id)
             if member is None or not member.status.is_live:
                 del self._listen_unanswered[node_id]
+                self._listen_sent.pop(node_id, None)
             else:
                 self._tell_listening_to(node_id, member.address, now)
+        for node_id in list(self._reset_sent):
+            if node_id in self._listen_unanswered:
+                continue
+            # LISTEN [] was answered: the publisher holds no start of ours any more, so the
+            # topics we list now start afresh there.
+            del self._reset_sent[node_id]
+            self._to_reset.pop(node_id, None)
+            address = self._ctx.live_address(node_id)
+            if address is not None and node_id in self._listening_to:
+                self._tell_listening_to(node_id, address, now)
 
     @property
     def flush_due(self) -> bool:
@@ -98,9 +123,24 @@ class Subscriber(Component):
         new_life = previous is not None and previous.incarnation != member.incarnation
         if previous is None or new_life or not member.status.is_live:
             self._listening_to.pop(node_id, None)
-        if member.status in (MemberStatus.LEFT, MemberStatus.REMOVED) or new_life:
-            # What the old life of this publisher left missing can never be fetched.
-            for topic, ready in self.subscriptions.forget_publisher(node_id):
+            self._reset_sent.pop(node_id, None)
+        if self._to_reset.get(node_id, member.incarnation) != member.incarnation:
+            del self._to_reset[node_id]  # a new life holds nothing of ours
+        if member.status is MemberStatus.REMOVED and (
+            previous is None or previous.status is not MemberStatus.LEFT
+        ):
+            # We close its streams (below; they resume where they stopped should it come back
+            # in this incarnation), but it may be alive and keep our starts: end that
+            # subscription before we list our topics to it again.
+            self._to_reset.pop(node_id, None)
+            self._to_reset[node_id] = member.incarnation
+            if len(self._to_reset) > self._ctx.config.members_max_count:
+                del self._to_reset[next(iter(self._to_reset))]
+        if member.status in _GONE or new_life:
+            # What the old life of this publisher left missing can never be fetched. (A
+            # stream already started by a publication of this new life stays.)
+            before = member.incarnation + (1 if member.status in _GONE else 0)
+            for topic, ready in self.subscriptions.forget_publisher(node_id, before):
                 self._deliver(node_id, topic, ready)
 
     # ------------------------------------------------------------ messages
@@ -113,24 +153,34 @@ class Subscriber(Component):
         current = self._ctx.table.get(env.sender)
         if current is None or current.incarnation != env.incarnation:
             return
-        if current.status.is_live and self._listening_to.get(env.sender) != env.incarnation:
+        if current.status.is_live and (
+            self._listening_to.get(env.sender) != env.incarnation
+            or (heartbeat.updates and self._written_off_by(heartbeat))
+        ):
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
+            # Again when it holds us down or gone: it may have forgotten them.
             self._listening_to[env.sender] = env.incarnation
             self._tell_listening_to(env.sender, current.address, now)
-        if self._topics and heartbeat.positions:
+        if self._topics and heartbeat.positions and current.status not in _GONE:
             # The latest numbers: tail loss shows as a gap. A stream that starts here
-            # starts provisionally at that number; LISTENING gives the real start.
+            # starts provisionally at that number; LISTENING gives the real start. (Not
+            # from a life that is over: its streams were closed, for good.)
             for topic, latest in heartbeat.positions:
                 if topic in self._topics:
                     ready = self.subscriptions.position(
-                        env.sender, env.incarnation, topic, latest, latest
+                        env.sender, env.incarnation, topic, latest, latest, now
                     )
                     self._deliver(env.sender, topic, ready)
 
     def _rx_listening(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         listening = env.message
         assert isinstance(listening, msg.Listening)
-        self._listen_unanswered.pop(env.sender, None)
+        sent = self._listen_sent.get(env.sender)
+        if sent is not None and tuple(sorted(t for t, _ in listening.positions)) == sent:
+            del self._listen_sent[env.sender]
+            self._listen_unanswered.pop(env.sender, None)
+        if self._life_over(env):
+            return
         for topic, start in listening.positions:
             if topic in self._topics:
                 ready = self.subscriptions.subscription_began(
@@ -138,7 +188,7 @@ class Subscriber(Component):
                 )
                 self._deliver(env.sender, topic, ready)
 
-    def _rx_publish(self, env: msg.Envelope, payload: bytes, topic: str | None, _: float) -> None:
+    def _rx_publish(self, env: msg.Envelope, payload: bytes, topic: str | None, now: float) -> None:
         if topic is None or topic not in self._topics:
             return
         publication = env.message
@@ -146,15 +196,15 @@ class Subscriber(Component):
         if publication.seq == 0:
             self._ctx.emit(fx.DeliverPublication(env.sender, topic, payload))
             return
-        self._take(env, topic, (publication.seq, publication.guarantee, payload))
+        self._take(env, topic, (publication.seq, publication.guarantee, payload), now)
 
-    def _rx_republish(self, env: msg.Envelope, payload: bytes, _: str | None, __: float) -> None:
+    def _rx_republish(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
         republish = env.message
         assert isinstance(republish, msg.Republish)
         self._ctx.counters["publications_repaired"] += 1
         if republish.topic in self._topics:
             item = (republish.seq, republish.guarantee, payload)
-            self._take(env, republish.topic, item)
+            self._take(env, republish.topic, item, now)
 
     def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         lost = env.message
@@ -164,14 +214,36 @@ class Subscriber(Component):
 
     # ------------------------------------------------------------ internals
 
-    def _take(self, env: msg.Envelope, topic: str, item: Publication) -> None:
+    def _take(self, env: msg.Envelope, topic: str, item: Publication, now: float) -> None:
+        if self._life_over(env):
+            self._ctx.counters["publications_stale_incarnation"] += 1
+            return
         # A stream that starts here starts provisionally after this number (see above).
         start = item[0] - 1
-        ready = self.subscriptions.publication(env.sender, env.incarnation, topic, item, start)
+        subscriptions = self.subscriptions
+        ready = subscriptions.publication(env.sender, env.incarnation, topic, item, start, now)
         self._deliver(env.sender, topic, ready)
+
+    def _life_over(self, env: msg.Envelope) -> bool:
+        """Whether the sender's incarnation is over for us (a later one is known, or it is
+        LEFT or REMOVED, or purged): its streams were closed for good, and a late message
+        of it must not start them again (what they missed was reported lost)."""
+        current = self._ctx.table.get(env.sender)
+        if current is None:
+            return True
+        if current.incarnation != env.incarnation:
+            return current.incarnation > env.incarnation
+        return current.status in _GONE
 
     def _deliver(self, publisher: str, topic: str, ready: list[Publication]) -> None:
         ctx = self._ctx
+        released = self.subscriptions.released
+        if released:
+            # Held back by streams closed to make room for another (an older life first).
+            for old_publisher, old_topic, items in released:
+                for _, _, payload in items:
+                    ctx.emit(fx.DeliverPublication(old_publisher, old_topic, payload))
+            released.clear()
         for _, _, payload in ready:
             ctx.emit(fx.DeliverPublication(publisher, topic, payload))
         losses = self.subscriptions.losses
@@ -188,6 +260,21 @@ class Subscriber(Component):
 
     def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
         """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
-        where our streams start depends on that answer."""
-        self._ctx.send(address, msg.Listen(tuple(sorted(self._topics))))
+        where our streams start depends on that answer. To a publisher that may hold the
+        starts of streams we forgot, LISTEN [] first (see ``tick``)."""
+        if node_id in self._to_reset:
+            self._reset_sent[node_id] = None
+            topics: tuple[str, ...] = ()
+        else:
+            topics = tuple(sorted(self._topics))
+        self._ctx.send(address, msg.Listen(topics))
+        self._listen_sent[node_id] = topics
         self._listen_unanswered[node_id] = now + self._ctx.config.listen_retry_s
+
+    def _written_off_by(self, heartbeat: msg.Heartbeat) -> bool:
+        """Whether the publisher's heartbeat holds this incarnation of ours down or gone."""
+        ctx = self._ctx
+        return any(
+            r.node_id == ctx.node_id and r.incarnation == ctx.incarnation and not r.status.is_live
+            for r in heartbeat.updates
+        )

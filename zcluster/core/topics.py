@@ -21,6 +21,11 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 Range = tuple[int, int]
 Publication = tuple[int, DeliveryGuarantee, bytes]
 
+#: a stream's provisional start (where its first publication or heartbeat position was)
+#: waits this many LISTEN retry intervals (``listen_retry_s``) for the publisher's LISTENING
+#: answer, holding ORDERED publications back, then becomes final
+PROVISIONAL_START_LISTEN_ROUNDS = 4
+
 
 class TopicLog:
     """A publisher's numbering of one topic and its retransmit buffer."""
@@ -103,17 +108,36 @@ class Publications:
 class TopicStream:
     """What one subscriber knows of one publisher's topic (one publisher incarnation)."""
 
-    __slots__ = ("delivered", "held", "highest", "incarnation", "next_fetch", "start_after")
+    __slots__ = (
+        "delivered",
+        "final",
+        "held",
+        "highest",
+        "incarnation",
+        "next_fetch",
+        "ordered_through",
+        "resumed",
+        "start_after",
+    )
 
-    def __init__(self, incarnation: int, start_after: int, highest: int) -> None:
+    def __init__(self, incarnation: int, start_after: int, highest: int, final: bool) -> None:
         self.incarnation = incarnation
         #: numbers up to this are not ours (published before we subscribed)
         self.start_after = start_after
+        #: whether ``start_after`` is settled (confirmed by the publisher, 0, or no longer
+        #: waited for); until it is, ORDERED publications are held back, since the start may
+        #: still move earlier and add numbers that must be delivered before them
+        self.final = final or start_after == 0
         self.delivered = SeqSet(start_after)
         self.held: HoldBack[Publication] = HoldBack()
         #: the highest number known to exist, from a publication or a heartbeat
         self.highest = max(highest, start_after)
+        #: the highest ORDERED number delivered: nothing below it may be delivered after it
+        self.ordered_through = 0
         self.next_fetch = 0.0
+        #: whether this stream takes up where an earlier stream of the same publisher
+        #: incarnation stopped: its start is settled, and no answer moves it earlier
+        self.resumed = False
 
     @property
     def has_gap(self) -> bool:
@@ -153,9 +177,22 @@ class Subscriptions:
         self._streams: OrderedDict[Key, TopicStream] = OrderedDict()
         #: streams with a gap, in the order found (a dict: its order reaches effects)
         self._gappy: dict[Key, None] = {}
-        #: topics whose new streams start from the oldest buffered publication
+        #: streams whose start is provisional, and until when it waits for the publisher's
+        #: confirmation (a dict: its order reaches effects)
+        self._provisional: dict[Key, float] = {}
+        #: where closed streams stopped, ``(incarnation, last number done)``, oldest first (at
+        #: most ``topic_streams_max_count``): a stream of the same publisher incarnation
+        #: opened later (it was removed and came back, or the stream was evicted) resumes
+        #: there, settled, so that nothing is delivered or reported lost twice, and nothing
+        #: published in between is skipped
+        self._stopped: OrderedDict[Key, tuple[int, int]] = OrderedDict()
+        #: topics whose new streams start from the oldest buffered publication (only an
+        #: incarnation's first stream: one that resumes starts where the last one stopped)
         self.replay_topics: set[str] = set()
         self.losses: list[Loss] = []
+        #: ``(publisher, topic, publications)`` held back by streams closed to make room for
+        #: another (a publisher's new life, a stream evicted): deliverable, in order
+        self.released: list[tuple[str, str, list[Publication]]] = []
         #: a stream found a gap it had not asked for yet
         self.new_gap = False
 
@@ -165,16 +202,29 @@ class Subscriptions:
     def stream(self, publisher: str, topic: str) -> TopicStream | None:
         return self._streams.get((publisher, topic))
 
+    @property
+    def start_wait_s(self) -> float:
+        """How long a provisional start waits for the publisher's confirmation (LISTENING)."""
+        return self._config.listen_retry_s * PROVISIONAL_START_LISTEN_ROUNDS
+
     def publication(
-        self, publisher: str, incarnation: int, topic: str, item: Publication, start_after: int
+        self,
+        publisher: str,
+        incarnation: int,
+        topic: str,
+        item: Publication,
+        start_after: int,
+        now: float = 0.0,
     ) -> list[Publication]:
         """Take one numbered publication; returns what is now deliverable, in order.
 
-        A new stream starts after ``start_after`` (earlier numbers are not ours).
+        A new stream starts provisionally after ``start_after`` (earlier numbers are not
+        ours), until ``subscription_began`` confirms where (or ``settle_starts`` stops
+        waiting for that).
         """
         seq, guarantee, _ = item
         key = (publisher, topic)
-        stream = self._stream_for(key, incarnation, start_after, seq)
+        stream = self._stream_for(key, incarnation, start_after, seq, now, confirmed=False)
         if stream is None:
             self._counters["publications_stale_incarnation"] += 1
             return []
@@ -183,7 +233,9 @@ class Subscriptions:
             return []
         stream.highest = max(stream.highest, seq)
         ready: list[Publication] = []
-        if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
+        if guarantee is DeliveryGuarantee.ORDERED and (
+            seq != stream.delivered.upto + 1 or not stream.final
+        ):
             if len(stream.held) < self._config.topic_holdback_max_count:
                 stream.held.hold(seq, item)
             else:
@@ -191,16 +243,25 @@ class Subscriptions:
         else:
             stream.delivered.add(seq)
             ready.append(item)
-        ready.extend(p for _, p in stream.held.release(stream.delivered))
+            if guarantee is DeliveryGuarantee.ORDERED:
+                stream.ordered_through = seq
+        ready.extend(self._release(stream))
         self._after_change(key, stream, ready)
         return ready
 
     def position(
-        self, publisher: str, incarnation: int, topic: str, latest: int, start_after: int
+        self,
+        publisher: str,
+        incarnation: int,
+        topic: str,
+        latest: int,
+        start_after: int,
+        now: float = 0.0,
     ) -> list[Publication]:
-        """A heartbeat says ``latest`` is the publisher's newest number on ``topic``."""
+        """A heartbeat says ``latest`` is the publisher's newest number on ``topic``; a new
+        stream starts provisionally after ``start_after``."""
         key = (publisher, topic)
-        stream = self._stream_for(key, incarnation, start_after, latest)
+        stream = self._stream_for(key, incarnation, start_after, latest, now, confirmed=False)
         if stream is None:
             return []
         stream.highest = max(stream.highest, latest)
@@ -214,14 +275,36 @@ class Subscriptions:
         """The publisher confirmed our subscription when its latest number was ``start_after``:
         everything after it is ours."""
         key = (publisher, topic)
-        stream = self._stream_for(key, incarnation, start_after, start_after)
+        stream = self._stream_for(key, incarnation, start_after, start_after, 0.0, confirmed=True)
         if stream is None:
             return []
-        if key[1] not in self.replay_topics:
+        if not stream.resumed and key[1] not in self.replay_topics:
             stream.start_earlier(start_after)
-        ready: list[Publication] = []
+            if stream.ordered_through > start_after:
+                # We stopped waiting for this answer and ORDERED publications went on from
+                # the assumed start: what the answer adds below them cannot come in order.
+                self._give_up(key, stream, start_after + 1, stream.ordered_through)
+        stream.final = True
+        self._provisional.pop(key, None)
+        ready = self._release(stream)
         self._after_change(key, stream, ready)
         return ready
+
+    def settle_starts(self, now: float) -> list[tuple[str, str, list[Publication]]]:
+        """Streams whose provisional start waited ``start_wait_s`` for the publisher's
+        confirmation in vain: the start becomes final. Returns ``(publisher, topic, ready)``
+        for each, ``ready`` being the ORDERED publications it held back, in order."""
+        out: list[tuple[str, str, list[Publication]]] = []
+        for key, deadline in list(self._provisional.items()):
+            if now < deadline:
+                continue
+            del self._provisional[key]
+            stream = self._streams[key]
+            stream.final = True
+            ready = self._release(stream)
+            self._after_change(key, stream, ready)
+            out.append((key[0], key[1], ready))
+        return out
 
     def lost(
         self, publisher: str, incarnation: int, topic: str, ranges: Iterable[Range]
@@ -233,7 +316,7 @@ class Subscriptions:
             return []
         for first, last in ranges:
             self._give_up(key, stream, first, min(last, stream.highest))
-        ready = [p for _, p in stream.held.release(stream.delivered)]
+        ready = self._release(stream)
         self._after_change(key, stream, ready)
         return ready
 
@@ -251,29 +334,62 @@ class Subscriptions:
                 out.append((key[0], key[1], ranges))
         return out
 
-    def forget_publisher(self, publisher: str) -> list[tuple[str, list[Publication]]]:
-        """The publisher is gone (restarted, left, removed): report open gaps as lost."""
+    def forget_publisher(self, publisher: str, before: int) -> list[tuple[str, list[Publication]]]:
+        """The publisher's incarnations older than ``before`` are gone (it restarted, left, was
+        removed): report their open gaps as lost. Streams of a later life stay."""
         out: list[tuple[str, list[Publication]]] = []
         for key in [k for k in self._streams if k[0] == publisher]:
-            stream = self._streams.pop(key)
-            self._gappy.pop(key, None)
-            out.append((key[1], self._close(key, stream)))
+            stream = self._streams[key]
+            if stream.incarnation < before:
+                self._drop(key)
+                out.append((key[1], self._close(key, stream)))
         return out
 
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self._streams if k[1] == topic]:
-            del self._streams[key]
-            self._gappy.pop(key, None)
+            self._drop(key)
+        for key in [k for k in self._stopped if k[1] == topic]:
+            del self._stopped[key]  # a later subscription to it starts afresh
 
     # ------------------------------------------------------------ internals
 
+    def _drop(self, key: Key) -> None:
+        del self._streams[key]
+        self._gappy.pop(key, None)
+        self._provisional.pop(key, None)
+
+    def _release(self, stream: TopicStream) -> list[Publication]:
+        """Held ORDERED publications that are next in order, once the start is settled."""
+        if not stream.final:
+            return []
+        ready: list[Publication] = []
+        for seq, item in stream.held.release(stream.delivered):
+            stream.ordered_through = seq
+            ready.append(item)
+        return ready
+
     def _close(self, key: Key, stream: TopicStream) -> list[Publication]:
-        """Give up every gap; return held publications, in order, for delivery."""
+        """Give up every gap; return held publications, in order, for delivery. Where the
+        stream stopped is remembered, should the same publisher incarnation come back."""
         self._give_up(key, stream, stream.delivered.upto + 1, stream.highest)
-        return [p for _, p in stream.held.release(stream.delivered)]
+        stream.final = True  # no confirmation can come any more
+        ready = self._release(stream)
+        stopped = self._stopped
+        stopped.pop(key, None)
+        stopped[key] = (stream.incarnation, stream.delivered.upto)
+        if len(stopped) > self._config.topic_streams_max_count:
+            del stopped[next(iter(stopped))]
+        return ready
 
     def _stream_for(
-        self, key: Key, incarnation: int, start_after: int, highest: int
+        self,
+        key: Key,
+        incarnation: int,
+        start_after: int,
+        highest: int,
+        now: float,
+        *,
+        confirmed: bool,
     ) -> TopicStream | None:
         streams = self._streams
         stream = streams.get(key)
@@ -284,17 +400,43 @@ class Subscriptions:
             if stream.incarnation > incarnation:
                 return None
             # A new life of the publisher: what the old one left missing is lost.
-            self._close(key, stream)
+            self._drop(key)
+            self._closed(key, stream)
         elif len(streams) >= self._config.topic_streams_max_count:
-            evicted, old = streams.popitem(last=False)
-            self._gappy.pop(evicted, None)
-            self._close(evicted, old)
-        if key[1] in self.replay_topics:
-            start_after = 0
-        stream = streams[key] = TopicStream(incarnation, start_after, highest)
+            evicted = next(iter(streams))
+            old = streams[evicted]
+            self._drop(evicted)
+            self._closed(evicted, old)
+        stopped = self._stopped.get(key)
+        if stopped is not None and stopped[0] < incarnation:
+            del self._stopped[key]  # a new life: nothing of the old one carries over
+            stopped = None
+        if stopped is not None:
+            if stopped[0] > incarnation:
+                return None  # an older life, whose stream was closed for good
+            # The same incarnation again: go on where its last stream stopped, settled. (An
+            # answer with an earlier start would deliver or report again what that one had.)
+            del self._stopped[key]
+            start_after = stopped[1]
+            stream = streams[key] = TopicStream(incarnation, start_after, highest, True)
+            stream.resumed = True
+        else:
+            replay = key[1] in self.replay_topics
+            if replay:
+                start_after = 0
+            final = confirmed or replay
+            stream = streams[key] = TopicStream(incarnation, start_after, highest, final)
+        if not stream.final:
+            self._provisional[key] = now + self.start_wait_s
         if stream.has_gap:
             self._mark_gappy(key)
         return stream
+
+    def _closed(self, key: Key, stream: TopicStream) -> None:
+        """Close a stream another one replaces; what it held goes to ``released``."""
+        ready = self._close(key, stream)
+        if ready:
+            self.released.append((key[0], key[1], ready))
 
     def _mark_gappy(self, key: Key) -> None:
         if key not in self._gappy:
@@ -306,7 +448,7 @@ class Subscriptions:
         if stream.highest - stream.delivered.upto > window:
             # Further behind than we may hold: the oldest part of the gap is given up.
             self._give_up(key, stream, stream.delivered.upto + 1, stream.highest - window)
-            ready.extend(p for _, p in stream.held.release(stream.delivered))
+            ready.extend(self._release(stream))
         if stream.has_gap:
             self._mark_gappy(key)
         else:
