@@ -10,7 +10,8 @@ import pytest
 from zcluster import NodeConfig
 from zcluster.core.inbound import DirectReceiver
 from zcluster.core.outbox import DirectSender
-from zcluster.core.topics import Publications, Subscriptions
+from zcluster.core.publications import Publications
+from zcluster.core.topics import Subscriptions
 from zcluster.errors import ConfigError
 from zcluster.protocol.guarantees import DeliveryGuarantee as G
 from zcluster.protocol.messages import Data, DataAck

@@ -17,8 +17,9 @@ from zcluster import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
+from zcluster.core.publications import Publication
 from zcluster.core.sequences import SeqSet
-from zcluster.core.topics import PROVISIONAL_START_LISTEN_ROUNDS, Publication, Subscriptions
+from zcluster.core.topics import PROVISIONAL_START_LISTEN_ROUNDS, Subscriptions
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee as G
 from zcluster.protocol.members import Member, MemberStatus

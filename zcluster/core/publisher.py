@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver, check_guarantee
-from zcluster.core.topics import Publications
+from zcluster.core.publications import Publications
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus

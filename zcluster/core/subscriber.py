@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
-from zcluster.core.topics import Publication, Subscriptions
+from zcluster.core.publications import Publication
+from zcluster.core.topics import Subscriptions
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member, MemberStatus
 
