@@ -1,4 +1,4 @@
-"""Shared test helpers: waiting on conditions with a deadline, free ports."""
+"""Shared test helpers: waiting on conditions with a deadline, free ports, simulated clusters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zcluster import MemberStatus
+from zcluster import MemberStatus, NodeConfig
+from zcluster.testing.sim import SimNetwork
 
 POLL_INTERVAL_S = 0.02
 
@@ -32,3 +33,20 @@ def all_up(nodes: Sequence[Any]) -> bool:
         if set(view) != ids or any(s is not MemberStatus.UP for s in view.values()):
             return False
     return len({n.view_digest() for n in nodes}) == 1
+
+
+def sim_cluster(size: int, seed: int, config: NodeConfig, **network: Any) -> SimNetwork:
+    """``size`` simulated nodes n0..n{size-1} joined through n0, all up with equal views."""
+    net = SimNetwork(seed, config=config, **network)
+    first = net.add_node("n0")
+    for i in range(1, size):
+        net.add_node(f"n{i}", seeds=[first.core.address])
+
+    def joined() -> bool:
+        return net.views_agree() and all(
+            len(n.members()) == size and all(m.status is MemberStatus.UP for m in n.members())
+            for n in net.live()
+        )
+
+    assert net.run_until(joined, 10), f"cluster did not form; seed={seed}"
+    return net

@@ -10,7 +10,7 @@ capabilities nobody has defined yet. Today's nodes must ignore all of it
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -18,6 +18,7 @@ import pytest
 
 from tests.compat import v1peer
 from tests.compat.v1peer import Kind, V1Peer
+from tests.helpers import wait_until
 from zcluster import AckStatus, DeliveryGuarantee, MemberStatus, Node
 
 pytestmark = pytest.mark.timeout(30)
@@ -62,15 +63,6 @@ def _announce(kind: Kind, payload: bytes) -> bytes:
     if kind in (Kind.HEARTBEAT, Kind.SYNC):
         return pack({"caps": FUTURE_CAPABILITIES, "zz-other-key": {"anything": True}})
     return payload
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def status(node: Node, node_id: str) -> MemberStatus | None:

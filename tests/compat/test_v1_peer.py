@@ -19,6 +19,7 @@ import pytest
 
 from tests.compat import v1peer
 from tests.compat.v1peer import V1Peer
+from tests.helpers import wait_until
 from zcluster import AckStatus, DeliveryGuarantee, Member, MemberStatus, Node, RemoteError
 
 pytestmark = pytest.mark.timeout(30)
@@ -30,15 +31,6 @@ def pack(value: Any) -> bytes:
 
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def holds_for(predicate: Callable[[], bool], duration: float) -> bool:

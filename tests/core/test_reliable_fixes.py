@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tests.helpers import sim_cluster
 from zcluster import AckStatus, MemberStatus, NodeConfig
 from zcluster import DeliveryGuarantee as G
 from zcluster.core import effects as fx
@@ -28,19 +29,7 @@ def data(seq: int, guarantee: G = G.AT_LEAST_ONCE, low: int = 1, epoch: int = 1)
 
 
 def cluster(size: int, seed: int, config: NodeConfig) -> SimNetwork:
-    net = SimNetwork(seed, config=config, jitter_s=0.0)
-    first = net.add_node("n0")
-    for i in range(1, size):
-        net.add_node(f"n{i}", seeds=[first.core.address])
-
-    def joined() -> bool:
-        return net.views_agree() and all(
-            len(n.members()) == size and all(m.status is MemberStatus.UP for m in n.members())
-            for n in net.live()
-        )
-
-    assert net.run_until(joined, 10), f"cluster did not form; seed={seed}"
-    return net
+    return sim_cluster(size, seed, config, jitter_s=0.0)
 
 
 # ------------------------------------------------------------ the exactly-once window

@@ -15,6 +15,7 @@ import dataclasses
 
 import pytest
 
+from tests.helpers import sim_cluster
 from zcluster import AckStatus, MemberStatus, NodeConfig
 from zcluster import DeliveryGuarantee as G
 from zcluster.testing import LinkConditions, NetworkConditions
@@ -30,19 +31,7 @@ def known_bug(reason: str) -> pytest.MarkDecorator:
 
 
 def cluster(size: int, seed: int, config: NodeConfig) -> SimNetwork:
-    net = SimNetwork(seed, config=config, jitter_s=0.0)
-    first = net.add_node("n0")
-    for i in range(1, size):
-        net.add_node(f"n{i}", seeds=[first.core.address])
-
-    def joined() -> bool:
-        return net.views_agree() and all(
-            len(n.members()) == size and all(m.status is MemberStatus.UP for m in n.members())
-            for n in net.live()
-        )
-
-    assert net.run_until(joined, 10), f"cluster did not form; seed={seed}"
-    return net
+    return sim_cluster(size, seed, config, jitter_s=0.0)
 
 
 def publications(node: SimNode, topic: str = "t") -> list[int]:
