@@ -299,6 +299,33 @@ def test_publications_to_a_confirmed_subscriber_are_not_skipped_after_a_partitio
     assert delivered_or_lost, f"delivered {publications(sub)}, lost {losses(sub)}"
 
 
+def test_publications_to_a_confirmed_subscriber_are_not_skipped_after_it_removed_them() -> None:
+    """Promise: a subscription covers everything published after the publisher confirmed it;
+    each such publication is delivered or reported lost.
+
+    Found by the swarm (seeds 11265, 12131, 12216, 12903): a subscriber that removed a live
+    publisher before it ever got the LISTENING answer had no stream of it to resume; it reset
+    the subscription (LISTEN []) when the publisher came back, so the new start was the current
+    position, and what was published to it in between was neither delivered nor reported lost.
+    """
+    net = cluster(2, 110, NodeConfig(down_member_expiry_s=1.0))
+    publisher, sub = net.nodes["n0"], net.nodes["n1"]
+    net.run_for(0.5)
+    net.block("n0", "n1")  # the answer to LISTEN is lost, and n1 no longer hears n0
+    net.subscribe("n1", "t")
+    assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 1)
+    for i in (1, 2):
+        net.publish("n0", "t", str(i).encode(), G.AT_LEAST_ONCE)  # n1 is confirmed
+    assert net.run_until(lambda: sub.view().get("n0") is MemberStatus.REMOVED, 10)
+    assert publisher.core.subscribers("t") == {"n1"}, "n0 held n1 up all along"
+    net.heal()
+    assert net.run_until(lambda: sub.view().get("n0") is MemberStatus.UP, 10)
+    net.publish("n0", "t", b"3", G.AT_LEAST_ONCE)
+    net.run_for(3)
+    got = sorted(set(publications(sub)))
+    assert got == [1, 2, 3] and not losses(sub), f"delivered {got}, lost {losses(sub)}"
+
+
 def test_a_late_older_listen_does_not_undo_a_newer_one() -> None:
     """Promise: ``subscribers(topic)`` lists the live members that receive ``topic``.
 

@@ -9,8 +9,7 @@ what the buffer no longer holds.
 A subscription lasts as long as the subscriber's incarnation, whatever we
 believe of it: a subscriber we hold DOWN, or even REMOVED and purged, may well
 be alive, keep its streams and come back, and its next LISTEN must get the
-starts it was given. (A subscriber that forgets its streams of us says so
-first, with LISTEN [].)
+starts it was given.
 """
 
 from __future__ import annotations

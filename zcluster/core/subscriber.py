@@ -36,11 +36,6 @@ class Subscriber(Component):
         #: the topics of the last LISTEN sent to each of those: only a LISTENING for that set
         #: answers it (the network may duplicate an answer to an earlier LISTEN, and late)
         self._listen_sent: dict[str, tuple[str, ...]] = {}
-        #: publisher incarnations that may still hold the starts of streams we forgot (we
-        #: held them REMOVED): they are told LISTEN [] until they answer, then our topics
-        self._to_reset: dict[str, int] = {}
-        #: ... of which these were sent that LISTEN [] (answered once no longer unanswered)
-        self._reset_sent: dict[str, None] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
@@ -94,16 +89,6 @@ class Subscriber(Component):
                 self._listen_sent.pop(node_id, None)
             else:
                 self._tell_listening_to(node_id, member.address, now)
-        for node_id in list(self._reset_sent):
-            if node_id in self._listen_unanswered:
-                continue
-            # LISTEN [] was answered: the publisher holds no start of ours any more, so the
-            # topics we list now start afresh there.
-            del self._reset_sent[node_id]
-            self._to_reset.pop(node_id, None)
-            address = self._ctx.live_address(node_id)
-            if address is not None and node_id in self._listening_to:
-                self._tell_listening_to(node_id, address, now)
 
     @property
     def flush_due(self) -> bool:
@@ -124,22 +109,12 @@ class Subscriber(Component):
         new_life = previous is not None and previous.incarnation != member.incarnation
         if previous is None or new_life or not member.status.is_live:
             self._listening_to.pop(node_id, None)
-            self._reset_sent.pop(node_id, None)
-        if self._to_reset.get(node_id, member.incarnation) != member.incarnation:
-            del self._to_reset[node_id]  # a new life holds nothing of ours
-        if member.status is MemberStatus.REMOVED and (
-            previous is None or previous.status is not MemberStatus.LEFT
-        ):
-            # We close its streams (below; they resume where they stopped should it come back
-            # in this incarnation), but it may be alive and keep our starts: end that
-            # subscription before we list our topics to it again.
-            self._to_reset.pop(node_id, None)
-            self._to_reset[node_id] = member.incarnation
-            if len(self._to_reset) > self._ctx.config.members_max_count:
-                del self._to_reset[next(iter(self._to_reset))]
         if member.status in _GONE or new_life:
             # What the old life of this publisher left missing can never be fetched. (A
-            # stream already started by a publication of this new life stays.)
+            # stream already started by a publication of this new life stays.) A publisher
+            # we removed may be alive and come back in the same incarnation, still holding
+            # the starts it gave us (and counting us a subscriber since): its streams resume
+            # where the closed ones stopped, and one we never had starts where it says.
             before = member.incarnation + (1 if member.status in _GONE else 0)
             for topic, ready in self.subscriptions.forget_publisher(node_id, before):
                 self._deliver(node_id, topic, ready)
@@ -261,13 +236,8 @@ class Subscriber(Component):
 
     def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
         """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
-        where our streams start depends on that answer. To a publisher that may hold the
-        starts of streams we forgot, LISTEN [] first (see ``tick``)."""
-        if node_id in self._to_reset:
-            self._reset_sent[node_id] = None
-            topics: tuple[str, ...] = ()
-        else:
-            topics = tuple(sorted(self._topics))
+        where our streams start depends on that answer."""
+        topics = tuple(sorted(self._topics))
         self._ctx.send(address, msg.Listen(topics))
         self._listen_sent[node_id] = topics
         self._listen_unanswered[node_id] = now + self._ctx.config.listen_retry_s
