@@ -32,8 +32,9 @@ from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
 from zcluster.errors import (
     ConfigError,
     NotRunning,
+    RemoteError,
+    RequestTimeout,
     SerializationError,
-    UnsupportedGuarantee,
     ZclusterError,
 )
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
@@ -57,10 +58,18 @@ def checked_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
     """A guarantee argument as the core will take it, or ConfigError."""
     if not isinstance(guarantee, DeliveryGuarantee):
         raise ConfigError(f"guarantee must be a DeliveryGuarantee, got {guarantee!r}")
-    try:
-        return check_guarantee(guarantee)
-    except UnsupportedGuarantee as exc:
-        raise ConfigError(str(exc)) from None
+    return check_guarantee(guarantee)  # UnsupportedGuarantee is a ConfigError
+
+
+def reply_payload(outcome: fx.CompleteRequest | None) -> bytes:
+    """A request's reply payload, or the error its outcome means (None: the node stopped)."""
+    if outcome is None:
+        raise NotRunning("the node stopped")
+    if outcome.ok:
+        return outcome.payload
+    if outcome.timed_out:
+        raise RequestTimeout(f"no reply to request {outcome.request_id}")
+    raise RemoteError(outcome.error)
 
 
 class Application:

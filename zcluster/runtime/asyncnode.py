@@ -21,6 +21,7 @@ from zcluster.application import (
     MemberCallback,
     SubscriptionCallback,
     checked_guarantee,
+    reply_payload,
 )
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
@@ -30,8 +31,6 @@ from zcluster.delivery import MessageAcknowledgement
 from zcluster.errors import (
     ConfigError,
     NotRunning,
-    RemoteError,
-    RequestTimeout,
     UnknownMember,
     WireError,
     ZclusterError,
@@ -546,15 +545,11 @@ class AsyncNode:
             self._left.set()
 
 
-def _settle(future: asyncio.Future[bytes], effect: fx.CompleteRequest | None) -> None:
+def _settle(future: asyncio.Future[bytes], outcome: fx.CompleteRequest | None) -> None:
     """End a request's future with the core's outcome (None: the node stopped)."""
     if future.done():
         return
-    if effect is None:
-        future.set_exception(NotRunning("the node stopped"))
-    elif effect.ok:
-        future.set_result(effect.payload)
-    elif effect.timed_out:
-        future.set_exception(RequestTimeout(f"no reply to request {effect.request_id}"))
-    else:
-        future.set_exception(RemoteError(effect.error))
+    try:
+        future.set_result(reply_payload(outcome))
+    except ZclusterError as exc:
+        future.set_exception(exc)

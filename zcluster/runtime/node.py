@@ -28,12 +28,13 @@ from zcluster.application import (
     LossCallback,
     MemberCallback,
     SubscriptionCallback,
+    reply_payload,
 )
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.delivery import MessageAcknowledgement
-from zcluster.errors import ConfigError, NotRunning, RemoteError, RequestTimeout
+from zcluster.errors import ConfigError, NotRunning
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
 from zcluster.runtime.asyncnode import AsyncNode, validate_topic
@@ -380,14 +381,7 @@ class _Reply:
         """The reply payload; raises as AsyncNode.request does."""
         if not self._arrived.acquire(timeout=timeout):
             raise TimeoutError(f"the node did not answer within {timeout:g}s")
-        outcome = self._outcome
-        if outcome is None:
-            raise NotRunning("the node stopped")
-        if outcome.ok:
-            return outcome.payload
-        if outcome.timed_out:
-            raise RequestTimeout(f"no reply to request {outcome.request_id}")
-        raise RemoteError(outcome.error)
+        return reply_payload(self._outcome)
 
 
 def _reject_coroutine(fn: Callable[..., Any]) -> None:
