@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zcluster import MemberStatus, NodeConfig
+from zcluster import DeliveryGuarantee, MemberStatus, NodeConfig
+from zcluster.testing import LinkConditions, NetworkConditions
 from zcluster.testing.sim import SimNetwork
 
 POLL_INTERVAL_S = 0.02
@@ -50,3 +51,38 @@ def sim_cluster(size: int, seed: int, config: NodeConfig, **network: Any) -> Sim
 
     assert net.run_until(joined, 10), f"cluster did not form; seed={seed}"
     return net
+
+
+def exactly_once_copy_after_forgetting(
+    seed: int, transit_s: float
+) -> tuple[SimNetwork, list[bytes], int]:
+    """The edge of the exactly-once promise: ttl = dedup_window_s = 1 s.
+
+    n0 sends n1 one EXACTLY_ONCE message; n1 runs it, its acknowledgements and
+    n0's copies are lost, and a message from n2 makes n1 forget n0's stream.
+    From 0.86 s on, n0's last copies reach n1 after ``transit_s`` (acknowledgements
+    still lost). Returns the network, what n1's handler ran, the message number.
+    """
+    config = NodeConfig(
+        inbound_streams_max_count=1,
+        retry_initial_s=0.05,
+        retry_max_s=0.05,
+        message_ttl_s=1.0,
+        dedup_window_s=1.0,
+    )
+    net = sim_cluster(3, seed, config, jitter_s=0.0)
+    runs: list[bytes] = []
+    net.nodes["n1"].handlers["h"] = lambda sender, payload: runs.append(payload)
+    net.nodes["n1"].handlers["ok"] = lambda sender, payload: None
+    net.block("n1", "n0")  # acknowledgements are lost: n0 keeps resending until the ttl
+    number = net.send("n0", "n1", "h", b"x", DeliveryGuarantee.EXACTLY_ONCE, ttl_s=1.0)
+    net.run_for(0.01)
+    assert runs == [b"x"]
+    net.block("n0", "n1")  # the resent copies are lost too
+    net.send("n2", "n1", "ok", b"y", DeliveryGuarantee.AT_LEAST_ONCE)  # n1 forgets the stream
+    net.run_for(0.85)
+    assert net.nodes["n1"].stats().get("reliable_streams_evicted") == 1
+    slow = {(net.index_of["n0"], net.index_of["n1"]): LinkConditions(latency=transit_s)}
+    net.set_conditions(NetworkConditions(latency=0.001, links=slow))
+    net.block("n1", "n0")
+    return net, runs, number

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.helpers import sim_cluster
+from tests.helpers import exactly_once_copy_after_forgetting, sim_cluster
 from zcluster import AckStatus, MemberStatus, NodeConfig
 from zcluster import DeliveryGuarantee as G
 from zcluster.core import effects as fx
 from zcluster.core.dedup import DedupWindow
 from zcluster.core.inbound import DirectReceiver
 from zcluster.protocol import messages as msg
-from zcluster.testing import LinkConditions, NetworkConditions
 from zcluster.testing.sim import SimNetwork
 
 
@@ -109,29 +108,7 @@ def test_an_exactly_once_id_is_kept_twice_the_window_after_its_first_copy() -> N
 def test_exactly_once_holds_for_a_copy_sent_at_the_last_moment_with_a_long_transit() -> None:
     """The guarantee of docs/delivery.md at its edge: ttl = dedup_window_s = 1 s, the
     stream forgotten, the last copies spend 0.9 s in transit."""
-    config = NodeConfig(
-        inbound_streams_max_count=1,
-        retry_initial_s=0.05,
-        retry_max_s=0.05,
-        message_ttl_s=1.0,
-        dedup_window_s=1.0,
-    )
-    net = cluster(3, 201, config)
-    runs: list[bytes] = []
-    net.nodes["n1"].handlers["h"] = lambda sender, payload: runs.append(payload)
-    net.nodes["n1"].handlers["ok"] = lambda sender, payload: None
-    net.block("n1", "n0")
-    sent_at = net.now
-    number = net.send("n0", "n1", "h", b"x", G.EXACTLY_ONCE, ttl_s=1.0)
-    net.run_for(0.01)
-    assert runs == [b"x"]
-    net.block("n0", "n1")
-    net.send("n2", "n1", "ok", b"y", G.AT_LEAST_ONCE)
-    net.run_until(lambda: net.now >= sent_at + 0.85, 1)
-    assert net.nodes["n1"].stats().get("reliable_streams_evicted") == 1
-    slow = {(net.index_of["n0"], net.index_of["n1"]): LinkConditions(latency=0.9)}
-    net.set_conditions(NetworkConditions(latency=0.001, links=slow))
-    net.block("n1", "n0")
+    net, runs, number = exactly_once_copy_after_forgetting(201, transit_s=0.9)
     assert net.run_until(lambda: number in net.nodes["n0"].acks, 1)
     net.run_for(1.5)
     assert net.nodes["n1"].stats().get("reliable_duplicates", 0) >= 1  # copies did arrive

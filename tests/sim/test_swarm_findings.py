@@ -15,10 +15,10 @@ import dataclasses
 
 import pytest
 
-from tests.helpers import sim_cluster
+from tests.helpers import exactly_once_copy_after_forgetting, sim_cluster
 from zcluster import AckStatus, MemberStatus, NodeConfig
 from zcluster import DeliveryGuarantee as G
-from zcluster.testing import LinkConditions, NetworkConditions
+from zcluster.testing import LinkConditions
 from zcluster.testing.sim import SimNetwork, SimNode
 
 
@@ -381,28 +381,8 @@ def test_exactly_once_holds_when_a_late_copy_outlives_the_duplicate_window() -> 
     retries before it expires messages, so a copy can even leave up to one tick after the ttl).
     A receiver that forgot the stream then runs the handler again.
     """
-    config = NodeConfig(
-        inbound_streams_max_count=1,
-        retry_initial_s=0.05,
-        retry_max_s=0.05,
-        message_ttl_s=1.0,
-        dedup_window_s=1.0,
-    )
-    net = cluster(3, 112, config)
-    runs: list[bytes] = []
-    net.nodes["n1"].handlers["h"] = lambda sender, payload: runs.append(payload)
-    net.nodes["n1"].handlers["ok"] = lambda sender, payload: None
-    net.block("n1", "n0")  # acknowledgements are lost: n0 keeps resending until the ttl
-    number = net.send("n0", "n1", "h", b"x", G.EXACTLY_ONCE, ttl_s=1.0)
-    net.run_for(0.01)
-    assert runs == [b"x"]
-    net.block("n0", "n1")  # the resent copies are lost too
-    net.send("n2", "n1", "ok", b"y", G.AT_LEAST_ONCE)  # n1 forgets n0's stream
-    net.run_for(0.85)
-    assert net.nodes["n1"].stats().get("reliable_streams_evicted") == 1
-    slow = {(net.index_of["n0"], net.index_of["n1"]): LinkConditions(latency=0.3)}
-    net.set_conditions(NetworkConditions(latency=0.001, links=slow))
-    net.block("n1", "n0")  # the last copies, sent before the ttl, arrive after the window
+    # The last copies, sent before the ttl, arrive after the window.
+    net, runs, number = exactly_once_copy_after_forgetting(112, transit_s=0.3)
     assert net.run_until(lambda: number in net.nodes["n0"].acks, 1)
     net.run_for(0.5)
     assert runs == [b"x"], f"the handler ran {runs}"
