@@ -42,6 +42,7 @@ from zcluster.protocol.members import Member
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Runner
 from zcluster.serialization import Serializer
+from zcluster.wire import topic_frame
 
 log = logging.getLogger("zcluster.node")
 
@@ -90,6 +91,8 @@ class Application:
         self.gate = gate
         #: callbacks of each subscribed topic
         self.subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        #: each subscribed topic by its first PUB frame, for the fast path of fan-out
+        self.topic_frames: dict[bytes, str] = {}
         #: topics whose new streams start from the publisher's oldest buffered publication
         self._replay_topics: set[str] = set()
         self.member_callbacks: list[MemberCallback] = []
@@ -216,6 +219,7 @@ class Application:
             del self.subscriptions[topic]
             raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
         callbacks.append(callback)
+        self.topic_frames[topic_frame(topic)] = topic
         if replay:
             self._replay_topics.add(topic)
         if len(callbacks) == 1 or replay:
@@ -225,6 +229,7 @@ class Application:
     def unsubscribe(self, topic: str) -> ev.TopicUnsubscribed | None:
         """Drop every callback of ``topic``; returns what to tell the core, if anything."""
         self._replay_topics.discard(topic)
+        self.topic_frames.pop(topic_frame(topic), None)
         if self.subscriptions.pop(topic, None) is None:
             return None
         return ev.TopicUnsubscribed(topic)
@@ -309,13 +314,25 @@ class Application:
         self._feed(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
 
     def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
-        callbacks = self.subscriptions.get(effect.topic)
+        self.deliver_publication(effect.sender, effect.topic, effect.payload)
+
+    def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None:
+        """Hand a publication to the topic's callbacks (the core's verdict, or the
+        driver's for an unnumbered one: docs/architecture.md, the fast path)."""
+        callbacks = self.subscriptions.get(topic)
         runner = self._runner
         if not callbacks or runner is None:
             return
-        message = _Lazy(self.serializer.deserialize, effect.payload)
+        if len(callbacks) == 1:
+            deserialize = self.serializer.deserialize
+            runner.run(
+                functools.partial(_notify_one, callbacks[0], topic, sender, deserialize, payload),
+                None,
+            )
+            return
+        message = _Lazy(self.serializer.deserialize, payload)
         for callback in tuple(callbacks):
-            runner.run(functools.partial(_notify, callback, effect, message), None)
+            runner.run(functools.partial(_notify, callback, topic, sender, message), None)
 
     def _acknowledged(self, effect: fx.Acknowledged) -> None:
         settled = 0
@@ -380,5 +397,16 @@ class _Lazy:
         return self._value
 
 
-def _notify(callback: SubscriptionCallback, effect: fx.DeliverPublication, message: _Lazy) -> Any:
-    return callback(effect.topic, message.get(), effect.sender)
+def _notify(callback: SubscriptionCallback, topic: str, sender: str, message: _Lazy) -> Any:
+    return callback(topic, message.get(), sender)
+
+
+def _notify_one(
+    callback: SubscriptionCallback,
+    topic: str,
+    sender: str,
+    deserialize: Callable[[bytes], Any],
+    payload: bytes,
+) -> Any:
+    """``_notify`` for the common case of one callback: nothing to share, nothing to cache."""
+    return callback(topic, deserialize(payload), sender)

@@ -115,6 +115,9 @@ class NodeConfig:
     fetch_retry_s: float = 0.3
     #: telling a publisher which topics we read is repeated this often until it answers
     listen_retry_s: float = 0.5
+    #: a subscriber counts as confirmed (``subscribers()``) this long after its LISTEN,
+    #: time for its SUB's subscription, which travels on another connection, to arrive
+    listen_settle_s: float = 0.05
     #: a subscriber holds back at most this many publications behind one gap
     topic_holdback_max_count: int = 10_000
     #: (publisher, topic) streams one subscriber tracks; the least recently heard goes

@@ -16,6 +16,8 @@ Frames
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +65,8 @@ MAX_FIELDS_COUNT = 64
 #: capabilities: at most this many names, each 1..MAX_CAPABILITY_CHARS printable ASCII
 MAX_CAPABILITIES_COUNT = 64
 MAX_CAPABILITY_CHARS = 64
+
+_unpack_header = functools.partial(msgpack.unpackb, raw=False, use_list=True, strict_map_key=True)
 
 
 # ---------------------------------------------------------------- encoding
@@ -137,13 +141,14 @@ class Encoder:
     seq)``; it is unique per incarnation, not a delivery sequence number.
     The parts of a header that never change for this node are packed once:
     a header is the bytes of ``[version, kind, sender, incarnation, seq,
-    body]``, built from a cached prefix and two packed values.
+    body]``, built from a cached prefix and two packed values. Numbers are
+    drawn atomically, so headers may be built in several threads.
     """
 
     def __init__(self, sender: str, incarnation: int) -> None:
         self.sender = sender
         self.incarnation = incarnation
-        self._seq = 0
+        self._next_seq = itertools.count(1).__next__
         self._pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
         identity = self._pack(sender) + self._pack(incarnation)
         #: per message class: the header bytes up to seq, and the body's builder
@@ -155,12 +160,18 @@ class Encoder:
             for cls, body in _BODIES.items()
         }
         self._topic_frames: dict[str, bytes] = {}
+        unnumbered = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
+        self._unnumbered_prefix: bytes = self._forms[msg.Publish][0]
+        self._unnumbered_body: bytes = self._pack(encode_body(unnumbered))
 
     def header(self, message: msg.Message) -> bytes:
-        self._seq += 1
         prefix, body = self._forms[type(message)]
         pack = self._pack
-        return prefix + pack(self._seq) + pack(body(message))
+        return prefix + pack(self._next_seq()) + pack(body(message))
+
+    def unnumbered_header(self) -> bytes:
+        """The header of an unnumbered (AT_MOST_ONCE) PUBLISH, the hot path of fan-out."""
+        return self._unnumbered_prefix + self._pack(self._next_seq()) + self._unnumbered_body
 
     def direct(self, message: msg.Message, payload: bytes) -> tuple[bytes, bytes]:
         """``[header, payload]`` for a DEALER."""
@@ -172,18 +183,18 @@ class Encoder:
         self, topic: str | None, message: msg.Message, payload: bytes
     ) -> tuple[bytes, bytes, bytes]:
         """``[topic frame, header, payload]`` for the PUB (``topic`` None: membership)."""
-        if topic is None:
-            first = CONTROL_TOPIC
-        else:
-            first = self._topic_frames.get(topic) or self._topic_frame(topic)
+        first = CONTROL_TOPIC if topic is None else self.topic_frame(topic)
         if type(message) in _ANNOUNCING_TYPES:
             payload = encode_capabilities(message.capabilities)  # type: ignore[union-attr]
         return first, self.header(message), payload
 
-    def _topic_frame(self, topic: str) -> bytes:
-        if len(self._topic_frames) >= _VALID_CACHE_COUNT:
-            self._topic_frames.clear()
-        frame = self._topic_frames[topic] = topic_frame(topic)
+    def topic_frame(self, topic: str) -> bytes:
+        """The first PUB frame of a user topic, cached (safe from any thread)."""
+        frame = self._topic_frames.get(topic)
+        if frame is None:
+            if len(self._topic_frames) >= _VALID_CACHE_COUNT:
+                self._topic_frames.clear()
+            frame = self._topic_frames[topic] = topic_frame(topic)
         return frame
 
 
@@ -434,12 +445,7 @@ def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> E
     if len(data) > max_header_bytes:
         raise WireError(f"header of {len(data)} bytes exceeds {max_header_bytes}")
     try:
-        raw = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-        )
+        raw = _unpack_header(data)
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise WireError(f"header is not valid msgpack: {type(exc).__name__}") from None
     if type(raw) is not list or not HEADER_FIELDS_COUNT <= len(raw) <= MAX_FIELDS_COUNT:
@@ -474,6 +480,49 @@ def decode_direct(frames: Sequence[bytes], max_header_bytes: int) -> tuple[Envel
     if envelope.kind not in DIRECT_KINDS:
         raise WireError(f"{envelope.kind.name} is not a direct message kind")
     return envelope, frames[1]
+
+
+def read_unnumbered(header: bytes) -> tuple[str, int] | None:
+    """``(sender, incarnation)`` of a valid unnumbered PUBLISH header, else None.
+
+    The fast path of fan-out: it accepts only what :func:`decode_header`
+    would accept as an AT_MOST_ONCE publication, from a header of at most
+    ``_FAST_HEADER_BYTES``; anything else (including every invalid header)
+    returns None and takes the full decoder, which explains what is wrong.
+    """
+    if len(header) > _FAST_HEADER_BYTES:
+        return None
+    try:
+        raw = _unpack_header(header)
+    except Exception:  # msgpack raises many unrelated types on garbage
+        return None
+    if type(raw) is not list or not HEADER_FIELDS_COUNT <= len(raw) <= MAX_FIELDS_COUNT:
+        return None
+    version, kind, sender, incarnation, seq, body = raw[:HEADER_FIELDS_COUNT]
+    if (
+        type(version) is not int
+        or version != PROTOCOL_VERSION
+        or type(kind) is not int
+        or kind != Kind.PUBLISH
+        or type(body) is not list
+        or not 2 <= len(body) <= MAX_FIELDS_COUNT
+        or body[0] != 0
+        or body[1] != 0
+        or type(body[0]) is not int
+        or type(body[1]) is not int
+        or type(sender) is not str
+        or sender not in _valid_names
+        or type(incarnation) is not int
+        or not 0 <= incarnation <= UINT64_MAX
+        or type(seq) is not int
+        or not 0 <= seq <= UINT64_MAX
+    ):
+        return None
+    return sender, incarnation
+
+
+#: headers read by the fast path: an unnumbered PUBLISH from a valid node id is far smaller
+_FAST_HEADER_BYTES = 1024
 
 
 def decode_published(

@@ -47,6 +47,11 @@ def core_in(*peers: Member, config: NodeConfig = CONFIG) -> NodeCore:
     return core
 
 
+def settle(core: NodeCore, now: float) -> None:
+    """Let LISTENs heard ``listen_settle_s`` or more before ``now`` count (a tick)."""
+    core.handle(ev.TimerFired(), now)
+
+
 def heartbeat(sender: Member, *updates: Member) -> msg.Heartbeat:
     return msg.Heartbeat(sender, updates, "0" * 16, (), ())
 
@@ -82,6 +87,7 @@ def test_a_subscriber_held_down_keeps_its_topics_and_starts() -> None:
         (a.address, (("t", 0),))
     ]
     publish(core, "t", 2, 0.2)
+    settle(core, 0.2)
     down = dataclasses.replace(a, status=MemberStatus.DOWN)
     core.handle(envelope(b, msg.Sync((down,), False, b.address), seq=2), 0.3)
     assert core.member("a") == down
@@ -134,6 +140,7 @@ def test_an_older_listen_arriving_late_is_ignored() -> None:
     assert listenings(answered) == [(a.address, (("a", 0), ("b", 0)))]
     late = core.handle(envelope(a, msg.Listen(("a",)), seq=11), 0.2)
     assert listenings(late) == [], "an older LISTEN is not answered"
+    settle(core, 0.2)
     assert core.subscribers("b") == {"a"}
     assert core.counters["listens_out_of_order"] == 1
     # A copy of the last one (or a peer that does not number its messages) is taken.
@@ -148,6 +155,7 @@ def test_an_empty_listen_ends_every_subscription_and_the_next_one_starts_afresh(
     core = core_in(a)
     core.handle(envelope(a, msg.Listen(("t",)), seq=5), 0.1)
     publish(core, "t", 4, 0.2)
+    settle(core, 0.2)
     assert listenings(core.handle(envelope(a, msg.Listen(()), seq=8), 0.3)) == [(a.address, ())]
     assert core.subscribers("t") == frozenset() and core.listeners() == {"a"}
     assert listenings(core.handle(envelope(a, msg.Listen(("t",)), seq=9), 0.4)) == [

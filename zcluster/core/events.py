@@ -34,6 +34,20 @@ class EnvelopeReceived:
 
 
 @dataclasses.dataclass(slots=True)
+class PublicationsHeard:
+    """The driver handed unnumbered publications to the application itself.
+
+    An AT_MOST_ONCE publication needs no decision of the core (nothing is
+    numbered, kept or acknowledged), so the fast path of fan-out delivers it
+    and reports once per batch only what the core learns from it: who was
+    heard (``(sender, incarnation)``, in order of first arrival) and how many.
+    """
+
+    senders: tuple[tuple[str, int], ...]
+    count: int
+
+
+@dataclasses.dataclass(slots=True)
 class FrameRejected:
     """A frame failed to decode and was dropped."""
 
@@ -130,6 +144,7 @@ Event = (
     Started
     | TimerFired
     | EnvelopeReceived
+    | PublicationsHeard
     | FrameRejected
     | SeedsResolved
     | TurnEnded

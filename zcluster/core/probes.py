@@ -45,9 +45,12 @@ class FailureDetection(Component):
 
     def heard(self, envelope: msg.Envelope, now: float) -> None:
         """Any message from a member's current incarnation shows it is alive."""
-        member = self._ctx.table.get(envelope.sender)  # every message: kept short
-        if member is not None and member.incarnation == envelope.incarnation:
-            self.detector.heard(envelope.sender, now)
+        self.heard_from(envelope.sender, envelope.incarnation, now)
+
+    def heard_from(self, sender: str, incarnation: int, now: float) -> None:
+        member = self._ctx.table.get(sender)  # every message: kept short
+        if member is not None and member.incarnation == incarnation:
+            self.detector.heard(sender, now)
 
     def tick(self, now: float) -> None:
         ctx = self._ctx

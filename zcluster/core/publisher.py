@@ -32,12 +32,16 @@ class _Listener:
     """What one subscriber incarnation told us: its topics, with our latest number on
     each when it first listed it, and the header ``seq`` of the LISTEN that said so."""
 
-    __slots__ = ("incarnation", "seq", "starts")
+    __slots__ = ("confirmed", "incarnation", "seq", "settled", "starts")
 
     def __init__(self, incarnation: int) -> None:
         self.incarnation = incarnation
         self.seq = 0
         self.starts: dict[str, int] = {}
+        #: the topics our PUB has surely taken its subscriptions to (see ``subscribers``)
+        self.confirmed: frozenset[str] = frozenset()
+        #: whether a LISTEN of it has settled (it receives our PUB)
+        self.settled = False
 
 
 class Publisher(Component):
@@ -52,6 +56,8 @@ class Publisher(Component):
         #: subscribers whose record was purged, oldest first: kept in case they come back
         #: in the same incarnation (as the member table does), at most members_max_count
         self._purged: dict[str, None] = {}
+        #: subscribers whose latest topics are confirmed at the given time, in LISTEN order
+        self._settling: dict[str, float] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Listen: self._rx_listen, msg.Fetch: self._rx_fetch}
@@ -60,16 +66,26 @@ class Publisher(Component):
         return {ev.PublishRequested: self._on_publish}
 
     def subscribers(self, topic: str) -> frozenset[str]:
-        """Live members that told us they receive our publications on ``topic``."""
+        """Live members that told us they receive our publications on ``topic``.
+
+        A topic counts ``listen_settle_s`` after the LISTEN that named it: the
+        subscriber subscribed its SUB before sending LISTEN, but the subscription
+        travels on its own connection to our PUB and may arrive after the LISTEN.
+        """
         return frozenset(
             node_id
             for node_id, listener in self._listeners.items()
-            if topic in listener.starts and self._is_connected(node_id)
+            if topic in listener.confirmed and self._is_connected(node_id)
         )
 
     def listeners(self) -> frozenset[str]:
-        """Live members that told us they receive our PUB (any topic)."""
-        return frozenset(n for n in self._listeners if self._is_connected(n))
+        """Live members that told us they receive our PUB (any topic), counted as
+        ``subscribers`` counts them (once settled)."""
+        return frozenset(
+            node_id
+            for node_id, listener in self._listeners.items()
+            if listener.settled and self._is_connected(node_id)
+        )
 
     def positions(self) -> tuple[msg.Position, ...]:
         """Our latest number on the most recently published topics, for heartbeats."""
@@ -88,7 +104,7 @@ class Publisher(Component):
         ctx.emit(fx.Publish(topic, publication, event.payload))
         ctx.counters["messages_published"] += 1
 
-    def _rx_listen(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+    def _rx_listen(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ctx = self._ctx
         listen = env.message
         assert isinstance(listen, msg.Listen)
@@ -109,6 +125,8 @@ class Publisher(Component):
         latest = self.publications.latest
         starts = {t: before[t] if t in before else latest(t) for t in listen.topics}
         listener.starts = starts
+        listener.confirmed = listener.confirmed.intersection(starts)  # removals count at once
+        self._settling[env.sender] = now + ctx.config.listen_settle_s
         ctx.send(current.address, msg.Listening(tuple(starts.items())))
 
     def _rx_fetch(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
@@ -123,6 +141,8 @@ class Publisher(Component):
             ctx.send(fetch.reply_address, msg.Lost(fetch.topic, tuple(lost)))
 
     def tick(self, now: float) -> None:
+        if self._settling:
+            self._confirm(now)
         if self._removed:
             table, purged = self._ctx.table, self._purged
             for node_id in list(self._removed):
@@ -135,6 +155,16 @@ class Publisher(Component):
                         oldest = next(iter(purged))
                         del purged[oldest]
                         del self._listeners[oldest]
+
+    def _confirm(self, now: float) -> None:
+        for node_id, due in list(self._settling.items()):
+            if due > now:
+                continue
+            del self._settling[node_id]
+            listener = self._listeners.get(node_id)
+            if listener is not None:
+                listener.confirmed = frozenset(listener.starts)
+                listener.settled = True
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         # Only a new incarnation ends a subscription. Not DOWN, nor REMOVED: a member we

@@ -326,7 +326,9 @@ class AsyncNode:
         driver = self._driver
         if driver is None:
             return {}
-        return {**driver.counters, **driver.transport.gauges()}
+        stats = {**driver.counters, **driver.transport.gauges()}
+        stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published
+        return stats
 
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float, interval: float | None = None
@@ -469,9 +471,20 @@ class AsyncNode:
         subscribers fetch what they miss from this node's retransmit buffer and
         report (``on_publication_loss``) what it no longer holds.
         """
-        event = self.prepare_publication(topic, message, guarantee)
-        self._require().feed(event)
+        if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
+            self.publish_at_most_once(topic, message)
+        else:
+            self._require().feed(self.prepare_publication(topic, message, guarantee))
         await self._yield_now_and_then()
+
+    def publish_at_most_once(self, topic: str, message: Any) -> None:
+        """Publish without a guarantee, at once, from any thread.
+
+        Nothing is numbered or kept, so the publication needs neither the loop
+        nor the core: it goes straight to the PUB socket (docs/architecture.md).
+        """
+        validate_topic(topic)
+        self._require().lane.publish_unnumbered(topic, self.app.encode(message))
 
     def prepare_publication(
         self, topic: str, message: Any, guarantee: DeliveryGuarantee

@@ -22,8 +22,15 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
-from zcluster.runtime.transport import Transport, receive_message
-from zcluster.wire import Encoder, decode_direct, decode_published, topic_frame
+from zcluster.runtime.lane import PublicationLane
+from zcluster.runtime.transport import Transport, receive_message, receive_published
+from zcluster.wire import (
+    Encoder,
+    decode_direct,
+    decode_published,
+    read_unnumbered,
+    topic_frame,
+)
 
 log = logging.getLogger("zcluster.driver")
 
@@ -34,7 +41,12 @@ REJECT_LOG_EVERY_COUNT = 1000
 class Application(Protocol):
     """The layer above the driver that runs user code (``zcluster.application``)."""
 
+    #: each subscribed topic by its first PUB frame
+    topic_frames: dict[bytes, str]
+
     def appliers(self) -> dict[type, Callable[[Any], None]]: ...
+
+    def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None: ...
 
 
 class ReadControl(Protocol):
@@ -100,6 +112,8 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
+        #: the PUB socket, shared with threads that publish at most once
+        self.lane = PublicationLane(core.node_id, self._encoder, transport.pub)
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {
             fx.Publish: self._publish,
@@ -135,6 +149,7 @@ class Driver:
         self.pause_reading()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self.lane.close()
         self.transport.close()
 
     def pause_reading(self) -> None:
@@ -189,7 +204,44 @@ class Driver:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
 
     def _read_sub(self) -> None:
-        self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
+        """Read a batch from the SUB; unnumbered publications on subscribed topics go
+        straight to the application (docs/architecture.md, the fast path of fan-out),
+        everything else through the core."""
+        if not self._reading:
+            return
+        if self.inbound_faults is not None:  # tests: every message through the faults
+            self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
+            return
+        sock, routes, deliver = (
+            self.transport.sub,
+            self.app.topic_frames,
+            self.app.deliver_publication,
+        )
+        limit = self._config.max_header_bytes
+        heard: dict[str, int] = {}
+        delivered = 0
+        try:
+            for _ in range(self._config.receive_batch_count):
+                frames = receive_published(sock)
+                if len(frames) == 3:
+                    topic = routes.get(frames[0])
+                    if topic is not None:
+                        sender = read_unnumbered(frames[1])
+                        if sender is not None:
+                            deliver(sender[0], topic, frames[2])
+                            heard[sender[0]] = sender[1]
+                            delivered += 1
+                            continue
+                try:
+                    self.feed(_decode_sub(frames, limit))
+                except WireError as exc:
+                    self._reject("sub", exc)
+            self.loop.call_soon(self._read_sub)
+        except zmq.Again:
+            pass
+        finally:
+            if delivered:
+                self.feed(ev.PublicationsHeard(tuple(heard.items()), delivered))
 
     def _drain(
         self,
@@ -243,9 +295,7 @@ class Driver:
                 log.warning("could not carry out %s: %s", type(effect).__name__, exc)
 
     def _publish(self, effect: fx.Publish) -> None:
-        self.transport.publish(
-            self._encoder.published(effect.topic, effect.message, effect.payload)
-        )
+        self.lane.publish(effect.topic, effect.message, effect.payload)
 
     def _send(self, effect: fx.Send) -> None:
         frames = self._encoder.direct(effect.message, effect.payload)

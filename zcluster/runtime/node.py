@@ -279,7 +279,10 @@ class Node:
         stays full for ``timeout`` seconds.
         """
         node = self._node
-        node.submit(node.prepare_publication(topic, message, guarantee), timeout)
+        if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
+            node.publish_at_most_once(topic, message)
+        else:
+            node.submit(node.prepare_publication(topic, message, guarantee), timeout)
 
     def send(
         self,

@@ -21,8 +21,8 @@ from zcluster.wire import CONTROL_TOPIC
 log = logging.getLogger("zcluster.transport")
 
 # Plain ints: pyzmq's send_multipart and enum flag arithmetic cost more than the send itself.
-_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
-_LAST = int(zmq.NOBLOCK)
+MORE_FRAMES = int(zmq.SNDMORE | zmq.NOBLOCK)
+LAST_FRAME = int(zmq.NOBLOCK)
 _NOWAIT = int(zmq.NOBLOCK)
 
 
@@ -30,6 +30,31 @@ def receive_message(sock: zmq.Socket[bytes]) -> list[bytes]:
     """Read every part of one waiting message without blocking (raises zmq.Again if none)."""
     frame = sock.recv(_NOWAIT, copy=False)
     parts = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_NOWAIT, copy=False)
+        parts.append(frame.bytes)
+    return parts
+
+
+def receive_published(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """Read one PUB message, which the protocol makes three frames (zmq.Again if none).
+
+    Asking each frame whether more follow costs more than reading it, so
+    the first two are read plainly and only the last is asked: a longer
+    message is read to its end, a shorter one that nothing follows comes
+    back short, and either way decoding rejects it. (A short message that
+    another follows at once costs that one too: its frames are misread.)
+    """
+    first = sock.recv(_NOWAIT)
+    try:
+        header = sock.recv(_NOWAIT)
+    except zmq.Again:
+        return [first]
+    try:
+        frame = sock.recv(_NOWAIT, copy=False)
+    except zmq.Again:
+        return [first, header]
+    parts = [first, header, frame.bytes]
     while frame.more:
         frame = sock.recv(_NOWAIT, copy=False)
         parts.append(frame.bytes)
@@ -110,18 +135,11 @@ class Transport:
         dealer.last_used = now
         send = dealer.socket.send
         try:
-            send(frames[0], _MORE)  # only the first part can meet the high-water mark
+            send(frames[0], MORE_FRAMES)  # only the first part can meet the high-water mark
         except zmq.Again:
             return False
-        send(frames[1], _LAST)
+        send(frames[1], LAST_FRAME)
         return True
-
-    def publish(self, frames: tuple[bytes, bytes, bytes]) -> None:
-        # PUB never blocks: at the high-water mark it drops for that subscriber.
-        send = self.pub.send
-        send(frames[0], _MORE)
-        send(frames[1], _MORE)
-        send(frames[2], _LAST)
 
     # ------------------------------------------------------------ connections
 

@@ -1,0 +1,109 @@
+"""``wire.read_unnumbered``: the fast reader of fan-out accepts nothing the full decoder would not.
+
+Whatever header it accepts, ``decode_header`` decodes as an unnumbered PUBLISH
+from the same sender and incarnation; whatever it refuses still gets the full
+decoder (and its precise error), so being strict costs speed, never a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zcluster import wire
+from zcluster.errors import WireError
+from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
+
+G = DeliveryGuarantee
+UINT64_MAX = 2**64 - 1
+
+
+def full_decode(header: bytes) -> msg.Envelope | None:
+    try:
+        return wire.decode_header(header, 1 << 20)
+    except WireError:
+        return None
+
+
+def test_the_encoders_unnumbered_header_takes_the_fast_path() -> None:
+    encoder = wire.Encoder("publisher-1", UINT64_MAX)
+    wire.check_name("publisher-1")  # a sender the node has validated once before
+    first, second = encoder.unnumbered_header(), encoder.unnumbered_header()
+    assert wire.read_unnumbered(first) == ("publisher-1", UINT64_MAX)
+    envelope = full_decode(second)
+    assert envelope is not None and envelope.message == msg.Publish(0, G.AT_MOST_ONCE)
+    assert (envelope.sender, envelope.incarnation, envelope.seq) == ("publisher-1", UINT64_MAX, 2)
+
+
+def test_numbered_publications_and_other_kinds_take_the_full_decoder() -> None:
+    encoder = wire.Encoder("n1", 7)
+    wire.check_name("n1")
+    assert wire.read_unnumbered(encoder.header(msg.Publish(3, G.AT_LEAST_ONCE))) is None
+    assert wire.read_unnumbered(encoder.header(msg.Listen(("t",)))) is None
+    assert wire.read_unnumbered(b"") is None
+    assert wire.read_unnumbered(b"\xc1") is None  # never valid msgpack
+
+
+def test_a_sender_never_validated_takes_the_full_decoder_once() -> None:
+    header = msgpack.packb([1, 13, "fresh-sender-0", 1, 1, [0, 0]])
+    assert wire.read_unnumbered(header) is None
+    assert full_decode(header) is not None  # validates, and remembers, the name
+    assert wire.read_unnumbered(header) == ("fresh-sender-0", 1)
+
+
+def test_an_oversized_header_takes_the_full_decoder() -> None:
+    wire.check_name("n1")
+    header = msgpack.packb([1, 13, "n1", 1, 1, [0, 0, "x" * 2000]])
+    assert wire.read_unnumbered(header) is None
+    assert full_decode(header) is not None
+
+
+_value = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=20),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.sampled_from(["n1", "n 1", "", "publisher-1", "never-seen"]),
+    st.binary(max_size=4),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+
+
+def _base() -> list[Any]:
+    return [1, 13, "n1", 5, 9, [0, 0]]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 7), _value), max_size=2),
+    st.lists(_value, max_size=3),
+)
+def test_what_the_fast_reader_accepts_the_full_decoder_accepts_alike(
+    changes: list[tuple[int, Any]], extras: list[Any]
+) -> None:
+    """A valid unnumbered header with fields replaced (positions 0..5 of the header,
+    6..7 of the body) and elements appended: acceptance implies the same meaning."""
+    wire.check_name("n1")
+    wire.check_name("publisher-1")
+    raw = _base()
+    for position, value in changes:
+        if position < 6:
+            raw[position] = value
+        elif type(raw[5]) is list and len(raw[5]) == 2:
+            raw[5][position - 6] = value
+    raw += extras
+    header = msgpack.packb(raw, use_bin_type=True)
+    fast = wire.read_unnumbered(header)
+    if not changes and len(raw) <= 64:
+        assert fast == ("n1", 5), "the unchanged header must take the fast path"
+    if fast is None:
+        return
+    envelope = full_decode(header)
+    assert envelope is not None, raw
+    assert envelope.message == msg.Publish(0, G.AT_MOST_ONCE), raw
+    assert (envelope.sender, envelope.incarnation) == fast

@@ -1,0 +1,77 @@
+"""The fast path of fan-out on real sockets: unnumbered publications skip the loop and
+the core, with the same outcome as the core's path (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.helpers import all_up, wait_until
+from tests.runtime.conftest import NodeFactory
+from zcluster import DeliveryGuarantee, Node, NotRunning
+
+G = DeliveryGuarantee
+
+
+def pair(make_node: NodeFactory, topic: str) -> tuple[Node, Node, list[tuple[str, object, str]]]:
+    publisher = make_node("p")
+    subscriber = make_node("s", publisher)
+    got: list[tuple[str, object, str]] = []
+    subscriber.subscribe(topic, lambda t, message, sender: got.append((t, message, sender)))
+    assert wait_until(lambda: all_up([publisher, subscriber]), 5)
+    assert wait_until(lambda: "s" in publisher.subscribers(topic), 5)
+    return publisher, subscriber, got
+
+
+def test_unnumbered_publications_take_the_fast_path_in_order(make_node: NodeFactory) -> None:
+    publisher, subscriber, got = pair(make_node, "t")
+    for i in range(2000):
+        publisher.publish("t", {"i": i})
+    assert wait_until(lambda: len(got) == 2000, 10), len(got)
+    assert got == [("t", {"i": i}, "p") for i in range(2000)]
+    stats = subscriber.stats()
+    assert stats["publications_fast_path"] == 2000
+    assert stats["messages_received"] >= 2000, "the core hears of every one, once per batch"
+    assert publisher.stats()["messages_published"] >= 2000
+
+
+def test_numbered_and_unnumbered_publications_share_a_topic(make_node: NodeFactory) -> None:
+    publisher, subscriber, got = pair(make_node, "t")
+    before = subscriber.stats().get("publications_fast_path", 0)
+    for i in range(100):
+        guarantee = G.AT_LEAST_ONCE if i % 2 else G.AT_MOST_ONCE
+        publisher.publish("t", i, guarantee=guarantee)
+    assert wait_until(lambda: len(got) == 100, 10), len(got)
+    assert sorted(message for _, message, _ in got) == list(range(100))
+    odd = [message for _, message, _ in got if message % 2]  # type: ignore[operator]
+    assert odd == list(range(1, 100, 2)), "numbered publications keep their order"
+    assert subscriber.stats()["publications_fast_path"] - before == 50
+
+
+def test_threads_publishing_at_once_never_interleave_frames(make_node: NodeFactory) -> None:
+    """The lane's lock keeps each three-frame message whole, heartbeats included."""
+    publisher, subscriber, got = pair(make_node, "t")
+    per_thread, threads = 3000, 4
+
+    def burst(k: int) -> None:
+        for i in range(per_thread):
+            publisher.publish("t", (k, i))
+
+    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert wait_until(lambda: len(got) == per_thread * threads, 20), len(got)
+    for k in range(threads):
+        assert [i for _, (kk, i), _ in got if kk == k] == list(range(per_thread))  # type: ignore[misc]
+    assert subscriber.stats().get("frames_rejected", 0) == 0
+    assert all_up([publisher, subscriber]), "heartbeats kept flowing"
+
+
+def test_publishing_on_a_stopped_node_raises(make_node: NodeFactory) -> None:
+    node = make_node("alone")
+    node.stop()
+    with pytest.raises(NotRunning):
+        node.publish("t", 1)

@@ -1,0 +1,64 @@
+"""The PUB socket, shared by the node's loop and the threads that publish.
+
+Unnumbered (AT_MOST_ONCE) publications carry no protocol state: nothing is
+numbered, kept or acknowledged. So they skip the loop and the core: the
+caller's thread encodes the header and sends the three frames at once,
+under a lock that also covers the loop's own PUB traffic (heartbeats and
+numbered publications). Without the hop a publication costs about what raw
+pyzmq costs; the lock is uncontended unless two threads publish at once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zmq
+
+from zcluster.errors import NotRunning
+from zcluster.protocol import messages as msg
+from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES
+from zcluster.wire import Encoder
+
+
+class PublicationLane:
+    """Sends on one PUB socket from any thread, one whole message at a time."""
+
+    def __init__(self, node_id: str, encoder: Encoder, pub: zmq.Socket[bytes]) -> None:
+        self._node_id = node_id
+        self._encoder = encoder
+        self._pub: zmq.Socket[bytes] | None = pub
+        self._lock = threading.Lock()
+        #: unnumbered publications sent through the lane
+        self.published = 0
+
+    def publish_unnumbered(self, topic: str, payload: bytes) -> None:
+        """Send an AT_MOST_ONCE publication now (PUB drops at its high-water mark)."""
+        topic_frame = self._encoder.topic_frame(topic)
+        with self._lock:
+            pub = self._pub
+            if pub is None:
+                raise NotRunning(f"node {self._node_id} is not running: call start() first")
+            send = pub.send
+            send(topic_frame, MORE_FRAMES)
+            send(self._encoder.unnumbered_header(), MORE_FRAMES)
+            send(payload, LAST_FRAME)
+            self.published += 1
+
+    def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:
+        """Send a message of the loop's (``topic`` None: membership traffic), numbered
+        under the lock so that on this socket a later message has the larger header seq;
+        dropped once the lane is closed."""
+        with self._lock:
+            pub = self._pub
+            if pub is None:
+                return
+            first, header, payload = self._encoder.published(topic, message, payload)
+            send = pub.send
+            send(first, MORE_FRAMES)
+            send(header, MORE_FRAMES)
+            send(payload, LAST_FRAME)
+
+    def close(self) -> None:
+        """Refuse further publications; the socket itself is closed by its owner."""
+        with self._lock:
+            self._pub = None
