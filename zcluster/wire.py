@@ -189,9 +189,11 @@ class Encoder:
         return first, self.header(message), payload
 
     def topic_frame(self, topic: str) -> bytes:
-        """The first PUB frame of a user topic, cached (safe from any thread)."""
+        """The first PUB frame of a user topic, cached (safe from any thread); WireError
+        for a topic the wire cannot carry."""
         frame = self._topic_frames.get(topic)
         if frame is None:
+            check_topic(topic)
             if len(self._topic_frames) >= _VALID_CACHE_COUNT:
                 self._topic_frames.clear()
             frame = self._topic_frames[topic] = topic_frame(topic)
@@ -486,10 +488,29 @@ def read_unnumbered(header: bytes) -> tuple[str, int] | None:
     """``(sender, incarnation)`` of a valid unnumbered PUBLISH header, else None.
 
     The fast path of fan-out: it accepts only what :func:`decode_header`
-    would accept as an AT_MOST_ONCE publication, from a header of at most
-    ``_FAST_HEADER_BYTES``; anything else (including every invalid header)
-    returns None and takes the full decoder, which explains what is wrong.
+    would accept as an AT_MOST_ONCE publication; anything else (including
+    every invalid header) returns None and takes the full decoder, which
+    explains what is wrong. A sender's headers differ only in ``seq``, so
+    once one was read in full, the next are recognised by their bytes: the
+    prefix up to ``seq`` (remembered), an unsigned integer, and the body.
     """
+    size = len(header)
+    if size > _UNNUMBERED_MIN_BYTES and header[-3:] == _UNNUMBERED_BODY:
+        prefixes = _unnumbered_prefixes
+        for width, marker in _SEQ_FORMS:  # the msgpack forms of an unsigned integer
+            start = size - 3 - width
+            if start > 0 and header[start] == marker:
+                known = prefixes.get(header[:start])
+                if known is not None:
+                    return known
+        if header[size - 4] < _FIXINT_END:
+            known = prefixes.get(header[: size - 4])
+            if known is not None:
+                return known
+    return _read_unnumbered_in_full(header)
+
+
+def _read_unnumbered_in_full(header: bytes) -> tuple[str, int] | None:
     if len(header) > _FAST_HEADER_BYTES:
         return None
     try:
@@ -518,11 +539,28 @@ def read_unnumbered(header: bytes) -> tuple[str, int] | None:
         or not 0 <= seq <= UINT64_MAX
     ):
         return None
-    return sender, incarnation
+    found = (sender, incarnation)
+    prefix = _ARRAY_OF_6 + _UNNUMBERED_KIND + msgpack.packb(sender) + msgpack.packb(incarnation)
+    if header.startswith(prefix) and len(header) == len(prefix) + len(msgpack.packb(seq)) + 3:
+        # the smallest encoding, as this implementation sends: remember its prefix
+        if len(_unnumbered_prefixes) >= _VALID_CACHE_COUNT:
+            _unnumbered_prefixes.clear()
+        _unnumbered_prefixes[prefix] = found
+    return found
 
 
 #: headers read by the fast path: an unnumbered PUBLISH from a valid node id is far smaller
 _FAST_HEADER_BYTES = 1024
+#: how an unnumbered PUBLISH header of revision 1.0 starts after its array marker, and ends
+_UNNUMBERED_KIND = msgpack.packb(PROTOCOL_VERSION) + msgpack.packb(int(Kind.PUBLISH))
+_UNNUMBERED_BODY = msgpack.packb([0, 0])
+_UNNUMBERED_MIN_BYTES = 8
+#: (width in bytes, first byte) of msgpack's unsigned integers wider than a positive fixint,
+#: most likely first; a positive fixint is one byte below _FIXINT_END
+_SEQ_FORMS = ((5, 0xCE), (3, 0xCD), (9, 0xCF), (2, 0xCC))
+_FIXINT_END = 0x80
+#: remembered header prefixes (up to seq) of unnumbered PUBLISHes read in full
+_unnumbered_prefixes: dict[bytes, tuple[str, int]] = {}
 
 
 def decode_published(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,19 @@ def test_numbered_publications_and_other_kinds_take_the_full_decoder() -> None:
     assert wire.read_unnumbered(encoder.header(msg.Listen(("t",)))) is None
     assert wire.read_unnumbered(b"") is None
     assert wire.read_unnumbered(b"\xc1") is None  # never valid msgpack
+
+
+@pytest.mark.parametrize(
+    "seq", [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, UINT64_MAX]
+)
+def test_every_width_of_seq_is_recognised_by_the_remembered_prefix(seq: int) -> None:
+    wire.check_name("n2")
+    wire.read_unnumbered(msgpack.packb([1, 13, "n2", 2**40, 1, [0, 0]]))  # remembered
+    header = msgpack.packb([1, 13, "n2", 2**40, seq, [0, 0]])
+    assert wire.read_unnumbered(header) == ("n2", 2**40)
+    bad = msgpack.packb([1, 13, "n2", 2**40, None, [0, 0]])  # nil is not a seq
+    assert wire.read_unnumbered(bad) is None
+    assert full_decode(bad) is None
 
 
 def test_a_sender_never_validated_takes_the_full_decoder_once() -> None:

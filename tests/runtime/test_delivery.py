@@ -311,5 +311,7 @@ def test_a_receiver_that_stops_gracefully_confirms_what_it_handled(
     b.register("h", handler)
     acks = [a.send("b", "h", i) for i in range(3)]
     assert started.wait(5)
+    # All three taken (a later one, still on its way when b leaves, would rightly FAIL).
+    assert wait_until(lambda: b.stats().get("reliable_delivered", 0) == 3, 5)
     b.stop()  # leaves while the first handler runs
     assert [ack.wait(5) for ack in acks if ack is not None] == [AckStatus.DELIVERED] * 3

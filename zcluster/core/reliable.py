@@ -145,6 +145,7 @@ class ReliableDelivery(Component):
             return
         for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
             receipt = (env.incarnation, arrival.epoch, arrival.seq)
+            ctx.counters["reliable_delivered"] += 1
             self.handlers_running += 1
             ctx.emit(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
 

@@ -483,8 +483,7 @@ class AsyncNode:
         Nothing is numbered or kept, so the publication needs neither the loop
         nor the core: it goes straight to the PUB socket (docs/architecture.md).
         """
-        validate_topic(topic)
-        self._require().lane.publish_unnumbered(topic, self.app.encode(message))
+        self._require().lane.publish_unnumbered(topic, message)
 
     def prepare_publication(
         self, topic: str, message: Any, guarantee: DeliveryGuarantee

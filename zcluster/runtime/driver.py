@@ -23,7 +23,7 @@ from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
 from zcluster.runtime.lane import PublicationLane
-from zcluster.runtime.transport import Transport, receive_message, receive_published
+from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.wire import (
     Encoder,
     decode_direct,
@@ -47,6 +47,8 @@ class Application(Protocol):
     def appliers(self) -> dict[type, Callable[[Any], None]]: ...
 
     def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None: ...
+
+    def encode(self, message: Any) -> bytes: ...
 
 
 class ReadControl(Protocol):
@@ -113,7 +115,7 @@ class Driver:
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
         #: the PUB socket, shared with threads that publish at most once
-        self.lane = PublicationLane(core.node_id, self._encoder, transport.pub)
+        self.lane = PublicationLane(core.node_id, self._encoder, transport.pub, app.encode)
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {
             fx.Publish: self._publish,
@@ -222,18 +224,29 @@ class Driver:
         delivered = 0
         try:
             for _ in range(self._config.receive_batch_count):
-                frames = receive_published(sock)
-                if len(frames) == 3:
-                    topic = routes.get(frames[0])
-                    if topic is not None:
-                        sender = read_unnumbered(frames[1])
-                        if sender is not None:
-                            deliver(sender[0], topic, frames[2])
-                            heard[sender[0]] = sender[1]
-                            delivered += 1
-                            continue
+                # Three plain reads on the fast path; the frame count is checked on the
+                # other (transport.receive_rest): a well-formed peer never breaks it.
+                first = RECV(sock, NOWAIT)
                 try:
-                    self.feed(_decode_sub(frames, limit))
+                    header = RECV(sock, NOWAIT)
+                except zmq.Again:
+                    self._reject("sub", WireError("published message of 1 frame"))
+                    return
+                topic = routes.get(first)
+                if topic is not None:
+                    sender = read_unnumbered(header)
+                    if sender is not None:
+                        try:
+                            payload = RECV(sock, NOWAIT)
+                        except zmq.Again:
+                            self._reject("sub", WireError("published message of 2 frames"))
+                            return
+                        deliver(sender[0], topic, payload)
+                        heard[sender[0]] = sender[1]
+                        delivered += 1
+                        continue
+                try:
+                    self.feed(_decode_sub(receive_rest(sock, [first, header]), limit))
                 except WireError as exc:
                     self._reject("sub", exc)
             self.loop.call_soon(self._read_sub)

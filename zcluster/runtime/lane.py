@@ -11,37 +11,55 @@ pyzmq costs; the lock is uncontended unless two threads publish at once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
-from zcluster.errors import NotRunning
+from zcluster.errors import ConfigError, NotRunning, WireError
 from zcluster.protocol import messages as msg
-from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES
+from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
 from zcluster.wire import Encoder
 
 
 class PublicationLane:
     """Sends on one PUB socket from any thread, one whole message at a time."""
 
-    def __init__(self, node_id: str, encoder: Encoder, pub: zmq.Socket[bytes]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        encoder: Encoder,
+        pub: zmq.Socket[bytes],
+        encode: Callable[[Any], bytes],
+    ) -> None:
         self._node_id = node_id
         self._encoder = encoder
         self._pub: zmq.Socket[bytes] | None = pub
+        self._encode = encode
         self._lock = threading.Lock()
         #: unnumbered publications sent through the lane
         self.published = 0
 
-    def publish_unnumbered(self, topic: str, payload: bytes) -> None:
-        """Send an AT_MOST_ONCE publication now (PUB drops at its high-water mark)."""
-        topic_frame = self._encoder.topic_frame(topic)
+    def publish_unnumbered(self, topic: str, message: Any) -> None:
+        """Serialize and send an AT_MOST_ONCE publication now, in the caller's thread.
+
+        Raises ConfigError for a topic the wire cannot carry, SerializationError
+        for a message that cannot be sent, NotRunning once the node has stopped.
+        PUB drops at its high-water mark, so this never blocks.
+        """
+        encoder = self._encoder
+        try:
+            first = encoder.topic_frame(topic)
+        except WireError as exc:
+            raise ConfigError(str(exc)) from None
+        payload = self._encode(message)
         with self._lock:
             pub = self._pub
             if pub is None:
-                raise NotRunning(f"node {self._node_id} is not running: call start() first")
-            send = pub.send
-            send(topic_frame, MORE_FRAMES)
-            send(self._encoder.unnumbered_header(), MORE_FRAMES)
-            send(payload, LAST_FRAME)
+                raise NotRunning(f"node {self._node_id} is not running")
+            SEND(pub, first, MORE_FRAMES)
+            SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
+            SEND(pub, payload, LAST_FRAME)
             self.published += 1
 
     def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:
@@ -53,10 +71,9 @@ class PublicationLane:
             if pub is None:
                 return
             first, header, payload = self._encoder.published(topic, message, payload)
-            send = pub.send
-            send(first, MORE_FRAMES)
-            send(header, MORE_FRAMES)
-            send(payload, LAST_FRAME)
+            SEND(pub, first, MORE_FRAMES)
+            SEND(pub, header, MORE_FRAMES)
+            SEND(pub, payload, LAST_FRAME)
 
     def close(self) -> None:
         """Refuse further publications; the socket itself is closed by its owner."""

@@ -23,40 +23,37 @@ log = logging.getLogger("zcluster.transport")
 # Plain ints: pyzmq's send_multipart and enum flag arithmetic cost more than the send itself.
 MORE_FRAMES = int(zmq.SNDMORE | zmq.NOBLOCK)
 LAST_FRAME = int(zmq.NOBLOCK)
-_NOWAIT = int(zmq.NOBLOCK)
+NOWAIT = int(zmq.NOBLOCK)
+#: the compiled send and receive of a socket: pyzmq's Python wrappers add a third to each call
+SEND = zmq.backend.Socket.send
+RECV = zmq.backend.Socket.recv
 
 
 def receive_message(sock: zmq.Socket[bytes]) -> list[bytes]:
     """Read every part of one waiting message without blocking (raises zmq.Again if none)."""
-    frame = sock.recv(_NOWAIT, copy=False)
+    frame = RECV(sock, NOWAIT, False)
     parts = [frame.bytes]
     while frame.more:
-        frame = sock.recv(_NOWAIT, copy=False)
+        frame = RECV(sock, NOWAIT, False)
         parts.append(frame.bytes)
     return parts
 
 
-def receive_published(sock: zmq.Socket[bytes]) -> list[bytes]:
-    """Read one PUB message, which the protocol makes three frames (zmq.Again if none).
+def receive_rest(sock: zmq.Socket[bytes], parts: list[bytes]) -> list[bytes]:
+    """Complete a message of which ``parts`` were read without asking whether more
+    follow (asking costs more than reading): the rest up to the frame that ends it.
 
-    Asking each frame whether more follow costs more than reading it, so
-    the first two are read plainly and only the last is asked: a longer
-    message is read to its end, a shorter one that nothing follows comes
-    back short, and either way decoding rejects it. (A short message that
-    another follows at once costs that one too: its frames are misread.)
+    Only the last frame read tells where a message ends, so a message shorter
+    than the frames read first takes the start of the next one with it; decoding
+    rejects both (a sender that breaks the frame count costs the next message).
     """
-    first = sock.recv(_NOWAIT)
     try:
-        header = sock.recv(_NOWAIT)
+        frame = RECV(sock, NOWAIT, False)
     except zmq.Again:
-        return [first]
-    try:
-        frame = sock.recv(_NOWAIT, copy=False)
-    except zmq.Again:
-        return [first, header]
-    parts = [first, header, frame.bytes]
+        return parts
+    parts.append(frame.bytes)
     while frame.more:
-        frame = sock.recv(_NOWAIT, copy=False)
+        frame = RECV(sock, NOWAIT, False)
         parts.append(frame.bytes)
     return parts
 
@@ -133,12 +130,12 @@ class Transport:
         if dealer is None:
             return False
         dealer.last_used = now
-        send = dealer.socket.send
+        sock = dealer.socket
         try:
-            send(frames[0], MORE_FRAMES)  # only the first part can meet the high-water mark
+            SEND(sock, frames[0], MORE_FRAMES)  # only the first part can meet the high-water mark
         except zmq.Again:
             return False
-        send(frames[1], LAST_FRAME)
+        SEND(sock, frames[1], LAST_FRAME)
         return True
 
     # ------------------------------------------------------------ connections
