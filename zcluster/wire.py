@@ -484,15 +484,16 @@ def decode_direct(frames: Sequence[bytes], max_header_bytes: int) -> tuple[Envel
     return envelope, frames[1]
 
 
-def read_unnumbered(header: bytes) -> tuple[str, int] | None:
-    """``(sender, incarnation)`` of a valid unnumbered PUBLISH header, else None.
+def read_publish(header: bytes) -> tuple[str, int, int, DeliveryGuarantee] | None:
+    """``(sender, incarnation, topic_seq, guarantee)`` of a valid PUBLISH header of the
+    revision 1.0 shape, else None: the fast path of fan-out.
 
-    The fast path of fan-out: it accepts only what :func:`decode_header`
-    would accept as an AT_MOST_ONCE publication; anything else (including
+    It accepts only what :func:`decode_header` accepts; anything else (including
     every invalid header) returns None and takes the full decoder, which
-    explains what is wrong. A sender's headers differ only in ``seq``, so
-    once one was read in full, the next are recognised by their bytes: the
-    prefix up to ``seq`` (remembered), an unsigned integer, and the body.
+    explains what is wrong. An unnumbered header (``topic_seq`` 0,
+    AT_MOST_ONCE) differs from its sender's others only in ``seq``, so once
+    one was read in full, the next are recognised by their bytes: the prefix
+    up to ``seq`` (remembered), an unsigned integer, and the body.
     """
     size = len(header)
     if size > _UNNUMBERED_MIN_BYTES and header[-3:] == _UNNUMBERED_BODY:
@@ -507,30 +508,49 @@ def read_unnumbered(header: bytes) -> tuple[str, int] | None:
             known = prefixes.get(header[: size - 4])
             if known is not None:
                 return known
-    return _read_unnumbered_in_full(header)
+    return _read_publish_in_full(header)
 
 
-def _read_unnumbered_in_full(header: bytes) -> tuple[str, int] | None:
+def _read_publish_in_full(header: bytes) -> tuple[str, int, int, DeliveryGuarantee] | None:
+    fields = _publish_fields(header)
+    if fields is None:
+        return None
+    sender, incarnation, seq, (topic_seq, code) = fields
+    if type(topic_seq) is not int or type(code) is not int:
+        return None
+    if topic_seq == 0 and code == 0:
+        found = (sender, incarnation, 0, DeliveryGuarantee.AT_MOST_ONCE)
+        prefix = _ARRAY_OF_6 + _UNNUMBERED_KIND + msgpack.packb(sender) + msgpack.packb(incarnation)
+        if header.startswith(prefix) and len(header) == len(prefix) + len(msgpack.packb(seq)) + 3:
+            # the smallest encoding, as this implementation sends: remember its prefix
+            if len(_unnumbered_prefixes) >= _VALID_CACHE_COUNT:
+                _unnumbered_prefixes.clear()
+            _unnumbered_prefixes[prefix] = found
+        return found
+    if not 1 <= topic_seq <= UINT64_MAX or code not in _NUMBERED_GUARANTEES:
+        return None
+    return sender, incarnation, topic_seq, _NUMBERED_GUARANTEES[code]
+
+
+def _publish_fields(header: bytes) -> tuple[str, int, int, list[Any]] | None:
+    """The fields of a PUBLISH header of exactly 6 elements with a body of 2, checked but
+    for the body's values; None for anything else (including anything invalid)."""
     if len(header) > _FAST_HEADER_BYTES:
         return None
     try:
         raw = _unpack_header(header)
     except Exception:  # msgpack raises many unrelated types on garbage
         return None
-    if type(raw) is not list or not HEADER_FIELDS_COUNT <= len(raw) <= MAX_FIELDS_COUNT:
+    if type(raw) is not list or len(raw) != HEADER_FIELDS_COUNT:
         return None
-    version, kind, sender, incarnation, seq, body = raw[:HEADER_FIELDS_COUNT]
+    version, kind, sender, incarnation, seq, body = raw
     if (
         type(version) is not int
         or version != PROTOCOL_VERSION
         or type(kind) is not int
         or kind != Kind.PUBLISH
         or type(body) is not list
-        or not 2 <= len(body) <= MAX_FIELDS_COUNT
-        or body[0] != 0
-        or body[1] != 0
-        or type(body[0]) is not int
-        or type(body[1]) is not int
+        or len(body) != 2
         or type(sender) is not str
         or sender not in _valid_names
         or type(incarnation) is not int
@@ -539,16 +559,14 @@ def _read_unnumbered_in_full(header: bytes) -> tuple[str, int] | None:
         or not 0 <= seq <= UINT64_MAX
     ):
         return None
-    found = (sender, incarnation)
-    prefix = _ARRAY_OF_6 + _UNNUMBERED_KIND + msgpack.packb(sender) + msgpack.packb(incarnation)
-    if header.startswith(prefix) and len(header) == len(prefix) + len(msgpack.packb(seq)) + 3:
-        # the smallest encoding, as this implementation sends: remember its prefix
-        if len(_unnumbered_prefixes) >= _VALID_CACHE_COUNT:
-            _unnumbered_prefixes.clear()
-        _unnumbered_prefixes[prefix] = found
-    return found
+    return sender, incarnation, seq, body
 
 
+_NUMBERED_GUARANTEES = {
+    code: guarantee
+    for code, guarantee in _GUARANTEES.items()
+    if guarantee is not DeliveryGuarantee.AT_MOST_ONCE
+}
 #: headers read by the fast path: an unnumbered PUBLISH from a valid node id is far smaller
 _FAST_HEADER_BYTES = 1024
 #: how an unnumbered PUBLISH header of revision 1.0 starts after its array marker, and ends
@@ -560,7 +578,7 @@ _UNNUMBERED_MIN_BYTES = 8
 _SEQ_FORMS = ((5, 0xCE), (3, 0xCD), (9, 0xCF), (2, 0xCC))
 _FIXINT_END = 0x80
 #: remembered header prefixes (up to seq) of unnumbered PUBLISHes read in full
-_unnumbered_prefixes: dict[bytes, tuple[str, int]] = {}
+_unnumbered_prefixes: dict[bytes, tuple[str, int, int, DeliveryGuarantee]] = {}
 
 
 def decode_published(

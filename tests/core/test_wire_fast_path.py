@@ -1,8 +1,8 @@
-"""``wire.read_unnumbered``: the fast reader of fan-out accepts nothing the full decoder would not.
+"""``wire.read_publish``: the fast reader of fan-out accepts nothing the full decoder would not.
 
-Whatever header it accepts, ``decode_header`` decodes as an unnumbered PUBLISH
-from the same sender and incarnation; whatever it refuses still gets the full
-decoder (and its precise error), so being strict costs speed, never a message.
+Whatever header it accepts, ``decode_header`` decodes as a PUBLISH with the same
+sender, incarnation, number and guarantee; whatever it refuses still gets the
+full decoder (and its precise error), so being strict costs speed, never a message.
 """
 
 from __future__ import annotations
@@ -34,19 +34,24 @@ def test_the_encoders_unnumbered_header_takes_the_fast_path() -> None:
     encoder = wire.Encoder("publisher-1", UINT64_MAX)
     wire.check_name("publisher-1")  # a sender the node has validated once before
     first, second = encoder.unnumbered_header(), encoder.unnumbered_header()
-    assert wire.read_unnumbered(first) == ("publisher-1", UINT64_MAX)
+    assert wire.read_publish(first) == ("publisher-1", UINT64_MAX, 0, G.AT_MOST_ONCE)
     envelope = full_decode(second)
     assert envelope is not None and envelope.message == msg.Publish(0, G.AT_MOST_ONCE)
     assert (envelope.sender, envelope.incarnation, envelope.seq) == ("publisher-1", UINT64_MAX, 2)
 
 
-def test_numbered_publications_and_other_kinds_take_the_full_decoder() -> None:
+def test_numbered_publications_are_read_and_other_kinds_take_the_full_decoder() -> None:
     encoder = wire.Encoder("n1", 7)
     wire.check_name("n1")
-    assert wire.read_unnumbered(encoder.header(msg.Publish(3, G.AT_LEAST_ONCE))) is None
-    assert wire.read_unnumbered(encoder.header(msg.Listen(("t",)))) is None
-    assert wire.read_unnumbered(b"") is None
-    assert wire.read_unnumbered(b"\xc1") is None  # never valid msgpack
+    assert wire.read_publish(encoder.header(msg.Publish(3, G.AT_LEAST_ONCE))) == (
+        "n1",
+        7,
+        3,
+        G.AT_LEAST_ONCE,
+    )
+    assert wire.read_publish(encoder.header(msg.Listen(("t",)))) is None
+    assert wire.read_publish(b"") is None
+    assert wire.read_publish(b"\xc1") is None  # never valid msgpack
 
 
 @pytest.mark.parametrize(
@@ -54,25 +59,25 @@ def test_numbered_publications_and_other_kinds_take_the_full_decoder() -> None:
 )
 def test_every_width_of_seq_is_recognised_by_the_remembered_prefix(seq: int) -> None:
     wire.check_name("n2")
-    wire.read_unnumbered(msgpack.packb([1, 13, "n2", 2**40, 1, [0, 0]]))  # remembered
+    wire.read_publish(msgpack.packb([1, 13, "n2", 2**40, 1, [0, 0]]))  # remembered
     header = msgpack.packb([1, 13, "n2", 2**40, seq, [0, 0]])
-    assert wire.read_unnumbered(header) == ("n2", 2**40)
+    assert wire.read_publish(header) == ("n2", 2**40, 0, G.AT_MOST_ONCE)
     bad = msgpack.packb([1, 13, "n2", 2**40, None, [0, 0]])  # nil is not a seq
-    assert wire.read_unnumbered(bad) is None
+    assert wire.read_publish(bad) is None
     assert full_decode(bad) is None
 
 
 def test_a_sender_never_validated_takes_the_full_decoder_once() -> None:
     header = msgpack.packb([1, 13, "fresh-sender-0", 1, 1, [0, 0]])
-    assert wire.read_unnumbered(header) is None
+    assert wire.read_publish(header) is None
     assert full_decode(header) is not None  # validates, and remembers, the name
-    assert wire.read_unnumbered(header) == ("fresh-sender-0", 1)
+    assert wire.read_publish(header) == ("fresh-sender-0", 1, 0, G.AT_MOST_ONCE)
 
 
 def test_an_oversized_header_takes_the_full_decoder() -> None:
     wire.check_name("n1")
     header = msgpack.packb([1, 13, "n1", 1, 1, [0, 0, "x" * 2000]])
-    assert wire.read_unnumbered(header) is None
+    assert wire.read_publish(header) is None
     assert full_decode(header) is not None
 
 
@@ -112,12 +117,41 @@ def test_what_the_fast_reader_accepts_the_full_decoder_accepts_alike(
             raw[5][position - 6] = value
     raw += extras
     header = msgpack.packb(raw, use_bin_type=True)
-    fast = wire.read_unnumbered(header)
-    if not changes and len(raw) <= 64:
-        assert fast == ("n1", 5), "the unchanged header must take the fast path"
+    fast = wire.read_publish(header)
+    if not changes and not extras:
+        assert fast == ("n1", 5, 0, G.AT_MOST_ONCE), "the unchanged header must be read"
     if fast is None:
         return
     envelope = full_decode(header)
     assert envelope is not None, raw
-    assert envelope.message == msg.Publish(0, G.AT_MOST_ONCE), raw
-    assert (envelope.sender, envelope.incarnation) == fast
+    assert envelope.message == msg.Publish(fast[2], fast[3]), raw
+    assert (envelope.sender, envelope.incarnation) == fast[:2]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 7), _value), max_size=2),
+    st.lists(_value, max_size=2),
+)
+def test_what_the_numbered_reader_accepts_the_full_decoder_accepts_alike(
+    changes: list[tuple[int, Any]], extras: list[Any]
+) -> None:
+    wire.check_name("n1")
+    raw: list[Any] = [1, 13, "n1", 5, 9, [4, 1]]
+    for position, value in changes:
+        if position < 6:
+            raw[position] = value
+        elif type(raw[5]) is list and len(raw[5]) == 2:
+            raw[5][position - 6] = value
+    raw += extras
+    header = msgpack.packb(raw, use_bin_type=True)
+    fast = wire.read_publish(header)
+    if not changes and not extras:
+        assert fast == ("n1", 5, 4, G.AT_LEAST_ONCE), "the unchanged header must be read"
+    if fast is None:
+        return
+    envelope = full_decode(header)
+    assert envelope is not None, raw
+    sender, incarnation, topic_seq, guarantee = fast
+    assert envelope.message == msg.Publish(topic_seq, guarantee), raw
+    assert (envelope.sender, envelope.incarnation) == (sender, incarnation)

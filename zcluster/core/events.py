@@ -34,17 +34,21 @@ class EnvelopeReceived:
 
 
 @dataclasses.dataclass(slots=True)
-class PublicationsHeard:
-    """The driver handed unnumbered publications to the application itself.
+class PublicationsReceived:
+    """A batch of publications the driver read and checked on its fast path.
 
-    An AT_MOST_ONCE publication needs no decision of the core (nothing is
-    numbered, kept or acknowledged), so the fast path of fan-out delivers it
-    and reports once per batch only what the core learns from it: who was
-    heard (``(sender, incarnation)``, in order of first arrival) and how many.
+    Unnumbered (AT_MOST_ONCE) ones need no decision of the core (nothing is
+    numbered, kept or acknowledged): the driver handed them to the
+    application itself, and reports only who was heard (``(sender,
+    incarnation)``, in order of first arrival) and how many (``unnumbered``).
+    Numbered ones are the core's: ``(publisher, incarnation, topic, seq,
+    guarantee, payload)`` each, in arrival order, for one call instead of an
+    event per message.
     """
 
     senders: tuple[tuple[str, int], ...]
-    count: int
+    unnumbered: int
+    numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -144,7 +148,7 @@ Event = (
     Started
     | TimerFired
     | EnvelopeReceived
-    | PublicationsHeard
+    | PublicationsReceived
     | FrameRejected
     | SeedsResolved
     | TurnEnded

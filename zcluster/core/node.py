@@ -85,7 +85,7 @@ class NodeCore:
         self._commands: dict[type, Callable[[Any, float], None]] = {
             ev.TimerFired: self._on_timer,
             ev.EnvelopeReceived: self._on_envelope,
-            ev.PublicationsHeard: self._on_publications_heard,
+            ev.PublicationsReceived: self._on_publications,
             ev.FrameRejected: self._on_rejected,
             ev.TurnEnded: self._on_turn_ended,
             ev.SendRequested: self._on_send,
@@ -185,11 +185,13 @@ class NodeCore:
         for receiver in self._receivers[type(envelope.message)]:
             receiver(envelope, event.payload, event.topic, now)
 
-    def _on_publications_heard(self, event: ev.PublicationsHeard, now: float) -> None:
-        self.counters["messages_received"] += event.count
-        self.counters["publications_fast_path"] += event.count
+    def _on_publications(self, event: ev.PublicationsReceived, now: float) -> None:
+        self.counters["messages_received"] += event.unnumbered + len(event.numbered)
+        self.counters["publications_fast_path"] += event.unnumbered + len(event.numbered)
         for sender, incarnation in event.senders:
             self.detection.heard_from(sender, incarnation, now)
+        if event.numbered:
+            self.subscriber.take_numbered(event.numbered, now)
 
     def _on_rejected(self, event: ev.FrameRejected, _: float) -> None:
         self.counters["frames_rejected"] += 1

@@ -18,6 +18,7 @@ from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.core.publications import Publication
 from zcluster.core.topics import Subscriptions
 from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 
 #: a publisher incarnation in these states is over: its streams are closed for good
@@ -155,7 +156,7 @@ class Subscriber(Component):
         if sent is not None and tuple(sorted(t for t, _ in listening.positions)) == sent:
             del self._listen_sent[env.sender]
             self._listen_unanswered.pop(env.sender, None)
-        if self._life_over(env):
+        if self._life_over(env.sender, env.incarnation):
             return
         for topic, start in listening.positions:
             if topic in self._topics:
@@ -172,7 +173,8 @@ class Subscriber(Component):
         if publication.seq == 0:
             self._ctx.emit(fx.DeliverPublication(env.sender, topic, payload))
             return
-        self._take(env, topic, (publication.seq, publication.guarantee, payload), now)
+        item = (publication.seq, publication.guarantee, payload)
+        self._take(env.sender, env.incarnation, topic, item, now)
 
     def _rx_republish(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
         republish = env.message
@@ -180,7 +182,7 @@ class Subscriber(Component):
         self._ctx.counters["publications_repaired"] += 1
         if republish.topic in self._topics:
             item = (republish.seq, republish.guarantee, payload)
-            self._take(env, republish.topic, item, now)
+            self._take(env.sender, env.incarnation, republish.topic, item, now)
 
     def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         lost = env.message
@@ -190,25 +192,36 @@ class Subscriber(Component):
 
     # ------------------------------------------------------------ internals
 
-    def _take(self, env: msg.Envelope, topic: str, item: Publication, now: float) -> None:
-        if self._life_over(env):
+    def take_numbered(
+        self, numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]], now: float
+    ) -> None:
+        """Numbered publications read on the driver's fast path, as ``_rx_publish`` takes them."""
+        topics = self._topics
+        for publisher, incarnation, topic, seq, guarantee, payload in numbered:
+            if topic in topics:
+                self._take(publisher, incarnation, topic, (seq, guarantee, payload), now)
+
+    def _take(
+        self, publisher: str, incarnation: int, topic: str, item: Publication, now: float
+    ) -> None:
+        if self._life_over(publisher, incarnation):
             self._ctx.counters["publications_stale_incarnation"] += 1
             return
         # A stream that starts here starts provisionally after this number (see above).
         start = item[0] - 1
         subscriptions = self.subscriptions
-        ready = subscriptions.publication(env.sender, env.incarnation, topic, item, start, now)
-        self._deliver(env.sender, topic, ready)
+        ready = subscriptions.publication(publisher, incarnation, topic, item, start, now)
+        self._deliver(publisher, topic, ready)
 
-    def _life_over(self, env: msg.Envelope) -> bool:
+    def _life_over(self, sender: str, incarnation: int) -> bool:
         """Whether the sender's incarnation is over for us (a later one is known, or it is
         LEFT or REMOVED, or purged): its streams were closed for good, and a late message
         of it must not start them again (what they missed was reported lost)."""
-        current = self._ctx.table.get(env.sender)
+        current = self._ctx.table.get(sender)
         if current is None:
             return True
-        if current.incarnation != env.incarnation:
-            return current.incarnation > env.incarnation
+        if current.incarnation != incarnation:
+            return current.incarnation > incarnation
         return current.status in _GONE
 
     def _deliver(self, publisher: str, topic: str, ready: list[Publication]) -> None:

@@ -15,6 +15,10 @@ class DeliveryGuarantee(enum.Enum):
     CAUSAL = "causal"
     TRANSACTIONAL = "transactional"
 
+    # Members are singletons compared by identity: hash them so too, in C, instead of
+    # Enum's Python-level hash of the name (guarantees key dicts on every message).
+    __hash__ = object.__hash__
+
     @property
     def is_reliable(self) -> bool:
         """Acknowledged (direct) or repaired (pub/sub), rather than best effort."""

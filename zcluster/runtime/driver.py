@@ -22,13 +22,14 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.wire import (
     Encoder,
     decode_direct,
     decode_published,
-    read_unnumbered,
+    read_publish,
     topic_frame,
 )
 
@@ -206,22 +207,21 @@ class Driver:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
 
     def _read_sub(self) -> None:
-        """Read a batch from the SUB; unnumbered publications on subscribed topics go
-        straight to the application (docs/architecture.md, the fast path of fan-out),
-        everything else through the core."""
+        """Read a batch from the SUB on the fast path of fan-out (docs/architecture.md):
+        publications on subscribed topics with a plain header are read without building
+        an envelope; unnumbered ones go straight to the application, numbered ones to the
+        core in one event per run of them. Everything else takes the full decoder."""
         if not self._reading:
             return
         if self.inbound_faults is not None:  # tests: every message through the faults
             self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
             return
-        sock, routes, deliver = (
-            self.transport.sub,
-            self.app.topic_frames,
-            self.app.deliver_publication,
-        )
+        sock, routes = self.transport.sub, self.app.topic_frames
+        deliver = self.app.deliver_publication
         limit = self._config.max_header_bytes
         heard: dict[str, int] = {}
-        delivered = 0
+        unnumbered = 0
+        numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]] = []
         try:
             for _ in range(self._config.receive_batch_count):
                 # Three plain reads on the fast path; the frame count is checked on the
@@ -233,18 +233,26 @@ class Driver:
                     self._reject("sub", WireError("published message of 1 frame"))
                     return
                 topic = routes.get(first)
-                if topic is not None:
-                    sender = read_unnumbered(header)
-                    if sender is not None:
-                        try:
-                            payload = RECV(sock, NOWAIT)
-                        except zmq.Again:
-                            self._reject("sub", WireError("published message of 2 frames"))
-                            return
-                        deliver(sender[0], topic, payload)
-                        heard[sender[0]] = sender[1]
-                        delivered += 1
+                publication = read_publish(header) if topic is not None else None
+                if publication is not None:
+                    assert topic is not None
+                    payload = self._last_frame(sock)
+                    if payload is None:
+                        return
+                    publisher, incarnation, seq, guarantee = publication
+                    heard[publisher] = incarnation
+                    if seq:
+                        numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
                         continue
+                    if numbered:  # what came first is handled first
+                        self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
+                        numbered = []
+                    deliver(publisher, topic, payload)
+                    unnumbered += 1
+                    continue
+                if numbered:
+                    self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
+                    numbered = []
                 try:
                     self.feed(_decode_sub(receive_rest(sock, [first, header]), limit))
                 except WireError as exc:
@@ -253,8 +261,15 @@ class Driver:
         except zmq.Again:
             pass
         finally:
-            if delivered:
-                self.feed(ev.PublicationsHeard(tuple(heard.items()), delivered))
+            if unnumbered or numbered:
+                self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, numbered))
+
+    def _last_frame(self, sock: zmq.Socket[bytes]) -> bytes | None:
+        try:
+            return RECV(sock, NOWAIT)
+        except zmq.Again:
+            self._reject("sub", WireError("published message of 2 frames"))
+            return None
 
     def _drain(
         self,
