@@ -66,7 +66,7 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("fields",)
+    assert SUPPORTED == ("fields", "oneframe")
     announcement = spaced(encode_capabilities(SUPPORTED))
     assert f"`{announcement}`" in SPEC
     assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC

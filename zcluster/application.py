@@ -42,7 +42,7 @@ from zcluster.protocol.members import Member
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Runner
 from zcluster.serialization import Serializer
-from zcluster.wire import topic_frame
+from zcluster.wire import one_frame_prefix, topic_frame
 
 log = logging.getLogger("zcluster.node")
 
@@ -91,7 +91,8 @@ class Application:
         self.gate = gate
         #: callbacks of each subscribed topic
         self.subscriptions: dict[str, list[SubscriptionCallback]] = {}
-        #: each subscribed topic by its first PUB frame, for the fast path of fan-out
+        #: each subscribed topic by how its publications start (either form), for the
+        #: fast path of fan-out
         self.topic_frames: dict[bytes, str] = {}
         #: topics whose new streams start from the publisher's oldest buffered publication
         self._replay_topics: set[str] = set()
@@ -220,6 +221,7 @@ class Application:
             raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
         callbacks.append(callback)
         self.topic_frames[topic_frame(topic)] = topic
+        self.topic_frames[one_frame_prefix(topic)] = topic
         if replay:
             self._replay_topics.add(topic)
         if len(callbacks) == 1 or replay:
@@ -230,6 +232,7 @@ class Application:
         """Drop every callback of ``topic``; returns what to tell the core, if anything."""
         self._replay_topics.discard(topic)
         self.topic_frames.pop(topic_frame(topic), None)
+        self.topic_frames.pop(one_frame_prefix(topic), None)
         if self.subscriptions.pop(topic, None) is None:
             return None
         return ev.TopicUnsubscribed(topic)

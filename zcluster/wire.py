@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +42,11 @@ CONTROL_TOPIC = b"~"
 #: user topic frames are TOPIC_PREFIX + UTF-8 topic + TOPIC_END (exact match)
 TOPIC_PREFIX = b"t"
 TOPIC_END = b"\x00"
+#: a publication in one frame (revision 1.2) starts with ONE_FRAME_PREFIX + UTF-8 topic +
+#: TOPIC_END, then the header's length (2 bytes, big-endian), the header and the payload
+ONE_FRAME_PREFIX = b"u"
+#: the longest header a one-frame publication can carry
+MAX_ONE_FRAME_HEADER_BYTES = 0xFFFF
 
 MAX_NAME_BYTES = 255
 MAX_TOPIC_BYTES = 1024
@@ -160,6 +166,7 @@ class Encoder:
             for cls, body in _BODIES.items()
         }
         self._topic_frames: dict[str, bytes] = {}
+        self._one_frame_prefixes: dict[str, bytes] = {}
         unnumbered = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
         self._unnumbered_prefix: bytes = self._forms[msg.Publish][0]
         self._unnumbered_body: bytes = self._pack(encode_body(unnumbered))
@@ -172,6 +179,16 @@ class Encoder:
     def unnumbered_header(self) -> bytes:
         """The header of an unnumbered (AT_MOST_ONCE) PUBLISH, the hot path of fan-out."""
         return self._unnumbered_prefix + self._pack(self._next_seq()) + self._unnumbered_body
+
+    def one_frame(self, topic: str, header: bytes, payload: bytes) -> bytes:
+        """A publication as one frame (revision 1.2; the header must fit its length field)."""
+        prefix = self._one_frame_prefixes.get(topic)
+        if prefix is None:
+            check_topic(topic)
+            if len(self._one_frame_prefixes) >= _VALID_CACHE_COUNT:
+                self._one_frame_prefixes.clear()
+            prefix = self._one_frame_prefixes[topic] = one_frame_prefix(topic)
+        return b"".join((prefix, _LENGTH(len(header)), header, payload))
 
     def direct(self, message: msg.Message, payload: bytes) -> tuple[bytes, bytes]:
         """``[header, payload]`` for a DEALER."""
@@ -209,6 +226,37 @@ _ANNOUNCING_TYPES = frozenset({msg.Heartbeat, msg.Sync})
 def topic_frame(topic: str) -> bytes:
     """The first PUB frame for a user topic; the SUB filter is this exact value."""
     return TOPIC_PREFIX + topic.encode() + TOPIC_END
+
+
+def one_frame_prefix(topic: str) -> bytes:
+    """How a one-frame publication on ``topic`` starts; the SUB filter for that form."""
+    return ONE_FRAME_PREFIX + topic.encode() + TOPIC_END
+
+
+def cut_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """A one-frame publication's ``(prefix up to the topic's end, header, payload)``, or
+    None if its lengths do not add up. The pieces are not checked: see split_one_frame."""
+    end = frame.find(TOPIC_END)
+    start = end + 3
+    if end < 2 or len(frame) < start:
+        return None
+    stop = start + int.from_bytes(frame[end + 1 : start], "big")
+    if len(frame) < stop:
+        return None
+    return frame[: end + 1], frame[start:stop], frame[stop:]
+
+
+def split_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """A one-frame publication as the three frames it stands for: ``[topic frame, header,
+    payload]``, for :func:`decode_published`; WireError if it is malformed."""
+    pieces = cut_one_frame(frame)
+    if pieces is None:
+        raise WireError("malformed one-frame publication")
+    prefix, header, payload = pieces
+    return TOPIC_PREFIX + prefix[1:], header, payload
+
+
+_LENGTH = struct.Struct(">H").pack
 
 
 def check_topic(topic: object) -> str:
@@ -584,10 +632,12 @@ _unnumbered_prefixes: dict[bytes, tuple[str, int, int, DeliveryGuarantee]] = {}
 def decode_published(
     frames: Sequence[bytes], max_header_bytes: int
 ) -> tuple[str | None, Envelope, bytes]:
-    """Decode ``[topic, header, payload]`` as read from a SUB.
+    """Decode ``[topic, header, payload]`` as read from a SUB, or a one-frame publication.
 
     Returns the user topic (None for membership traffic), the envelope and the payload.
     """
+    if len(frames) == 1 and frames[0].startswith(ONE_FRAME_PREFIX):
+        frames = split_one_frame(frames[0])
     if len(frames) != 3:
         raise WireError(f"published message must have 3 frames, got {len(frames)}")
     first, header, payload = frames

@@ -155,3 +155,45 @@ def test_what_the_numbered_reader_accepts_the_full_decoder_accepts_alike(
     sender, incarnation, topic_seq, guarantee = fast
     assert envelope.message == msg.Publish(topic_seq, guarantee), raw
     assert (envelope.sender, envelope.incarnation) == (sender, incarnation)
+
+
+# ---------------------------------------------------------------- one-frame publications
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=1, max_size=30).filter(lambda t: "\x00" not in t and t.isprintable()),
+    st.binary(max_size=300),
+    st.integers(0, 5),
+)
+def test_a_one_frame_publication_decodes_as_its_three_frames(
+    topic: str, payload: bytes, topic_seq: int
+) -> None:
+    try:
+        wire.check_topic(topic)
+    except WireError:
+        return
+    encoder = wire.Encoder("n1", 3)
+    guarantee = G.AT_LEAST_ONCE if topic_seq else G.AT_MOST_ONCE
+    three = encoder.published(topic, msg.Publish(topic_seq, guarantee), payload)
+    one = encoder.one_frame(topic, three[1], payload)
+    assert one.startswith(wire.one_frame_prefix(topic))
+    assert wire.split_one_frame(one) == three
+    assert wire.decode_published([one], 1 << 20) == wire.decode_published(three, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"u",
+        b"ut",  # no end of topic
+        b"ut\x00",  # no header length
+        b"ut\x00\x00",  # half a header length
+        b"ut\x00\x00\x09\x96\x01",  # header length past the end
+        b"u\x00\x00\x00",  # empty topic
+    ],
+)
+def test_a_malformed_one_frame_publication_is_refused(frame: bytes) -> None:
+    assert wire.cut_one_frame(frame) is None
+    with pytest.raises(WireError):
+        wire.decode_published([frame], 1 << 20)

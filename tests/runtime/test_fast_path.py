@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+import zmq
 
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import DeliveryGuarantee, Node, NotRunning
+from zcluster.wire import decode_published, one_frame_prefix, topic_frame
 
 G = DeliveryGuarantee
 
@@ -75,3 +77,31 @@ def test_publishing_on_a_stopped_node_raises(make_node: NodeFactory) -> None:
     node.stop()
     with pytest.raises(NotRunning):
         node.publish("t", 1)
+
+
+def test_publications_go_out_in_one_frame_that_decodes_as_three(make_node: NodeFactory) -> None:
+    """Every member reads the one-frame form, so the publisher uses it (protocol section 2)."""
+    publisher, _, got = pair(make_node, "t")
+    context = zmq.Context()
+    tap = context.socket(zmq.SUB)
+    try:
+        tap.setsockopt(zmq.SUBSCRIBE, one_frame_prefix("t"))
+        tap.setsockopt(zmq.SUBSCRIBE, topic_frame("t"))
+        tap.connect(f"tcp://{publisher.pub_address}")
+        seen: list[list[bytes]] = []
+
+        def tapped() -> bool:
+            publisher.publish("t", "x")
+            publisher.publish("t", "y", guarantee=G.AT_LEAST_ONCE)
+            while tap.poll(0):
+                seen.append(tap.recv_multipart())
+            return len(seen) >= 2
+
+        assert wait_until(tapped, 5)
+        assert all(len(frames) == 1 for frames in seen), "one frame per publication"
+        kinds = {decode_published(frames, 1 << 20)[1].message.guarantee for frames in seen}  # type: ignore[union-attr]
+        assert kinds == {G.AT_MOST_ONCE, G.AT_LEAST_ONCE}
+        assert wait_until(lambda: len(got) >= 2, 5)
+    finally:
+        tap.close(0)
+        context.term()

@@ -18,8 +18,11 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.protocol import messages as msg
-from zcluster.protocol.capabilities import SUPPORTED
+from zcluster.protocol.capabilities import ONE_FRAME, SUPPORTED
 from zcluster.protocol.members import Member, MemberStatus
+
+#: members whose reading of our PUB no longer matters
+_GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
 
 class Gossip(Component):
@@ -49,6 +52,9 @@ class Gossip(Component):
         self._mismatch_since: dict[str, float] = {}
         #: each peer's capabilities, with the incarnation that announced them
         self._capabilities: dict[str, tuple[int, msg.Capabilities]] = {}
+        #: whether every member reads one-frame publications (recomputed after changes)
+        self._one_frame = False
+        self._one_frame_stale = True
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Heartbeat: self._rx_heartbeat, msg.Sync: self._rx_sync}
@@ -63,6 +69,21 @@ class Gossip(Component):
     @property
     def has_left(self) -> bool:
         return self._ctx.me.status is MemberStatus.LEFT
+
+    @property
+    def one_frame_publications(self) -> bool:
+        """Whether publications may go out in one frame: every member we know of, but
+        those gone for good, announced ONE_FRAME (docs/protocol.md 9.4: PUB is read by
+        all). Computed again only after a membership or capability change."""
+        if self._one_frame_stale:
+            self._one_frame_stale = False
+            me, capabilities_of = self._ctx.node_id, self.capabilities_of
+            self._one_frame = all(
+                ONE_FRAME in (capabilities_of(member.node_id) or ())
+                for member in self._ctx.table.records()
+                if member.node_id != me and member.status not in _GONE_FOR_GOOD
+            )
+        return self._one_frame
 
     def capabilities_of(self, node_id: str) -> msg.Capabilities | None:
         """What the member's current incarnation announced (None: nothing heard yet)."""
@@ -226,6 +247,7 @@ class Gossip(Component):
         new_life = previous is None or previous.incarnation != member.incarnation
         if new_life or not member.status.is_live:
             self._mismatch_since.pop(member.node_id, None)
+        self._one_frame_stale = True
 
     # ------------------------------------------------------------ internals
 
@@ -233,7 +255,10 @@ class Gossip(Component):
         """Remember what the sender announced; a late message of an earlier life is ignored."""
         known = self._capabilities.get(env.sender)
         if known is None or known[0] <= env.incarnation:
-            self._capabilities[env.sender] = (env.incarnation, capabilities)
+            announced = (env.incarnation, capabilities)
+            if announced != known:
+                self._capabilities[env.sender] = announced
+                self._one_frame_stale = True
 
     def _merge_all(
         self, records: Iterable[Member], now: float, *, first_hand_from: str | None

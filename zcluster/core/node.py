@@ -119,6 +119,11 @@ class NodeCore:
         return self.table.me
 
     @property
+    def one_frame_publications(self) -> bool:
+        """Whether publications may be sent in one frame (every member reads that form)."""
+        return self.gossip.one_frame_publications
+
+    @property
     def has_left(self) -> bool:
         return self.gossip.has_left
 

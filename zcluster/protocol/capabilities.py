@@ -12,5 +12,8 @@ from zcluster.protocol.messages import Capabilities
 #: accepts extra header elements, extra body fields and extra member-record fields
 FIELDS = "fields"
 
+#: reads publications sent as one frame (revision 1.2): subscribes to the ``u`` topic prefix
+ONE_FRAME = "oneframe"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (FIELDS,)
+SUPPORTED: Capabilities = (FIELDS, ONE_FRAME)

@@ -26,9 +26,12 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.wire import (
+    ONE_FRAME_PREFIX,
     Encoder,
+    cut_one_frame,
     decode_direct,
     decode_published,
+    one_frame_prefix,
     read_publish,
     topic_frame,
 )
@@ -116,7 +119,9 @@ class Driver:
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
         #: the PUB socket, shared with threads that publish at most once
-        self.lane = PublicationLane(core.node_id, self._encoder, transport.pub, app.encode)
+        self.lane = PublicationLane(
+            core.node_id, self._encoder, transport.pub, app.encode, core.config.one_frame_max_bytes
+        )
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {
             fx.Publish: self._publish,
@@ -177,6 +182,7 @@ class Driver:
         if self._closed:
             return
         self.apply(self.core.handle(event, self.clock()))
+        self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
     def feed_many(self, events: Sequence[ev.Event]) -> None:
@@ -186,6 +192,7 @@ class Driver:
         handle, apply, now = self.core.handle, self.apply, self.clock()
         for event in events:
             apply(handle(event, now))
+        self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
     def _end_turn_later(self) -> None:
@@ -224,45 +231,63 @@ class Driver:
         numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]] = []
         try:
             for _ in range(self._config.receive_batch_count):
-                # Three plain reads on the fast path; the frame count is checked on the
-                # other (transport.receive_rest): a well-formed peer never breaks it.
+                # Three plain reads for the three-frame form; the frame count is checked
+                # only off the fast path (transport.receive_rest): a well-formed peer
+                # never breaks it.
                 first = RECV(sock, NOWAIT)
-                try:
-                    header = RECV(sock, NOWAIT)
-                except zmq.Again:
-                    self._reject("sub", WireError("published message of 1 frame"))
-                    return
-                topic = routes.get(first)
-                publication = read_publish(header) if topic is not None else None
-                if publication is not None:
-                    assert topic is not None
-                    payload = self._last_frame(sock)
-                    if payload is None:
-                        return
-                    publisher, incarnation, seq, guarantee = publication
-                    heard[publisher] = incarnation
-                    if seq:
-                        numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
+                one_frame = first[:1] == ONE_FRAME_PREFIX
+                if one_frame:
+                    pieces = cut_one_frame(first)
+                    if pieces is None:
+                        self._reject("sub", WireError("malformed one-frame publication"))
                         continue
-                    if numbered:  # what came first is handled first
+                    key, header, payload = pieces
+                else:
+                    try:
+                        header = RECV(sock, NOWAIT)
+                    except zmq.Again:
+                        self._reject("sub", WireError("published message of 1 frame"))
+                        return
+                    key, payload = first, b""
+                topic = routes.get(key)
+                publication = read_publish(header) if topic is not None else None
+                if topic is None or publication is None:
+                    if numbered:
                         self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
                         numbered = []
-                    deliver(publisher, topic, payload)
-                    unnumbered += 1
+                    self._take_slowly(sock, first, header, one_frame, limit)
                     continue
-                if numbered:
+                if not one_frame:
+                    last = self._last_frame(sock)
+                    if last is None:
+                        return
+                    payload = last
+                publisher, incarnation, seq, guarantee = publication
+                heard[publisher] = incarnation
+                if seq:
+                    numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
+                    continue
+                if numbered:  # what came first is handled first
                     self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
                     numbered = []
-                try:
-                    self.feed(_decode_sub(receive_rest(sock, [first, header]), limit))
-                except WireError as exc:
-                    self._reject("sub", exc)
+                deliver(publisher, topic, payload)
+                unnumbered += 1
             self.loop.call_soon(self._read_sub)
         except zmq.Again:
             pass
         finally:
             if unnumbered or numbered:
                 self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, numbered))
+
+    def _take_slowly(
+        self, sock: zmq.Socket[bytes], first: bytes, header: bytes, one_frame: bool, limit: int
+    ) -> None:
+        """The full decoder and the core, for whatever the fast path does not take."""
+        try:
+            frames = [first] if one_frame else receive_rest(sock, [first, header])
+            self.feed(_decode_sub(frames, limit))
+        except WireError as exc:
+            self._reject("sub", exc)
 
     def _last_frame(self, sock: zmq.Socket[bytes]) -> bytes | None:
         try:
@@ -339,7 +364,9 @@ class Driver:
         self.transport.disconnect_member(effect.node_id, effect.address, effect.pub_address)
 
     def _set_subscription(self, effect: fx.SetSubscription) -> None:
+        # Either form a publisher may use (one frame once every member reads it).
         self.transport.set_subscription(topic_frame(effect.topic), effect.subscribed)
+        self.transport.set_subscription(one_frame_prefix(effect.topic), effect.subscribed)
         self.loop.call_soon(self._read_sub)
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:

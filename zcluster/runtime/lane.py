@@ -19,7 +19,7 @@ import zmq
 from zcluster.errors import ConfigError, NotRunning, WireError
 from zcluster.protocol import messages as msg
 from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
-from zcluster.wire import Encoder
+from zcluster.wire import MAX_ONE_FRAME_HEADER_BYTES, Encoder
 
 
 class PublicationLane:
@@ -31,12 +31,16 @@ class PublicationLane:
         encoder: Encoder,
         pub: zmq.Socket[bytes],
         encode: Callable[[Any], bytes],
+        one_frame_max_bytes: int,
     ) -> None:
         self._node_id = node_id
         self._encoder = encoder
         self._pub: zmq.Socket[bytes] | None = pub
         self._encode = encode
+        self._one_frame_max_bytes = one_frame_max_bytes
         self._lock = threading.Lock()
+        #: whether every member reads one-frame publications (the loop keeps it current)
+        self.one_frame = False
         #: unnumbered publications sent through the lane
         self.published = 0
 
@@ -53,24 +57,39 @@ class PublicationLane:
         except WireError as exc:
             raise ConfigError(str(exc)) from None
         payload = self._encode(message)
+        one_frame = self.one_frame and len(payload) <= self._one_frame_max_bytes
         with self._lock:
             pub = self._pub
             if pub is None:
                 raise NotRunning(f"node {self._node_id} is not running")
-            SEND(pub, first, MORE_FRAMES)
-            SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
-            SEND(pub, payload, LAST_FRAME)
+            if one_frame:
+                SEND(
+                    pub, encoder.one_frame(topic, encoder.unnumbered_header(), payload), LAST_FRAME
+                )
+            else:
+                SEND(pub, first, MORE_FRAMES)
+                SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
+                SEND(pub, payload, LAST_FRAME)
             self.published += 1
 
     def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:
         """Send a message of the loop's (``topic`` None: membership traffic), numbered
         under the lock so that on this socket a later message has the larger header seq;
         dropped once the lane is closed."""
+        encoder = self._encoder
         with self._lock:
             pub = self._pub
             if pub is None:
                 return
-            first, header, payload = self._encoder.published(topic, message, payload)
+            first, header, payload = encoder.published(topic, message, payload)
+            if (
+                topic is not None
+                and self.one_frame
+                and len(payload) <= self._one_frame_max_bytes
+                and len(header) <= MAX_ONE_FRAME_HEADER_BYTES
+            ):
+                SEND(pub, encoder.one_frame(topic, header, payload), LAST_FRAME)
+                return
             SEND(pub, first, MORE_FRAMES)
             SEND(pub, header, MORE_FRAMES)
             SEND(pub, payload, LAST_FRAME)
