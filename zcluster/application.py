@@ -40,7 +40,7 @@ from zcluster.errors import (
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member
 from zcluster.runtime.gate import OutboxGate
-from zcluster.runtime.runners import Runner
+from zcluster.runtime.runners import AnyThread, Runner
 from zcluster.serialization import Serializer
 from zcluster.wire import one_frame_prefix, topic_frame
 
@@ -103,6 +103,7 @@ class Application:
         self.incarnation = 0
         self._runner: Runner | None = None
         self._feed: Callable[[ev.Event], None] = _detached
+        self._send_reply: Callable[[ev.ReplyReady], None] = _detached
         self._counters: Counter[str] = Counter()
         #: guaranteed sends awaiting their final status, by message number
         self._acks: dict[int, MessageAcknowledgement] = {}
@@ -120,18 +121,21 @@ class Application:
         runner: Runner,
         feed: Callable[[ev.Event], None],
         counters: Counter[str],
+        send_reply: Callable[[ev.ReplyReady], None] | None = None,
     ) -> None:
-        """A new run of the node: where callbacks run, how events reach its core."""
+        """A new run of the node: where callbacks run, how events reach its core, and how
+        a reply leaves from the handler's thread (by default through the core: ``feed``)."""
         self.incarnation = incarnation
         self._runner = runner
         self._feed = feed
+        self._send_reply = feed if send_reply is None else send_reply
         self._counters = counters
         self._numbers = itertools.count(1)
         self._accepting_sends = True
 
     def detach(self) -> None:
         """The node stopped: pending requests and acknowledgements fail, callbacks end."""
-        self._feed = _detached
+        self._feed = self._send_reply = _detached
         requests, self._requests = self._requests, {}
         for done in requests.values():
             done(None)
@@ -291,7 +295,7 @@ class Application:
             return handler(deserialize(effect.payload), effect.sender)
 
         if effect.request_id is not None:
-            runner.run(call, lambda result, exc: self._handled(effect, result, exc))
+            runner.run(call, AnyThread(lambda result, exc: self._handled(effect, result, exc)))
         elif effect.receipt is not None:
             runner.run(call, lambda _, exc: self._finished(effect, _describe_error(exc)))
         else:
@@ -313,8 +317,9 @@ class Application:
         self._reply(effect, True, payload)
 
     def _reply(self, effect: fx.Deliver, ok: bool, payload: bytes) -> None:
+        """Answer a request, from whichever thread ran its handler (``send_reply``)."""
         assert effect.request_id is not None and effect.reply_address is not None
-        self._feed(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
+        self._send_reply(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
 
     def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
         self.deliver_publication(effect.sender, effect.topic, effect.payload)

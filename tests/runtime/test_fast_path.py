@@ -105,3 +105,17 @@ def test_publications_go_out_in_one_frame_that_decodes_as_three(make_node: NodeF
     finally:
         tap.close(0)
         context.term()
+
+
+def test_requests_sent_from_the_callers_thread_always_meet_their_reply(
+    make_node: NodeFactory,
+) -> None:
+    """The caller sends the request itself and the core learns of it without a wake-up;
+    the reply, however fast (here from a node in the same process), is never unmatched."""
+    server = make_node("server")
+    client = make_node("client", server)
+    server.register("echo", lambda message, sender: message)
+    assert wait_until(lambda: all_up([server, client]), 5)
+    for i in range(2000):
+        assert client.request("server", "echo", i, timeout=5) == i
+    assert client.stats().get("replies_unmatched", 0) == 0

@@ -21,7 +21,11 @@ class DirectMessages(Component):
         return {msg.Send: self._rx_send, msg.Request: self._rx_request, msg.Reply: self._rx_reply}
 
     def commands(self) -> Mapping[type, Command]:
-        return {ev.RequestStarted: self._on_request, ev.ReplyReady: self._on_reply_ready}
+        return {
+            ev.RequestStarted: self._on_request,
+            ev.RequestSent: self._on_request_sent,
+            ev.ReplyReady: self._on_reply_ready,
+        }
 
     def send(self, event: ev.SendRequested) -> None:
         """An at-most-once send: to a live member, or nowhere."""
@@ -49,10 +53,14 @@ class DirectMessages(Component):
         elif len(self._requests) >= ctx.config.pending_requests_max_count:
             error = "too many pending requests"
         if address is None or error:
+            self._requests.pop(event.request_id, None)  # a RequestSent may have come first
             ctx.emit(fx.CompleteRequest(event.request_id, False, error=error))
             return
         self._requests[event.request_id] = now + event.timeout_s
         ctx.send(address, msg.Request(event.name, event.request_id, ctx.address), event.payload)
+
+    def _on_request_sent(self, event: ev.RequestSent, now: float) -> None:
+        self._requests[event.request_id] = now + event.timeout_s
 
     def _on_reply_ready(self, event: ev.ReplyReady, _: float) -> None:
         reply = msg.Reply(event.request_id, event.ok)

@@ -110,6 +110,15 @@ class RequestStarted:
 
 
 @dataclasses.dataclass(slots=True)
+class RequestSent:
+    """A request the caller's thread sent itself (blocking API): the core keeps it
+    pending only, to match its reply and to time it out ``timeout_s`` from now."""
+
+    request_id: int
+    timeout_s: float
+
+
+@dataclasses.dataclass(slots=True)
 class ReplyReady:
     """A handler finished; its result (or error text) goes back to the requester."""
 
@@ -155,6 +164,7 @@ Event = (
     | SendRequested
     | DeliveryFinished
     | RequestStarted
+    | RequestSent
     | ReplyReady
     | PublishRequested
     | TopicSubscribed

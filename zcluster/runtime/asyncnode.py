@@ -205,7 +205,7 @@ class AsyncNode:
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
         runner = self._callbacks(loop, driver, lambda: counters.update(("callback_errors",)))
-        self.app.attach(self.incarnation, runner, driver.feed, counters)
+        self.app.attach(self.incarnation, runner, driver.feed, counters, driver.send_reply)
         self._submitter = Submitter(loop, driver, self.config.submit_queue_max_count)
         driver.start()
         driver.feed_many(self.app.subscription_events())
@@ -497,6 +497,10 @@ class AsyncNode:
                 "with a guarantee (published_topics_max_count)"
             )
         return ev.PublishRequested(topic, self.app.encode(message), guarantee)
+
+    def send_request(self, request: ev.RequestStarted) -> bool:
+        """Send a prepared request from any thread; False: ``submit`` it instead."""
+        return self._require().send_request(request)
 
     def submit(self, event: ev.Event, timeout: float | None) -> None:
         """Hand an event to the node's loop from another thread, batched with others.

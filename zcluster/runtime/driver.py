@@ -8,6 +8,8 @@ ZeroMQ file descriptors registered with the asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -22,6 +24,7 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
+from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
@@ -132,6 +135,9 @@ class Driver:
             fx.ResolveSeeds: lambda effect: self._resolve(effect.seeds),
             **app.appliers(),
         }
+        #: events from other threads that need no wake-up: taken before the next message
+        #: read from the ROUTER is, and on every tick
+        self._quiet: collections.deque[ev.Event] = collections.deque()
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
         self._turn_end_scheduled = False
@@ -207,6 +213,7 @@ class Driver:
 
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
+        self._take_quiet()
         self.feed(ev.TimerFired())
         self.transport.close_idle(self.clock())
 
@@ -306,12 +313,14 @@ class Driver:
         """Read up to one batch of waiting messages; schedule another turn if more wait."""
         if not self._reading:
             return
-        limit = self._config.max_header_bytes
+        limit, quiet = self._config.max_header_bytes, self._quiet
         for _ in range(self._config.receive_batch_count):
             try:
                 frames = receive_message(sock)
             except zmq.Again:
                 return
+            if quiet:  # after the read: what was queued before this message was sent
+                self._take_quiet()
             try:
                 event = decode(frames, limit)
             except WireError as exc:
@@ -349,6 +358,38 @@ class Driver:
 
     def _publish(self, effect: fx.Publish) -> None:
         self.lane.publish(effect.topic, effect.message, effect.payload)
+
+    def send_request(self, request: ev.RequestStarted) -> bool:
+        """Send a request from the caller's thread (blocking API), without waking the loop;
+        False if it must take the loop's path (no open connection to a live target).
+
+        The core learns of it (``RequestSent``) before it takes the next message read
+        from the ROUTER, so before the reply, which can only follow the send.
+        """
+        member = self.core.member(request.target)
+        if member is None or not member.status.is_live or self._closed:
+            return False
+        message = msg.Request(request.name, request.request_id, self.core.address)
+        frames = self._encoder.direct(message, request.payload)
+        self._quiet.append(ev.RequestSent(request.request_id, request.timeout_s))
+        if not self.transport.send_if_connected(member.address, frames):
+            self._quiet.append(request)  # the core sends it (and times it out from then)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the node stopped
+                self.loop.call_soon_threadsafe(self._take_quiet)
+        return True
+
+    def _take_quiet(self) -> None:
+        quiet = self._quiet
+        while quiet:
+            self.feed(quiet.popleft())
+
+    def send_reply(self, reply: ev.ReplyReady) -> None:
+        """Send a request's reply from any thread (the handler's): at once over an open
+        DEALER, without a hop to the loop; else through the loop and the core."""
+        frames = self._encoder.direct(msg.Reply(reply.request_id, reply.ok), reply.payload)
+        if not self.transport.send_if_connected(reply.reply_address, frames):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the node stopped
+                self.loop.call_soon_threadsafe(self.feed, reply)
 
     def _send(self, effect: fx.Send) -> None:
         frames = self._encoder.direct(effect.message, effect.payload)

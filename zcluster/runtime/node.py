@@ -320,15 +320,16 @@ class Node:
     def request(self, node_id: str, name: str, message: Any, timeout: float | None = None) -> Any:
         """Call handler ``name`` on ``node_id`` and return its reply.
 
-        The request joins the batched calls to the loop, and the reply wakes
-        this thread straight from the loop: one hand-off each way.
+        This thread sends the request itself, and the reply wakes it straight
+        from the loop: one hand-off per round trip on this side.
         """
         node = self._node
         event = node.prepare_request(node_id, name, message, timeout)
         reply = _Reply()
         node.app.expect_reply(event.request_id, reply.settle)
         try:
-            node.submit(event, None)
+            if not node.send_request(event):
+                node.submit(event, None)
             outcome = reply.wait(event.timeout_s + self.config.control_call_timeout_s)
         except BaseException:
             # The core ends every request it took; this is for one it never got.

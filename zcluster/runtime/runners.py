@@ -23,6 +23,22 @@ Call = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
 
 
+class AnyThread:
+    """A completion that may run in whichever thread ran its call.
+
+    A request's reply is sent from there at once (``ThreadRunner`` would
+    otherwise hand it back to the loop first: one thread hop per round trip).
+    """
+
+    __slots__ = ("_done",)
+
+    def __init__(self, done: Done) -> None:
+        self._done = done
+
+    def __call__(self, result: Any, exc: BaseException | None) -> None:
+        self._done(result, exc)
+
+
 class Runner(Protocol):
     def run(self, call: Call, done: Done | None) -> None: ...
 
@@ -142,7 +158,9 @@ class ThreadRunner:
                     self._on_error()
                     if done is None:
                         _report(error)
-                if done is not None:
+                if type(done) is AnyThread:
+                    done(result, exc)
+                elif done is not None:
                     self._completed(done, result, exc)
             with self._lock:
                 self._queued -= len(batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 
 import zmq
 
@@ -58,6 +59,15 @@ def receive_rest(sock: zmq.Socket[bytes], parts: list[bytes]) -> list[bytes]:
     return parts
 
 
+def _send_direct(sock: zmq.Socket[bytes], frames: tuple[bytes, bytes]) -> bool:
+    try:
+        SEND(sock, frames[0], MORE_FRAMES)  # only the first part can meet the high-water mark
+    except zmq.Again:
+        return False
+    SEND(sock, frames[1], LAST_FRAME)
+    return True
+
+
 def endpoint(address: str) -> str:
     host, port = parse_address(address, allow_port_zero=True)
     return f"tcp://{format_address(host, port)}"
@@ -71,7 +81,8 @@ class _Dealer:
 
 
 class Transport:
-    """Owns every socket of one node; used only from the node's event loop thread."""
+    """Owns every socket of one node; used from the node's event loop thread, but for
+    ``send_if_connected`` (any thread) and the PUB (``lane.PublicationLane``)."""
 
     def __init__(self, config: NodeConfig) -> None:
         self._config = config
@@ -83,6 +94,8 @@ class Transport:
         self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self._dealers: dict[str, _Dealer] = {}
+        #: held while a DEALER sends or closes: replies are sent from the callback thread
+        self.dealers_lock = threading.Lock()
         #: PUB addresses our SUB is connected to, with the members behind each (a restarted
         #: or replaced member may reuse an address before the old one is declared down)
         self._subscribed_pubs: dict[str, set[str]] = {}
@@ -130,13 +143,18 @@ class Transport:
         if dealer is None:
             return False
         dealer.last_used = now
-        sock = dealer.socket
-        try:
-            SEND(sock, frames[0], MORE_FRAMES)  # only the first part can meet the high-water mark
-        except zmq.Again:
-            return False
-        SEND(sock, frames[1], LAST_FRAME)
-        return True
+        with self.dealers_lock:
+            return _send_direct(dealer.socket, frames)
+
+    def send_if_connected(self, address: str, frames: tuple[bytes, bytes]) -> bool:
+        """``send`` from any thread, over an open DEALER only (False: none, or full).
+
+        The loop opens and closes DEALERs; sending on one, or closing it, takes
+        ``dealers_lock``, so another thread may send on one it finds open.
+        """
+        with self.dealers_lock:
+            dealer = self._dealers.get(address)
+            return dealer is not None and _send_direct(dealer.socket, frames)
 
     # ------------------------------------------------------------ connections
 
@@ -199,8 +217,9 @@ class Transport:
         return dealer
 
     def _close_dealer(self, address: str) -> None:
-        dealer = self._dealers.pop(address)
-        dealer.socket.close(linger=0)
+        with self.dealers_lock:
+            dealer = self._dealers.pop(address)
+            dealer.socket.close(linger=0)
 
     def gauges(self) -> dict[str, int]:
         """Open connections: DEALERs (to members and others) and PUBs our SUB reads."""
@@ -215,9 +234,10 @@ class Transport:
         self._linger_ms = 0
 
     def close(self) -> None:
-        for address in list(self._dealers):
-            dealer = self._dealers.pop(address)
-            dealer.socket.close(linger=self._linger_ms)
+        with self.dealers_lock:
+            for address in list(self._dealers):
+                dealer = self._dealers.pop(address)
+                dealer.socket.close(linger=self._linger_ms)
         for sock in (self.router, self.pub, self.sub):
             sock.close(linger=self._linger_ms)
         self.context.term()
