@@ -1,0 +1,62 @@
+"""What one side of one repetition measured, and the error for a measurement that failed."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from zcluster.bench.stats import percentile, rate_per_s
+from zcluster.errors import ZclusterError
+
+
+class BenchError(ZclusterError):
+    """A measurement could not be made: a worker failed, died or missed its time limit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One figure of one repetition.
+
+    ``value`` is None when the thing measured did not happen within its bound
+    (a cluster that did not converge); ``note`` then says what did happen.
+    ``problems`` are broken promises: guaranteed messages lost, duplicated or
+    out of order, acknowledgements that did not end DELIVERED.
+    """
+
+    value: float | None
+    lost: int | None = None
+    duplicates: int | None = None
+    problems: tuple[str, ...] = ()
+    note: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def fanout_sample(start_s: float, results: list[dict[str, Any]], count: int) -> Sample:
+    """Deliveries per second over every subscriber, from the first send to the last arrival."""
+    received = sum(r["received"] for r in results)
+    last_s = max(r["last_arrival_s"] for r in results)
+    per_subscriber = sorted(
+        rate_per_s(r["received"], start_s, r["last_arrival_s"]) for r in results
+    )
+    return Sample(
+        rate_per_s(received, start_s, last_s),
+        lost=count * len(results) - received,
+        extra={
+            "messages_count": count,
+            "subscribers_count": len(results),
+            "per_subscriber_msgs_s": [round(rate) for rate in per_subscriber],
+        },
+    )
+
+
+def latency_samples(samples_ns: list[int]) -> dict[str, Sample]:
+    """p50 and p99 of round-trip times, in microseconds."""
+    ordered = sorted(samples_ns)
+    extra = {"round_trips_count": len(ordered), "mean_us": sum(ordered) / len(ordered) / 1e3}
+    return {
+        "p50": Sample(percentile(ordered, 50) / 1e3, extra=extra),
+        "p99": Sample(percentile(ordered, 99) / 1e3, extra=extra),
+    }
