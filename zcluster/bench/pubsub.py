@@ -21,7 +21,7 @@ from typing import Any
 from zcluster import DeliveryGuarantee, Node, PublicationLoss
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, fanout_sample
+from zcluster.bench.samples import BenchError, Sample, delivery_sample
 from zcluster.bench.steps import acquire_all, stats_delta, warm_up
 from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
 
@@ -158,7 +158,7 @@ def pubsub(
 def _sample(
     guarantee: DeliveryGuarantee, sent: dict[str, Any], results: list[dict[str, Any]], count: int
 ) -> Sample:
-    sample = fanout_sample(sent["start_s"], results, count)
+    sample = delivery_sample(sent["start_s"], results, count)
     duplicates = sum(r["duplicates"] for r in results)
     out_of_order = sum(r["out_of_order"] for r in results)
     lost_reported = sum(r["lost_reported"] for r in results)

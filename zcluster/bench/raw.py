@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import zmq
@@ -21,8 +23,13 @@ import zmq.asyncio
 
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, fanout_sample, latency_samples
-from zcluster.bench.stats import rate_per_s
+from zcluster.bench.samples import (
+    BenchError,
+    Sample,
+    delivery_sample,
+    latency_samples,
+    median_burst,
+)
 from zcluster.bench.tally import IDLE_TIMEOUT_S
 
 LOOPBACK = "tcp://127.0.0.1"
@@ -30,6 +37,9 @@ LOOPBACK = "tcp://127.0.0.1"
 ROUND_TRIP_TIMEOUT_S = 5.0
 #: queue room beyond the message count, so that nothing is dropped by design
 _HWM_MARGIN_COUNT = 10_000
+#: a throughput session sends this many bursts of the message count and reports the median
+#: burst: a raw burst lasts only tens of milliseconds, so single bursts scatter widely
+BURSTS_COUNT = 5
 _PROBE, _START, _READY, _DONE, _GO = b"P", b"S", b"R", b"D", b"G"
 _SYNC_POLL_MS = 5
 #: a subscriber's last word to the publisher gets this long to go out
@@ -47,10 +57,38 @@ def _socket(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, hwm: int = 1000) -> 
     return sock
 
 
+def _receive(sock: zmq.Socket[bytes], count: int, *, routed: bool) -> tuple[int, float]:
+    """Read and unpack ``count`` messages: (how many arrived, when the last one did)."""
+    received, unpackb = 0, msgpack.unpackb
+    try:
+        if routed:  # each message comes with the sender's identity frame first
+            recv_multipart = sock.recv_multipart
+            for received in range(count):  # noqa: B007 - the count reached is the result
+                unpackb(recv_multipart()[1])
+        else:
+            recv = sock.recv
+            for received in range(count):  # noqa: B007 - the count reached is the result
+                unpackb(recv())
+    except zmq.Again:
+        return received, time.perf_counter() - IDLE_TIMEOUT_S
+    return count, time.perf_counter()
+
+
+def _send(send: Callable[[bytes], Any], count: int, body_bytes: int) -> float:
+    """Pack and send ``count`` messages; returns when the first went out."""
+    packb, make, payload = msgpack.packb, workload.make_message, workload.body(body_bytes)
+    start_s = time.perf_counter()
+    for seq in range(count):
+        send(packb(make(seq, payload)))
+    return start_s
+
+
 # ---------------------------------------------------------------- PUB -> SUB
 
 
-def _publisher(link: Link, subscribers_count: int, count: int, body_bytes: int) -> None:
+def _publisher(
+    link: Link, subscribers_count: int, count: int, body_bytes: int, bursts: int
+) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = _socket(ctx, zmq.PUB, count + _HWM_MARGIN_COUNT)
     sync = _socket(ctx, zmq.PULL)
@@ -66,25 +104,20 @@ def _publisher(link: Link, subscribers_count: int, count: int, body_bytes: int) 
             if sync.poll(_SYNC_POLL_MS):
                 while sync.poll(0):
                     ready += sync.recv() == _READY
-        pub.send(_START)
-        send, packb, make = pub.send, msgpack.packb, workload.make_message
-        payload = workload.body(body_bytes)
-        start_s = time.perf_counter()
-        for seq in range(count):
-            send(packb(make(seq, payload)))
-        end_s = time.perf_counter()
-        link.report("published", start_s=start_s, end_s=end_s)
-        done, deadline = 0, time.monotonic() + RUN_TIMEOUT_S
-        while done < subscribers_count and time.monotonic() < deadline:  # keep the tail
-            if sync.poll(100):
-                done += sync.recv() == _DONE
+        for burst in range(bursts):
+            pub.send(_START)
+            link.report("published", burst=burst, start_s=_send(pub.send, count, body_bytes))
+            done, deadline = 0, time.monotonic() + RUN_TIMEOUT_S
+            while done < subscribers_count and time.monotonic() < deadline:  # keep the tail
+                if sync.poll(_SYNC_POLL_MS):
+                    done += sync.recv() == _DONE
     finally:
         pub.close()
         sync.close()
         ctx.term()
 
 
-def _subscriber(link: Link, port: int, sync_port: int, count: int) -> None:
+def _subscriber(link: Link, port: int, sync_port: int, count: int, bursts: int) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = _socket(ctx, zmq.SUB, count + _HWM_MARGIN_COUNT)
     sync = _socket(ctx, zmq.PUSH)
@@ -94,21 +127,16 @@ def _subscriber(link: Link, port: int, sync_port: int, count: int) -> None:
         sub.connect(_endpoint(port))
         sync.connect(_endpoint(sync_port))
         sub.rcvtimeo = int(READY_TIMEOUT_S * 1000)
-        frame = sub.recv()
+        sub.recv()
         sync.send(_READY)
-        while frame != _START:
-            frame = sub.recv()
-        sub.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
-        received, recv, unpackb = 0, sub.recv, msgpack.unpackb
-        try:
-            for received in range(count):  # noqa: B007 - the count reached is the result
-                unpackb(recv())
-            received = count
-            last_s = time.perf_counter()
-        except zmq.Again:
-            last_s = time.perf_counter() - IDLE_TIMEOUT_S
-        sync.send(_DONE)
-        link.report("received", received=received, last_arrival_s=last_s)
+        for burst in range(bursts):
+            sub.rcvtimeo = int(READY_TIMEOUT_S * 1000)
+            while sub.recv() != _START:
+                pass
+            sub.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
+            received, last_s = _receive(sub, count, routed=False)
+            sync.send(_DONE)
+            link.report("received", burst=burst, received=received, last_arrival_s=last_s)
     finally:
         sub.close()
         sync.close()
@@ -117,57 +145,51 @@ def _subscriber(link: Link, port: int, sync_port: int, count: int) -> None:
 
 def pubsub(subscribers_count: int, count: int, body_bytes: int) -> dict[str, Sample]:
     """PUB -> ``subscribers_count`` SUB processes: deliveries per second, all subscribers."""
+    bursts = []
     with Workers(f"raw PUB->SUB 1->{subscribers_count}") as workers:
-        workers.start(_publisher, "pub", subscribers_count, count, body_bytes)
+        workers.start(_publisher, "pub", subscribers_count, count, body_bytes, BURSTS_COUNT)
         ports = workers.expect("ready", READY_TIMEOUT_S, "pub")
         for index in range(subscribers_count):
-            workers.start(_subscriber, f"sub{index}", ports["port"], ports["sync_port"], count)
-        sent = workers.expect("published", READY_TIMEOUT_S + RUN_TIMEOUT_S, "pub")
-        results = [workers.expect("received", RUN_TIMEOUT_S) for _ in range(subscribers_count)]
-    return {"delivered": fanout_sample(sent["start_s"], results, count)}
+            args = (ports["port"], ports["sync_port"], count, BURSTS_COUNT)
+            workers.start(_subscriber, f"sub{index}", *args)
+        for _ in range(BURSTS_COUNT):
+            sent = workers.expect("published", READY_TIMEOUT_S + RUN_TIMEOUT_S, "pub")
+            results = [workers.expect("received", RUN_TIMEOUT_S) for _ in range(subscribers_count)]
+            bursts.append(delivery_sample(sent["start_s"], results, count))
+    return {"delivered": median_burst(bursts)}
 
 
 # ---------------------------------------------------------------- DEALER -> ROUTER
 
 
-def _sink(link: Link, count: int) -> None:
+def _sink(link: Link, count: int, bursts: int) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     router = _socket(ctx, zmq.ROUTER, count + _HWM_MARGIN_COUNT)
     try:
         link.report("ready", port=router.bind_to_random_port(LOOPBACK))
         router.rcvtimeo = int(READY_TIMEOUT_S * 1000)
         identity, _ = router.recv_multipart()
-        router.send_multipart([identity, _GO])
         router.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
-        received, recv_multipart, unpackb = 0, router.recv_multipart, msgpack.unpackb
-        try:
-            for received in range(count):  # noqa: B007 - the count reached is the result
-                unpackb(recv_multipart()[1])
-            received = count
-            last_s = time.perf_counter()
-        except zmq.Again:
-            last_s = time.perf_counter() - IDLE_TIMEOUT_S
-        link.report("received", received=received, last_arrival_s=last_s)
+        for burst in range(bursts):
+            router.send_multipart([identity, _GO])
+            received, last_s = _receive(router, count, routed=True)
+            link.report("received", burst=burst, received=received, last_arrival_s=last_s)
     finally:
         router.close()
         ctx.term()
 
 
-def _source(link: Link, port: int, count: int) -> None:
+def _source(link: Link, port: int, count: int, bursts: int) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = _socket(ctx, zmq.DEALER, count + _HWM_MARGIN_COUNT)
     dealer.linger = int(RUN_TIMEOUT_S * 1000)  # what is queued at the end is still sent
-    dealer.sndtimeo = dealer.rcvtimeo = int(READY_TIMEOUT_S * 1000)
+    dealer.sndtimeo = dealer.rcvtimeo = int(RUN_TIMEOUT_S * 1000)
     try:
         dealer.connect(_endpoint(port))
         dealer.send(_GO)
-        dealer.recv()
-        send, packb, make = dealer.send, msgpack.packb, workload.make_message
-        payload = workload.body()
-        start_s = time.perf_counter()
-        for seq in range(count):
-            send(packb(make(seq, payload)))
-        link.report("sent", start_s=start_s, end_s=time.perf_counter())
+        for burst in range(bursts):
+            dealer.recv()  # the sink is ready for the next burst
+            link.report("sent", burst=burst, start_s=_send(dealer.send, count, workload.BODY_BYTES))
         link.wait_over(RUN_TIMEOUT_S)
     finally:
         dealer.close()
@@ -176,19 +198,16 @@ def _source(link: Link, port: int, count: int) -> None:
 
 def push(count: int) -> dict[str, Sample]:
     """DEALER -> ROUTER in another process: messages received per second."""
+    bursts = []
     with Workers("raw DEALER->ROUTER") as workers:
-        workers.start(_sink, "sink", count)
+        workers.start(_sink, "sink", count, BURSTS_COUNT)
         port = workers.expect("ready", READY_TIMEOUT_S, "sink")["port"]
-        workers.start(_source, "source", port, count)
-        sent = workers.expect("sent", READY_TIMEOUT_S + RUN_TIMEOUT_S, "source")
-        result = workers.expect("received", RUN_TIMEOUT_S, "sink")
-    return {
-        "delivered": Sample(
-            rate_per_s(result["received"], sent["start_s"], result["last_arrival_s"]),
-            lost=count - result["received"],
-            extra={"messages_count": count},
-        )
-    }
+        workers.start(_source, "source", port, count, BURSTS_COUNT)
+        for _ in range(BURSTS_COUNT):
+            sent = workers.expect("sent", READY_TIMEOUT_S + RUN_TIMEOUT_S, "source")
+            result = workers.expect("received", RUN_TIMEOUT_S, "sink")
+            bursts.append(delivery_sample(sent["start_s"], [result], count))
+    return {"delivered": median_burst(bursts)}
 
 
 # ---------------------------------------------------------------- DEALER <-> ROUTER echo

@@ -34,21 +34,33 @@ class Sample:
         return dataclasses.asdict(self)
 
 
-def fanout_sample(start_s: float, results: list[dict[str, Any]], count: int) -> Sample:
-    """Deliveries per second over every subscriber, from the first send to the last arrival."""
+def delivery_sample(start_s: float, results: list[dict[str, Any]], count: int) -> Sample:
+    """Deliveries per second over every receiver, from the first send to the last arrival.
+
+    ``results`` are the receivers' reports of ``count`` messages sent to each.
+    """
     received = sum(r["received"] for r in results)
     last_s = max(r["last_arrival_s"] for r in results)
-    per_subscriber = sorted(
-        rate_per_s(r["received"], start_s, r["last_arrival_s"]) for r in results
-    )
+    per_receiver = sorted(rate_per_s(r["received"], start_s, r["last_arrival_s"]) for r in results)
     return Sample(
         rate_per_s(received, start_s, last_s),
         lost=count * len(results) - received,
         extra={
             "messages_count": count,
-            "subscribers_count": len(results),
-            "per_subscriber_msgs_s": [round(rate) for rate in per_subscriber],
+            "receivers_count": len(results),
+            "per_receiver_msgs_s": [round(rate) for rate in per_receiver],
         },
+    )
+
+
+def median_burst(bursts: list[Sample]) -> Sample:
+    """The burst of median rate, with every burst's rate and the losses of them all."""
+    ordered = sorted(bursts, key=lambda sample: sample.value or 0.0)
+    middle = ordered[(len(ordered) - 1) // 2]
+    return dataclasses.replace(
+        middle,
+        lost=sum(sample.lost or 0 for sample in bursts),
+        extra={**middle.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]},
     )
 
 
