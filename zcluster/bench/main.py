@@ -78,8 +78,8 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
     json_path = Path(options.json_path) if options.json_path else default_json_path(started)
     machine = report.machine()
     settings = _settings(quick, repeat, groups, sizes, cluster_sizes)
-    load_before = os.getloadavg()
-    print(_heading(machine, repeat, sizes), file=err, flush=True)
+    load_before = os.getloadavg()[0]
+    print(_heading(machine, repeat, sizes, [load_before]), file=err, flush=True)
     started_s = time.monotonic()
     runs = runner.run(
         scenarios.families(groups, sizes, cluster_sizes),
@@ -87,13 +87,14 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
         lambda line: print(line, file=err, flush=True),
     )
     wall_s = time.monotonic() - started_s
+    loads = [load_before, os.getloadavg()[0]]
     reports = report.summarize(runs)
-    print(report.text(reports, _heading(machine, repeat, sizes, wall_s)), file=out)
+    print(report.text(reports, _heading(machine, repeat, sizes, loads, wall_s)), file=out)
     document = {
         "tool": "zcluster bench",
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_s": wall_s,
-        "machine": {**machine, "load_average": [load_before, os.getloadavg()]},
+        "machine": {**machine, "load_average_1min": loads},
         "settings": settings,
         "scenarios": [report.row_json(r) for r in reports],
     }
@@ -103,14 +104,20 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
 
 
 def _heading(
-    machine: dict[str, Any], repeat: int, sizes: workload.Sizes, wall_s: float | None = None
+    machine: dict[str, Any],
+    repeat: int,
+    sizes: workload.Sizes,
+    loads: Sequence[float],
+    wall_s: float | None = None,
 ) -> str:
     took = "" if wall_s is None else f", {wall_s:.0f} s"
     revision = f" ({machine['git_revision']})" if machine["git_revision"] else ""
+    load = " -> ".join(f"{value:.1f}" for value in loads)
     return (
         f"zcluster bench: {repeat} repetition(s), {sizes.messages_count:,} messages per run{took}\n"
-        f"{machine['cores']} cores, Python {machine['python']}, pyzmq {machine['pyzmq']}, "
-        f"libzmq {machine['libzmq']}, zcluster {machine['zcluster']}{revision}"
+        f"{machine['cores']} cores (load average {load}), Python {machine['python']}, "
+        f"pyzmq {machine['pyzmq']}, libzmq {machine['libzmq']}, "
+        f"zcluster {machine['zcluster']}{revision}"
     )
 
 
