@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from zcluster import DeliveryGuarantee
 from zcluster.bench import GROUPS, report, scenarios, workload
 from zcluster.bench.main import parse_cluster_sizes, parse_groups
 from zcluster.bench.runner import FamilyRun
-from zcluster.bench.samples import Sample, delivery_sample, latency_samples, median_burst
+from zcluster.bench.samples import (
+    Sample,
+    delivery_sample,
+    latency_samples,
+    median_burst,
+    order_problems,
+)
 from zcluster.bench.stats import (
     Spread,
     megabytes_per_s,
@@ -79,6 +86,14 @@ def test_median_burst_keeps_the_middle_burst_and_all_losses() -> None:
     assert middle.value == 200.0
     assert middle.lost == 3
     assert middle.extra["bursts_msgs_s"] == [300, 100, 200]
+
+
+def test_what_each_guarantee_promises_about_duplicates_and_order() -> None:
+    g = DeliveryGuarantee
+    assert order_problems(g.AT_LEAST_ONCE, 3, 2) == []
+    assert order_problems(g.AT_MOST_ONCE, 1, 2) == ["1 duplicates"]
+    assert order_problems(g.EXACTLY_ONCE, 0, 2) == []
+    assert order_problems(g.ORDERED, 1, 2) == ["1 duplicates", "2 out of order"]
 
 
 def test_latency_samples_in_microseconds() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from zcluster import AckStatus, DeliveryGuarantee, MemberStatus, MessageAcknowledgement, Node
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample
+from zcluster.bench.samples import BenchError, Sample, order_problems
 from zcluster.bench.stats import rate_per_s
 from zcluster.bench.steps import acquire_all, stats_delta, warm_up
 from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
@@ -158,7 +158,7 @@ def _sample(
 ) -> Sample:
     lost = count - received["received"]
     duplicates = received["duplicates"]
-    problems = []
+    problems = order_problems(guarantee, duplicates, received["out_of_order"])
     if guarantee.is_reliable:
         delivered = sent["statuses"].get(AckStatus.DELIVERED.name, 0)
         value = rate_per_s(delivered, sent["start_s"], sent["acked_s"])
@@ -168,10 +168,6 @@ def _sample(
             problems.append(f"{lost} never reached the handler")
     else:
         value = rate_per_s(received["received"], sent["start_s"], received["last_arrival_s"])
-    if guarantee is not DeliveryGuarantee.AT_LEAST_ONCE and duplicates:
-        problems.append(f"{duplicates} duplicates")
-    if guarantee is DeliveryGuarantee.ORDERED and received["out_of_order"]:
-        problems.append(f"{received['out_of_order']} out of order")
     return Sample(
         value,
         lost=lost,

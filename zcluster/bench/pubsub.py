@@ -21,7 +21,7 @@ from typing import Any
 from zcluster import DeliveryGuarantee, Node, PublicationLoss
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, delivery_sample
+from zcluster.bench.samples import BenchError, Sample, delivery_sample, order_problems
 from zcluster.bench.steps import acquire_all, stats_delta, warm_up
 from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
 
@@ -162,13 +162,9 @@ def _sample(
     duplicates = sum(r["duplicates"] for r in results)
     out_of_order = sum(r["out_of_order"] for r in results)
     lost_reported = sum(r["lost_reported"] for r in results)
-    problems = []
+    problems = order_problems(guarantee, duplicates, out_of_order)
     if guarantee.is_reliable and sample.lost:
         problems.append(f"{sample.lost} lost ({lost_reported} reported lost)")
-    if guarantee is not DeliveryGuarantee.AT_LEAST_ONCE and duplicates:
-        problems.append(f"{duplicates} duplicates")
-    if guarantee is DeliveryGuarantee.ORDERED and out_of_order:
-        problems.append(f"{out_of_order} out of order")
     subscriber_stats: dict[str, int] = {}
     for result in results:
         for key, value in result["stats"].items():

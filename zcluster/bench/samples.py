@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from zcluster import DeliveryGuarantee
 from zcluster.bench.stats import percentile, rate_per_s
 from zcluster.errors import ZclusterError
 
@@ -32,6 +33,16 @@ class Sample:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def order_problems(guarantee: DeliveryGuarantee, duplicates: int, out_of_order: int) -> list[str]:
+    """Duplicates break every guarantee but AT_LEAST_ONCE; reordering breaks ORDERED."""
+    problems = []
+    if duplicates and guarantee is not DeliveryGuarantee.AT_LEAST_ONCE:
+        problems.append(f"{duplicates} duplicates")
+    if out_of_order and guarantee is DeliveryGuarantee.ORDERED:
+        problems.append(f"{out_of_order} out of order")
+    return problems
 
 
 def delivery_sample(start_s: float, results: list[dict[str, Any]], count: int) -> Sample:
