@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from multiprocessing.synchronize import Semaphore
 from typing import Any
 
-from zcluster import AckStatus, DeliveryGuarantee, MemberStatus, MessageAcknowledgement, Node
+from zcluster import AckStatus, DeliveryGuarantee, MessageAcknowledgement, Node
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
 from zcluster.bench.samples import BenchError, Sample, order_problems
 from zcluster.bench.stats import rate_per_s
-from zcluster.bench.steps import acquire_all, stats_delta, warm_up
+from zcluster.bench.steps import acquire_all, is_up, stats_delta, warm_up
 from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
 
 RECEIVER_ID = "bench-rx"
@@ -106,12 +106,7 @@ def _sender(
 ) -> None:
     payload = workload.body()
     with Node(SENDER_ID, seeds=[seed]) as node:
-
-        def receiver_up() -> bool:
-            member = node.member(RECEIVER_ID)
-            return member is not None and member.status is MemberStatus.UP
-
-        if not node.wait_for(receiver_up, READY_TIMEOUT_S):
+        if not node.wait_for(functools.partial(is_up, node, RECEIVER_ID), READY_TIMEOUT_S):
             raise BenchError(f"{RECEIVER_ID} not up within {READY_TIMEOUT_S:g} s")
         for name in guarantee_names:
             guarantee = DeliveryGuarantee[name]

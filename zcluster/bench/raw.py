@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgpack
@@ -258,7 +258,7 @@ async def _echo_async(link: Link, total: int) -> None:
         link.report("ready", port=router.bind_to_random_port(LOOPBACK))
         packb, unpackb = msgpack.packb, msgpack.unpackb
         for _ in range(total):
-            identity, frame = await asyncio.wait_for(router.recv_multipart(), READY_TIMEOUT_S)
+            identity, frame = await router.recv_multipart()
             await router.send_multipart([identity, packb(unpackb(frame))])
     finally:
         router.close()
@@ -277,7 +277,7 @@ async def _echo_client_async(link: Link, port: int, count: int, warmup: int) -> 
         for seq in range(-warmup, count):
             started_ns = pc()
             await dealer.send(packb(make(seq, payload)))
-            unpackb(await asyncio.wait_for(dealer.recv(), ROUND_TRIP_TIMEOUT_S))
+            unpackb(await dealer.recv())
             if seq >= 0:
                 samples_ns[seq] = pc() - started_ns
         link.report("round_trips", samples_ns=samples_ns)
@@ -287,11 +287,16 @@ async def _echo_client_async(link: Link, port: int, count: int, warmup: int) -> 
 
 
 def _echo_in_asyncio(link: Link, total: int) -> None:
-    asyncio.run(_echo_async(link, total))
+    asyncio.run(_bounded(_echo_async(link, total)))
 
 
 def _echo_client_in_asyncio(link: Link, port: int, count: int, warmup: int) -> None:
-    asyncio.run(_echo_client_async(link, port, count, warmup))
+    asyncio.run(_bounded(_echo_client_async(link, port, count, warmup)))
+
+
+async def _bounded(work: Coroutine[Any, Any, None]) -> None:
+    """One time limit around a whole run: a limit per await would cost a task per message."""
+    await asyncio.wait_for(work, READY_TIMEOUT_S + RUN_TIMEOUT_S)
 
 
 def round_trips(count: int, warmup: int, *, use_asyncio: bool) -> dict[str, Sample]:

@@ -12,11 +12,12 @@ import asyncio
 import time
 from typing import Any
 
-from zcluster import AsyncNode, MemberStatus, Node
+from zcluster import AsyncNode, Node
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
 from zcluster.bench.raw import ROUND_TRIP_TIMEOUT_S
 from zcluster.bench.samples import BenchError, Sample, latency_samples
+from zcluster.bench.steps import is_up
 
 RESPONDER_ID = "bench-echo"
 REQUESTER_ID = "bench-client"
@@ -25,11 +26,6 @@ HANDLER = "echo"
 
 def echo(message: Any, _sender: str) -> Any:
     return message
-
-
-def _responder_up(node: Node | AsyncNode) -> bool:
-    member = node.member(RESPONDER_ID)
-    return member is not None and member.status is MemberStatus.UP
 
 
 def _responder(link: Link) -> None:
@@ -42,7 +38,7 @@ def _responder(link: Link) -> None:
 
 def _requester(link: Link, seed: str, count: int, warmup: int) -> None:
     with Node(REQUESTER_ID, seeds=[seed]) as node:
-        if not node.wait_for(lambda: _responder_up(node), READY_TIMEOUT_S):
+        if not node.wait_for(lambda: is_up(node, RESPONDER_ID), READY_TIMEOUT_S):
             raise BenchError(f"{RESPONDER_ID} not up within {READY_TIMEOUT_S:g} s")
         request, make, pc = node.request, workload.make_message, time.perf_counter_ns
         payload = workload.body()
@@ -65,7 +61,7 @@ async def _responder_async(link: Link) -> None:
 
 async def _requester_async(link: Link, seed: str, count: int, warmup: int) -> None:
     async with AsyncNode(REQUESTER_ID, seeds=[seed]) as node:
-        if not await node.wait_for(lambda: _responder_up(node), READY_TIMEOUT_S):
+        if not await node.wait_for(lambda: is_up(node, RESPONDER_ID), READY_TIMEOUT_S):
             raise BenchError(f"{RESPONDER_ID} not up within {READY_TIMEOUT_S:g} s")
         request, make, pc = node.request, workload.make_message, time.perf_counter_ns
         payload = workload.body()

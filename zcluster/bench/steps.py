@@ -1,4 +1,5 @@
-"""Steps the zcluster scenarios share: warm-up, waiting for receivers, counter deltas."""
+"""Steps the zcluster scenarios share: membership checks, warm-up, waiting for receivers,
+counter deltas."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.synchronize import Semaphore
 
+from zcluster import AsyncNode, MemberStatus, Node
 from zcluster.bench.processes import READY_TIMEOUT_S
 from zcluster.bench.samples import BenchError
 
@@ -37,3 +39,9 @@ def stats_delta(
 ) -> dict[str, int]:
     """How much the node counters ``keys`` grew."""
     return {key: after.get(key, 0) - before.get(key, 0) for key in keys}
+
+
+def is_up(node: Node | AsyncNode, node_id: str) -> bool:
+    """Whether ``node`` sees ``node_id`` UP."""
+    member = node.member(node_id)
+    return member is not None and member.status is MemberStatus.UP
