@@ -176,8 +176,10 @@ def test_sizes_follow_the_message_count() -> None:
     sizes = workload.Sizes.for_messages(20_000)
     assert sizes.round_trips_count == 5_000
     assert sizes.payload_messages_count(100) == 20_000
-    assert sizes.payload_messages_count(10_000) == 20_000
-    assert sizes.payload_messages_count(1_000_000) == 200
+    assert sizes.payload_messages_count(1_000) == 20_000
+    assert sizes.payload_messages_count(10_000) == 10_000
+    assert sizes.payload_messages_count(1_000_000) == 100
+    assert workload.Sizes.for_messages(100).payload_messages_count(1_000_000) == 10
     assert sizes.warmup_for(20_000) == 1_000
     assert sizes.warmup_for(200) == 20
     assert sizes.pending_count <= 5_000

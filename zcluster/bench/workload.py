@@ -31,7 +31,7 @@ _MIN_ROUND_TRIPS_COUNT = 100
 _MIN_WARMUP_COUNT = 50
 _MIN_PAYLOAD_MESSAGES_COUNT = 10
 #: the payload scenarios move this many bytes per measured message of the standard count
-_PAYLOAD_BUDGET_BYTES_PER_MESSAGE = 10_000
+_PAYLOAD_BUDGET_BYTES_PER_MESSAGE = 5_000
 #: unacknowledged messages held for the memory scenario; below the default outbox_max_count
 _MAX_PENDING_COUNT = 5_000
 _PEERS_COUNT = 8
