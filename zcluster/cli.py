@@ -332,7 +332,7 @@ def _sizes_text(sizes: Sequence[int]) -> str:
 @click.option(
     "--messages",
     type=click.IntRange(100, 10_000_000),
-    help=f"Messages per throughput run [default: {bench_sizes.DEFAULT_MESSAGES_COUNT}; "
+    help=f"Messages per measured burst [default: {bench_sizes.DEFAULT_MESSAGES_COUNT}; "
     f"{bench_sizes.QUICK_MESSAGES_COUNT} with --quick].",
 )
 @click.option(

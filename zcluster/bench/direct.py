@@ -1,7 +1,8 @@
 """zcluster direct sends: ``Node.send`` in one process to a handler in another.
 
 Each guarantee sends to its own handler, in turn, in the same two processes,
-after a warm-up with that guarantee. A guaranteed send is timed until every
+after a warm-up with that guarantee, in bursts; the next burst starts when
+the receiver is done with the last. A guaranteed send is timed until every
 acknowledgement is final (DELIVERED once the receiver's handler returned and
 the sender heard so); an ``AT_MOST_ONCE`` one until the handler saw the last
 message. The receiver counts what its handler got: losses, duplicates and
@@ -19,10 +20,10 @@ from typing import Any
 from zcluster import AckStatus, DeliveryGuarantee, MessageAcknowledgement, Node
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, order_problems
+from zcluster.bench.samples import BenchError, Sample, median_burst, order_problems
 from zcluster.bench.stats import rate_per_s
 from zcluster.bench.steps import acquire_all, is_up, stats_delta, warm_up
-from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
+from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally, burst_counts
 
 RECEIVER_ID = "bench-rx"
 SENDER_ID = "bench-tx"
@@ -50,11 +51,12 @@ def _receiver(
     link: Link,
     guarantee_names: list[str],
     count: int,
+    bursts: int,
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
 ) -> None:
-    tallies = {name: Tally(count, warmup) for name in guarantee_names}
+    tallies = {name: Tally(count * bursts, warmup) for name in guarantee_names}
     node = Node(RECEIVER_ID)
     for name, tally in tallies.items():
         node.register(handler_of(DeliveryGuarantee[name]), tally.on_direct)
@@ -63,15 +65,20 @@ def _receiver(
         for name, tally in tallies.items():
             if not tally.warmed.wait(READY_TIMEOUT_S + RUN_TIMEOUT_S):
                 raise BenchError(f"{name}: no warm-up arrived")
-            warmed.release()
-            before = node.stats()
             reliable = DeliveryGuarantee[name].is_reliable
-            tally.wait_complete(
-                REPAIR_IDLE_TIMEOUT_S if reliable else IDLE_TIMEOUT_S, READY_TIMEOUT_S
-            )
-            stats = stats_delta(before, node.stats(), RECEIVER_STATS)
-            link.report("received", guarantee=name, stats=stats, **tally.counts())
-            done.release()
+            idle_s = REPAIR_IDLE_TIMEOUT_S if reliable else IDLE_TIMEOUT_S
+            stats, counts = node.stats(), tally.counts()
+            warmed.release()
+            for burst in range(bursts):
+                tally.wait_received((burst + 1) * count, idle_s, READY_TIMEOUT_S)
+                stats_after, counts_after = node.stats(), tally.counts()
+                link.report(
+                    "received",
+                    stats=stats_delta(stats, stats_after, RECEIVER_STATS),
+                    **burst_counts(counts, counts_after),
+                )
+                stats, counts = stats_after, counts_after
+                done.release()  # the next burst starts once the receiver is done
 
 
 def _send(
@@ -100,6 +107,7 @@ def _sender(
     seed: str,
     guarantee_names: list[str],
     count: int,
+    bursts: int,
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
@@ -113,38 +121,46 @@ def _sender(
             handler = handler_of(guarantee)
             warm_round = functools.partial(_warm_round, node, handler, guarantee, warmup, payload)
             warm_up(warm_round, warmed, 1)
-            before = node.stats()
-            start_s = time.perf_counter()
-            acks = _send(node, handler, guarantee, range(count), payload)
-            end_s = time.perf_counter()
-            statuses = wait_all(acks, RUN_TIMEOUT_S)
-            acked_s = time.perf_counter()
-            acquire_all(done, 1, RUN_TIMEOUT_S)
-            link.report(
-                "sent",
-                guarantee=name,
-                start_s=start_s,
-                end_s=end_s,
-                acked_s=acked_s,
-                statuses=statuses,
-                stats=stats_delta(before, node.stats(), SENDER_STATS),
-            )
+            for burst in range(bursts):
+                before = node.stats()
+                start_s = time.perf_counter()
+                seqs = range(burst * count, (burst + 1) * count)
+                acks = _send(node, handler, guarantee, seqs, payload)
+                end_s = time.perf_counter()
+                statuses = wait_all(acks, RUN_TIMEOUT_S)
+                acked_s = time.perf_counter()
+                acquire_all(done, 1, RUN_TIMEOUT_S)
+                link.report(
+                    "sent",
+                    start_s=start_s,
+                    end_s=end_s,
+                    acked_s=acked_s,
+                    statuses=statuses,
+                    stats=stats_delta(before, node.stats(), SENDER_STATS),
+                )
 
 
-def direct(guarantees: Sequence[DeliveryGuarantee], count: int, warmup: int) -> dict[str, Sample]:
-    """A sender process and a receiver process: a sample per guarantee."""
+def direct(
+    guarantees: Sequence[DeliveryGuarantee], count: int, bursts: int, warmup: int
+) -> dict[str, Sample]:
+    """A sender process and a receiver process: a sample per guarantee, its median burst
+    of ``bursts`` of ``count`` messages."""
     names = [g.name for g in guarantees]
     with Workers("zcluster direct") as workers:
         warmed, done = workers.semaphore(), workers.semaphore()
-        workers.start(_receiver, "receiver", names, count, warmup, warmed, done)
+        args = (names, count, bursts, warmup, warmed, done)
+        workers.start(_receiver, "receiver", *args)
         seed = workers.expect("ready", READY_TIMEOUT_S, "receiver")["address"]
-        workers.start(_sender, "sender", seed, names, count, warmup, warmed, done)
+        workers.start(_sender, "sender", seed, *args)
         samples = {}
+        timeout_s = READY_TIMEOUT_S + 2 * RUN_TIMEOUT_S
         for guarantee in guarantees:
-            timeout_s = READY_TIMEOUT_S + 2 * RUN_TIMEOUT_S
-            sent = workers.expect("sent", timeout_s, "sender")
-            received = workers.expect("received", timeout_s, "receiver")
-            samples[guarantee.name] = _sample(guarantee, sent, received, count)
+            measured = []
+            for _ in range(bursts):
+                sent = workers.expect("sent", timeout_s, "sender")
+                received = workers.expect("received", timeout_s, "receiver")
+                measured.append(_sample(guarantee, sent, received, count))
+            samples[guarantee.name] = median_burst(measured)
     return samples
 
 
@@ -172,7 +188,7 @@ def _sample(
             "guarantee": guarantee.name,
             "messages_count": count,
             "out_of_order": received["out_of_order"],
-            "send_calls_per_s": round(count / (sent["end_s"] - sent["start_s"])),
+            "send_calls_per_s": round(rate_per_s(count, sent["start_s"], sent["end_s"])),
             "acknowledgements": sent["statuses"],
             "sender_stats": sent["stats"],
             "receiver_stats": received["stats"],

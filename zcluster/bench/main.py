@@ -73,7 +73,7 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
         workload.QUICK_CLUSTER_SIZES if quick else workload.DEFAULT_CLUSTER_SIZES
     )
     groups = options.groups or GROUPS
-    sizes = workload.Sizes.for_messages(messages)
+    sizes = workload.Sizes.for_run(messages, quick=quick)
     started = datetime.datetime.now(datetime.UTC)
     json_path = Path(options.json_path) if options.json_path else default_json_path(started)
     machine = report.machine()
@@ -114,7 +114,8 @@ def _heading(
     revision = f" ({machine['git_revision']})" if machine["git_revision"] else ""
     load = " -> ".join(f"{value:.1f}" for value in loads)
     return (
-        f"zcluster bench: {repeat} repetition(s), {sizes.messages_count:,} messages per run{took}\n"
+        f"zcluster bench: {repeat} repetition(s), bursts of {sizes.messages_count:,} messages"
+        f" (zcluster {sizes.bursts_count}, raw {workload.RAW_BURSTS_COUNT}){took}\n"
         f"{machine['cores']} cores (load average {load}), Python {machine['python']}, "
         f"pyzmq {machine['pyzmq']}, libzmq {machine['libzmq']}, "
         f"zcluster {machine['zcluster']}{revision}"
@@ -133,9 +134,11 @@ def _settings(
         "repeat_count": repeat,
         "groups": list(groups),
         **dataclasses.asdict(sizes),
+        "fanout_messages_count": sizes.fanout_messages_count,
         "payload_messages_count": {
             str(b): sizes.payload_messages_count(b) for b in workload.PAYLOAD_BODIES_BYTES
         },
+        "raw_bursts_count": workload.RAW_BURSTS_COUNT,
         "fanout_subscribers_count": workload.FANOUT_SUBSCRIBERS_COUNT,
         "cluster_sizes": list(cluster_sizes),
         "once_per_run": ["membership", "memory"],

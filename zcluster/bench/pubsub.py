@@ -2,11 +2,12 @@
 
 The publisher waits until every subscriber is confirmed
 (``Node.subscribers(topic)``), warms up until every subscriber has counted
-the warm-up messages, then publishes the measured messages and stays up
-until every subscriber is done, so that the tail is not cut off and gaps can
-still be repaired. Each guarantee has its own topic and runs in turn in the
-same processes; a subscriber waits for its messages until none came for a
-while (longer when gaps may still be repaired).
+the warm-up messages, then publishes the measured messages in bursts, and
+after each burst waits until every subscriber is done with it, so that the
+tail is not cut off and gaps can still be repaired. Each guarantee has its
+own topic and runs in turn in the same processes; a subscriber waits for a
+burst until none of its messages came for a while (longer when gaps may
+still be repaired).
 """
 
 from __future__ import annotations
@@ -16,14 +17,21 @@ import functools
 import time
 from collections.abc import Sequence
 from multiprocessing.synchronize import Semaphore
-from typing import Any
+from typing import Any, NamedTuple
 
 from zcluster import DeliveryGuarantee, Node, PublicationLoss
 from zcluster.bench import workload
 from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, delivery_sample, order_problems
+from zcluster.bench.samples import (
+    BenchError,
+    Sample,
+    delivery_sample,
+    median_burst,
+    order_problems,
+)
+from zcluster.bench.stats import rate_per_s
 from zcluster.bench.steps import acquire_all, stats_delta, warm_up
-from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally
+from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally, burst_counts
 
 PUBLISHER_ID = "bench-pub"
 PUBLISHER_STATS = ("publications_resent", "callback_errors")
@@ -54,6 +62,7 @@ def _publisher(
     subscriber_ids: list[str],
     guarantee_names: list[str],
     count: int,
+    bursts: int,
     warmup: int,
     body_bytes: int,
     warmed: Semaphore,
@@ -76,18 +85,26 @@ def _publisher(
                 _publish, node, topic, guarantee, range(-warmup, 0), payload
             )
             warm_up(warm_round, warmed, len(subscriber_ids))
-            before = node.stats()
-            start_s = time.perf_counter()
-            _publish(node, topic, guarantee, range(count), payload)
-            end_s = time.perf_counter()
-            acquire_all(done, len(subscriber_ids), RUN_TIMEOUT_S)
-            link.report(
-                "published",
-                guarantee=name,
-                start_s=start_s,
-                end_s=end_s,
-                stats=stats_delta(before, node.stats(), PUBLISHER_STATS),
-            )
+            for burst in range(bursts):
+                before = node.stats()
+                start_s = time.perf_counter()
+                _publish(node, topic, guarantee, range(burst * count, (burst + 1) * count), payload)
+                end_s = time.perf_counter()
+                acquire_all(done, len(subscriber_ids), RUN_TIMEOUT_S)  # keep the tail
+                link.report(
+                    "published",
+                    start_s=start_s,
+                    end_s=end_s,
+                    stats=stats_delta(before, node.stats(), PUBLISHER_STATS),
+                )
+
+
+class _Progress(NamedTuple):
+    """A subscriber's counters at one moment: a burst's figures are differences of two."""
+
+    stats: dict[str, int]
+    lost_reported: int
+    counts: dict[str, Any]
 
 
 def _subscriber(
@@ -95,11 +112,14 @@ def _subscriber(
     seed: str,
     guarantee_names: list[str],
     count: int,
+    bursts: int,
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
 ) -> None:
-    tallies = {topic_of(DeliveryGuarantee[name]): Tally(count, warmup) for name in guarantee_names}
+    tallies = {
+        topic_of(DeliveryGuarantee[name]): Tally(count * bursts, warmup) for name in guarantee_names
+    }
     lost_reported = dict.fromkeys(tallies, 0)
 
     def on_loss(loss: PublicationLoss) -> None:
@@ -112,46 +132,54 @@ def _subscriber(
     with node:
         for name in guarantee_names:
             guarantee = DeliveryGuarantee[name]
-            tally = tallies[topic_of(guarantee)]
+            topic = topic_of(guarantee)
+            tally = tallies[topic]
             if not tally.warmed.wait(READY_TIMEOUT_S + RUN_TIMEOUT_S):
                 raise BenchError(f"{name}: no warm-up arrived")
-            warmed.release()
-            before = node.stats()
             idle_s = REPAIR_IDLE_TIMEOUT_S if guarantee.is_reliable else IDLE_TIMEOUT_S
-            tally.wait_complete(idle_s, READY_TIMEOUT_S)
-            link.report(
-                "received",
-                guarantee=name,
-                lost_reported=lost_reported[topic_of(guarantee)],
-                stats=stats_delta(before, node.stats(), SUBSCRIBER_STATS),
-                **tally.counts(),
-            )
-            done.release()
+            before = _Progress(node.stats(), lost_reported[topic], tally.counts())
+            warmed.release()
+            for burst in range(bursts):
+                tally.wait_received((burst + 1) * count, idle_s, READY_TIMEOUT_S)
+                after = _Progress(node.stats(), lost_reported[topic], tally.counts())
+                link.report(
+                    "received",
+                    stats=stats_delta(before.stats, after.stats, SUBSCRIBER_STATS),
+                    lost_reported=after.lost_reported - before.lost_reported,
+                    **burst_counts(before.counts, after.counts),
+                )
+                before = after
+                done.release()  # the next burst starts once every subscriber is done
 
 
 def pubsub(
     subscribers_count: int,
     guarantees: Sequence[DeliveryGuarantee],
     count: int,
+    bursts: int,
     warmup: int,
     body_bytes: int,
 ) -> dict[str, Sample]:
-    """One publisher process, ``subscribers_count`` subscriber processes: a sample per guarantee."""
+    """One publisher process, ``subscribers_count`` subscriber processes: a sample per
+    guarantee, its median burst of ``bursts`` of ``count`` messages."""
     names = [g.name for g in guarantees]
     with Workers(f"zcluster pub/sub 1->{subscribers_count}") as workers:
         warmed, done = workers.semaphore(), workers.semaphore()
         subscriber_ids = [f"bench-sub-{index}" for index in range(subscribers_count)]
-        args = (names, count, warmup)
+        args = (names, count, bursts, warmup)
         workers.start(_publisher, "pub", subscriber_ids, *args, body_bytes, warmed, done)
         seed = workers.expect("ready", READY_TIMEOUT_S, "pub")["address"]
         for node_id in subscriber_ids:
             workers.start(_subscriber, node_id, seed, *args, warmed, done)
         samples = {}
+        timeout_s = READY_TIMEOUT_S + RUN_TIMEOUT_S
         for guarantee in guarantees:
-            timeout_s = READY_TIMEOUT_S + RUN_TIMEOUT_S
-            sent = workers.expect("published", timeout_s, "pub")
-            results = [workers.expect("received", timeout_s) for _ in subscriber_ids]
-            samples[guarantee.name] = _sample(guarantee, sent, results, count)
+            measured = []
+            for _ in range(bursts):
+                sent = workers.expect("published", timeout_s, "pub")
+                results = [workers.expect("received", timeout_s) for _ in subscriber_ids]
+                measured.append(_sample(guarantee, sent, results, count))
+            samples[guarantee.name] = median_burst(measured)
     return samples
 
 
@@ -178,7 +206,7 @@ def _sample(
             "guarantee": guarantee.name,
             "out_of_order": out_of_order,
             "lost_reported": lost_reported,
-            "publish_calls_per_s": round(count / (sent["end_s"] - sent["start_s"])),
+            "publish_calls_per_s": round(rate_per_s(count, sent["start_s"], sent["end_s"])),
             "publisher_stats": sent["stats"],
             "subscriber_stats": subscriber_stats,
         },

@@ -37,9 +37,7 @@ LOOPBACK = "tcp://127.0.0.1"
 ROUND_TRIP_TIMEOUT_S = 5.0
 #: queue room beyond the message count, so that nothing is dropped by design
 _HWM_MARGIN_COUNT = 10_000
-#: a throughput session sends this many bursts of the message count and reports the median
-#: burst: a raw burst lasts only tens of milliseconds, so single bursts scatter widely
-BURSTS_COUNT = 5
+
 _PROBE, _START, _READY, _DONE, _GO = b"P", b"S", b"R", b"D", b"G"
 _SYNC_POLL_MS = 5
 #: a subscriber's last word to the publisher gets this long to go out
@@ -147,12 +145,14 @@ def pubsub(subscribers_count: int, count: int, body_bytes: int) -> dict[str, Sam
     """PUB -> ``subscribers_count`` SUB processes: deliveries per second, all subscribers."""
     bursts = []
     with Workers(f"raw PUB->SUB 1->{subscribers_count}") as workers:
-        workers.start(_publisher, "pub", subscribers_count, count, body_bytes, BURSTS_COUNT)
+        workers.start(
+            _publisher, "pub", subscribers_count, count, body_bytes, workload.RAW_BURSTS_COUNT
+        )
         ports = workers.expect("ready", READY_TIMEOUT_S, "pub")
         for index in range(subscribers_count):
-            args = (ports["port"], ports["sync_port"], count, BURSTS_COUNT)
+            args = (ports["port"], ports["sync_port"], count, workload.RAW_BURSTS_COUNT)
             workers.start(_subscriber, f"sub{index}", *args)
-        for _ in range(BURSTS_COUNT):
+        for _ in range(workload.RAW_BURSTS_COUNT):
             sent = workers.expect("published", READY_TIMEOUT_S + RUN_TIMEOUT_S, "pub")
             results = [workers.expect("received", RUN_TIMEOUT_S) for _ in range(subscribers_count)]
             bursts.append(delivery_sample(sent["start_s"], results, count))
@@ -200,10 +200,10 @@ def push(count: int) -> dict[str, Sample]:
     """DEALER -> ROUTER in another process: messages received per second."""
     bursts = []
     with Workers("raw DEALER->ROUTER") as workers:
-        workers.start(_sink, "sink", count, BURSTS_COUNT)
+        workers.start(_sink, "sink", count, workload.RAW_BURSTS_COUNT)
         port = workers.expect("ready", READY_TIMEOUT_S, "sink")["port"]
-        workers.start(_source, "source", port, count, BURSTS_COUNT)
-        for _ in range(BURSTS_COUNT):
+        workers.start(_source, "source", port, count, workload.RAW_BURSTS_COUNT)
+        for _ in range(workload.RAW_BURSTS_COUNT):
             sent = workers.expect("sent", READY_TIMEOUT_S + RUN_TIMEOUT_S, "source")
             result = workers.expect("received", RUN_TIMEOUT_S, "sink")
             bursts.append(delivery_sample(sent["start_s"], [result], count))

@@ -15,7 +15,7 @@ import zmq
 
 import zcluster
 from zcluster.bench.runner import FamilyRun, Outcome
-from zcluster.bench.samples import Sample
+from zcluster.bench.samples import Sample, total_count
 from zcluster.bench.scenarios import Row
 from zcluster.bench.stats import Spread, paired_ratios, spread
 
@@ -50,11 +50,11 @@ class RowReport:
 
     @property
     def lost(self) -> int | None:
-        return _total(s.lost for s in self.zcluster if s is not None)
+        return total_count(s.lost for s in self.zcluster if s is not None)
 
     @property
     def duplicates(self) -> int | None:
-        return _total(s.duplicates for s in self.zcluster if s is not None)
+        return total_count(s.duplicates for s in self.zcluster if s is not None)
 
     @property
     def problems(self) -> list[str]:
@@ -63,11 +63,6 @@ class RowReport:
     @property
     def notes(self) -> list[str]:
         return [s.note for s in self.zcluster if s is not None and s.note]
-
-
-def _total(counts: Any) -> int | None:
-    present = [c for c in counts if c is not None]
-    return sum(present) if present else None
 
 
 def _samples(outcomes: list[Outcome], key: str) -> list[Sample | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from zcluster import DeliveryGuarantee
@@ -65,14 +66,23 @@ def delivery_sample(start_s: float, results: list[dict[str, Any]], count: int) -
 
 
 def median_burst(bursts: list[Sample]) -> Sample:
-    """The burst of median rate, with every burst's rate and the losses of them all."""
+    """The burst of median rate, with every burst's rate, and the losses, duplicates and
+    problems of them all."""
     ordered = sorted(bursts, key=lambda sample: sample.value or 0.0)
     middle = ordered[(len(ordered) - 1) // 2]
     return dataclasses.replace(
         middle,
-        lost=sum(sample.lost or 0 for sample in bursts),
+        lost=total_count(sample.lost for sample in bursts),
+        duplicates=total_count(sample.duplicates for sample in bursts),
+        problems=tuple(problem for sample in bursts for problem in sample.problems),
         extra={**middle.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]},
     )
+
+
+def total_count(counts: Iterable[int | None]) -> int | None:
+    """The sum of the counts that exist; None when none does."""
+    present = [count for count in counts if count is not None]
+    return sum(present) if present else None
 
 
 def latency_samples(samples_ns: list[int]) -> dict[str, Sample]:

@@ -74,18 +74,25 @@ def _throughput_rows(prefix: str, unit: str = "msg/s") -> tuple[Row, ...]:
 
 
 def _pubsub(sizes: workload.Sizes) -> list[Family]:
-    count, body_bytes = sizes.messages_count, workload.BODY_BYTES
-    warmup = sizes.warmup_for(count)
-    return [
-        Family(
-            "pubsub",
-            f"pub/sub 1->{subscribers}",
-            _throughput_rows(f"pub/sub 1->{subscribers}"),
-            functools.partial(pubsub.pubsub, subscribers, GUARANTEES, count, warmup, body_bytes),
-            functools.partial(raw.pubsub, subscribers, count, body_bytes),
+    body_bytes = workload.BODY_BYTES
+    out = []
+    for subscribers, count in (
+        (1, sizes.messages_count),
+        (workload.FANOUT_SUBSCRIBERS_COUNT, sizes.fanout_messages_count),
+    ):
+        zcluster = functools.partial(
+            pubsub.pubsub,
+            subscribers,
+            GUARANTEES,
+            count,
+            sizes.bursts_count,
+            sizes.warmup_for(count),
+            body_bytes,
         )
-        for subscribers in (1, workload.FANOUT_SUBSCRIBERS_COUNT)
-    ]
+        baseline = functools.partial(raw.pubsub, subscribers, count, body_bytes)
+        name = f"pub/sub 1->{subscribers}"
+        out.append(Family("pubsub", name, _throughput_rows(name), zcluster, baseline))
+    return out
 
 
 def _direct(sizes: workload.Sizes) -> list[Family]:
@@ -95,7 +102,9 @@ def _direct(sizes: workload.Sizes) -> list[Family]:
             "direct",
             "direct send",
             _throughput_rows("direct send"),
-            functools.partial(direct.direct, GUARANTEES, count, sizes.warmup_for(count)),
+            functools.partial(
+                direct.direct, GUARANTEES, count, sizes.bursts_count, sizes.warmup_for(count)
+            ),
             functools.partial(raw.push, count),
         )
     ]
@@ -128,7 +137,13 @@ def _payload(sizes: workload.Sizes) -> list[Family]:
         count = sizes.payload_messages_count(body_bytes)
         guarantee = (DeliveryGuarantee.AT_MOST_ONCE,)
         zcluster = functools.partial(
-            pubsub.pubsub, 1, guarantee, count, sizes.warmup_for(count), body_bytes
+            pubsub.pubsub,
+            1,
+            guarantee,
+            count,
+            sizes.bursts_count,
+            sizes.warmup_for(count),
+            body_bytes,
         )
         baseline = functools.partial(raw.pubsub, 1, count, body_bytes)
         unit = "msg/s"
