@@ -111,9 +111,7 @@ def _has_peers(node: Node, count: int) -> bool:
     return _live_peers(node) >= count
 
 
-def _probe(
-    link: Link, receiver_id: str, peers_count: int, pending: int, proceed: Event, release: Event
-) -> None:
+def _probe(link: Link, peers_count: int, pending: int, proceed: Event, release: Event) -> None:
     with Node(PROBE_ID) as node:
         link.report("ready", address=node.address)
         for expected in (1, 1 + peers_count):  # one peer, then all of them
@@ -123,14 +121,12 @@ def _probe(
             if not link.wait(proceed.is_set, READY_TIMEOUT_S):
                 return
             proceed.clear()
-        acks = _hold_pending(link, node, receiver_id, pending)
+        acks = _hold_pending(link, node, pending)
         if link.wait(release.is_set, RUN_TIMEOUT_S):
             link.report("released", statuses=wait_all(acks, RUN_TIMEOUT_S))
 
 
-def _hold_pending(
-    link: Link, node: Node, receiver_id: str, pending: int
-) -> list[MessageAcknowledgement]:
+def _hold_pending(link: Link, node: Node, pending: int) -> list[MessageAcknowledgement]:
     """Send ``pending`` messages that stay unacknowledged; report the memory they hold."""
     payload = workload.body()
     acks: list[MessageAcknowledgement | None] = [None] * pending  # no growth while traced
@@ -147,7 +143,7 @@ def _hold_pending(
         before_bytes = tracemalloc.get_traced_memory()[0]
         for seq in range(pending):
             acks[seq] = send(
-                receiver_id,
+                HOLD_RECEIVER_ID,
                 HOLD_HANDLER,
                 make(seq, payload),
                 guarantee=guarantee,
@@ -165,13 +161,14 @@ def _hold_pending(
 
 
 def _peers(link: Link, seed: str, first_index: int, count: int, release: Event) -> None:
-    """``count`` nodes in this one process; the first one's ``hold`` handler blocks."""
+    """``count`` nodes in this one process; the ``hold`` handler of HOLD_RECEIVER_ID blocks."""
     nodes = [Node(f"bench-peer-{first_index + i}", seeds=[seed]) for i in range(count)]
-    nodes[0].register(HOLD_HANDLER, lambda _message, _sender: release.wait(RUN_TIMEOUT_S))
+    for node in nodes:
+        if node.node_id == HOLD_RECEIVER_ID:
+            node.register(HOLD_HANDLER, lambda _message, _sender: release.wait(RUN_TIMEOUT_S))
     try:
         for node in nodes:
             node.start()
-        link.report("up")
         link.wait_over(RUN_TIMEOUT_S)
     finally:
         for node in nodes:
@@ -183,8 +180,7 @@ def zcluster_memory(peers_count: int, pending_count: int) -> dict[str, Sample]:
     idle = Sample(_idle_rss_bytes(_ZCLUSTER_IDLE) / _MEGABYTE)
     with Workers("zcluster memory") as workers:
         proceed, release = workers.event(), workers.event()
-        args = (HOLD_RECEIVER_ID, peers_count, pending_count, proceed, release)
-        probe = workers.start(_probe, "probe", *args)
+        probe = workers.start(_probe, "probe", peers_count, pending_count, proceed, release)
         seed = workers.expect("ready", READY_TIMEOUT_S, "probe")["address"]
         rss_by_peers: dict[int, int] = {}
         for first, count in ((0, 1), (1, peers_count)):
