@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zcluster import DeliveryGuarantee
-from zcluster.bench import GROUPS, report, scenarios, workload
+from zcluster.bench import GROUPS, membership, report, scenarios, workload
 from zcluster.bench.main import parse_cluster_sizes, parse_groups
 from zcluster.bench.runner import FamilyRun
 from zcluster.bench.samples import (
@@ -216,3 +216,27 @@ def test_parse_options() -> None:
     for bad in ("1", "3,x", "", "1000"):
         with pytest.raises(ConfigError):
             parse_cluster_sizes(bad)
+
+
+def test_a_cluster_that_does_not_converge_is_a_result() -> None:
+    reports = [
+        {"at_s": 10.5, "up_count": 2},
+        {"at_s": None, "up_count": 1},
+        {"at_s": 10.2, "up_count": 2},
+    ]
+    late = membership.converge_sample(reports, 10.0, 3)
+    assert late.value is None
+    assert late.note == "1 of 3 did not see all others up within 30 s (one saw 1 of 2)"
+    reports[1] = {"at_s": 10.7, "up_count": 2}
+    assert membership.converge_sample(reports, 10.0, 3).value == pytest.approx(0.7)
+
+
+def test_a_crash_not_seen_everywhere_is_a_result() -> None:
+    downs = [{"at_s": 21.9}, {"at_s": None}, {"at_s": 22.1}]
+    sample = membership.detect_sample(downs, 20.0, 4, {"processes_count": 4})
+    assert sample.value is None
+    assert sample.note == "1 of 3 did not see it down within 15 s"
+    assert sample.extra["saw_down_count"] == 2
+    assert sample.extra["first_s"] == pytest.approx(1.9)
+    downs[1] = {"at_s": 22.0}
+    assert membership.detect_sample(downs, 20.0, 4, {}).value == pytest.approx(2.1)

@@ -13,9 +13,11 @@ everywhere, within its bound is a result, not an error.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from multiprocessing.synchronize import Event
+from typing import Any
 
 from zcluster import Member, MemberStatus, Node
 from zcluster.bench.processes import READY_TIMEOUT_S, Link, Workers, rss_bytes
@@ -103,14 +105,9 @@ def membership(size: int) -> dict[str, Sample]:
         converged = [
             workers.expect("converged", CONVERGE_TIMEOUT_S + _REPORT_MARGIN_S) for _ in range(size)
         ]
-        late = [r for r in converged if r["at_s"] is None]
-        if late:
-            fewest = min(r["up_count"] for r in late)
-            note = (
-                f"{len(late)} of {size} did not see all others up within "
-                f"{CONVERGE_TIMEOUT_S:g} s (one saw {fewest} of {size - 1})"
-            )
-            return {"converge": Sample(None, note=note), "detect": Sample(None, note="not run")}
+        convergence = converge_sample(converged, go_s, size)
+        if convergence.value is None:
+            return {"converge": convergence, "detect": Sample(None, note="not run")}
         rss_mb = [rss_bytes(p.pid) / _MEGABYTE for p in processes.values() if p.pid is not None]
         time.sleep(SETTLE_S)
         kill_s = time.perf_counter()
@@ -119,17 +116,32 @@ def membership(size: int) -> dict[str, Sample]:
         downs = [
             workers.expect("down", DETECT_TIMEOUT_S + _REPORT_MARGIN_S) for _ in range(size - 1)
         ]
-    converge_s = max(r["at_s"] for r in converged) - go_s
     cluster = {"processes_count": size, "rss_mb_per_process_median": statistics.median(rss_mb)}
     return {
-        "converge": Sample(converge_s, extra=cluster),
-        "detect": _detection(downs, kill_s, size, cluster),
+        "converge": dataclasses.replace(convergence, extra=cluster),
+        "detect": detect_sample(downs, kill_s, size, cluster),
     }
 
 
-def _detection(
-    downs: list[dict[str, float | None]], kill_s: float, size: int, cluster: dict[str, float]
+def converge_sample(reports: list[dict[str, Any]], go_s: float, size: int) -> Sample:
+    """Seconds from the signal until the last process saw every other one UP; None, with
+    a note, when some did not within the bound."""
+    late = [r for r in reports if r["at_s"] is None]
+    if late:
+        fewest = min(r["up_count"] for r in late)
+        note = (
+            f"{len(late)} of {size} did not see all others up within "
+            f"{CONVERGE_TIMEOUT_S:g} s (one saw {fewest} of {size - 1})"
+        )
+        return Sample(None, note=note)
+    return Sample(max(r["at_s"] for r in reports) - go_s)
+
+
+def detect_sample(
+    downs: list[dict[str, Any]], kill_s: float, size: int, cluster: dict[str, Any]
 ) -> Sample:
+    """Seconds from the kill until the last survivor saw the victim DOWN; None, with a
+    note, when some did not within the bound."""
     seen = sorted(at_s - kill_s for r in downs if (at_s := r["at_s"]) is not None)
     extra = {**cluster, "survivors_count": size - 1, "saw_down_count": len(seen)}
     if seen:
