@@ -102,9 +102,9 @@ def _publisher(
             if sync.poll(_SYNC_POLL_MS):
                 while sync.poll(0):
                     ready += sync.recv() == _READY
-        for burst in range(bursts):
+        for _ in range(bursts):
             pub.send(_START)
-            link.report("published", burst=burst, start_s=_send(pub.send, count, body_bytes))
+            link.report("published", start_s=_send(pub.send, count, body_bytes))
             done, deadline = 0, time.monotonic() + RUN_TIMEOUT_S
             while done < subscribers_count and time.monotonic() < deadline:  # keep the tail
                 if sync.poll(_SYNC_POLL_MS):
@@ -127,14 +127,14 @@ def _subscriber(link: Link, port: int, sync_port: int, count: int, bursts: int) 
         sub.rcvtimeo = int(READY_TIMEOUT_S * 1000)
         sub.recv()
         sync.send(_READY)
-        for burst in range(bursts):
+        for _ in range(bursts):
             sub.rcvtimeo = int(READY_TIMEOUT_S * 1000)
             while sub.recv() != _START:
                 pass
             sub.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
             received, last_s = _receive(sub, count, routed=False)
             sync.send(_DONE)
-            link.report("received", burst=burst, received=received, last_arrival_s=last_s)
+            link.report("received", received=received, last_arrival_s=last_s)
     finally:
         sub.close()
         sync.close()
@@ -170,10 +170,10 @@ def _sink(link: Link, count: int, bursts: int) -> None:
         router.rcvtimeo = int(READY_TIMEOUT_S * 1000)
         identity, _ = router.recv_multipart()
         router.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
-        for burst in range(bursts):
+        for _ in range(bursts):
             router.send_multipart([identity, _GO])
             received, last_s = _receive(router, count, routed=True)
-            link.report("received", burst=burst, received=received, last_arrival_s=last_s)
+            link.report("received", received=received, last_arrival_s=last_s)
     finally:
         router.close()
         ctx.term()
@@ -187,9 +187,9 @@ def _source(link: Link, port: int, count: int, bursts: int) -> None:
     try:
         dealer.connect(_endpoint(port))
         dealer.send(_GO)
-        for burst in range(bursts):
+        for _ in range(bursts):
             dealer.recv()  # the sink is ready for the next burst
-            link.report("sent", burst=burst, start_s=_send(dealer.send, count, workload.BODY_BYTES))
+            link.report("sent", start_s=_send(dealer.send, count, workload.BODY_BYTES))
         link.wait_over(RUN_TIMEOUT_S)
     finally:
         dealer.close()
