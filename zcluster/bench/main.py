@@ -113,12 +113,17 @@ def _heading(
     took = "" if wall_s is None else f", {wall_s:.0f} s"
     revision = f" ({machine['git_revision']})" if machine["git_revision"] else ""
     load = " -> ".join(f"{value:.1f}" for value in loads)
+    busy = (
+        "\nthe load average passed the core count: other work competed, figures move more"
+        if max(loads) > (machine["cores"] or 1)
+        else ""
+    )
     return (
         f"zcluster bench: {repeat} repetition(s), bursts of {sizes.messages_count:,} messages"
         f" (zcluster {sizes.bursts_count}, raw {workload.RAW_BURSTS_COUNT}){took}\n"
         f"{machine['cores']} cores (load average {load}), Python {machine['python']}, "
         f"pyzmq {machine['pyzmq']}, libzmq {machine['libzmq']}, "
-        f"zcluster {machine['zcluster']}{revision}"
+        f"zcluster {machine['zcluster']}{revision}{busy}"
     )
 
 
