@@ -1,4 +1,4 @@
-"""The ``zcluster`` command line: node, demo, pub, sub.
+"""The ``zcluster`` command line: node, demo, pub, sub, bench.
 
 Errors in arguments, config files or the environment print one line,
 ``zcluster: error: ...``, and exit with status 2; never a traceback.
@@ -19,6 +19,8 @@ from typing import Any
 import click
 
 from zcluster import __version__
+from zcluster.bench import GROUPS as BENCH_GROUPS
+from zcluster.bench import workload as bench_sizes
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
@@ -307,6 +309,61 @@ def demo_subscriber(
 
     _setup_logging("warning")
     asyncio.run(run_subscriber(node_id, seeds, topic, count, timeout))
+
+
+# ---------------------------------------------------------------- bench
+
+
+def _sizes_text(sizes: Sequence[int]) -> str:
+    return ",".join(str(size) for size in sizes)
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Smoke run: small counts, one repetition.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 100),
+    help=f"Repetitions [default: {bench_sizes.DEFAULT_REPEAT_COUNT}; "
+    f"{bench_sizes.QUICK_REPEAT_COUNT} with --quick].",
+)
+@click.option(
+    "--scenarios", metavar="GROUP,...", help=f"Groups to run [default: {','.join(BENCH_GROUPS)}]."
+)
+@click.option(
+    "--messages",
+    type=click.IntRange(100, 10_000_000),
+    help=f"Messages per measured burst [default: {bench_sizes.DEFAULT_MESSAGES_COUNT}; "
+    f"{bench_sizes.QUICK_MESSAGES_COUNT} with --quick].",
+)
+@click.option(
+    "--json", "json_path", metavar="PATH", help="Results file [default: zcluster-bench-UTC.json]."
+)
+@click.option(
+    "--cluster-sizes",
+    metavar="N,...",
+    help=f"Membership clusters [default: {_sizes_text(bench_sizes.DEFAULT_CLUSTER_SIZES)}; "
+    f"{_sizes_text(bench_sizes.QUICK_CLUSTER_SIZES)} with --quick].",
+)
+def bench(
+    quick: bool,
+    repeat: int | None,
+    scenarios: str | None,
+    messages: int | None,
+    json_path: str | None,
+    cluster_sizes: str | None,
+) -> None:
+    """Measure zcluster next to raw pyzmq in the same run; print ratios, write JSON."""
+    from zcluster.bench.main import BenchOptions, parse_cluster_sizes, parse_groups, run_bench
+
+    options = BenchOptions(
+        quick=quick,
+        repeat_count=repeat,
+        groups=None if scenarios is None else parse_groups(scenarios),
+        messages_count=messages,
+        json_path=json_path,
+        cluster_sizes=None if cluster_sizes is None else parse_cluster_sizes(cluster_sizes),
+    )
+    sys.exit(run_bench(options))
 
 
 # ---------------------------------------------------------------- entry point

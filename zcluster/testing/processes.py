@@ -49,7 +49,7 @@ class ProcessNode:
         for seed in seeds:
             args += ["--seed", seed]
         self.process = subprocess.Popen(
-            args, stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
         while "listening on" not in self.log():
@@ -115,8 +115,8 @@ class ProcessNode:
         return str(self._view()["digest"])
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it if the test process dies without cleaning up."""
+def die_with_parent() -> None:
+    """In a child process: have it SIGKILLed if its parent dies without cleaning up."""
     with contextlib.suppress(OSError):  # not Linux: close() still kills it
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
