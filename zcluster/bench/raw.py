@@ -3,11 +3,11 @@
 Each message is packed with ``msgpack.packb`` when sent and unpacked with
 ``msgpack.unpackb`` when received, as zcluster does, so the baseline is the
 fastest a Python program can move these messages with ZeroMQ. As in the
-reference benchmark (``shared/peers-bench/bench_zmq.py``), each side runs in
-its own process and throughput is the messages received divided by the time
-from the first send to the last receive. High-water marks are set above the
-message count, so the raw side drops nothing by design; what it does lose is
-still counted.
+cross-system comparison (docs/performance.md), each side runs in its own
+process and throughput is the messages received divided by the time from
+the first send to the last receive. High-water marks are set above the
+message count, so the raw side drops nothing by design; what it does lose
+is still counted.
 """
 
 from __future__ import annotations

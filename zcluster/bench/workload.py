@@ -1,7 +1,7 @@
 """What a benchmark run sends: the message, its sizes, and how many of them.
 
-Every scenario carries the message of the reference benchmark
-(``shared/peers-bench``): ``{"id": n, "ts": t, "body": b"x" * 64}``, about
+Every scenario carries the message of the cross-system comparison
+(docs/performance.md): ``{"id": n, "ts": t, "body": b"x" * 64}``, about
 92 bytes once packed with msgpack, built afresh for every send.
 """
 
