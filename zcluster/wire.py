@@ -182,13 +182,23 @@ class Encoder:
 
     def one_frame(self, topic: str, header: bytes, payload: bytes) -> bytes:
         """A publication as one frame (revision 1.2; the header must fit its length field)."""
-        prefix = self._one_frame_prefixes.get(topic)
-        if prefix is None:
-            check_topic(topic)
-            if len(self._one_frame_prefixes) >= _VALID_CACHE_COUNT:
-                self._one_frame_prefixes.clear()
-            prefix = self._one_frame_prefixes[topic] = one_frame_prefix(topic)
+        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
         return b"".join((prefix, _LENGTH(len(header)), header, payload))
+
+    def unnumbered_frame(self, topic: str, payload: bytes) -> bytes:
+        """``one_frame`` of an unnumbered PUBLISH, its header built in place: the hot path."""
+        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
+        seq = self._pack(self._next_seq())
+        head = self._unnumbered_prefix
+        length = _LENGTH(len(head) + len(seq) + _UNNUMBERED_BODY_BYTES)
+        return b"".join((prefix, length, head, seq, self._unnumbered_body, payload))
+
+    def _one_frame_prefix(self, topic: str) -> bytes:
+        check_topic(topic)
+        if len(self._one_frame_prefixes) >= _VALID_CACHE_COUNT:
+            self._one_frame_prefixes.clear()
+        prefix = self._one_frame_prefixes[topic] = one_frame_prefix(topic)
+        return prefix
 
     def direct(self, message: msg.Message, payload: bytes) -> tuple[bytes, bytes]:
         """``[header, payload]`` for a DEALER."""
@@ -257,6 +267,8 @@ def split_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 _LENGTH = struct.Struct(">H").pack
+#: the packed body of an unnumbered PUBLISH, [0, 0]
+_UNNUMBERED_BODY_BYTES = 3
 
 
 def check_topic(topic: object) -> str:

@@ -52,25 +52,28 @@ class PublicationLane:
         PUB drops at its high-water mark, so this never blocks.
         """
         encoder = self._encoder
+        payload = self._encode(message)
         try:
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                with self._lock:
+                    SEND(self._open(), encoder.unnumbered_frame(topic, payload), LAST_FRAME)
+                    self.published += 1
+                return
             first = encoder.topic_frame(topic)
         except WireError as exc:
             raise ConfigError(str(exc)) from None
-        payload = self._encode(message)
-        one_frame = self.one_frame and len(payload) <= self._one_frame_max_bytes
         with self._lock:
-            pub = self._pub
-            if pub is None:
-                raise NotRunning(f"node {self._node_id} is not running")
-            if one_frame:
-                SEND(
-                    pub, encoder.one_frame(topic, encoder.unnumbered_header(), payload), LAST_FRAME
-                )
-            else:
-                SEND(pub, first, MORE_FRAMES)
-                SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
-                SEND(pub, payload, LAST_FRAME)
+            pub = self._open()
+            SEND(pub, first, MORE_FRAMES)
+            SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
+            SEND(pub, payload, LAST_FRAME)
             self.published += 1
+
+    def _open(self) -> zmq.Socket[bytes]:
+        pub = self._pub
+        if pub is None:
+            raise NotRunning(f"node {self._node_id} is not running")
+        return pub
 
     def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:
         """Send a message of the loop's (``topic`` None: membership traffic), numbered
