@@ -248,10 +248,11 @@ def cut_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes] | None:
     None if its lengths do not add up. The pieces are not checked: see split_one_frame."""
     end = frame.find(TOPIC_END)
     start = end + 3
-    if end < 2 or len(frame) < start:
+    size = len(frame)
+    if end < 2 or size < start:
         return None
-    stop = start + int.from_bytes(frame[end + 1 : start], "big")
-    if len(frame) < stop:
+    stop = start + (frame[end + 1] << 8 | frame[end + 2])  # big-endian, as _LENGTH packs
+    if size < stop:
         return None
     return frame[: end + 1], frame[start:stop], frame[stop:]
 
