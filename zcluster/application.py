@@ -22,7 +22,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
@@ -155,10 +155,7 @@ class Application:
         """Serialize a message, refusing one larger than peers accept (max_message_bytes)."""
         payload = self.serializer.serialize(message)
         if len(payload) > self.config.max_message_bytes:
-            raise SerializationError(
-                f"message of {len(payload)} bytes exceeds max_message_bytes "
-                f"({self.config.max_message_bytes})"
-            )
+            raise_too_large(payload, self.config.max_message_bytes)
         return payload
 
     def checked_ttl(self, ttl: float | None, guarantee: DeliveryGuarantee) -> float:
@@ -377,6 +374,12 @@ class Application:
             self.on_my_change(member)
         for callback in self.member_callbacks:
             self.dispatch(functools.partial(callback, member, previous))
+
+
+def raise_too_large(payload: bytes, max_message_bytes: int) -> NoReturn:
+    raise SerializationError(
+        f"message of {len(payload)} bytes exceeds max_message_bytes ({max_message_bytes})"
+    )
 
 
 def _detached(event: ev.Event) -> None:

@@ -483,7 +483,12 @@ class AsyncNode:
         Nothing is numbered or kept, so the publication needs neither the loop
         nor the core: it goes straight to the PUB socket (docs/architecture.md).
         """
-        self._require().lane.publish_unnumbered(topic, message)
+        self.publisher()(topic, message)
+
+    def publisher(self) -> Callable[[str, Any], None]:
+        """``publish_at_most_once`` of this run of the node, to call without the lookups
+        (it raises NotRunning once the node stops)."""
+        return self._require().lane.publish_unnumbered
 
     def prepare_publication(
         self, topic: str, message: Any, guarantee: DeliveryGuarantee

@@ -28,6 +28,7 @@ from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
+from zcluster.serialization import Serializer
 from zcluster.wire import (
     ONE_FRAME_PREFIX,
     Encoder,
@@ -55,7 +56,8 @@ class Application(Protocol):
 
     def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None: ...
 
-    def encode(self, message: Any) -> bytes: ...
+    #: how the application serializes messages
+    serializer: Serializer
 
 
 class ReadControl(Protocol):
@@ -123,7 +125,7 @@ class Driver:
         self._encoder = Encoder(core.node_id, core.incarnation)
         #: the PUB socket, shared with threads that publish at most once
         self.lane = PublicationLane(
-            core.node_id, self._encoder, transport.pub, app.encode, core.config.one_frame_max_bytes
+            core.node_id, self._encoder, transport.pub, app.serializer.serialize, core.config
         )
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {

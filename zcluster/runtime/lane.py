@@ -16,6 +16,8 @@ from typing import Any
 
 import zmq
 
+from zcluster.application import raise_too_large
+from zcluster.config import NodeConfig
 from zcluster.errors import ConfigError, NotRunning, WireError
 from zcluster.protocol import messages as msg
 from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
@@ -30,14 +32,15 @@ class PublicationLane:
         node_id: str,
         encoder: Encoder,
         pub: zmq.Socket[bytes],
-        encode: Callable[[Any], bytes],
-        one_frame_max_bytes: int,
+        serialize: Callable[[Any], bytes],
+        config: NodeConfig,
     ) -> None:
         self._node_id = node_id
         self._encoder = encoder
         self._pub: zmq.Socket[bytes] | None = pub
-        self._encode = encode
-        self._one_frame_max_bytes = one_frame_max_bytes
+        self._serialize = serialize
+        self._max_message_bytes = config.max_message_bytes
+        self._one_frame_max_bytes = config.one_frame_max_bytes
         self._lock = threading.Lock()
         #: whether every member reads one-frame publications (the loop keeps it current)
         self.one_frame = False
@@ -49,12 +52,16 @@ class PublicationLane:
 
         Raises ConfigError for a topic the wire cannot carry, SerializationError
         for a message that cannot be sent, NotRunning once the node has stopped.
-        PUB drops at its high-water mark, so this never blocks.
+        PUB drops at its high-water mark, so this never blocks. (The hottest
+        path of all: what ``Application.encode`` does is written out here.)
         """
+        payload = self._serialize(message)
+        size = len(payload)
+        if size > self._max_message_bytes:
+            raise_too_large(payload, self._max_message_bytes)
         encoder = self._encoder
-        payload = self._encode(message)
         try:
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+            if self.one_frame and size <= self._one_frame_max_bytes:
                 with self._lock:
                     SEND(self._open(), encoder.unnumbered_frame(topic, payload), LAST_FRAME)
                     self.published += 1

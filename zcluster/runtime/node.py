@@ -79,6 +79,8 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: ThreadRunner | None = None
+        #: at-most-once publishing of the current run (NotRunning until started)
+        self._publish_now: Callable[[str, Any], None] = self._node.publish_at_most_once
 
     def _make_runner(
         self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: Callable[[], None]
@@ -140,6 +142,8 @@ class Node:
         except BaseException:
             self._shutdown_loop()
             raise
+        # The lane of this run: once the node stops it raises NotRunning by itself.
+        self._publish_now = self._node.publisher()
 
     def stop(self) -> None:
         """Leave the cluster gracefully, close every socket, end the threads."""
@@ -278,11 +282,11 @@ class Node:
         Blocks only while the node's queue is full; raises Backpressure if it
         stays full for ``timeout`` seconds.
         """
-        node = self._node
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
-            node.publish_at_most_once(topic, message)
-        else:
-            node.submit(node.prepare_publication(topic, message, guarantee), timeout)
+            self._publish_now(topic, message)
+            return
+        node = self._node
+        node.submit(node.prepare_publication(topic, message, guarantee), timeout)
 
     def send(
         self,
