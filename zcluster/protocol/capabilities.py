@@ -11,6 +11,8 @@ from zcluster.protocol.messages import Capabilities
 
 #: accepts extra header elements, extra body fields and extra member-record fields
 FIELDS = "fields"
+#: membership by probing and gossip (revision 1.2): needs no heartbeat on the control topic
+SWIM = "swim"
 
 #: what this release announces, sorted
 SUPPORTED: Capabilities = (FIELDS,)
