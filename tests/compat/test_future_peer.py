@@ -101,7 +101,7 @@ def test_the_node_records_capabilities_it_does_not_know(joined: tuple[Node, Futu
     future = next(m for m in view["members"] if m["node_id"] == "future")
     assert future["capabilities"] == sorted(FUTURE_CAPABILITIES)
     mine = next(m for m in view["members"] if m["node_id"] == "n1")
-    assert mine["capabilities"] == ["fields"]
+    assert mine["capabilities"] == ["fields", "swim"]
 
 
 def test_heartbeats_with_extra_fields_keep_the_peer_up(joined: tuple[Node, FuturePeer]) -> None:

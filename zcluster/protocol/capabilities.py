@@ -15,4 +15,4 @@ FIELDS = "fields"
 SWIM = "swim"
 
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (FIELDS,)
+SUPPORTED: Capabilities = (FIELDS, SWIM)

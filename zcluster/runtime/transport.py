@@ -16,7 +16,7 @@ import zmq
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.errors import ConfigError
-from zcluster.wire import CONTROL_TOPIC
+from zcluster.wire import CONTROL_TOPIC, personal_frame
 
 log = logging.getLogger("zcluster.transport")
 
@@ -51,7 +51,7 @@ class _Dealer:
 class Transport:
     """Owns every socket of one node; used only from the node's event loop thread."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, node_id: str) -> None:
         self._config = config
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
@@ -60,6 +60,7 @@ class Transport:
         self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
         self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
+        self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
         self._dealers: dict[str, _Dealer] = {}
         #: PUB addresses our SUB is connected to, with the members behind each (a restarted
         #: or replaced member may reuse an address before the old one is declared down)

@@ -30,8 +30,11 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import WireError
+from zcluster.protocol import messages as msg
+from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.messages import Capabilities
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Call, Done
 from zcluster.testing.faults import FaultModel, NetworkConditions
@@ -185,11 +188,14 @@ class SimNetwork:
         seeds: Iterable[str] = (),
         start: bool = True,
         address_of: str | None = None,
+        capabilities: Capabilities = SUPPORTED,
     ) -> SimNode:
         """Create a node (a new incarnation if ``node_id`` ran before) and start it.
 
         ``address_of`` gives it the addresses of another (crashed) node, as when a
-        rescheduled container gets the IP address of one that died.
+        rescheduled container gets the IP address of one that died. ``capabilities``
+        makes it behave as a node of an earlier revision that announces only those
+        (``("fields",)``: revision 1.1, heartbeats to everyone).
         """
         index = len(self._by_address) + 1
         old = self.nodes.get(address_of or node_id)
@@ -206,6 +212,7 @@ class SimNetwork:
             seeds=tuple(seeds),
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
+            capabilities=capabilities,
         )
         app = Application(
             node_id, self.config, _RawBytes(), lambda name: node.handler(name), _gate()
@@ -420,7 +427,9 @@ class SimNetwork:
                 )
                 event = ev.EnvelopeReceived(envelope, payload, decoded_topic)
                 pub = node.core.me.pub_address
-                for other in self.nodes.values():
+                to = message.to if isinstance(message, msg.Heartbeat) else None
+                receivers = self.nodes.values() if to is None else [self.nodes[to]]
+                for other in receivers:
                     if other is node or pub not in other.subscribed_to:
                         continue
                     if topic is not None and topic not in other.filters:
