@@ -65,6 +65,9 @@ class NodeConfig:
     gossip_fanout_count: int = 3
     #: full-state push-pull with one random member this often (anti-entropy safety net)
     sync_interval_s: float = 10.0
+    #: ... times ceil(live members / this): what a table push-pull costs grows with the
+    #: cluster, what the safety net costs a node per second does not
+    sync_interval_members_count: int = 100
     #: a heartbeat whose view digest differs from ours starts a push-pull with its
     #: sender, at most this often
     divergence_sync_interval_s: float = 1.0

@@ -323,23 +323,27 @@ def _member(value: Any) -> Member:
             f"member record must be a list of {MEMBER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
         )
     node_id, incarnation, version, status, address, pub_address = value[:MEMBER_FIELDS_COUNT]
-    if type(status) is not int or not 0 <= status <= max(MemberStatus):
+    if type(status) is not int or not 0 <= status < len(_STATUSES):
         raise WireError(f"unknown member status {_show(status)}")
     return Member(
-        node_id=_node_id(node_id),
-        incarnation=_uint(incarnation),
-        version=_uint(version),
-        status=MemberStatus(status),
-        address=_address(address),
-        pub_address=_address(pub_address),
+        _node_id(node_id),
+        _uint(incarnation),
+        _uint(version),
+        _STATUSES[status],
+        _address(address),
+        _address(pub_address),
     )
+
+
+#: member statuses by their code (records are decoded by the thousand in a full table)
+_STATUSES = tuple(sorted(MemberStatus))
 
 
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def parse(value: Any) -> tuple[Any, ...]:
         if type(value) is not list or len(value) > MAX_LIST_COUNT:
             raise WireError("expected a bounded list")
-        return tuple(item(v) for v in value)
+        return tuple(map(item, value))
 
     return parse
 
@@ -405,7 +409,19 @@ def _capability(value: Any) -> str:
 def _capability_list(value: Any) -> msg.Capabilities:
     if type(value) is not list or len(value) > MAX_CAPABILITIES_COUNT:
         raise WireError(f"caps must be a list of at most {MAX_CAPABILITIES_COUNT} names")
-    return tuple(sorted({_capability(name) for name in value}))
+    try:
+        return _valid_capability_lists[tuple(value)]
+    except (KeyError, TypeError):  # not seen yet (or not even hashable: invalid)
+        pass
+    capabilities = tuple(sorted({_capability(name) for name in value}))
+    if len(_valid_capability_lists) >= _VALID_CACHE_COUNT:
+        _valid_capability_lists.clear()
+    _valid_capability_lists[tuple(value)] = capabilities
+    return capabilities
+
+
+#: every piece of news repeats its member's capabilities: remember the lists seen
+_valid_capability_lists: dict[tuple[Any, ...], msg.Capabilities] = {}
 
 
 def _news_item(value: Any) -> msg.News:

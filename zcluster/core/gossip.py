@@ -19,7 +19,7 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.protocol import messages as msg
-from zcluster.protocol.members import MemberStatus
+from zcluster.protocol.members import Member, MemberStatus
 
 
 class Gossip(Component):
@@ -89,7 +89,7 @@ class Gossip(Component):
                 # Every seed is this node (each pod seeded with pod-0): form the cluster.
                 self._set_my_status(MemberStatus.UP, now)
             for address in others:
-                self._send_sync(address, None, want_reply=True, only_me=True)
+                self._send_sync(address, None, want_reply=True, records=(ctx.me,))
             return
         live = {m.address for m in ctx.table.live_peers()}
         for address in others:
@@ -136,7 +136,11 @@ class Gossip(Component):
         if self.has_left:
             return
         if now >= self._next_sync:
-            self._next_sync = now + config.sync_interval_s
+            # A table grows with the cluster: push-pull it less often, so what a node sends
+            # for it per second does not (digests in probes and gossip find differences).
+            members = len(ctx.peers.swim) + len(ctx.peers.others) + 1
+            scale = -(-members // config.sync_interval_members_count)
+            self._next_sync = now + config.sync_interval_s * scale
             peers = ctx.table.peers(MemberStatus.UP, MemberStatus.JOINING)
             if peers:
                 peer = ctx.rng.choice(peers)
@@ -149,13 +153,17 @@ class Gossip(Component):
     def _reconnect(self, now: float) -> None:
         """Contact a down member, and seeds outside our view, so that partitions heal."""
         ctx = self._ctx
-        down = ctx.table.peers(MemberStatus.DOWN)
+        down = [m for m in ctx.table.dead() if m.status is MemberStatus.DOWN]
         if down:
             # The most recently lost are the likeliest to come back; long-dead ones are noise.
             down.sort(key=lambda m: ctx.table.status_since(m.node_id), reverse=True)
             target = ctx.rng.choice(down[: ctx.config.reconnect_candidates_count])
-            self.push_pull(target.address, target.node_id)
-        alone = not ctx.table.live_peers()
+            # Its record as we hold it: if it is alive it refutes, and answers with its table.
+            ctx.counters["reconnect_attempts"] += 1
+            self._send_sync(
+                target.address, target.node_id, want_reply=True, records=(ctx.me, target)
+            )
+        alone = not (ctx.peers.swim or ctx.peers.others)
         if self.seeds and (alone or now >= self._next_seed_contact):
             self._next_seed_contact = now + ctx.config.seed_contact_interval_s
             ctx.emit(fx.ResolveSeeds(self.seeds))
@@ -238,15 +246,23 @@ class Gossip(Component):
         """Tell every live peer our new state now, not only on the next heartbeat."""
         self._heartbeat(now)
         for peer in self._ctx.table.live_peers():
-            self._send_sync(peer.address, peer.node_id, want_reply=False, only_me=True)
+            self._send_sync(peer.address, peer.node_id, want_reply=False, records=(self._ctx.me,))
 
     def _send_sync(
-        self, address: str, to: str | None, *, want_reply: bool, only_me: bool = False
+        self,
+        address: str,
+        to: str | None,
+        *,
+        want_reply: bool,
+        records: tuple[Member, ...] | None = None,
     ) -> None:
-        """SYNC to ``to`` (None: an address we cannot put a member to, such as a seed)."""
+        """SYNC to ``to`` (None: an address we cannot put a member to, such as a seed) of
+        ``records`` (None: the whole table, with what members announced if ``to`` speaks
+        swim)."""
         ctx = self._ctx
-        records = (ctx.me,) if only_me else tuple(ctx.table.records())
         known = None
-        if to is not None and ctx.peers.speaks_swim(to) and not only_me:
-            known = ctx.peers.announcements()
+        if records is None:
+            records = tuple(ctx.table.records())
+            if to is not None and ctx.peers.speaks_swim(to):
+                known = ctx.peers.announcements()
         ctx.send(address, msg.Sync(records, want_reply, ctx.address, ctx.capabilities, known))

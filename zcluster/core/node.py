@@ -102,6 +102,11 @@ class NodeCore:
         self._flushers = tuple(
             c for c in self._components if type(c).flush_due is not Component.flush_due
         )
+        #: the components with time-based steps, and those that send what they batched
+        self._tickers = tuple(c for c in self._components if type(c).tick is not Component.tick)
+        self._enders = tuple(
+            c for c in self._components if type(c).end_turn is not Component.end_turn
+        )
         self._receivers: dict[type[msg.Message], tuple[Receiver, ...]] = {}
         for component in self._components:
             for event_type, command in component.commands().items():
@@ -180,7 +185,7 @@ class NodeCore:
     def _on_timer(self, _: ev.TimerFired, now: float) -> None:
         if not self.gossip.started:
             return
-        for component in self._components:
+        for component in self._tickers:
             component.tick(now)
         self._on_turn_ended(None, now)
 
@@ -196,7 +201,7 @@ class NodeCore:
         self.counters[f"frames_rejected_{event.channel}"] += 1
 
     def _on_turn_ended(self, _: ev.TurnEnded | None, now: float) -> None:
-        for component in self._components:
+        for component in self._enders:
             component.end_turn(now)
 
     def _on_send(self, event: ev.SendRequested, now: float) -> None:

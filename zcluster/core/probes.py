@@ -87,24 +87,16 @@ class FailureDetection(Component):
         if ctx.peers.others:
             self._watch_silence(now)
         if now >= self._next_probe:
-            self._next_probe = now + self.health.scale(ctx.config.probe_interval_s)
+            # Kept on the schedule, not on the tick that noticed it is due.
+            interval = self.health.scale(ctx.config.probe_interval_s)
+            self._next_probe = max(self._next_probe + interval, now)
             self._probe_next(now)
-        for probe_id, probe in list(self._round_probes.items()):
-            if not probe.indirect_sent and now >= probe.indirect_at:
-                self._ask_helpers(probe_id, probe)
-            if now >= probe.deadline:
-                del self._round_probes[probe_id]
-                self._probe_failed(probe, now)
+        if self._round_probes:
+            self._round_probes_due(now)
         if self.suspicions:
             self._suspicions_due(now)
-        for probe_id, relay in list(self._relays.items()):
-            if relay.nack_at is not None and now >= relay.nack_at:
-                relay.nack_at = None
-                if ctx.peers.announced_swim(relay.requester):
-                    nack = msg.Nack(relay.requester_probe_id, relay.target)
-                    ctx.send(relay.requester_address, nack)
-            if now >= relay.deadline:
-                del self._relays[probe_id]
+        if self._relays:
+            self._relays_due(now)
         if len(self._probes) > 4 * max(1, len(ctx.table)):
             # Answers to probes long given up on will never come; keep the map bounded.
             for probe_id in sorted(self._probes)[: len(self._probes) // 2]:
@@ -147,6 +139,18 @@ class FailureDetection(Component):
         ctx.counters["probes_sent"] += 1
         ctx.send(member.address, self._ping(probe_id, member.node_id))
 
+    def _round_probes_due(self, now: float) -> None:
+        speaks_swim = self._ctx.peers.speaks_swim
+        for probe_id, probe in list(self._round_probes.items()):
+            if not speaks_swim(probe.target):
+                del self._round_probes[probe_id]  # no longer live: nothing left to find out
+                continue
+            if not probe.indirect_sent and now >= probe.indirect_at:
+                self._ask_helpers(probe_id, probe)
+            if now >= probe.deadline:
+                del self._round_probes[probe_id]
+                self._probe_failed(probe, now)
+
     def _ask_helpers(self, probe_id: int, probe: Probe) -> None:
         ctx = self._ctx
         probe.indirect_sent = True
@@ -168,7 +172,7 @@ class FailureDetection(Component):
             self.health.worse(missing)
             ctx.counters["probe_answers_missed"] += missing
         member = ctx.table.get(probe.target)
-        if member is None or not ctx.peers.speaks_swim(probe.target):
+        if member is None:
             return
         ctx.counters["probes_failed"] += 1
         if member.status is MemberStatus.LEAVING:
@@ -188,6 +192,18 @@ class FailureDetection(Component):
             suspecters = len(table.suspecters(node_id))
             if now - since >= self.suspicions.timeout_s(members, suspecters):
                 self._verdict(node_id, MemberStatus.DOWN, now)
+
+    def _relays_due(self, now: float) -> None:
+        """Tell requesters that speak swim of targets that stay silent (NACK)."""
+        ctx = self._ctx
+        for probe_id, relay in list(self._relays.items()):
+            if relay.nack_at is not None and now >= relay.nack_at:
+                relay.nack_at = None
+                if ctx.peers.announced_swim(relay.requester):
+                    nack = msg.Nack(relay.requester_probe_id, relay.target)
+                    ctx.send(relay.requester_address, nack)
+            if now >= relay.deadline:
+                del self._relays[probe_id]
 
     # ------------------------------------------------------------ members that do not
 

@@ -171,6 +171,8 @@ class SimNetwork:
         self.nodes: dict[str, SimNode] = {}
         self._by_address: dict[str, SimNode] = {}
         self._by_pub: dict[str, SimNode] = {}
+        #: the node ids whose SUB reads each PUB address (stale ids are checked on use)
+        self._readers: dict[str, dict[str, None]] = {}
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._trace = hashlib.blake2b(digest_size=16)
@@ -428,8 +430,9 @@ class SimNetwork:
                 event = ev.EnvelopeReceived(envelope, payload, decoded_topic)
                 pub = node.core.me.pub_address
                 to = message.to if isinstance(message, msg.Heartbeat) else None
-                receivers = self.nodes.values() if to is None else [self.nodes[to]]
-                for other in receivers:
+                nodes = self.nodes
+                for node_id in (to,) if to is not None else tuple(self._readers.get(pub, ())):
+                    other = nodes[node_id]
                     if other is node or pub not in other.subscribed_to:
                         continue
                     if topic is not None and topic not in other.filters:
@@ -437,9 +440,12 @@ class SimNetwork:
                     for delay in self._fate(node, other):
                         self._deliver_later(other, delay, event)
             case fx.Connect(node_id=peer, pub_address=pub):
-                self._schedule(
-                    CONNECT_DELAY_S, lambda: node.subscribed_to.setdefault(pub, set()).add(peer)
-                )
+
+                def connected() -> None:
+                    node.subscribed_to.setdefault(pub, set()).add(peer)
+                    self._readers.setdefault(pub, {})[node.node_id] = None
+
+                self._schedule(CONNECT_DELAY_S, connected)
             case fx.Disconnect(node_id=peer, pub_address=pub):
                 readers = node.subscribed_to.get(pub, set())
                 readers.discard(peer)
