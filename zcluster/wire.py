@@ -322,10 +322,17 @@ def _member(value: Any) -> Member:
         raise WireError(
             f"member record must be a list of {MEMBER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
         )
-    node_id, incarnation, version, status, address, pub_address = value[:MEMBER_FIELDS_COUNT]
+    fields = tuple(value[:MEMBER_FIELDS_COUNT])
+    node_id, incarnation, version, status, address, pub_address = fields
+    # Gossip repeats each record many times: one seen before is the same Member. (Exact
+    # types first: True == 1 and 1.0 == 1 would otherwise find a cached record.)
+    if type(incarnation) is int and type(version) is int and type(status) is int:
+        known = _valid_members.get(fields)
+        if known is not None:
+            return known
     if type(status) is not int or not 0 <= status < len(_STATUSES):
         raise WireError(f"unknown member status {_show(status)}")
-    return Member(
+    member = Member(
         _node_id(node_id),
         _uint(incarnation),
         _uint(version),
@@ -333,10 +340,15 @@ def _member(value: Any) -> Member:
         _address(address),
         _address(pub_address),
     )
+    if len(_valid_members) >= _VALID_CACHE_COUNT:
+        _valid_members.clear()
+    _valid_members[fields] = member
+    return member
 
 
 #: member statuses by their code (records are decoded by the thousand in a full table)
 _STATUSES = tuple(sorted(MemberStatus))
+_valid_members: dict[tuple[Any, ...], Member] = {}
 
 
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
