@@ -218,13 +218,15 @@ class NodeConfig:
 
     @property
     def failure_detection_bound_s(self) -> float:
-        """Worst case from a member's last heartbeat to its ``down``, on a quiet network."""
-        return (
-            self.heartbeat_timeout_s
-            + self.probe_timeout_s
-            + self.suspect_timeout_s
-            + 3 * self.tick_interval_s
-        )
+        """Worst case, on a quiet network, to a crashed member's ``down`` at the node that
+        finds it: from its last heartbeat for a member that does not speak swim; for one
+        that does, from the first probe it cannot answer, unconfirmed. (Such a probe comes
+        soon: each probe interval, about one probe reaches any given member, so the first
+        one within k intervals with probability about 1 - e^-k.)"""
+        ticks = 3 * self.tick_interval_s
+        heartbeats = self.heartbeat_timeout_s + self.probe_timeout_s + self.suspect_timeout_s
+        probes = self.probe_timeout_s + max(self.suspect_timeout_s, self.suspect_timeout_max_s)
+        return max(heartbeats, probes) + ticks
 
     def replace(self, **changes: Any) -> NodeConfig:
         """A copy with some settings changed (validated again)."""

@@ -110,11 +110,16 @@ class NodeContext:
         return member.address
 
     def merge(
-        self, records: Iterable[Member], now: float, *, first_hand_from: str | None = None
+        self,
+        records: Iterable[Member],
+        now: float,
+        *,
+        first_hand_from: str | None = None,
+        relay: bool = False,
     ) -> None:
-        """Apply received records and report what changed. A node that is joining relays
-        none of them: the table it is given is news to it, not to the cluster."""
-        relay = self.table.me.status is not MemberStatus.JOINING
+        """Apply received records and report what changed; ``relay`` what gossip brought
+        (what is news to a node that is joining is not news to the cluster)."""
+        relay = relay and self.table.me.status is not MemberStatus.JOINING
         for outcome, record, previous in self.table.merge_all(records, now, first_hand_from, relay):
             if outcome == "applied":
                 self.member_changed(record, previous, now)

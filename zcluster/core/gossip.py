@@ -116,24 +116,17 @@ class Gossip(Component):
 
     def tick(self, now: float) -> None:
         ctx, config = self._ctx, self._ctx.config
-        if self._drain_until is not None:
-            running = self._handlers_running()
-            if not running or now >= self._drain_until:
-                ctx.counters["leave_handlers_unfinished"] += running
-                self._drain_until = None
-                self._announce_leaving(now)
-        if self._leave_at is not None and now >= self._leave_at and not self.has_left:
-            self._leave_at = None
-            self._set_my_status(MemberStatus.LEFT, now)
-            self._announce_directly(now)
+        if self._drain_until is not None or self._leave_at is not None:
+            self._leave_steps(now)
         if now >= self._next_heartbeat:
             self._heartbeat(now)
-        if ctx.me.status is MemberStatus.JOINING:
+        status = ctx.me.status
+        if status is MemberStatus.JOINING:
             if now >= self._next_join:
                 self._next_join = now + config.join_retry_interval_s
                 ctx.emit(fx.ResolveSeeds(self.seeds))
             return
-        if self.has_left:
+        if status is MemberStatus.LEFT:
             return
         if now >= self._next_sync:
             # A table grows with the cluster: push-pull it less often, so what a node sends
@@ -148,7 +141,22 @@ class Gossip(Component):
         if now >= self._next_reconnect:
             self._next_reconnect = now + config.reconnect_interval_s
             self._reconnect(now)
-        self._expire(now)
+        if ctx.table.has_dead:
+            self._expire(now)
+
+    def _leave_steps(self, now: float) -> None:
+        """Handlers done (or out of time): LEAVING; a heartbeat interval later: LEFT."""
+        ctx = self._ctx
+        if self._drain_until is not None:
+            running = self._handlers_running()
+            if not running or now >= self._drain_until:
+                ctx.counters["leave_handlers_unfinished"] += running
+                self._drain_until = None
+                self._announce_leaving(now)
+        if self._leave_at is not None and now >= self._leave_at and not self.has_left:
+            self._leave_at = None
+            self._set_my_status(MemberStatus.LEFT, now)
+            self._announce_directly(now)
 
     def _reconnect(self, now: float) -> None:
         """Contact a down member, and seeds outside our view, so that partitions heal."""

@@ -73,6 +73,10 @@ class MembershipTable:
             if m.node_id != me and (not statuses or m.status in statuses)
         ]
 
+    @property
+    def has_dead(self) -> bool:
+        return bool(self._dead)
+
     def dead(self) -> list[Member]:
         """Other members DOWN, LEFT or REMOVED."""
         members = self._members
@@ -118,8 +122,10 @@ class MembershipTable:
         hears every heartbeat, so relaying what others broadcast would deliver each
         change n times to n nodes; a node that missed something finds out through
         the view digest in heartbeats and repairs it with a push-pull. Probes and
-        gossip reach a few members each, so there every applied change is passed
-        on (``relay``), a bounded number of times.
+        gossip reach a few members each, so what they bring is passed on
+        (``relay``), a bounded number of times; what a table exchange brings is
+        not (each node repairs its own view), nor what a heartbeat brings (every
+        member hears it).
         """
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)

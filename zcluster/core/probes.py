@@ -16,6 +16,7 @@ a member it hears.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 
 from zcluster.core.component import Component, NodeContext, Receiver
@@ -64,6 +65,8 @@ class FailureDetection(Component):
         #: when each live member was last heard (any message, or an ACK through a helper)
         self._last_heard: dict[str, float] = {}
         self._relays: dict[int, _Relay] = {}
+        #: the next time an outstanding probe or relay has a step due (ticks are frequent)
+        self._next_step = math.inf
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
@@ -91,16 +94,10 @@ class FailureDetection(Component):
             interval = self.health.scale(ctx.config.probe_interval_s)
             self._next_probe = max(self._next_probe + interval, now)
             self._probe_next(now)
-        if self._round_probes:
-            self._round_probes_due(now)
+        if now >= self._next_step:
+            self._next_step = min(self._round_probes_due(now), self._relays_due(now))
         if self.suspicions:
             self._suspicions_due(now)
-        if self._relays:
-            self._relays_due(now)
-        if len(self._probes) > 4 * max(1, len(ctx.table)):
-            # Answers to probes long given up on will never come; keep the map bounded.
-            for probe_id in sorted(self._probes)[: len(self._probes) // 2]:
-                del self._probes[probe_id]
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
@@ -136,11 +133,14 @@ class FailureDetection(Component):
             now + self.health.scale(config.direct_probe_timeout_s),
             now + self.health.scale(config.probe_timeout_s),
         )
+        self._next_step = min(self._next_step, self._round_probes[probe_id].indirect_at)
         ctx.counters["probes_sent"] += 1
         ctx.send(member.address, self._ping(probe_id, member.node_id))
 
-    def _round_probes_due(self, now: float) -> None:
+    def _round_probes_due(self, now: float) -> float:
+        """Take the steps due; returns when the next one is."""
         speaks_swim = self._ctx.peers.speaks_swim
+        next_step = math.inf
         for probe_id, probe in list(self._round_probes.items()):
             if not speaks_swim(probe.target):
                 del self._round_probes[probe_id]  # no longer live: nothing left to find out
@@ -150,6 +150,11 @@ class FailureDetection(Component):
             if now >= probe.deadline:
                 del self._round_probes[probe_id]
                 self._probe_failed(probe, now)
+            else:
+                next_step = min(
+                    next_step, probe.deadline if probe.indirect_sent else probe.indirect_at
+                )
+        return next_step
 
     def _ask_helpers(self, probe_id: int, probe: Probe) -> None:
         ctx = self._ctx
@@ -193,9 +198,11 @@ class FailureDetection(Component):
             if now - since >= self.suspicions.timeout_s(members, suspecters):
                 self._verdict(node_id, MemberStatus.DOWN, now)
 
-    def _relays_due(self, now: float) -> None:
-        """Tell requesters that speak swim of targets that stay silent (NACK)."""
+    def _relays_due(self, now: float) -> float:
+        """Tell requesters that speak swim of targets that stay silent (NACK), forget relays
+        whose time is over; returns when the next step is."""
         ctx = self._ctx
+        next_step = math.inf
         for probe_id, relay in list(self._relays.items()):
             if relay.nack_at is not None and now >= relay.nack_at:
                 relay.nack_at = None
@@ -204,6 +211,11 @@ class FailureDetection(Component):
                     ctx.send(relay.requester_address, nack)
             if now >= relay.deadline:
                 del self._relays[probe_id]
+            else:
+                next_step = min(
+                    next_step, relay.deadline if relay.nack_at is None else relay.nack_at
+                )
+        return next_step
 
     # ------------------------------------------------------------ members that do not
 
@@ -224,6 +236,10 @@ class FailureDetection(Component):
             return
         probe_id = self._next_probe_id()
         self._probes[probe_id] = node_id
+        if len(self._probes) > 4 * max(1, len(ctx.table)):
+            # Answers to probes long given up on will never come; keep the map bounded.
+            for stale in sorted(self._probes)[: len(self._probes) // 2]:
+                del self._probes[stale]
         self.detector.probing(node_id, now)
         ctx.counters["probes_sent"] += 1
         ctx.send(target.address, self._ping(probe_id, node_id))
@@ -247,14 +263,16 @@ class FailureDetection(Component):
         if address is None:
             return
         probe_id = self._next_probe_id()
+        nack_at = now + ctx.config.direct_probe_timeout_s
         self._relays[probe_id] = _Relay(
             env.sender,
             request.reply_address,
             request.probe_id,
             request.target,
             now + ctx.config.probe_timeout_s,
-            now + ctx.config.direct_probe_timeout_s,
+            nack_at,
         )
+        self._next_step = min(self._next_step, nack_at)
         ctx.send(address, self._ping(probe_id, request.target))
 
     def _rx_ack(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
