@@ -426,3 +426,38 @@ def test_an_exactly_once_failure_stays_failed_after_the_receiver_forgot_the_stre
     status, reason = net.nodes["n0"].acks[number]
     assert receiver.stats().get("reliable_handler_failures") == 1  # it did not run again
     assert status is AckStatus.FAILED, f"ended {status.name} {reason!r}; its handler raised"
+
+
+def test_a_resumed_stream_takes_the_start_its_publisher_never_got_to_confirm() -> None:
+    """Promise: a subscription covers everything published after the publisher confirmed it;
+    each such publication is delivered or reported lost.
+
+    Found by the swarm (seed 12308): the answer to LISTEN was lost, and the subscriber's
+    stream started provisionally at the number a position beacon announced, after the first
+    publication it had missed. It removed the publisher before any repeated LISTEN got
+    through; the stream that resumed when the publisher came back was settled where the old
+    one stopped, and took the confirmed, earlier start as nothing: the first publication was
+    neither delivered nor reported lost. Fixed: only a confirmed start is final for a
+    resumed stream (topics.Subscriptions).
+    """
+    net = cluster(2, 112, NodeConfig(down_member_expiry_s=1.0, removed_tombstone_s=1.0))
+    publisher, sub = net.nodes["n0"], net.nodes["n1"]
+    assert net.run_until(lambda: "n1" in publisher.core.listeners(), 2)
+    net.block("n0", "n1")  # the answer to LISTEN is lost, and so is the first publication
+    net.subscribe("n1", "t")
+    assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 1)
+    net.publish("n0", "t", b"1", G.AT_LEAST_ONCE)  # n1 is a confirmed subscriber
+    net.run_for(0.05)
+    net.heal()
+    net.block("n1", "n0")  # no LISTEN gets through again; beacons and publications do
+    stream = sub.core.subscriber.subscriptions.stream
+    assert net.run_until(lambda: stream("n0", "t") is not None, 1)  # from a beacon: at 1
+    net.publish("n0", "t", b"2", G.AT_LEAST_ONCE)
+    assert net.run_until(lambda: publications(sub) == [2], 1), publications(sub)
+    net.partition(["n0"], ["n1"])
+    assert net.run_until(lambda: sub.view().get("n0") in (MemberStatus.REMOVED, None), 10)
+    net.heal()
+    assert net.run_until(lambda: sub.view().get("n0") is MemberStatus.UP, 10)
+    net.run_for(3)
+    got = sorted(set(publications(sub)))
+    assert got == [1, 2] or (1, 1) in losses(sub), f"delivered {got}, lost {losses(sub)}"

@@ -82,7 +82,7 @@ class NodeContext:
         #: what this node announces it understands (protocol.capabilities.SUPPORTED)
         self.capabilities = capabilities
         #: what members announced they understand; which live peers speak swim
-        self.peers = Peers(self.table, capabilities)
+        self.peers = Peers(self.table, capabilities, config.members_max_count)
         #: counters for metrics: frames rejected, messages sent and received, ...
         self.counters: Counter[str] = Counter()
         self.out: list[fx.Effect] = []

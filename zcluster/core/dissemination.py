@@ -152,5 +152,5 @@ class Dissemination(Component):
         if table.relay:
             records.extend(m for m in table.take_relay(limit - len(records)) if m is not own)
         return tuple(
-            msg.News(m, peers.news_capabilities(m), table.suspecters(m.node_id)) for m in records
+            msg.News(m, peers.record_capabilities(m), table.suspecters(m.node_id)) for m in records
         )

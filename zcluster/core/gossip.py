@@ -271,6 +271,6 @@ class Gossip(Component):
         known = None
         if records is None:
             records = tuple(ctx.table.records())
-            if to is not None and ctx.peers.speaks_swim(to):
+            if to is not None and ctx.peers.announced_swim(to):
                 known = ctx.peers.announcements()
         ctx.send(address, msg.Sync(records, want_reply, ctx.address, ctx.capabilities, known))

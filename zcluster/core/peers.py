@@ -19,8 +19,9 @@ from zcluster.protocol.messages import Announcement, Capabilities
 
 
 class Peers:
-    def __init__(self, table: MembershipTable, own: Capabilities) -> None:
+    def __init__(self, table: MembershipTable, own: Capabilities, max_count: int) -> None:
         self._table = table
+        self._max_count = max_count
         #: what this node announces; one that does not speak swim treats every peer as such
         self._own = own
         self._swim_here = SWIM in own
@@ -67,8 +68,9 @@ class Peers:
         drawn = rng.sample(pool, min(count + 1, len(pool)))  # one spare, in case of besides
         return [n for n in drawn if n != besides][:count]
 
-    def news_capabilities(self, member: Member) -> Capabilities:
-        """What gossip says of ``member``'s capabilities (empty: not known)."""
+    def record_capabilities(self, member: Member) -> Capabilities:
+        """What the incarnation of ``member`` announced, as gossip carries it (empty: not
+        known)."""
         if member.node_id == self._table.me.node_id:
             return self._own
         return self._of(member) or ()
@@ -77,7 +79,7 @@ class Peers:
         """Every member's known capabilities, for a SYNC."""
         out: list[Announcement] = []
         for member in self._table.records():
-            caps = self.news_capabilities(member)
+            caps = self.record_capabilities(member)
             if caps:
                 out.append((member.node_id, member.incarnation, caps))
         return tuple(out)
@@ -116,8 +118,8 @@ class Peers:
             self._others.pop(node_id, None)
 
     def forget(self, node_id: str) -> None:
-        """The member's record was purged."""
-        self._announced.pop(node_id, None)
+        """The member's record was purged. (What it announced is kept, as the table keeps
+        its last record: the same incarnation may be back, and will not announce again.)"""
         self._drop_swim(node_id)
         self._others.pop(node_id, None)
 
@@ -130,7 +132,11 @@ class Peers:
         return known[1]
 
     def _set(self, node_id: str, incarnation: int, capabilities: Capabilities) -> None:
-        self._announced[node_id] = (incarnation, capabilities)
+        announced = self._announced
+        announced.pop(node_id, None)
+        announced[node_id] = (incarnation, capabilities)
+        if len(announced) > self._max_count:
+            del announced[next(iter(announced))]  # the longest unchanged
         member = self._table.get(node_id)
         if member is not None:
             self.member_changed(member)

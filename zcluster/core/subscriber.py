@@ -85,13 +85,12 @@ class Subscriber(Component):
             if now < due:
                 continue
             member = self._ctx.table.get(node_id)
-            if node_id in self._listening_to and (member is None or not member.status.is_live):
-                continue  # a publisher that speaks swim: told once it is back
-            if member is None or not member.status.is_live:
+            if member is not None and member.status.is_live:
+                self._tell_listening_to(node_id, member.address, now)
+            elif node_id not in self._listening_to:
                 del self._listen_unanswered[node_id]
                 self._listen_sent.pop(node_id, None)
-            else:
-                self._tell_listening_to(node_id, member.address, now)
+            # else: a publisher we told before: told again once it is back
 
     @property
     def flush_due(self) -> bool:
@@ -112,7 +111,7 @@ class Subscriber(Component):
         new_life = previous is not None and previous.incarnation != member.incarnation
         # A publisher that speaks swim keeps our topics for its whole incarnation, even after
         # it stopped being live for us (or we forgot it), and sends us no heartbeat when it is
-        # back: what we told it still holds. Earlier releases forget them.
+        # back: what we told it still holds. Earlier releases may forget them.
         told = self._listening_to.get(node_id)
         if told is not None and (
             told != member.incarnation
