@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zcluster import DeliveryGuarantee, MemberStatus, NodeConfig
+from zcluster.protocol.capabilities import SUPPORTED
+from zcluster.protocol.messages import Capabilities
 from zcluster.testing import LinkConditions, NetworkConditions
 from zcluster.testing.sim import SimNetwork
 
@@ -36,12 +38,15 @@ def all_up(nodes: Sequence[Any]) -> bool:
     return len({n.view_digest() for n in nodes}) == 1
 
 
-def sim_cluster(size: int, seed: int, config: NodeConfig, **network: Any) -> SimNetwork:
-    """``size`` simulated nodes n0..n{size-1} joined through n0, all up with equal views."""
+def sim_cluster(
+    size: int, seed: int, config: NodeConfig, capabilities: Capabilities = SUPPORTED, **network: Any
+) -> SimNetwork:
+    """``size`` simulated nodes n0..n{size-1} joined through n0, all up with equal views
+    (nodes of an earlier revision if ``capabilities`` says so: see SimNetwork.add_node)."""
     net = SimNetwork(seed, config=config, **network)
-    first = net.add_node("n0")
+    first = net.add_node("n0", capabilities=capabilities)
     for i in range(1, size):
-        net.add_node(f"n{i}", seeds=[first.core.address])
+        net.add_node(f"n{i}", seeds=[first.core.address], capabilities=capabilities)
 
     def joined() -> bool:
         return net.views_agree() and all(

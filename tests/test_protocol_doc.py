@@ -66,10 +66,11 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("fields", "oneframe")
-    announcement = spaced(encode_capabilities(SUPPORTED))
-    assert f"`{announcement}`" in SPEC
-    assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC
+    assert SUPPORTED == ("fields", "oneframe", "swim")
+    for caps in (("fields",), SUPPORTED):  # revisions 1.1 and 1.2
+        announcement = spaced(encode_capabilities(caps))
+        assert f"`{announcement}`" in SPEC
+        assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC
 
 
 def test_every_message_kind_is_specified() -> None:

@@ -26,26 +26,48 @@ class NodeConfig:
     """Tunable settings of one node. Defaults suit a LAN or loopback cluster."""
 
     # --- failure detection (docs/architecture.md, "Failure detection") ---
-    #: a heartbeat goes out on PUB this often; it also carries gossip
+    #: while a live member does not speak swim, a heartbeat goes out on PUB this often
     heartbeat_interval_s: float = 0.2
-    #: silence from a member longer than this starts a probe
+    #: silence from a member that does not speak swim longer than this starts a probe
     heartbeat_timeout_s: float = 0.8
+    #: one member that speaks swim, in shuffled rounds, is probed this often
+    probe_interval_s: float = 0.2
+    #: a probe's direct PING unanswered this long is tried through other members (PING_REQ)
+    direct_probe_timeout_s: float = 0.1
     #: a direct + indirect probe must be answered within this
     probe_timeout_s: float = 0.4
-    #: members asked to probe a silent member on our behalf
+    #: members asked to probe a member on our behalf
     indirect_probe_count: int = 3
-    #: a suspect member that stays silent this long is declared down
+    #: a suspect member that stays silent this long is declared down: the shortest suspicion,
+    #: once suspect_confirmations_count other members suspect it too (and the only one for
+    #: members that do not speak swim)
     suspect_timeout_s: float = 0.8
+    #: the longest suspicion, while no other member confirms it (members that speak swim;
+    #: never shorter than suspect_timeout_s)
+    suspect_timeout_max_s: float = 2.0
+    #: independent suspicions that bring a suspicion down to suspect_timeout_s
+    suspect_confirmations_count: int = 3
+    #: a node that misses answers or must refute suspicions of itself probes more slowly and
+    #: waits longer, up to (1 + this) times the probe settings (Lifeguard's local health)
+    local_health_max_count: int = 8
     #: the core's timer granularity; every time-based step runs on this tick
     tick_interval_s: float = 0.05
 
     # --- gossip and membership ---
-    #: how many heartbeats carry each membership change
+    #: how many heartbeats carry each membership change; times ceil(log10(members + 1)),
+    #: how many probe and gossip messages carry each change a node applies (swim)
     gossip_retransmit_count: int = 4
-    #: most membership records piggybacked on one heartbeat
+    #: most membership records piggybacked on one heartbeat, probe or gossip message
     gossip_records_per_heartbeat_count: int = 64
+    #: while it has news (swim), a node pushes it to gossip_fanout_count random members
+    #: this often
+    gossip_interval_s: float = 0.1
+    gossip_fanout_count: int = 3
     #: full-state push-pull with one random member this often (anti-entropy safety net)
     sync_interval_s: float = 10.0
+    #: ... times ceil(live members / this): what a table push-pull costs grows with the
+    #: cluster, what the safety net costs a node per second does not
+    sync_interval_members_count: int = 100
     #: a heartbeat whose view digest differs from ours starts a push-pull with its
     #: sender, at most this often
     divergence_sync_interval_s: float = 1.0
@@ -175,8 +197,12 @@ class NodeConfig:
                 "message_ttl_s must not exceed dedup_window_s, or exactly-once could not "
                 "recognise a late retransmission"
             )
-        if self.tick_interval_s > self.heartbeat_interval_s:
-            raise ConfigError("tick_interval_s must not exceed heartbeat_interval_s")
+        if self.tick_interval_s > min(self.heartbeat_interval_s, self.probe_interval_s):
+            raise ConfigError(
+                "tick_interval_s must not exceed heartbeat_interval_s or probe_interval_s"
+            )
+        if self.direct_probe_timeout_s >= self.probe_timeout_s:
+            raise ConfigError("direct_probe_timeout_s must be shorter than probe_timeout_s")
 
     @property
     def graceful_stop_max_s(self) -> float:
@@ -198,13 +224,15 @@ class NodeConfig:
 
     @property
     def failure_detection_bound_s(self) -> float:
-        """Worst case from a member's last heartbeat to its ``down``, on a quiet network."""
-        return (
-            self.heartbeat_timeout_s
-            + self.probe_timeout_s
-            + self.suspect_timeout_s
-            + 3 * self.tick_interval_s
-        )
+        """Worst case, on a quiet network, to a crashed member's ``down`` at the node that
+        finds it: from its last heartbeat for a member that does not speak swim; for one
+        that does, from the first probe it cannot answer, unconfirmed. (Such a probe comes
+        soon: each probe interval, about one probe reaches any given member, so the first
+        one within k intervals with probability about 1 - e^-k.)"""
+        ticks = 3 * self.tick_interval_s
+        heartbeats = self.heartbeat_timeout_s + self.probe_timeout_s + self.suspect_timeout_s
+        probes = self.probe_timeout_s + max(self.suspect_timeout_s, self.suspect_timeout_max_s)
+        return max(heartbeats, probes) + ticks
 
     def replace(self, **changes: Any) -> NodeConfig:
         """A copy with some settings changed (validated again)."""

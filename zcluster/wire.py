@@ -39,6 +39,9 @@ UINT64_MAX = 2**64 - 1
 #: first frame of membership traffic on PUB; sorts after every user topic frame,
 #: so a subscriber's topic subscriptions reach a publisher before this one
 CONTROL_TOPIC = b"~"
+#: a HEARTBEAT to one member travels under PERSONAL_PREFIX + its UTF-8 node id + TOPIC_END,
+#: which only that member subscribes to (sorts after user topics, before the control topic)
+PERSONAL_PREFIX = b"}"
 #: user topic frames are TOPIC_PREFIX + UTF-8 topic + TOPIC_END (exact match)
 TOPIC_PREFIX = b"t"
 TOPIC_END = b"\x00"
@@ -71,6 +74,8 @@ MAX_FIELDS_COUNT = 64
 #: capabilities: at most this many names, each 1..MAX_CAPABILITY_CHARS printable ASCII
 MAX_CAPABILITIES_COUNT = 64
 MAX_CAPABILITY_CHARS = 64
+#: most suspecters one piece of news names
+MAX_SUSPECTERS_COUNT = 64
 
 _unpack_header = functools.partial(msgpack.unpackb, raw=False, use_list=True, strict_map_key=True)
 
@@ -101,6 +106,22 @@ def _members(records: Sequence[Member]) -> list[list[Any]]:
     return [encode_member(m) for m in records]
 
 
+def _news(news: Sequence[msg.News]) -> list[tuple[Any, ...]]:
+    return [(encode_member(n.member), n.capabilities, n.suspecters) for n in news]
+
+
+def _probe(head: tuple[Any, ...], news: Sequence[msg.News], view: str | None) -> tuple[Any, ...]:
+    """A probe's body: the revision 1.0 fields, then gossip and view when set (``swim``)."""
+    return head if view is None else (*head, _news(news), view)
+
+
+def _sync(m: msg.Sync) -> tuple[Any, ...]:
+    head = (_members(m.records), m.want_reply, m.reply_address)
+    if m.announcements is None:
+        return head
+    return (*head, m.announcements)
+
+
 def _code(guarantee: DeliveryGuarantee) -> int:
     return GUARANTEE_CODES[guarantee]
 
@@ -108,10 +129,13 @@ def _code(guarantee: DeliveryGuarantee) -> int:
 #: per message class: its body, in wire order (tuples pack as msgpack arrays)
 _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Heartbeat: lambda m: (encode_member(m.me), _members(m.updates), m.digest, m.positions),
-    msg.Sync: lambda m: (_members(m.records), m.want_reply, m.reply_address),
-    msg.Ping: lambda m: (m.probe_id, m.reply_address),
-    msg.PingReq: lambda m: (m.probe_id, m.reply_address, m.target),
-    msg.Ack: lambda m: (m.probe_id, m.target),
+    msg.Sync: _sync,
+    msg.Ping: lambda m: _probe((m.probe_id, m.reply_address), m.news, m.view),
+    msg.PingReq: lambda m: _probe((m.probe_id, m.reply_address, m.target), m.news, m.view),
+    msg.Ack: lambda m: _probe((m.probe_id, m.target), m.news, m.view),
+    msg.Nack: lambda m: (m.probe_id, m.target),
+    msg.Gossip: lambda m: (_news(m.news), m.view),
+    msg.Beacon: lambda m: (m.seq,),
     msg.Listen: lambda m: (m.topics,),
     msg.Listening: lambda m: (m.positions,),
     msg.Send: lambda m: (m.name,),
@@ -210,7 +234,12 @@ class Encoder:
         self, topic: str | None, message: msg.Message, payload: bytes
     ) -> tuple[bytes, bytes, bytes]:
         """``[topic frame, header, payload]`` for the PUB (``topic`` None: membership)."""
-        first = CONTROL_TOPIC if topic is None else self.topic_frame(topic)
+        if topic is not None:
+            first = self.topic_frame(topic)
+        elif type(message) is msg.Heartbeat and message.to is not None:
+            first = personal_frame(message.to)
+        else:
+            first = CONTROL_TOPIC
         if type(message) in _ANNOUNCING_TYPES:
             payload = encode_capabilities(message.capabilities)  # type: ignore[union-attr]
         return first, self.header(message), payload
@@ -236,6 +265,11 @@ _ANNOUNCING_TYPES = frozenset({msg.Heartbeat, msg.Sync})
 def topic_frame(topic: str) -> bytes:
     """The first PUB frame for a user topic; the SUB filter is this exact value."""
     return TOPIC_PREFIX + topic.encode() + TOPIC_END
+
+
+def personal_frame(node_id: str) -> bytes:
+    """The first PUB frame of a HEARTBEAT to one member; that member's SUB subscribes to it."""
+    return PERSONAL_PREFIX + node_id.encode() + TOPIC_END
 
 
 def one_frame_prefix(topic: str) -> bytes:
@@ -365,24 +399,40 @@ def _member(value: Any) -> Member:
         raise WireError(
             f"member record must be a list of {MEMBER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
         )
-    node_id, incarnation, version, status, address, pub_address = value[:MEMBER_FIELDS_COUNT]
-    if type(status) is not int or not 0 <= status <= max(MemberStatus):
+    fields = tuple(value[:MEMBER_FIELDS_COUNT])
+    node_id, incarnation, version, status, address, pub_address = fields
+    # Gossip repeats each record many times: one seen before is the same Member. (Exact
+    # types first: True == 1 and 1.0 == 1 would otherwise find a cached record.)
+    if type(incarnation) is int and type(version) is int and type(status) is int:
+        known = _valid_members.get(fields)
+        if known is not None:
+            return known
+    if type(status) is not int or not 0 <= status < len(_STATUSES):
         raise WireError(f"unknown member status {_show(status)}")
-    return Member(
-        node_id=_node_id(node_id),
-        incarnation=_uint(incarnation),
-        version=_uint(version),
-        status=MemberStatus(status),
-        address=_address(address),
-        pub_address=_address(pub_address),
+    member = Member(
+        _node_id(node_id),
+        _uint(incarnation),
+        _uint(version),
+        _STATUSES[status],
+        _address(address),
+        _address(pub_address),
     )
+    if len(_valid_members) >= _VALID_CACHE_COUNT:
+        _valid_members.clear()
+    _valid_members[fields] = member
+    return member
+
+
+#: member statuses by their code (records are decoded by the thousand in a full table)
+_STATUSES = tuple(sorted(MemberStatus))
+_valid_members: dict[tuple[Any, ...], Member] = {}
 
 
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def parse(value: Any) -> tuple[Any, ...]:
         if type(value) is not list or len(value) > MAX_LIST_COUNT:
             raise WireError("expected a bounded list")
-        return tuple(item(v) for v in value)
+        return tuple(map(item, value))
 
     return parse
 
@@ -445,6 +495,41 @@ def _capability(value: Any) -> str:
     return value
 
 
+def _capability_list(value: Any) -> msg.Capabilities:
+    if type(value) is not list or len(value) > MAX_CAPABILITIES_COUNT:
+        raise WireError(f"caps must be a list of at most {MAX_CAPABILITIES_COUNT} names")
+    try:
+        return _valid_capability_lists[tuple(value)]
+    except (KeyError, TypeError):  # not seen yet (or not even hashable: invalid)
+        pass
+    capabilities = tuple(sorted({_capability(name) for name in value}))
+    if len(_valid_capability_lists) >= _VALID_CACHE_COUNT:
+        _valid_capability_lists.clear()
+    _valid_capability_lists[tuple(value)] = capabilities
+    return capabilities
+
+
+#: every piece of news repeats its member's capabilities: remember the lists seen
+_valid_capability_lists: dict[tuple[Any, ...], msg.Capabilities] = {}
+
+
+def _news_item(value: Any) -> msg.News:
+    if type(value) is not list or not 3 <= len(value) <= MAX_FIELDS_COUNT:
+        raise WireError("news must be a list of [member, capabilities, suspecters]")
+    suspecters = value[2]
+    if type(suspecters) is not list or len(suspecters) > MAX_SUSPECTERS_COUNT:
+        raise WireError(f"suspecters must be a list of at most {MAX_SUSPECTERS_COUNT} node ids")
+    return msg.News(
+        _member(value[0]), _capability_list(value[1]), tuple(_node_id(n) for n in suspecters)
+    )
+
+
+def _announcement(value: Any) -> msg.Announcement:
+    if type(value) is not list or not 3 <= len(value) <= MAX_FIELDS_COUNT:
+        raise WireError("an announcement must be a list of [node id, incarnation, capabilities]")
+    return _node_id(value[0]), _uint(value[1]), _capability_list(value[2])
+
+
 def decode_capabilities(payload: bytes) -> msg.Capabilities:
     """The payload frame of HEARTBEAT and SYNC: empty (revision 1.0) or ``{"caps": [...]}``."""
     if not payload:
@@ -458,10 +543,7 @@ def decode_capabilities(payload: bytes) -> msg.Capabilities:
         raise WireError(f"capabilities are not valid msgpack: {type(exc).__name__}") from None
     if type(raw) is not dict:
         raise WireError("capabilities must be a map")
-    names = raw.get("caps", [])
-    if type(names) is not list or len(names) > MAX_CAPABILITIES_COUNT:
-        raise WireError(f"caps must be a list of at most {MAX_CAPABILITIES_COUNT} names")
-    return tuple(sorted({_capability(name) for name in names}))
+    return _capability_list(raw.get("caps", []))
 
 
 def encode_capabilities(capabilities: msg.Capabilities) -> bytes:
@@ -496,6 +578,18 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.REPUBLISH: (msg.Republish, (_topic, _seq, _guarantee)),
     Kind.LOST: (msg.Lost, (_topic, _list_of(_range))),
     Kind.LISTENING: (msg.Listening, (_list_of(_position),)),
+    Kind.NACK: (msg.Nack, (_uint, _node_id)),
+    Kind.GOSSIP: (msg.Gossip, (_list_of(_news_item), _digest)),
+    Kind.BEACON: (msg.Beacon, (_uint,)),
+}
+
+_GOSSIP_FIELDS: tuple[Parse, ...] = (_list_of(_news_item), _digest)
+#: per kind: the parsers of the optional body fields this revision knows, in order
+_OPTIONAL: dict[Kind, tuple[Parse, ...]] = {
+    Kind.PING: _GOSSIP_FIELDS,
+    Kind.PING_REQ: _GOSSIP_FIELDS,
+    Kind.ACK: _GOSSIP_FIELDS,
+    Kind.SYNC: (_list_of(_announcement),),
 }
 
 #: kinds whose payload frame carries the sender's capabilities
@@ -528,11 +622,16 @@ def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> E
         )
     try:
         fields = [parse(value) for parse, value in zip(schema, body, strict=False)]
+        if len(body) > len(schema) and kind in _OPTIONAL:
+            extra = body[len(schema) :]
+            optional = [parse(value) for parse, value in zip(_OPTIONAL[kind], extra, strict=False)]
+        else:
+            optional = []
     except (UnicodeError, ValueError) as exc:
         raise WireError(f"{kind.name} body is invalid: {exc}") from None
     if kind in _ANNOUNCING:
         fields.append(decode_capabilities(payload))
-    return Envelope(_node_id(sender), _uint(incarnation), _uint(seq), cls(*fields))
+    return Envelope(_node_id(sender), _uint(incarnation), _uint(seq), cls(*fields, *optional))
 
 
 def decode_direct(frames: Sequence[bytes], max_header_bytes: int) -> tuple[Envelope, bytes]:
@@ -649,26 +748,40 @@ def decode_published(
 
     Returns the user topic (None for membership traffic), the envelope and the payload.
     """
-    if len(frames) == 1 and frames[0].startswith(ONE_FRAME_PREFIX):
+    one_frame = len(frames) == 1 and frames[0].startswith(ONE_FRAME_PREFIX)
+    if one_frame:
         frames = split_one_frame(frames[0])
     if len(frames) != 3:
         raise WireError(f"published message must have 3 frames, got {len(frames)}")
     first, header, payload = frames
     envelope = decode_header(header, max_header_bytes, payload)
+    message = envelope.message
     if first == CONTROL_TOPIC:
         if envelope.kind is not Kind.HEARTBEAT:
             raise WireError(f"{envelope.kind.name} cannot be sent on the control topic")
         return None, envelope, payload
-    if envelope.kind is not Kind.PUBLISH:
+    if first.startswith(PERSONAL_PREFIX):
+        if type(message) is not msg.Heartbeat:
+            raise WireError(f"{envelope.kind.name} cannot be sent on a personal frame")
+        message.to = _node_id(_frame_text(first))  # built just now: set where it was sent
+        return None, envelope, payload
+    if type(message) is msg.Publish:
+        if (message.seq == 0) != (message.guarantee is DeliveryGuarantee.AT_MOST_ONCE):
+            raise WireError("a publication is numbered exactly when it carries a guarantee")
+    elif one_frame:
+        raise WireError(f"{envelope.kind.name} cannot be sent in one frame")
+    elif type(message) is not msg.Beacon:
         raise WireError(f"{envelope.kind.name} cannot be sent on a user topic")
-    publication = envelope.message
-    assert isinstance(publication, msg.Publish)
-    if (publication.seq == 0) != (publication.guarantee is DeliveryGuarantee.AT_MOST_ONCE):
-        raise WireError("a publication is numbered exactly when it carries a guarantee")
-    if not (first.startswith(TOPIC_PREFIX) and first.endswith(TOPIC_END) and len(first) > 2):
+    if not first.startswith(TOPIC_PREFIX):
+        raise WireError("malformed topic frame")
+    return check_topic(_frame_text(first)), envelope, payload
+
+
+def _frame_text(frame: bytes) -> str:
+    """The name between a PUB frame's one-byte prefix and its NUL terminator."""
+    if not (frame.endswith(TOPIC_END) and len(frame) > 2):
         raise WireError("malformed topic frame")
     try:
-        topic = bytes(first[1:-1]).decode()
+        return bytes(frame[1:-1]).decode()
     except UnicodeDecodeError:
         raise WireError("topic is not valid UTF-8") from None
-    return check_topic(topic), envelope, payload

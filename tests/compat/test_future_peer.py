@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from tests.compat import v1peer
-from tests.compat.v1peer import Kind, V1Peer
+from tests.compat.v1peer import Kind, V1Peer, digest_of
 from tests.helpers import wait_until
 from zcluster import AckStatus, DeliveryGuarantee, MemberStatus, Node
 from zcluster.protocol.capabilities import SUPPORTED
@@ -45,13 +45,21 @@ def _extended_records(kind: Kind, body: list[Any]) -> list[Any]:
 
 
 class FuturePeer(V1Peer):
-    """A strict peer that sends what a later revision would send."""
+    """A strict peer that sends what a later revision would send: after the optional
+    fields revision 1.2 defines (it must send them to send any later one), its own."""
 
     def _header(self, kind: Kind, body: list[Any]) -> bytes:
         self._seq += 1
-        extended = [*_extended_records(kind, body), EXTRA, "another optional field"]
+        known = self._optional_fields(kind)
+        extended = [*_extended_records(kind, body), *known, EXTRA, "another optional field"]
         header = [1, int(kind), self.node_id, self.incarnation, self._seq, extended, EXTRA]
         return pack(header)
+
+    def _optional_fields(self, kind: Kind) -> list[Any]:
+        """Revision 1.2's optional fields, empty: no gossip, no members' capabilities."""
+        if kind in (Kind.PING, Kind.PING_REQ, Kind.ACK):
+            return [[], digest_of([self.me, *self.members.values()])]
+        return [[]] if kind is Kind.SYNC else []
 
     def _send(self, address: str, kind: Kind, body: list[Any], payload: bytes = b"") -> None:
         super()._send(address, kind, body, _announce(kind, payload))

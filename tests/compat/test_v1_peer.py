@@ -19,8 +19,9 @@ import pytest
 
 from tests.compat import v1peer
 from tests.compat.v1peer import V1Peer
-from tests.helpers import wait_until
+from tests.helpers import all_up, wait_until
 from zcluster import AckStatus, DeliveryGuarantee, Member, MemberStatus, Node, RemoteError
+from zcluster.protocol.capabilities import SUPPORTED
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -452,3 +453,55 @@ def test_the_peer_rejects_what_v1_does_not_allow(fanout: bool, frames: list[byte
     decode = v1peer.decode_fanout if fanout else v1peer.decode_direct
     with pytest.raises(v1peer.Rejected):
         decode(frames)
+
+
+# ---------------------------------------------------------------- a mixed cluster
+
+
+def heartbeats(node: Node) -> int:
+    return node.stats().get("heartbeats_published", 0)
+
+
+@pytest.mark.timeout(30)
+def test_nodes_that_speak_swim_heartbeat_while_the_peer_is_live(cluster: Cluster) -> None:
+    """Two nodes that speak swim stop heartbeating to everyone once they know each other; a
+    revision 1.0 peer that joins through one is learnt by the other from gossip, and both
+    heartbeat for it (and probe each other) until it leaves, then stop again."""
+    n1 = cluster.node("n1")
+    n2 = cluster.node("n2", n1.address)
+    assert wait_until(lambda: all_up([n1, n2]), 5)
+    view = n1.request("n1", "zcluster.view", None)
+    assert next(m for m in view["members"] if m["node_id"] == "n2")["capabilities"] == list(
+        SUPPORTED
+    )
+    quiet = heartbeats(n1), heartbeats(n2)
+    assert holds_for(lambda: (heartbeats(n1), heartbeats(n2)) == quiet, 1.0)
+
+    peer = cluster.peer("peer", n2.address)  # n1 hears of it only through gossip
+    every = ("n1", "n2", "peer")
+
+    def converged() -> bool:
+        return (
+            all(status(n, m) is MemberStatus.UP for n in (n1, n2) for m in every)
+            and all(peer.status(m) == v1peer.UP for m in every)
+            and peer.digest() == n1.view_digest() == n2.view_digest()
+        )
+
+    assert wait_until(converged, 10), (n1.members(), n2.members(), peer.digest())
+    assert wait_until(lambda: {"n1", "n2"} <= peer.listeners(), 5)
+    beats = heartbeats(n1), heartbeats(n2)
+    # Past heartbeat_timeout_s + probe_timeout_s, a peer that heard nothing would suspect.
+    assert holds_for(converged, 1.6)
+    assert heartbeats(n1) > beats[0] and heartbeats(n2) > beats[1]
+    probes = n1.stats().get("probes_sent", 0)
+    assert wait_until(lambda: n1.stats().get("probes_sent", 0) > probes, 2)  # n1 probes n2
+
+    peer.leave()
+    assert wait_until(lambda: status(n1, "peer") is MemberStatus.LEFT, 5), n1.members()
+    assert wait_until(lambda: status(n2, "peer") is MemberStatus.LEFT, 5), n2.members()
+    time.sleep(0.3)
+    quiet = heartbeats(n1), heartbeats(n2)
+    assert holds_for(lambda: (heartbeats(n1), heartbeats(n2)) == quiet, 1.0)
+    assert status(n1, "n2") is MemberStatus.UP and status(n2, "n1") is MemberStatus.UP
+    assert n1.view_digest() == n2.view_digest()
+    assert_clean(peer, n1, n2)

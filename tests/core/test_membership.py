@@ -68,7 +68,7 @@ def test_hearing_a_suspicion_about_ourselves_is_refuted_with_a_newer_version() -
     outcome, previous = table.merge(ME.with_status(MemberStatus.SUSPECT), now=1.0)
     assert outcome == "refuted" and previous == ME
     assert table.me.status is MemberStatus.UP and table.me.version == ME.version + 1
-    assert table.take_gossip(10) == [table.me]
+    assert table.take_broadcast(10) == [table.me]
 
 
 def test_a_larger_incarnation_of_our_id_is_a_conflict_not_an_update() -> None:
@@ -104,8 +104,8 @@ def test_only_first_hand_news_is_queued_for_gossip() -> None:
     told = Member("y", 1, 1, MemberStatus.JOINING, "10.0.0.6:1", "10.0.0.6:2")
     table.merge_all([heard], now=0.0, first_hand_from=None)
     table.merge_all([told], now=0.0, first_hand_from="y")
-    assert table.take_gossip(10) == [told]
-    assert table.take_gossip(10) == [told]
-    assert table.take_gossip(10) == []
+    assert table.take_broadcast(10) == [told]
+    assert table.take_broadcast(10) == [told]
+    assert table.take_broadcast(10) == []
     assert table.mark("x", MemberStatus.SUSPECT, now=1.0) == heard  # our own verdict: gossiped
-    assert [m.node_id for m in table.take_gossip(10)] == ["x"]
+    assert [m.node_id for m in table.take_broadcast(10)] == ["x"]

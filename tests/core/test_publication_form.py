@@ -73,3 +73,39 @@ def test_members_gone_for_good_do_not_count() -> None:
 
 def test_the_announcement_names_the_capability() -> None:
     assert ONE_FRAME == "oneframe" and ONE_FRAME in SUPPORTED
+
+
+def test_an_announcement_other_members_relay_counts() -> None:
+    """Capabilities live with the members' announcements (``Peers``): what a SYNC relays
+    of a member's current incarnation counts as if it had announced it itself."""
+    core = alone()
+    a, b = member("a", 7010), member("b", 7020)
+    message = msg.Sync((core.me, a, b), False, a.address, SUPPORTED, (("b", 7, SUPPORTED),))
+    core.handle(ev.EnvelopeReceived(msg.Envelope("a", 7, 1, message), b""), 0.1)
+    assert core.capabilities_of("b") == SUPPORTED
+    assert core.one_frame_publications
+
+
+def test_the_decision_is_taken_again_only_after_a_change() -> None:
+    core = alone()
+    a, b = member("a", 7010), member("b", 7020)
+    core.handle(sync_from(a, (core.me, a, b), SUPPORTED), 0.1)
+    core.handle(sync_from(b, (core.me, a, b), SUPPORTED), 0.2)
+    table = core.table
+    scans: list[int] = []
+    records = table.records
+
+    def counted() -> list[Member]:
+        scans.append(1)
+        return records()
+
+    table.records = counted  # type: ignore[method-assign]
+    assert core.one_frame_publications
+    scans.clear()
+    for step in range(5):  # the same records and the same announcements: nothing changed
+        core.handle(sync_from(a, (core.me, a, b), SUPPORTED), 0.3 + step / 100)
+        assert core.one_frame_publications
+    assert not scans
+    core.handle(sync_from(b, (core.me, a, b), (FIELDS,)), 0.4)  # b's announcement changed
+    assert not core.one_frame_publications
+    assert scans

@@ -63,7 +63,9 @@ def test_defaults_are_valid_and_typed() -> None:
     for name in INT_FIELDS:
         assert name.endswith(("_count", "_bytes")), name
     assert config.heartbeat_timeout_s > config.heartbeat_interval_s
-    assert config.failure_detection_bound_s == pytest.approx(0.8 + 0.4 + 0.8 + 3 * 0.05)
+    assert config.failure_detection_bound_s == pytest.approx(0.4 + 2.0 + 3 * 0.05)
+    slow_probes = config.replace(heartbeat_timeout_s=3.0)
+    assert slow_probes.failure_detection_bound_s == pytest.approx(3.0 + 0.4 + 0.8 + 3 * 0.05)
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)

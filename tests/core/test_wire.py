@@ -101,7 +101,43 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
     Kind.REPUBLISH: (["news", 2, 2], msg.Republish("news", 2, DeliveryGuarantee.EXACTLY_ONCE)),
     Kind.LOST: (["news", [[1, 40]]], msg.Lost("news", ((1, 40),))),
     Kind.LISTENING: ([[["news", 0], ["b", 9]]], msg.Listening((("news", 0), ("b", 9)))),
+    Kind.NACK: ([5, "n3"], msg.Nack(5, "n3")),
+    Kind.GOSSIP: (
+        [
+            [[encode_member(M1), ["fields", "swim"], []], [encode_member(M2), [], ["n1", "n3"]]],
+            DIGEST,
+        ],
+        msg.Gossip((msg.News(M1, ("fields", "swim"), ()), msg.News(M2, (), ("n1", "n3"))), DIGEST),
+    ),
+    Kind.BEACON: ([7], msg.Beacon(7)),
 }
+
+NEWS = msg.News(M3, ("fields", "swim"), ())
+#: kinds with optional body fields (revision 1.2, ``swim``): every field this revision knows
+FULL: dict[Kind, tuple[list[Any], msg.Message]] = {
+    Kind.PING: (
+        [42, "127.0.0.1:9", [[encode_member(M3), ["fields", "swim"], []]], DIGEST],
+        msg.Ping(42, "127.0.0.1:9", (NEWS,), DIGEST),
+    ),
+    Kind.PING_REQ: (
+        [UINT64_MAX, "[::1]:9", "n3", [], DIGEST],
+        msg.PingReq(UINT64_MAX, "[::1]:9", "n3", (), DIGEST),
+    ),
+    Kind.ACK: (
+        [0, "n3", [[encode_member(M2), [], ["n1"]]], DIGEST],
+        msg.Ack(0, "n3", (msg.News(M2, (), ("n1",)),), DIGEST),
+    ),
+    Kind.SYNC: (
+        [[encode_member(M1)], False, "10.1.2.3:5", [["n1", 7, ["fields", "swim"]], ["x", 1, []]]],
+        msg.Sync((M1,), False, "10.1.2.3:5", (), (("n1", 7, ("fields", "swim")), ("x", 1, ()))),
+    ),
+}
+
+
+def full(kind: Kind) -> tuple[list[Any], msg.Message]:
+    """``kind`` with every body field this revision knows, optional ones included."""
+    return FULL.get(kind) or CASES[kind]
+
 
 #: kinds whose payload frame carries the sender's capabilities
 ANNOUNCING = {Kind.HEARTBEAT, Kind.SYNC}
@@ -153,7 +189,7 @@ def decode_frames(kind: Kind, frames: list[bytes]) -> tuple[str | None, Envelope
 
 def test_cases_cover_every_kind() -> None:
     assert set(CASES) == set(Kind)
-    assert set(Kind) - {Kind.HEARTBEAT, Kind.PUBLISH} == DIRECT_KINDS
+    assert set(Kind) - {Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON} == DIRECT_KINDS
     assert all(message.KIND is kind for kind, (_, message) in CASES.items())
 
 
@@ -175,6 +211,9 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "REPUBLISH": 17,
         "LOST": 18,
         "LISTENING": 19,
+        "NACK": 20,
+        "GOSSIP": 21,
+        "BEACON": 22,
     }
 
 
@@ -388,7 +427,7 @@ def test_rejects_header_of_wrong_element_count(count: int) -> None:
 
 @pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name)
 def test_body_fields_beyond_the_schema_are_ignored(kind: Kind) -> None:
-    body, expected = CASES[kind]
+    body, expected = full(kind)
     plain = Envelope("sender-1", 5, 6, expected)
     for extras in ([0], EXTRAS, [None] * (MAX_FIELDS_COUNT - len(body))):
         raw = valid_raw(kind)
@@ -460,7 +499,8 @@ def test_extended_envelope_equals_the_plain_one_but_for_capabilities(kind: Kind)
     and capabilities no one knows yet."""
     body, expected = CASES[kind]
     raw = valid_raw(kind)
-    extended = [*raw[:5], [*body, "future", [1, 2]], {"later": True}]
+    known = [[]] if kind is Kind.SYNC else []  # SYNC's optional field of revision 1.2
+    extended = [*raw[:5], [*body, *known, "future", [1, 2]], {"later": True}]
     if kind is Kind.HEARTBEAT:
         extended[5][0] = [*encode_member(M1), "extra"]
     else:
@@ -473,7 +513,11 @@ def test_extended_envelope_equals_the_plain_one_but_for_capabilities(kind: Kind)
     assert plain == Envelope("sender-1", 5, 6, expected)
     assert envelope != plain
     assert envelope.message.capabilities == ("fields", "zz-unknown/2")
-    assert dataclasses.replace(envelope, message=with_caps(envelope.message, ())) == plain
+    message = with_caps(envelope.message, ())
+    if isinstance(message, msg.Sync):
+        assert message.announcements == ()
+        message = dataclasses.replace(message, announcements=None)
+    assert dataclasses.replace(envelope, message=message) == plain
 
 
 # ---------------------------------------------------------------- capabilities
@@ -710,15 +754,32 @@ capability_sets = st.lists(capability_names, max_size=6, unique=True).map(
     lambda names: tuple(sorted(names))
 )
 
-#: for every kind: its typed messages, valid in the frames they travel in
+news_items = st.builds(msg.News, members, capability_sets, small(names))
+announcements = st.tuples(names, uint64, capability_sets)
+
+#: for every kind: its typed messages, valid in the frames they travel in (the probes and
+#: SYNC in both forms: revision 1.0, and with the optional fields of revision 1.2)
 MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.HEARTBEAT: st.builds(
         msg.Heartbeat, members, small(members), digests, small(positions), capability_sets
     ),
-    Kind.SYNC: st.builds(msg.Sync, small(members), st.booleans(), addresses, capability_sets),
-    Kind.PING: st.builds(msg.Ping, uint64, addresses),
-    Kind.PING_REQ: st.builds(msg.PingReq, uint64, addresses, names),
-    Kind.ACK: st.builds(msg.Ack, uint64, names),
+    Kind.SYNC: st.builds(
+        msg.Sync,
+        small(members),
+        st.booleans(),
+        addresses,
+        capability_sets,
+        st.none() | small(announcements),
+    ),
+    Kind.PING: st.builds(msg.Ping, uint64, addresses)
+    | st.builds(msg.Ping, uint64, addresses, small(news_items), digests),
+    Kind.PING_REQ: st.builds(msg.PingReq, uint64, addresses, names)
+    | st.builds(msg.PingReq, uint64, addresses, names, small(news_items), digests),
+    Kind.ACK: st.builds(msg.Ack, uint64, names)
+    | st.builds(msg.Ack, uint64, names, small(news_items), digests),
+    Kind.NACK: st.builds(msg.Nack, uint64, names),
+    Kind.GOSSIP: st.builds(msg.Gossip, small(news_items), digests),
+    Kind.BEACON: st.builds(msg.Beacon, uint64),
     Kind.LISTEN: st.builds(msg.Listen, small(topics)),
     Kind.LISTENING: st.builds(msg.Listening, small(positions)),
     Kind.SEND: st.builds(msg.Send, names),
@@ -813,6 +874,15 @@ def extend_member_records(message: msg.Message, body: list[Any], extras: list[An
     return bool(records)
 
 
+def with_every_field(message: msg.Message) -> msg.Message:
+    """``message`` with its optional fields present: what follows them is unknown."""
+    if isinstance(message, msg.Ping | msg.PingReq | msg.Ack) and message.view is None:
+        return dataclasses.replace(message, view=DIGEST)
+    if isinstance(message, msg.Sync) and message.announcements is None:
+        return dataclasses.replace(message, announcements=())
+    return message
+
+
 @PROPERTY
 @given(messages, st.lists(decodable_values, min_size=1, max_size=5), st.data())
 def test_property_extra_fields_anywhere_are_ignored(
@@ -820,6 +890,7 @@ def test_property_extra_fields_anywhere_are_ignored(
 ) -> None:
     """Extra header elements, body fields and member-record fields change nothing."""
     _, message = case
+    message = with_every_field(message)
     header = Encoder("n1", 1).header(message)
     extended = msgpack.unpackb(header)
     where = data.draw(st.sampled_from(["header", "body", "records"]), label="where")
@@ -1013,7 +1084,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 20, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 23, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

@@ -178,3 +178,17 @@ def test_a_malformed_one_frame_publication_is_refused(frame: bytes) -> None:
     assert wire.cut_one_frame(frame) is None
     with pytest.raises(WireError):
         wire.decode_published([frame], 1 << 20)
+
+
+def test_only_a_publish_travels_in_one_frame() -> None:
+    """A BEACON shares its topic's frame (revision 1.2, ``swim``) but never the one-frame
+    form; the fast reader leaves it to the full decoder, which takes it as a BEACON."""
+    encoder = wire.Encoder("n1", 3)
+    wire.check_name("n1")
+    three = encoder.published("t", msg.Beacon(5), b"")
+    assert three[0] == wire.topic_frame("t")
+    assert wire.read_publish(three[1]) is None
+    topic, envelope, _ = wire.decode_published(three, 1 << 20)
+    assert (topic, envelope.message) == ("t", msg.Beacon(5))
+    with pytest.raises(WireError, match="one frame"):
+        wire.decode_published([encoder.one_frame("t", three[1], b"")], 1 << 20)

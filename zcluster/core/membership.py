@@ -1,4 +1,4 @@
-"""The member table: merge rules, gossip queue, expiry and the view digest.
+"""The member table: merge rules, gossip queues, suspecters and the view digest.
 
 Merge rule (see ``Member.supersedes``): a larger incarnation wins; at equal
 incarnation a larger version wins; at equal version the later status in the
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterable
 from typing import Literal
 
+from zcluster.core.rumors import Rumors
 from zcluster.protocol.members import Member, MemberStatus
 
 MergeOutcome = Literal["applied", "stale", "refuted", "conflict", "full"]
@@ -23,13 +25,26 @@ MergeOutcome = Literal["applied", "stale", "refuted", "conflict", "full"]
 class MembershipTable:
     """All members known to one node, itself included."""
 
-    def __init__(self, me: Member, gossip_retransmit_count: int, max_count: int) -> None:
+    def __init__(
+        self,
+        me: Member,
+        gossip_retransmit_count: int,
+        max_count: int,
+        suspecters_max_count: int = 1,
+    ) -> None:
         self._gossip_budget = gossip_retransmit_count
         self._max_count = max_count
+        self._suspecters_max = suspecters_max_count
         self._members: dict[str, Member] = {me.node_id: me}
         self._since: dict[str, float] = {me.node_id: 0.0}
-        #: records still to be piggybacked, with how many sends remain
-        self._gossip: dict[str, int] = {}
+        #: first-hand changes, for heartbeats: every member hears every heartbeat
+        self.broadcast = Rumors()
+        #: every change this node applied, for probes and gossip (infection style, ``swim``)
+        self.relay = Rumors()
+        #: who is known to suspect each SUSPECT member, at the version held
+        self._suspecters: dict[str, list[str]] = {}
+        #: members DOWN, LEFT or REMOVED: what expiry looks at, kept so it needs no scan
+        self._dead: dict[str, None] = {}
         self._digest = _member_hash(me) if me.status.is_live else 0
         #: the last record of each purged member, oldest first
         self._forgotten: dict[str, Member] = {}
@@ -58,12 +73,25 @@ class MembershipTable:
             if m.node_id != me and (not statuses or m.status in statuses)
         ]
 
+    @property
+    def has_dead(self) -> bool:
+        return bool(self._dead)
+
+    def dead(self) -> list[Member]:
+        """Other members DOWN, LEFT or REMOVED."""
+        members = self._members
+        return [members[node_id] for node_id in self._dead]
+
     def live_peers(self) -> list[Member]:
         me = self.me.node_id
         return [m for m in self._members.values() if m.node_id != me and m.status.is_live]
 
     def status_since(self, node_id: str) -> float:
         return self._since.get(node_id, 0.0)
+
+    def suspecters(self, node_id: str) -> tuple[str, ...]:
+        """The members known to suspect ``node_id`` at the SUSPECT record held."""
+        return tuple(self._suspecters.get(node_id, ()))
 
     def digest(self) -> str:
         """A short hash of the live view; equal on nodes that agree on it.
@@ -81,11 +109,11 @@ class MembershipTable:
         """Replace our own record (we own its version) and gossip it."""
         previous = self.me
         self.me = me
-        self._store(me, now, previous)
+        self._store(me, now, previous, first_hand=True, relay=True)
         return previous
 
     def merge(
-        self, record: Member, now: float, *, first_hand: bool = True
+        self, record: Member, now: float, *, first_hand: bool = True, relay: bool = False
     ) -> tuple[MergeOutcome, Member | None]:
         """Merge one gossiped record. Returns the outcome and the record it replaced.
 
@@ -93,7 +121,11 @@ class MembershipTable:
         nobody else may have heard) is queued for our heartbeats. Every member
         hears every heartbeat, so relaying what others broadcast would deliver each
         change n times to n nodes; a node that missed something finds out through
-        the view digest in heartbeats and repairs it with a push-pull.
+        the view digest in heartbeats and repairs it with a push-pull. Probes and
+        gossip reach a few members each, so what they bring is passed on
+        (``relay``), a bounded number of times; what a table exchange brings is
+        not (each node repairs its own view), nor what a heartbeat brings (every
+        member hears it).
         """
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)
@@ -113,11 +145,15 @@ class MembershipTable:
                 return "full", None
         elif not record.supersedes(current):
             return "stale", None
-        self._store(record, now, current, gossip=first_hand)
+        self._store(record, now, current, first_hand=first_hand, relay=relay or first_hand)
         return "applied", current
 
     def merge_all(
-        self, records: Iterable[Member], now: float, first_hand_from: str | None = None
+        self,
+        records: Iterable[Member],
+        now: float,
+        first_hand_from: str | None = None,
+        relay: bool = False,
     ) -> list[tuple[MergeOutcome, Member, Member | None]]:
         """Merge many records; returns only those that changed something.
 
@@ -137,7 +173,7 @@ class MembershipTable:
             ):
                 continue
             first_hand = record.node_id == first_hand_from
-            outcome, previous = self.merge(record, now, first_hand=first_hand)
+            outcome, previous = self.merge(record, now, first_hand=first_hand, relay=relay)
             if outcome != "stale":
                 changes.append((outcome, record, previous))
         return changes
@@ -150,8 +186,24 @@ class MembershipTable:
         current = self._members.get(node_id)
         if current is None or node_id == self.me.node_id or status <= current.status:
             return None
-        self._store(current.with_status(status), now, current)
+        self._store(current.with_status(status), now, current, first_hand=True, relay=True)
         return current
+
+    def add_suspecters(self, record: Member, names: Iterable[str]) -> bool:
+        """Note who suspects ``record``, if it is the SUSPECT record held; whether any is new
+        (then the record is relayed again, so the confirmations spread)."""
+        node_id = record.node_id
+        if self._members.get(node_id) != record or record.status is not MemberStatus.SUSPECT:
+            return False
+        known = self._suspecters.setdefault(node_id, [])
+        added = False
+        for name in names:
+            if name not in known and len(known) < self._suspecters_max:
+                known.append(name)
+                added = True
+        if added:
+            self.relay.put(node_id, self._relay_budget())
+        return added
 
     def purge(self, node_id: str) -> None:
         if node_id != self.me.node_id:
@@ -164,24 +216,18 @@ class MembershipTable:
                 if len(self._forgotten) > self._max_count:
                     self._forgotten.pop(next(iter(self._forgotten)))
             self._since.pop(node_id, None)
-            self._gossip.pop(node_id, None)
+            self._suspecters.pop(node_id, None)
+            self._dead.pop(node_id, None)
+            self.broadcast.discard(node_id)
+            self.relay.discard(node_id)
 
-    def take_gossip(self, limit: int) -> list[Member]:
+    def take_broadcast(self, limit: int) -> list[Member]:
         """Records to piggyback on the next heartbeat, least-sent first."""
-        if not self._gossip:
-            return []
-        chosen = sorted(self._gossip, key=lambda k: -self._gossip[k])[:limit]
-        out: list[Member] = []
-        for node_id in chosen:
-            left = self._gossip[node_id] - 1
-            if left <= 0:
-                del self._gossip[node_id]
-            else:
-                self._gossip[node_id] = left
-            member = self._members.get(node_id)
-            if member is not None:
-                out.append(member)
-        return out
+        return self._take(self.broadcast, limit)
+
+    def take_relay(self, limit: int) -> list[Member]:
+        """Records to piggyback on the next probe or gossip message, least-sent first."""
+        return self._take(self.relay, limit)
 
     # ------------------------------------------------------------ internals
 
@@ -199,21 +245,43 @@ class MembershipTable:
         return "refuted", me
 
     def _store(
-        self, record: Member, now: float, previous: Member | None, *, gossip: bool = True
+        self, record: Member, now: float, previous: Member | None, *, first_hand: bool, relay: bool
     ) -> None:
-        stored = self._members.get(record.node_id)
+        node_id = record.node_id
+        stored = self._members.get(node_id)
         if stored is not None and stored.status.is_live:
             self._digest ^= _member_hash(stored)
         if record.status.is_live:
             self._digest ^= _member_hash(record)
-        self._members[record.node_id] = record
-        self._forgotten.pop(record.node_id, None)
-        if previous is None or previous.status != record.status:
-            self._since[record.node_id] = now
-        if gossip:
-            self._gossip[record.node_id] = self._gossip_budget
+        self._members[node_id] = record
+        self._forgotten.pop(node_id, None)
+        self._suspecters.pop(node_id, None)
+        if record.status.is_live or record is self.me:
+            self._dead.pop(node_id, None)
         else:
-            self._gossip.pop(record.node_id, None)  # what we queued earlier is outdated
+            self._dead[node_id] = None
+        if previous is None or previous.status != record.status:
+            self._since[node_id] = now
+        # What we queued earlier is outdated either way.
+        if first_hand:
+            self.broadcast.put(node_id, self._gossip_budget)
+        else:
+            self.broadcast.discard(node_id)
+        if relay:
+            self.relay.put(node_id, self._relay_budget())
+        else:
+            self.relay.discard(node_id)
+
+    def _take(self, rumors: Rumors, limit: int) -> list[Member]:
+        if not rumors:
+            return []
+        members = self._members
+        return [members[node_id] for node_id in rumors.take(limit)]
+
+    def _relay_budget(self) -> int:
+        """Sends of each relayed record: enough for an epidemic to reach every member
+        with high probability, ``gossip_retransmit_count * ceil(log10(members + 1))``."""
+        return self._gossip_budget * max(1, math.ceil(math.log10(len(self._members) + 1)))
 
 
 _STATUS_NAMES = {status: str(status) for status in MemberStatus}

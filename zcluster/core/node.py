@@ -21,9 +21,11 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.beacons import Beacons
 from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.connections import Connections
 from zcluster.core.direct import DirectMessages
+from zcluster.core.dissemination import Dissemination
 from zcluster.core.gossip import Gossip
 from zcluster.core.probes import FailureDetection
 from zcluster.core.publisher import Publisher
@@ -47,6 +49,7 @@ class NodeCore:
         seeds: tuple[str, ...] = (),
         config: NodeConfig | None = None,
         rng: random.Random | None = None,
+        capabilities: msg.Capabilities = SUPPORTED,
     ) -> None:
         self.config = config or NodeConfig()
         self.node_id = node_id
@@ -59,23 +62,29 @@ class NodeCore:
             pub_address,
             self.config,
             rng or random.Random(incarnation),
+            capabilities,
         )
         ctx.member_changed = self._member_changed
         self._ctx = ctx
         self.table = ctx.table
         self.counters: Counter[str] = ctx.counters
         self.connections = Connections(ctx)
-        self.detection = FailureDetection(ctx)
         self.publisher = Publisher(ctx, self.connections.is_connected)
         self.reliable = ReliableDelivery(ctx, self._leaving)
         self.gossip = Gossip(
             ctx, tuple(seeds), self.publisher.positions, lambda: self.reliable.handlers_running
         )
+        self.dissemination = Dissemination(ctx, self.gossip.push_pull)
+        self.detection = FailureDetection(ctx, self.dissemination.piggyback)
+        ctx.refuted = self.detection.health.worse
+        self.beacons = Beacons(ctx, self.publisher.positions)
         self.subscriber = Subscriber(ctx)
         self.direct = DirectMessages(ctx, self._leaving)
         self._components: tuple[Component, ...] = (
             self.gossip,
+            self.dissemination,
             self.detection,
+            self.beacons,
             self.publisher,
             self.connections,
             self.reliable,
@@ -93,6 +102,11 @@ class NodeCore:
         #: the components that batch work per turn (asked after every event: keep it short)
         self._flushers = tuple(
             c for c in self._components if type(c).flush_due is not Component.flush_due
+        )
+        #: the components with time-based steps, and those that send what they batched
+        self._tickers = tuple(c for c in self._components if type(c).tick is not Component.tick)
+        self._enders = tuple(
+            c for c in self._components if type(c).end_turn is not Component.end_turn
         )
         self._receivers: dict[type[msg.Message], tuple[Receiver, ...]] = {}
         for component in self._components:
@@ -121,7 +135,7 @@ class NodeCore:
     @property
     def one_frame_publications(self) -> bool:
         """Whether publications may be sent in one frame (every member reads that form)."""
-        return self.gossip.one_frame_publications
+        return self._ctx.peers.one_frame_publications
 
     @property
     def has_left(self) -> bool:
@@ -142,9 +156,7 @@ class NodeCore:
 
     def capabilities_of(self, node_id: str) -> tuple[str, ...] | None:
         """What the member announced it understands (None: not heard yet)."""
-        if node_id == self.node_id:
-            return SUPPORTED
-        return self.gossip.capabilities_of(node_id)
+        return self._ctx.peers.capabilities_of(node_id)
 
     def subscribers(self, topic: str) -> frozenset[str]:
         return self.publisher.subscribers(topic)
@@ -179,7 +191,7 @@ class NodeCore:
     def _on_timer(self, _: ev.TimerFired, now: float) -> None:
         if not self.gossip.started:
             return
-        for component in self._components:
+        for component in self._tickers:
             component.tick(now)
         self._on_turn_ended(None, now)
 
@@ -203,7 +215,7 @@ class NodeCore:
         self.counters[f"frames_rejected_{event.channel}"] += 1
 
     def _on_turn_ended(self, _: ev.TurnEnded | None, now: float) -> None:
-        for component in self._components:
+        for component in self._enders:
             component.end_turn(now)
 
     def _on_send(self, event: ev.SendRequested, now: float) -> None:
@@ -217,6 +229,7 @@ class NodeCore:
         return self.gossip.leaving
 
     def _member_changed(self, member: Member, previous: Member | None, now: float) -> None:
+        self._ctx.peers.member_changed(member)
         self._ctx.emit(fx.MemberChanged(member, previous))
         for component in self._components:
             component.member_changed(member, previous, now)

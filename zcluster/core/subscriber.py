@@ -41,6 +41,7 @@ class Subscriber(Component):
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
             msg.Heartbeat: self._rx_heartbeat,
+            msg.Beacon: self._rx_beacon,
             msg.Listening: self._rx_listening,
             msg.Publish: self._rx_publish,
             msg.Republish: self._rx_republish,
@@ -85,11 +86,12 @@ class Subscriber(Component):
             if now < due:
                 continue
             member = self._ctx.table.get(node_id)
-            if member is None or not member.status.is_live:
+            if member is not None and member.status.is_live:
+                self._tell_listening_to(node_id, member.address, now)
+            elif node_id not in self._listening_to:
                 del self._listen_unanswered[node_id]
                 self._listen_sent.pop(node_id, None)
-            else:
-                self._tell_listening_to(node_id, member.address, now)
+            # else: a publisher we told before: told again once it is back
 
     @property
     def flush_due(self) -> bool:
@@ -108,8 +110,15 @@ class Subscriber(Component):
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
         new_life = previous is not None and previous.incarnation != member.incarnation
-        if previous is None or new_life or not member.status.is_live:
-            self._listening_to.pop(node_id, None)
+        # A publisher that speaks swim keeps our topics for its whole incarnation, even after
+        # it stopped being live for us (or we forgot it), and sends us no heartbeat when it is
+        # back: what we told it still holds. Earlier releases may forget them.
+        told = self._listening_to.get(node_id)
+        if told is not None and (
+            told != member.incarnation
+            or not (member.status.is_live or self._ctx.peers.announced_swim(node_id))
+        ):
+            self._forget_listening(node_id)
         if member.status in _GONE or new_life:
             # What the old life of this publisher left missing can never be fetched. (A
             # stream already started by a publication of this new life stays.) A publisher
@@ -136,7 +145,7 @@ class Subscriber(Component):
         ):
             # First heartbeat of this incarnation: its PUB reaches us; say which topics we read.
             # Again when it holds us down or gone: it may have forgotten them.
-            self._listening_to[env.sender] = env.incarnation
+            self._note_listening(env.sender, env.incarnation)
             self._tell_listening_to(env.sender, current.address, now)
         if self._topics and heartbeat.positions and current.status not in _GONE:
             # The latest numbers: tail loss shows as a gap. A stream that starts here
@@ -148,6 +157,19 @@ class Subscriber(Component):
                         env.sender, env.incarnation, topic, latest, latest, now
                     )
                     self._deliver(env.sender, topic, ready)
+
+    def _rx_beacon(self, env: msg.Envelope, _: bytes, topic: str | None, now: float) -> None:
+        """A publisher's latest number on a topic we read (as in its heartbeats)."""
+        beacon = env.message
+        assert isinstance(beacon, msg.Beacon)
+        current = self._ctx.table.get(env.sender)
+        if topic not in self._topics or current is None or current.status in _GONE:
+            return
+        if current.incarnation == env.incarnation:
+            ready = self.subscriptions.position(
+                env.sender, env.incarnation, topic, beacon.seq, beacon.seq, now
+            )
+            self._deliver(env.sender, topic, ready)
 
     def _rx_listening(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         listening = env.message
@@ -246,6 +268,8 @@ class Subscriber(Component):
             member = self._ctx.table.get(node_id)
             if member is not None and member.status.is_live:
                 self._tell_listening_to(node_id, member.address, now)
+            else:
+                self._listen_unanswered[node_id] = now  # told once it is back (see tick)
 
     def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
         """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
@@ -254,6 +278,20 @@ class Subscriber(Component):
         self._ctx.send(address, msg.Listen(topics))
         self._listen_sent[node_id] = topics
         self._listen_unanswered[node_id] = now + self._ctx.config.listen_retry_s
+
+    def _note_listening(self, node_id: str, incarnation: int) -> None:
+        """Remember that we told this publisher incarnation our topics (at most
+        members_max_count of them, the longest known first out)."""
+        notes = self._listening_to
+        notes.pop(node_id, None)
+        notes[node_id] = incarnation
+        if len(notes) > self._ctx.config.members_max_count:
+            self._forget_listening(next(iter(notes)))
+
+    def _forget_listening(self, node_id: str) -> None:
+        self._listening_to.pop(node_id, None)
+        self._listen_unanswered.pop(node_id, None)
+        self._listen_sent.pop(node_id, None)
 
     def _written_off_by(self, heartbeat: msg.Heartbeat) -> bool:
         """Whether the publisher's heartbeat holds this incarnation of ours down or gone."""

@@ -28,6 +28,7 @@ class TopicStream:
     """What one subscriber knows of one publisher's topic (one publisher incarnation)."""
 
     __slots__ = (
+        "confirmed",
         "delivered",
         "final",
         "held",
@@ -35,7 +36,6 @@ class TopicStream:
         "incarnation",
         "next_fetch",
         "ordered_through",
-        "resumed",
         "start_after",
     )
 
@@ -54,9 +54,10 @@ class TopicStream:
         #: the highest ORDERED number delivered: nothing below it may be delivered after it
         self.ordered_through = 0
         self.next_fetch = 0.0
-        #: whether this stream takes up where an earlier stream of the same publisher
-        #: incarnation stopped: its start is settled, and no answer moves it earlier
-        self.resumed = False
+        #: whether the publisher confirmed where this stream starts (its answer, a replay
+        #: from 0, or an earlier stream of the same incarnation that had it): no later answer
+        #: moves the start earlier
+        self.confirmed = False
 
     @property
     def has_gap(self) -> bool:
@@ -104,7 +105,7 @@ class Subscriptions:
         #: opened later (it was removed and came back, or the stream was evicted) resumes
         #: there, settled, so that nothing is delivered or reported lost twice, and nothing
         #: published in between is skipped
-        self._stopped: OrderedDict[Key, tuple[int, int]] = OrderedDict()
+        self._stopped: OrderedDict[Key, tuple[int, int, int | None]] = OrderedDict()
         #: topics whose new streams start from the oldest buffered publication (only an
         #: incarnation's first stream: one that resumes starts where the last one stopped)
         self.replay_topics: set[str] = set()
@@ -197,13 +198,13 @@ class Subscriptions:
         stream = self._stream_for(key, incarnation, start_after, start_after, 0.0, confirmed=True)
         if stream is None:
             return []
-        if not stream.resumed and key[1] not in self.replay_topics:
+        if not stream.confirmed:
             stream.start_earlier(start_after)
             if stream.ordered_through > start_after:
                 # We stopped waiting for this answer and ORDERED publications went on from
                 # the assumed start: what the answer adds below them cannot come in order.
                 self._give_up(key, stream, start_after + 1, stream.ordered_through)
-        stream.final = True
+        stream.confirmed = stream.final = True
         self._provisional.pop(key, None)
         ready = self._release(stream)
         self._after_change(key, stream, ready)
@@ -295,7 +296,8 @@ class Subscriptions:
         ready = self._release(stream)
         stopped = self._stopped
         stopped.pop(key, None)
-        stopped[key] = (stream.incarnation, stream.delivered.upto)
+        unconfirmed = None if stream.confirmed else stream.start_after
+        stopped[key] = (stream.incarnation, stream.delivered.upto, unconfirmed)
         if len(stopped) > self._config.topic_streams_max_count:
             del stopped[next(iter(stopped))]
         return ready
@@ -334,17 +336,21 @@ class Subscriptions:
             if stopped[0] > incarnation:
                 return None  # an older life, whose stream was closed for good
             # The same incarnation again: go on where its last stream stopped, settled. (An
-            # answer with an earlier start would deliver or report again what that one had.)
+            # answer with an earlier start would deliver or report again what that one had;
+            # unless that one's start was never confirmed: nothing below it was delivered.)
             del self._stopped[key]
-            start_after = stopped[1]
-            stream = streams[key] = TopicStream(incarnation, start_after, highest, True)
-            stream.resumed = True
+            _, done, unconfirmed = stopped
+            stream = streams[key] = TopicStream(incarnation, done, highest, True)
+            stream.confirmed = unconfirmed is None
+            if unconfirmed is not None:
+                stream.start_after = unconfirmed
         else:
             replay = key[1] in self.replay_topics
             if replay:
                 start_after = 0
             final = confirmed or replay
             stream = streams[key] = TopicStream(incarnation, start_after, highest, final)
+            stream.confirmed = final
         if not stream.final:
             self._provisional[key] = now + self.start_wait_s
         if stream.has_gap:

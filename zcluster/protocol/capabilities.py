@@ -11,9 +11,10 @@ from zcluster.protocol.messages import Capabilities
 
 #: accepts extra header elements, extra body fields and extra member-record fields
 FIELDS = "fields"
-
 #: reads publications sent as one frame (revision 1.2): subscribes to the ``u`` topic prefix
 ONE_FRAME = "oneframe"
+#: membership by probing and gossip (revision 1.2): needs no heartbeat on the control topic
+SWIM = "swim"
 
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (FIELDS, ONE_FRAME)
+SUPPORTED: Capabilities = (FIELDS, ONE_FRAME, SWIM)

@@ -26,6 +26,8 @@ Position = tuple[str, int]
 MAX_REASON_CHARS = 1024
 #: capability names a node announces (sorted, so encodings and traces are stable)
 Capabilities = tuple[str, ...]
+#: (node id, incarnation, capabilities): what that incarnation of a member announced
+Announcement = tuple[str, int, Capabilities]
 
 
 class Kind(enum.IntEnum):
@@ -47,6 +49,20 @@ class Kind(enum.IntEnum):
     REPUBLISH = 17
     LOST = 18
     LISTENING = 19
+    NACK = 20
+    GOSSIP = 21
+    BEACON = 22
+
+
+@dataclasses.dataclass(slots=True)
+class News:
+    """A member record as probes and gossip carry it (capability ``swim``), with what the
+    sender knows of that incarnation: its ``capabilities`` (empty: unknown) and, for a
+    SUSPECT record, the members known to suspect it at that version (``suspecters``)."""
+
+    member: Member
+    capabilities: Capabilities
+    suspecters: tuple[str, ...]
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,6 +76,9 @@ class Heartbeat:
     digest: str
     positions: tuple[Position, ...]
     capabilities: Capabilities = ()
+    #: not a body field: the member it is addressed to, on its personal frame (None: to
+    #: every subscriber, on the control topic)
+    to: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,32 +90,61 @@ class Sync:
     want_reply: bool
     reply_address: str
     capabilities: Capabilities = ()
+    #: optional (``swim``): what the sender knows members announced; None: not sent
+    announcements: tuple[Announcement, ...] | None = None
 
 
 @dataclasses.dataclass(slots=True)
 class Ping:
+    """A probe. Between ``swim`` members it carries gossip (``news``) and the sender's
+    view digest; ``view`` None is the revision 1.0 form, without them."""
+
     KIND: ClassVar[Kind] = Kind.PING
     probe_id: int
     reply_address: str
+    news: tuple[News, ...] = ()
+    view: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
 class PingReq:
-    """Probe ``target`` for the requester and forward its ACK."""
+    """Probe ``target`` for the requester and forward its ACK (gossip as in Ping)."""
 
     KIND: ClassVar[Kind] = Kind.PING_REQ
     probe_id: int
     reply_address: str
     target: str
+    news: tuple[News, ...] = ()
+    view: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
 class Ack:
-    """The answer to a PING: ``target`` is alive."""
+    """The answer to a PING: ``target`` is alive (gossip as in Ping)."""
 
     KIND: ClassVar[Kind] = Kind.ACK
     probe_id: int
     target: str
+    news: tuple[News, ...] = ()
+    view: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Nack:
+    """From a member probing ``target`` on our behalf (PING_REQ): no answer in time."""
+
+    KIND: ClassVar[Kind] = Kind.NACK
+    probe_id: int
+    target: str
+
+
+@dataclasses.dataclass(slots=True)
+class Gossip:
+    """Membership news pushed to a few random members, and the sender's view digest."""
+
+    KIND: ClassVar[Kind] = Kind.GOSSIP
+    news: tuple[News, ...]
+    view: str
 
 
 @dataclasses.dataclass(slots=True)
@@ -147,6 +195,14 @@ class Publish:
     KIND: ClassVar[Kind] = Kind.PUBLISH
     seq: int
     guarantee: DeliveryGuarantee
+
+
+@dataclasses.dataclass(slots=True)
+class Beacon:
+    """On PUB under a user topic: the publisher's latest number on that topic."""
+
+    KIND: ClassVar[Kind] = Kind.BEACON
+    seq: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -221,12 +277,15 @@ Message = (
     | Ping
     | PingReq
     | Ack
+    | Nack
+    | Gossip
     | Listen
     | Listening
     | Send
     | Request
     | Reply
     | Publish
+    | Beacon
     | Data
     | DataAck
     | Fetch
@@ -235,7 +294,7 @@ Message = (
 )
 
 #: kinds sent DEALER -> ROUTER; the others travel on PUB
-DIRECT_KINDS = frozenset(k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH))
+DIRECT_KINDS = frozenset(k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON))
 
 
 @dataclasses.dataclass(slots=True)

@@ -183,7 +183,7 @@ class AsyncNode:
         if self._driver is not None:
             return
         loop = asyncio.get_running_loop()
-        transport = Transport(self.config)
+        transport = Transport(self.config, self.node_id)
         try:
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)

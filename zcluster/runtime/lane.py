@@ -94,6 +94,7 @@ class PublicationLane:
             first, header, payload = encoder.published(topic, message, payload)
             if (
                 topic is not None
+                and type(message) is msg.Publish  # not a BEACON: only PUBLISH takes this form
                 and self.one_frame
                 and len(payload) <= self._one_frame_max_bytes
                 and len(header) <= MAX_ONE_FRAME_HEADER_BYTES

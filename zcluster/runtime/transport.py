@@ -17,7 +17,7 @@ import zmq
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.errors import ConfigError
-from zcluster.wire import CONTROL_TOPIC
+from zcluster.wire import CONTROL_TOPIC, personal_frame
 
 log = logging.getLogger("zcluster.transport")
 
@@ -84,7 +84,7 @@ class Transport:
     """Owns every socket of one node; used from the node's event loop thread, but for
     ``send_if_connected`` (any thread) and the PUB (``lane.PublicationLane``)."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, node_id: str) -> None:
         self._config = config
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
@@ -93,6 +93,7 @@ class Transport:
         self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
         self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
+        self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
         self._dealers: dict[str, _Dealer] = {}
         #: held while a DEALER sends or closes: replies are sent from the callback thread
         self.dealers_lock = threading.Lock()

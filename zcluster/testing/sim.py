@@ -30,8 +30,11 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import WireError
+from zcluster.protocol import messages as msg
+from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.messages import Capabilities
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Call, Done
 from zcluster.testing.faults import FaultModel, NetworkConditions
@@ -168,6 +171,8 @@ class SimNetwork:
         self.nodes: dict[str, SimNode] = {}
         self._by_address: dict[str, SimNode] = {}
         self._by_pub: dict[str, SimNode] = {}
+        #: the node ids whose SUB reads each PUB address (stale ids are checked on use)
+        self._readers: dict[str, dict[str, None]] = {}
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._trace = hashlib.blake2b(digest_size=16)
@@ -185,11 +190,14 @@ class SimNetwork:
         seeds: Iterable[str] = (),
         start: bool = True,
         address_of: str | None = None,
+        capabilities: Capabilities = SUPPORTED,
     ) -> SimNode:
         """Create a node (a new incarnation if ``node_id`` ran before) and start it.
 
         ``address_of`` gives it the addresses of another (crashed) node, as when a
-        rescheduled container gets the IP address of one that died.
+        rescheduled container gets the IP address of one that died. ``capabilities``
+        makes it behave as a node of an earlier revision that announces only those
+        (``("fields",)``: revision 1.1, heartbeats to everyone).
         """
         index = len(self._by_address) + 1
         old = self.nodes.get(address_of or node_id)
@@ -206,6 +214,7 @@ class SimNetwork:
             seeds=tuple(seeds),
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
+            capabilities=capabilities,
         )
         app = Application(
             node_id, self.config, _RawBytes(), lambda name: node.handler(name), _gate()
@@ -224,7 +233,7 @@ class SimNetwork:
         if start:
             self._feed(node, ev.Started())
             phase = self.rng.uniform(0, self.config.tick_interval_s)
-            self._schedule(phase, lambda: self._tick(node))
+            self._schedule(phase, self._ticker(node))
         return node
 
     def crash(self, node_id: str) -> None:
@@ -358,11 +367,17 @@ class SimNetwork:
     def _schedule(self, delay: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._queue, (self.now + delay, next(self._order), action))
 
-    def _tick(self, node: SimNode) -> None:
-        if not node.alive or self.nodes.get(node.node_id) is not node:
-            return
-        self._feed(node, ev.TimerFired())
-        self._schedule(self.config.tick_interval_s, lambda: self._tick(node))
+    def _ticker(self, node: SimNode) -> Callable[[], None]:
+        """The node's periodic tick, until it stops or is replaced. (Built once per node:
+        ticks are most of what a large quiet simulation does.)"""
+        node_id, interval, nodes = node.node_id, self.config.tick_interval_s, self.nodes
+
+        def tick() -> None:
+            if node.alive and nodes.get(node_id) is node:
+                self._feed(node, _TIMER)
+                self._schedule(interval, tick)
+
+        return tick
 
     def _record(self, who: str, what: str) -> None:
         self._trace.update(f"{self.now:.6f} {who} {what}\n".encode())
@@ -420,7 +435,10 @@ class SimNetwork:
                 )
                 event = ev.EnvelopeReceived(envelope, payload, decoded_topic)
                 pub = node.core.me.pub_address
-                for other in self.nodes.values():
+                to = message.to if isinstance(message, msg.Heartbeat) else None
+                nodes = self.nodes
+                for node_id in (to,) if to is not None else tuple(self._readers.get(pub, ())):
+                    other = nodes[node_id]
                     if other is node or pub not in other.subscribed_to:
                         continue
                     if topic is not None and topic not in other.filters:
@@ -428,9 +446,12 @@ class SimNetwork:
                     for delay in self._fate(node, other):
                         self._deliver_later(other, delay, event)
             case fx.Connect(node_id=peer, pub_address=pub):
-                self._schedule(
-                    CONNECT_DELAY_S, lambda: node.subscribed_to.setdefault(pub, set()).add(peer)
-                )
+
+                def connected() -> None:
+                    node.subscribed_to.setdefault(pub, set()).add(peer)
+                    self._readers.setdefault(pub, {})[node.node_id] = None
+
+                self._schedule(CONNECT_DELAY_S, connected)
             case fx.Disconnect(node_id=peer, pub_address=pub):
                 readers = node.subscribed_to.get(pub, set())
                 readers.discard(peer)
@@ -465,6 +486,10 @@ class SimNetwork:
                 node.losses.append(effect)
             case fx.MemberChanged(member=member):
                 self._record(node.node_id, _describe(member))
+
+
+#: events are values: one tick event serves every tick
+_TIMER = ev.TimerFired()
 
 
 def _gate() -> OutboxGate:
