@@ -404,7 +404,10 @@ def _member(value: Any) -> Member:
     # Gossip repeats each record many times: one seen before is the same Member. (Exact
     # types first: True == 1 and 1.0 == 1 would otherwise find a cached record.)
     if type(incarnation) is int and type(version) is int and type(status) is int:
-        known = _valid_members.get(fields)
+        try:
+            known = _valid_members.get(fields)
+        except TypeError:  # an unhashable field (a list, a map): invalid, said below
+            known = None
         if known is not None:
             return known
     if type(status) is not int or not 0 <= status < len(_STATUSES):

@@ -58,6 +58,8 @@ def test_a_probe_without_gossip_is_the_revision_1_0_form() -> None:
         ([encode_member(M1), [], ["n2"] * (MAX_SUSPECTERS_COUNT + 1)], "suspecters must be"),
         ([encode_member(M1), [], [""]], "node id must be"),
         ([["n1", 1], [], []], "member record must be"),
+        ([[["n1"], 1, 1, 1, "h:1", "h:2"], [], []], "node id must be"),  # unhashable
+        ([["n1", 1, 1, 1, "h:1", {"h": 2}], [], []], "address"),
     ],
 )
 def test_rejects_malformed_news(news: Any, match: str) -> None:

@@ -25,6 +25,12 @@ GARBAGE: list[list[bytes]] = [
     [msgpack.packb([1, int(Kind.SEND), "x", -1, 1, ["h"]]), b""],  # negative incarnation
     [msgpack.packb([1, int(Kind.SEND), "x", 1, 1, []]), b""],  # body too short
     [msgpack.packb([1, int(Kind.SYNC), "x", 1, 1, [[["n"]], False, "h:1"]]), b""],
+    [
+        msgpack.packb(
+            [1, int(Kind.SYNC), "x", 1, 1, [[[["n"], 1, 1, 1, "h:1", "h:2"]], False, "h:1"]]
+        ),
+        b"",
+    ],  # an unhashable node id
     [encode_header(Kind.SEND, "x", 1, 1, ("h",)), b"", b"extra"],
     [b"a", b"b", b"c", b"d", b"e"],
 ]
