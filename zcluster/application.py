@@ -91,6 +91,9 @@ class Application:
         self.gate = gate
         #: callbacks of each subscribed topic
         self.subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        #: one publication to a topic's only callback; the same object every time, so
+        #: that the runner hands a drain's worth over as one call (Runner.run_each)
+        self._notify_one = functools.partial(_notify_one, serializer.deserialize)
         #: each subscribed topic by how its publications start (either form), for the
         #: fast path of fan-out
         self.topic_frames: dict[bytes, str] = {}
@@ -329,11 +332,7 @@ class Application:
         if not callbacks or runner is None:
             return
         if len(callbacks) == 1:
-            deserialize = self.serializer.deserialize
-            runner.run(
-                functools.partial(_notify_one, callbacks[0], topic, sender, deserialize, payload),
-                None,
-            )
+            runner.run_each(self._notify_one, (callbacks[0], topic, sender, payload))
             return
         message = _Lazy(self.serializer.deserialize, payload)
         for callback in tuple(callbacks):
@@ -413,11 +412,8 @@ def _notify(callback: SubscriptionCallback, topic: str, sender: str, message: _L
 
 
 def _notify_one(
-    callback: SubscriptionCallback,
-    topic: str,
-    sender: str,
-    deserialize: Callable[[bytes], Any],
-    payload: bytes,
+    deserialize: Callable[[bytes], Any], item: tuple[SubscriptionCallback, str, str, bytes]
 ) -> Any:
     """``_notify`` for the common case of one callback: nothing to share, nothing to cache."""
+    callback, topic, sender, payload = item
     return callback(topic, deserialize(payload), sender)

@@ -49,7 +49,7 @@ REJECT_LOG_EVERY_COUNT = 1000
 class Application(Protocol):
     """The layer above the driver that runs user code (``zcluster.application``)."""
 
-    #: each subscribed topic by its first PUB frame
+    #: each subscribed topic by how its publications start (either form)
     topic_frames: dict[bytes, str]
 
     def appliers(self) -> dict[type, Callable[[Any], None]]: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import queue
@@ -42,6 +43,10 @@ class AnyThread:
 class Runner(Protocol):
     def run(self, call: Call, done: Done | None) -> None: ...
 
+    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
+        """Run ``fn(item)`` as ``run`` would, with no outcome; consecutive ones with the
+        same ``fn`` may be handed over as one call (publications: one per drain)."""
+
     def close(self) -> None: ...
 
 
@@ -70,6 +75,9 @@ class InlineRunner:
         else:
             self._finish(done, result, None)
 
+    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
+        self.run(functools.partial(fn, item), None)
+
     def _task_done(self, task: asyncio.Task[Any], done: Done | None) -> None:
         self._tasks.discard(task)
         if task.cancelled():
@@ -89,6 +97,26 @@ class InlineRunner:
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
+
+
+class _Each:
+    """``fn(item)`` for each item, in order, as one call; each failure counted and logged."""
+
+    __slots__ = ("fn", "items", "on_error")
+
+    def __init__(self, fn: Callable[[Any], Any], items: list[Any], on_error: Callable[[], None]):
+        self.fn = fn
+        self.items = items
+        self.on_error = on_error
+
+    def __call__(self) -> None:
+        fn = self.fn
+        for item in self.items:
+            try:
+                fn(item)
+            except Exception as error:
+                self.on_error()
+                _report(error)
 
 
 async def _await(awaitable: Any) -> Any:
@@ -119,9 +147,12 @@ class ThreadRunner:
         self._join_timeout_s = join_timeout_s
         self._paused = False
         self._pending: list[tuple[Call, Done | None]] = []
+        self._pending_count = 0  # calls in _pending, each of a batch counted
         self._queued = 0  # calls handed to the worker and not yet run
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[list[tuple[Call, Done | None]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[tuple[Call, Done | None]], int] | None] = (
+            queue.SimpleQueue()
+        )
         #: outcomes (request replies, acknowledgements) waiting for the loop, in order
         self._outcomes: list[tuple[Done, Any, BaseException | None]] = []
         self._thread = threading.Thread(target=self._work, name="zcluster-callbacks", daemon=True)
@@ -131,25 +162,40 @@ class ThreadRunner:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append((call, done))
+        self._pending_count += 1
+
+    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
+        pending = self._pending
+        self._pending_count += 1
+        if pending:
+            last = pending[-1][0]
+            if type(last) is _Each and last.fn is fn:
+                last.items.append(item)
+                return
+        else:
+            self._loop.call_soon(self._flush)
+        pending.append((_Each(fn, [item], self._on_error), None))
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        count, self._pending_count = self._pending_count, 0
         if not batch:
             return
         with self._lock:
-            self._queued += len(batch)
+            self._queued += count
             pause = self._queued >= self._max_count and not self._paused
             if pause:
                 self._paused = True  # before the worker can see the batch and test the flag
-        self._queue.put(batch)
+        self._queue.put((batch, count))
         if pause:
             self._pause()
 
     def _work(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
+            handed = self._queue.get()
+            if handed is None:
                 return
+            batch, count = handed
             for call, done in batch:
                 try:
                     result, exc = call(), None
@@ -163,7 +209,7 @@ class ThreadRunner:
                 elif done is not None:
                     self._completed(done, result, exc)
             with self._lock:
-                self._queued -= len(batch)
+                self._queued -= count
                 resume = self._paused and self._queued <= self._max_count // 2
                 if resume:
                     self._paused = False

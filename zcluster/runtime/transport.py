@@ -32,12 +32,7 @@ RECV = zmq.backend.Socket.recv
 
 def receive_message(sock: zmq.Socket[bytes]) -> list[bytes]:
     """Read every part of one waiting message without blocking (raises zmq.Again if none)."""
-    frame = RECV(sock, NOWAIT, False)
-    parts = [frame.bytes]
-    while frame.more:
-        frame = RECV(sock, NOWAIT, False)
-        parts.append(frame.bytes)
-    return parts
+    return _read_to_end(sock, RECV(sock, NOWAIT, False), [])
 
 
 def receive_rest(sock: zmq.Socket[bytes], parts: list[bytes]) -> list[bytes]:
@@ -52,6 +47,11 @@ def receive_rest(sock: zmq.Socket[bytes], parts: list[bytes]) -> list[bytes]:
         frame = RECV(sock, NOWAIT, False)
     except zmq.Again:
         return parts
+    return _read_to_end(sock, frame, parts)
+
+
+def _read_to_end(sock: zmq.Socket[bytes], frame: zmq.Frame, parts: list[bytes]) -> list[bytes]:
+    """``parts`` and ``frame``, then the frames that follow it in its message."""
     parts.append(frame.bytes)
     while frame.more:
         frame = RECV(sock, NOWAIT, False)

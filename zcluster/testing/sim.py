@@ -17,6 +17,7 @@ acknowledgements are the ones users get; handlers take
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import heapq
 import itertools
@@ -141,6 +142,9 @@ class _SimRunner:
                 done(result, exc)
 
         self._network._schedule(delay, finish)
+
+    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
+        self.run(functools.partial(fn, item), None)
 
     def close(self) -> None:
         """Nothing runs in the background."""
