@@ -98,3 +98,36 @@ def test_inline_runner_calls_each_at_once() -> None:
         assert seen == [1, 2]
 
     run_on_a_loop(body)
+
+
+def test_calls_handed_over_while_the_worker_is_busy_run_in_order() -> None:
+    """Later hand-overs wait for the busy worker without waking it, and all run in order,
+    the last ones too when the runner closes."""
+    seen: list[int] = []
+    release = threading.Event()
+
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        runner = ThreadRunner(
+            loop,
+            lambda: None,
+            max_count=1000,
+            pause=lambda: None,
+            resume=lambda: None,
+            join_timeout_s=5,
+        )
+        runner.run(lambda: release.wait(5), None)
+        await asyncio.sleep(0)  # handed over: the worker is now busy
+        for turn in range(5):
+            for item in range(3):
+                runner.run_each(seen.append, turn * 3 + item)
+            runner.run(lambda turn=turn: seen.append(100 + turn), None)
+            await asyncio.sleep(0)  # one hand-over per turn
+        release.set()
+        runner.close()
+        await asyncio.to_thread(runner.join)
+
+    run_on_a_loop(body)
+    expected: list[int] = []
+    for turn in range(5):
+        expected += [turn * 3, turn * 3 + 1, turn * 3 + 2, 100 + turn]
+    assert seen == expected

@@ -149,6 +149,10 @@ class ThreadRunner:
         self._pending: list[tuple[Call, Done | None]] = []
         self._pending_count = 0  # calls in _pending, each of a batch counted
         self._queued = 0  # calls handed to the worker and not yet run
+        #: calls handed over while the worker is busy, which it takes when done with
+        #: its batch (no wake-up); None while it is idle, and the next hand-over wakes it
+        self._staged: list[tuple[Call, Done | None]] | None = None
+        self._staged_count = 0
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[list[tuple[Call, Done | None]], int] | None] = (
             queue.SimpleQueue()
@@ -186,7 +190,15 @@ class ThreadRunner:
             pause = self._queued >= self._max_count and not self._paused
             if pause:
                 self._paused = True  # before the worker can see the batch and test the flag
-        self._queue.put((batch, count))
+            staged = self._staged
+            wake = staged is None
+            if staged is None:
+                self._staged = []
+            else:
+                staged.extend(batch)
+                self._staged_count += count
+        if wake:
+            self._queue.put((batch, count))
         if pause:
             self._pause()
 
@@ -196,25 +208,33 @@ class ThreadRunner:
             if handed is None:
                 return
             batch, count = handed
-            for call, done in batch:
-                try:
-                    result, exc = call(), None
-                except Exception as error:
-                    result, exc = None, error
-                    self._on_error()
-                    if done is None:
-                        _report(error)
-                if type(done) is AnyThread:
-                    done(result, exc)
-                elif done is not None:
-                    self._completed(done, result, exc)
-            with self._lock:
-                self._queued -= count
-                resume = self._paused and self._queued <= self._max_count // 2
+            while batch:
+                self._run_batch(batch)
+                with self._lock:
+                    self._queued -= count
+                    resume = self._paused and self._queued <= self._max_count // 2
+                    if resume:
+                        self._paused = False
+                    # What was handed over meanwhile, or idle again (the next one wakes us).
+                    batch, count = self._staged or [], self._staged_count
+                    self._staged = [] if batch else None
+                    self._staged_count = 0
                 if resume:
-                    self._paused = False
-            if resume:
-                self._call_on_loop(self._resume)  # runs after any pause() already under way
+                    self._call_on_loop(self._resume)  # runs after any pause() already under way
+
+    def _run_batch(self, batch: list[tuple[Call, Done | None]]) -> None:
+        for call, done in batch:
+            try:
+                result, exc = call(), None
+            except Exception as error:
+                result, exc = None, error
+                self._on_error()
+                if done is None:
+                    _report(error)
+            if type(done) is AnyThread:
+                done(result, exc)
+            elif done is not None:
+                self._completed(done, result, exc)
 
     def _completed(self, done: Done, result: Any, exc: BaseException | None) -> None:
         """Hand an outcome to the loop at once, without a wake-up per outcome: only the
