@@ -70,7 +70,8 @@ class Gossip(Component):
         ctx, config = self._ctx, self._ctx.config
         self.started = True
         self._next_heartbeat = now
-        self._next_sync = now + config.sync_interval_s
+        # Nodes started together must not push-pull together: a random phase.
+        self._next_sync = now + config.sync_interval_s * ctx.rng.uniform(0.5, 1.5)
         self._next_reconnect = now + config.reconnect_interval_s
         self._next_seed_contact = now + config.seed_contact_interval_s
         if self.seeds:
@@ -133,7 +134,7 @@ class Gossip(Component):
             # for it per second does not (digests in probes and gossip find differences).
             members = len(ctx.peers.swim) + len(ctx.peers.others) + 1
             scale = -(-members // config.sync_interval_members_count)
-            self._next_sync = now + config.sync_interval_s * scale
+            self._next_sync = now + config.sync_interval_s * scale * ctx.rng.uniform(0.5, 1.5)
             peers = ctx.table.peers(MemberStatus.UP, MemberStatus.JOINING)
             if peers:
                 peer = ctx.rng.choice(peers)
