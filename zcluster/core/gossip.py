@@ -40,7 +40,9 @@ class Gossip(Component):
         self._drain_until: float | None = None
         self._leave_at: float | None = None
         self._next_heartbeat = 0.0
-        self._next_sync = 0.0
+        #: the last safety-net push-pull (or the start), and this round's random factor
+        self._last_sync = 0.0
+        self._sync_phase = 1.0
         self._next_seed_contact = 0.0
         self._next_join = 0.0
         self._next_reconnect = 0.0
@@ -70,7 +72,8 @@ class Gossip(Component):
         ctx, config = self._ctx, self._ctx.config
         self.started = True
         self._next_heartbeat = now
-        self._next_sync = now + config.sync_interval_s
+        self._last_sync = now
+        self._sync_phase = ctx.rng.uniform(0.5, 1.5)
         self._next_reconnect = now + config.reconnect_interval_s
         self._next_seed_contact = now + config.seed_contact_interval_s
         if self.seeds:
@@ -128,19 +131,10 @@ class Gossip(Component):
             return
         if status is MemberStatus.LEFT:
             return
-        if now >= self._next_sync:
-            # A table grows with the cluster: push-pull it less often, so what a node sends
-            # for it per second does not (digests in probes and gossip find differences).
-            members = len(ctx.peers.swim) + len(ctx.peers.others) + 1
-            scale = -(-members // config.sync_interval_members_count)
-            self._next_sync = now + config.sync_interval_s * scale
-            peers = ctx.table.peers(MemberStatus.UP, MemberStatus.JOINING)
-            if peers:
-                peer = ctx.rng.choice(peers)
-                self.push_pull(peer.address, peer.node_id)
         if now >= self._next_reconnect:
             self._next_reconnect = now + config.reconnect_interval_s
             self._reconnect(now)
+            self._safety_net(now)
         if ctx.table.has_dead:
             self._expire(now)
 
@@ -175,6 +169,23 @@ class Gossip(Component):
         if self.seeds and (alone or now >= self._next_seed_contact):
             self._next_seed_contact = now + ctx.config.seed_contact_interval_s
             ctx.emit(fx.ResolveSeeds(self.seeds))
+
+    def _safety_net(self, now: float) -> None:
+        """Push-pull with a random member now and then. A table grows with the cluster, so
+        the interval does too: what this costs a node per second does not (digests in probes
+        and gossip find differences sooner). A random phase keeps nodes started together
+        from exchanging tables all at once."""
+        ctx, config = self._ctx, self._ctx.config
+        members = len(ctx.peers.swim) + len(ctx.peers.others) + 1
+        scale = -(-members // config.sync_interval_members_count)
+        if now < self._last_sync + config.sync_interval_s * scale * self._sync_phase:
+            return
+        self._last_sync = now
+        self._sync_phase = ctx.rng.uniform(0.5, 1.5)
+        peers = ctx.table.peers(MemberStatus.UP, MemberStatus.JOINING)
+        if peers:
+            peer = ctx.rng.choice(peers)
+            self.push_pull(peer.address, peer.node_id)
 
     def _expire(self, now: float) -> None:
         ctx, config = self._ctx, self._ctx.config

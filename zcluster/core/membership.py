@@ -39,7 +39,7 @@ class MembershipTable:
         self._since: dict[str, float] = {me.node_id: 0.0}
         #: first-hand changes, for heartbeats: every member hears every heartbeat
         self.broadcast = Rumors()
-        #: every change this node applied, for probes and gossip (infection style, ``swim``)
+        #: first-hand changes and what gossip brought, for probes and gossip (``swim``)
         self.relay = Rumors()
         #: who is known to suspect each SUSPECT member, at the version held
         self._suspecters: dict[str, list[str]] = {}
@@ -189,12 +189,12 @@ class MembershipTable:
         self._store(current.with_status(status), now, current, first_hand=True, relay=True)
         return current
 
-    def add_suspecters(self, record: Member, names: Iterable[str]) -> bool:
-        """Note who suspects ``record``, if it is the SUSPECT record held; whether any is new
-        (then the record is relayed again, so the confirmations spread)."""
+    def add_suspecters(self, record: Member, names: Iterable[str]) -> None:
+        """Note who suspects ``record``, if it is the SUSPECT record held; a new one queues
+        the record again, so that the confirmations spread."""
         node_id = record.node_id
         if self._members.get(node_id) != record or record.status is not MemberStatus.SUSPECT:
-            return False
+            return
         known = self._suspecters.setdefault(node_id, [])
         added = False
         for name in names:
@@ -203,7 +203,6 @@ class MembershipTable:
                 added = True
         if added:
             self.relay.put(node_id, self._relay_budget())
-        return added
 
     def purge(self, node_id: str) -> None:
         if node_id != self.me.node_id:

@@ -387,9 +387,11 @@ class SimNetwork:
         self._trace.update(f"{self.now:.6f} {who} {what}\n".encode())
 
     def _feed(self, node: SimNode, event: ev.Event) -> None:
-        for effect in node.core.handle(event, self.now):
+        effects = node.core.handle(event, self.now)
+        for effect in effects:
             self._apply(node, effect)
-        if node.core.flush_due and not node.turn_end_scheduled:
+        # A tick ends its own turn: unless it did something, nothing is left to flush.
+        if (effects or event is not _TIMER) and node.core.flush_due and not node.turn_end_scheduled:
             node.turn_end_scheduled = True
             self._schedule(0.0, lambda: self._end_turn(node))
 
