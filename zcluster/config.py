@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zcluster.errors import ConfigError
+from zcluster.protocol.messages import MAX_SUSPECTERS_COUNT
 
 ENV_PREFIX = "ZCLUSTER_"
 
@@ -203,6 +204,9 @@ class NodeConfig:
             )
         if self.direct_probe_timeout_s >= self.probe_timeout_s:
             raise ConfigError("direct_probe_timeout_s must be shorter than probe_timeout_s")
+        if self.suspect_confirmations_count >= MAX_SUSPECTERS_COUNT:
+            # news names the suspecters, at most MAX_SUSPECTERS_COUNT of them on the wire
+            raise ConfigError(f"suspect_confirmations_count must be below {MAX_SUSPECTERS_COUNT}")
 
     @property
     def graceful_stop_max_s(self) -> float:

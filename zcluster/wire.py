@@ -29,7 +29,13 @@ from zcluster.errors import WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.protocol.messages import DIRECT_KINDS, MAX_REASON_CHARS, Envelope, Kind
+from zcluster.protocol.messages import (
+    DIRECT_KINDS,
+    MAX_REASON_CHARS,
+    MAX_SUSPECTERS_COUNT,
+    Envelope,
+    Kind,
+)
 
 __all__ = ["DIRECT_KINDS", "MAX_REASON_CHARS", "Envelope", "Kind"]
 
@@ -74,8 +80,6 @@ MAX_FIELDS_COUNT = 64
 #: capabilities: at most this many names, each 1..MAX_CAPABILITY_CHARS printable ASCII
 MAX_CAPABILITIES_COUNT = 64
 MAX_CAPABILITY_CHARS = 64
-#: most suspecters one piece of news names
-MAX_SUSPECTERS_COUNT = 64
 
 _unpack_header = functools.partial(msgpack.unpackb, raw=False, use_list=True, strict_map_key=True)
 

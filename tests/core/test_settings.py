@@ -122,6 +122,12 @@ def test_tick_must_not_exceed_heartbeat_interval() -> None:
     assert NodeConfig(tick_interval_s=0.2).tick_interval_s == 0.2
 
 
+def test_more_confirmations_than_news_can_name_are_refused() -> None:
+    with pytest.raises(ConfigError, match="suspect_confirmations_count must be below 64"):
+        NodeConfig(suspect_confirmations_count=64)
+    assert NodeConfig(suspect_confirmations_count=63).suspect_confirmations_count == 63
+
+
 def test_config_is_frozen() -> None:
     config = NodeConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):

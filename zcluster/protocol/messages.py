@@ -24,6 +24,8 @@ Range = tuple[int, int]
 Position = tuple[str, int]
 #: longest failure reason a DATA_ACK carries (longer ones are cut by the receiver)
 MAX_REASON_CHARS = 1024
+#: most suspecters one piece of news names
+MAX_SUSPECTERS_COUNT = 64
 #: capability names a node announces (sorted, so encodings and traces are stable)
 Capabilities = tuple[str, ...]
 #: (node id, incarnation, capabilities): what that incarnation of a member announced
