@@ -265,6 +265,7 @@ class Application:
         (hosts look effects up here: one dictionary lookup per effect)."""
         return {
             fx.DeliverPublication: self._deliver_publication,
+            fx.DeliverPublications: self._deliver_publications,
             fx.Deliver: self._deliver,
             fx.Acknowledged: self._acknowledged,
             fx.CompleteRequest: self._complete_request,
@@ -323,6 +324,11 @@ class Application:
 
     def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
         self.deliver_publication(effect.sender, effect.topic, effect.payload)
+
+    def _deliver_publications(self, effect: fx.DeliverPublications) -> None:
+        deliver, sender, topic = self.deliver_publication, effect.sender, effect.topic
+        for payload in effect.payloads:
+            deliver(sender, topic, payload)
 
     def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None:
         """Hand a publication to the topic's callbacks (the core's verdict, or the

@@ -54,8 +54,6 @@ TOPIC_END = b"\x00"
 #: a publication in one frame (revision 1.2) starts with ONE_FRAME_PREFIX + UTF-8 topic +
 #: TOPIC_END, then the header's length (2 bytes, big-endian), the header and the payload
 ONE_FRAME_PREFIX = b"u"
-#: the longest header a one-frame publication can carry
-MAX_ONE_FRAME_HEADER_BYTES = 0xFFFF
 
 MAX_NAME_BYTES = 255
 MAX_TOPIC_BYTES = 1024
@@ -208,18 +206,23 @@ class Encoder:
         """The header of an unnumbered (AT_MOST_ONCE) PUBLISH, the hot path of fan-out."""
         return self._unnumbered_prefix + self._pack(self._next_seq()) + self._unnumbered_body
 
-    def one_frame(self, topic: str, header: bytes, payload: bytes) -> bytes:
-        """A publication as one frame (revision 1.2; the header must fit its length field)."""
-        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
-        return b"".join((prefix, _LENGTH(len(header)), header, payload))
-
     def unnumbered_frame(self, topic: str, payload: bytes) -> bytes:
-        """``one_frame`` of an unnumbered PUBLISH, its header built in place: the hot path."""
+        """``publish_frame`` of an unnumbered PUBLISH, with less to build: the hot path."""
         prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
         seq = self._pack(self._next_seq())
         head = self._unnumbered_prefix
         length = _LENGTH(len(head) + len(seq) + _UNNUMBERED_BODY_BYTES)
         return b"".join((prefix, length, head, seq, self._unnumbered_body, payload))
+
+    def publish_frame(self, topic: str, publication: msg.Publish, payload: bytes) -> bytes:
+        """A PUBLISH in one frame (revision 1.2), its header built in place (it always
+        fits the length field: its sender is the longest part, at most MAX_NAME_BYTES)."""
+        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
+        pack = self._pack
+        head = self._unnumbered_prefix
+        body = pack(publication.seq) + _CODE_BYTES[publication.guarantee]
+        tail = pack(self._next_seq()) + _ARRAY_OF_2 + body
+        return b"".join((prefix, _LENGTH(len(head) + len(tail)), head, tail, payload))
 
     def _one_frame_prefix(self, topic: str) -> bytes:
         check_topic(topic)
@@ -262,6 +265,9 @@ class Encoder:
 
 #: msgpack's marker of an array of 6 elements: a header of revision 1.0
 _ARRAY_OF_6 = b"\x96"
+#: and of 2, a PUBLISH body, whose guarantee code is a positive fixint: one byte
+_ARRAY_OF_2 = b"\x92"
+_CODE_BYTES = {guarantee: bytes((code,)) for guarantee, code in GUARANTEE_CODES.items()}
 #: message classes whose payload frame carries the sender's capabilities
 _ANNOUNCING_TYPES = frozenset({msg.Heartbeat, msg.Sync})
 
@@ -657,46 +663,77 @@ def read_publish(header: bytes) -> tuple[str, int, int, DeliveryGuarantee] | Non
 
     It accepts only what :func:`decode_header` accepts; anything else (including
     every invalid header) returns None and takes the full decoder, which
-    explains what is wrong. An unnumbered header (``topic_seq`` 0,
-    AT_MOST_ONCE) differs from its sender's others only in ``seq``, so once
-    one was read in full, the next are recognised by their bytes: the prefix
-    up to ``seq`` (remembered), an unsigned integer, and the body.
+    explains what is wrong. A sender's PUBLISH headers share their bytes up to
+    ``seq``: once one was read in full, that prefix is remembered, and the
+    next are recognised by their bytes: the prefix, an unsigned integer
+    (``seq``), and the body, ``[0, 0]`` unnumbered or ``[topic_seq, code]``.
     """
     size = len(header)
-    if size > _UNNUMBERED_MIN_BYTES and header[-3:] == _UNNUMBERED_BODY:
-        prefixes = _unnumbered_prefixes
-        for width, marker in _SEQ_FORMS:  # the msgpack forms of an unsigned integer
-            start = size - 3 - width
-            if start > 0 and header[start] == marker:
-                known = prefixes.get(header[:start])
+    if size <= _UNNUMBERED_MIN_BYTES:
+        return _read_publish_in_full(header)
+    prefixes = _publish_prefixes
+    if header[-3:] == _UNNUMBERED_BODY:
+        known = _after_uint(prefixes, header, size - 3)
+        if known is not None:
+            return known
+    else:
+        guarantee = _NUMBERED_GUARANTEES.get(header[-1])
+        if guarantee is not None:
+            # [topic_seq, code]: the array marker, an unsigned integer, the code
+            for width, marker in _SEQ_FORMS:
+                start = size - 1 - width
+                if header[start] == marker and header[start - 1] == _ARRAY_OF_2_CODE:
+                    topic_seq = int.from_bytes(header[start + 1 : size - 1], "big")
+                    break
+            else:
+                start = size - 2
+                topic_seq = header[start]
+                if topic_seq >= _FIXINT_END or header[start - 1] != _ARRAY_OF_2_CODE:
+                    topic_seq = 0
+            if topic_seq:
+                known = _after_uint(prefixes, header, start - 1)
                 if known is not None:
-                    return known
-        if header[size - 4] < _FIXINT_END:
-            known = prefixes.get(header[: size - 4])
+                    return known[0], known[1], topic_seq, guarantee
+    return _read_publish_in_full(header)
+
+
+def _after_uint(
+    prefixes: dict[bytes, tuple[str, int, int, DeliveryGuarantee]], header: bytes, end: int
+) -> tuple[str, int, int, DeliveryGuarantee] | None:
+    """What a remembered prefix says of ``header`` when the prefix is followed by one
+    unsigned integer ending at ``end``; None if no prefix is remembered there."""
+    for width, marker in _SEQ_FORMS:  # the msgpack forms of an unsigned integer
+        start = end - width
+        if start > 0 and header[start] == marker:
+            known = prefixes.get(header[:start])
             if known is not None:
                 return known
-    return _read_publish_in_full(header)
+    if header[end - 1] < _FIXINT_END:
+        return prefixes.get(header[: end - 1])
+    return None
 
 
 def _read_publish_in_full(header: bytes) -> tuple[str, int, int, DeliveryGuarantee] | None:
     fields = _publish_fields(header)
     if fields is None:
         return None
-    sender, incarnation, seq, (topic_seq, code) = fields
+    sender, incarnation, _, (topic_seq, code) = fields
     if type(topic_seq) is not int or type(code) is not int:
         return None
     if topic_seq == 0 and code == 0:
         found = (sender, incarnation, 0, DeliveryGuarantee.AT_MOST_ONCE)
-        prefix = _ARRAY_OF_6 + _UNNUMBERED_KIND + msgpack.packb(sender) + msgpack.packb(incarnation)
-        if header.startswith(prefix) and len(header) == len(prefix) + len(msgpack.packb(seq)) + 3:
-            # the smallest encoding, as this implementation sends: remember its prefix
-            if len(_unnumbered_prefixes) >= _VALID_CACHE_COUNT:
-                _unnumbered_prefixes.clear()
-            _unnumbered_prefixes[prefix] = found
-        return found
-    if not 1 <= topic_seq <= UINT64_MAX or code not in _NUMBERED_GUARANTEES:
+    elif not 1 <= topic_seq <= UINT64_MAX or code not in _NUMBERED_GUARANTEES:
         return None
-    return sender, incarnation, topic_seq, _NUMBERED_GUARANTEES[code]
+    else:
+        found = (sender, incarnation, topic_seq, _NUMBERED_GUARANTEES[code])
+    prefix = _ARRAY_OF_6 + _PUBLISH_KIND + msgpack.packb(sender) + msgpack.packb(incarnation)
+    if header.startswith(prefix):
+        # As this implementation sends it: remember its prefix (what follows is
+        # recognised by its bytes, whatever their encoding). Unnumbered, as any found.
+        if len(_publish_prefixes) >= _VALID_CACHE_COUNT:
+            _publish_prefixes.clear()
+        _publish_prefixes[prefix] = (sender, incarnation, 0, DeliveryGuarantee.AT_MOST_ONCE)
+    return found
 
 
 def _publish_fields(header: bytes) -> tuple[str, int, int, list[Any]] | None:
@@ -736,16 +773,19 @@ _NUMBERED_GUARANTEES = {
 }
 #: headers read by the fast path: an unnumbered PUBLISH from a valid node id is far smaller
 _FAST_HEADER_BYTES = 1024
-#: how an unnumbered PUBLISH header of revision 1.0 starts after its array marker, and ends
-_UNNUMBERED_KIND = msgpack.packb(PROTOCOL_VERSION) + msgpack.packb(int(Kind.PUBLISH))
+#: how a PUBLISH header of revision 1.0 starts after its array marker
+_PUBLISH_KIND = msgpack.packb(PROTOCOL_VERSION) + msgpack.packb(int(Kind.PUBLISH))
+#: how an unnumbered one ends
 _UNNUMBERED_BODY = msgpack.packb([0, 0])
 _UNNUMBERED_MIN_BYTES = 8
+_ARRAY_OF_2_CODE = _ARRAY_OF_2[0]
 #: (width in bytes, first byte) of msgpack's unsigned integers wider than a positive fixint,
 #: most likely first; a positive fixint is one byte below _FIXINT_END
 _SEQ_FORMS = ((5, 0xCE), (3, 0xCD), (9, 0xCF), (2, 0xCC))
 _FIXINT_END = 0x80
-#: remembered header prefixes (up to seq) of unnumbered PUBLISHes read in full
-_unnumbered_prefixes: dict[bytes, tuple[str, int, int, DeliveryGuarantee]] = {}
+#: remembered header prefixes (up to seq) of PUBLISHes read in full, with what they say
+#: (sender, incarnation) in the form of an unnumbered one
+_publish_prefixes: dict[bytes, tuple[str, int, int, DeliveryGuarantee]] = {}
 
 
 def decode_published(

@@ -67,6 +67,22 @@ def test_every_width_of_seq_is_recognised_by_the_remembered_prefix(seq: int) -> 
     assert full_decode(bad) is None
 
 
+WIDTHS = [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, UINT64_MAX]
+
+
+@pytest.mark.parametrize("topic_seq", WIDTHS)
+@pytest.mark.parametrize("seq", [0, *WIDTHS])
+def test_numbered_headers_of_every_width_are_read_by_the_remembered_prefix(
+    seq: int, topic_seq: int
+) -> None:
+    wire.check_name("n3")
+    wire.read_publish(msgpack.packb([1, 13, "n3", 9, 1, [1, 3]]))  # read in full: remembered
+    header = msgpack.packb([1, 13, "n3", 9, seq, [topic_seq, 3]])
+    assert wire.read_publish(header) == ("n3", 9, topic_seq, G.ORDERED)
+    for bad_body in ([0, 3], [topic_seq, 4], [topic_seq, 0], [None, 1], [topic_seq, 1, 0]):
+        assert wire.read_publish(msgpack.packb([1, 13, "n3", 9, seq, bad_body])) is None
+
+
 def test_a_sender_never_validated_takes_the_full_decoder_once() -> None:
     header = msgpack.packb([1, 13, "fresh-sender-0", 1, 1, [0, 0]])
     assert wire.read_publish(header) is None
@@ -154,13 +170,16 @@ def test_a_one_frame_publication_decodes_as_its_three_frames(
         wire.check_topic(topic)
     except WireError:
         return
-    encoder = wire.Encoder("n1", 3)
     guarantee = G.AT_LEAST_ONCE if topic_seq else G.AT_MOST_ONCE
-    three = encoder.published(topic, msg.Publish(topic_seq, guarantee), payload)
-    one = encoder.one_frame(topic, three[1], payload)
+    publication = msg.Publish(topic_seq, guarantee)
+    # Two encoders in step: the same header seq for both forms.
+    three = wire.Encoder("n1", 3).published(topic, publication, payload)
+    one = wire.Encoder("n1", 3).publish_frame(topic, publication, payload)
     assert one.startswith(wire.one_frame_prefix(topic))
     assert wire.split_one_frame(one) == three
     assert wire.decode_published([one], 1 << 20) == wire.decode_published(three, 1 << 20)
+    if not topic_seq:
+        assert wire.Encoder("n1", 3).unnumbered_frame(topic, payload) == one
 
 
 @pytest.mark.parametrize(
@@ -190,5 +209,6 @@ def test_only_a_publish_travels_in_one_frame() -> None:
     assert wire.read_publish(three[1]) is None
     topic, envelope, _ = wire.decode_published(three, 1 << 20)
     assert (topic, envelope.message) == ("t", msg.Beacon(5))
+    one = wire.one_frame_prefix("t") + len(three[1]).to_bytes(2, "big") + three[1]
     with pytest.raises(WireError, match="one frame"):
-        wire.decode_published([encoder.one_frame("t", three[1], b"")], 1 << 20)
+        wire.decode_published([one], 1 << 20)

@@ -1,5 +1,6 @@
-"""The fast path of fan-out on real sockets: unnumbered publications skip the loop and
-the core, with the same outcome as the core's path (docs/architecture.md)."""
+"""The fast path of fan-out on real sockets: publications of the blocking API skip the
+loop (numbered ones are numbered and kept in the caller's thread, unnumbered ones also
+skip the core), with the same outcome as the core's path (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import zmq
 
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
-from zcluster import DeliveryGuarantee, Node, NotRunning
+from zcluster import ConfigError, DeliveryGuarantee, Node, NotRunning
 from zcluster.core.subscriber import Subscriber
 from zcluster.protocol import messages as msg
 from zcluster.wire import decode_published, one_frame_prefix, topic_frame
@@ -50,9 +51,46 @@ def test_numbered_and_unnumbered_publications_share_a_topic(make_node: NodeFacto
         publisher.publish("t", i, guarantee=guarantee)
     assert wait_until(lambda: len(got) == 100, 10), len(got)
     assert sorted(message for _, message, _ in got) == list(range(100))
-    odd = [message for _, message, _ in got if message % 2]  # type: ignore[operator]
-    assert odd == list(range(1, 100, 2)), "numbered publications keep their order"
+    assert [message for _, message, _ in got] == list(range(100)), "both leave in call order"
     assert subscriber.stats()["publications_fast_path"] - before == 100
+
+
+def test_threads_publishing_numbered_at_once_keep_each_topic_in_number_order(
+    make_node: NodeFactory,
+) -> None:
+    """Threads number and send under one lock: the PUB carries the numbers in order, so
+    nothing is held back or fetched, and every publication arrives once."""
+    publisher, subscriber, got = pair(make_node, "t")
+    per_thread, threads = 2000, 4
+
+    def burst(k: int) -> None:
+        for i in range(per_thread):
+            publisher.publish("t", (k, i), guarantee=G.ORDERED)
+
+    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert wait_until(lambda: len(got) == per_thread * threads, 20), len(got)
+    for k in range(threads):
+        assert [i for _, (kk, i), _ in got if kk == k] == list(range(per_thread))  # type: ignore[misc]
+    stats, published = subscriber.stats(), publisher.stats()
+    assert stats.get("publication_fetches", 0) == 0, "no gap: numbers left in order"
+    assert stats.get("publications_duplicate", 0) == 0
+    assert published["messages_published"] >= per_thread * threads
+
+
+def test_one_numbered_topic_too_many_is_refused_in_the_callers_thread(
+    make_node: NodeFactory,
+) -> None:
+    node = make_node("alone", published_topics_max_count=2)
+    node.publish("a", 1, guarantee=G.AT_LEAST_ONCE)
+    node.publish("b", 1, guarantee=G.AT_LEAST_ONCE)
+    with pytest.raises(ConfigError, match="published_topics_max_count"):
+        node.publish("c", 1, guarantee=G.AT_LEAST_ONCE)
+    node.publish("a", 2, guarantee=G.AT_LEAST_ONCE)  # a topic it has still takes more
+    node.publish("c", 1)  # and unnumbered ones need no room
 
 
 def test_threads_publishing_at_once_never_interleave_frames(make_node: NodeFactory) -> None:
@@ -81,6 +119,10 @@ def test_publishing_on_a_stopped_node_raises(make_node: NodeFactory) -> None:
     node.stop()
     with pytest.raises(NotRunning):
         node.publish("t", 1)
+    with pytest.raises(NotRunning):
+        node.publish("t", 1, guarantee=G.AT_LEAST_ONCE)
+    with pytest.raises(NotRunning):
+        Node("never-started").publish("t", 1, guarantee=G.AT_LEAST_ONCE)
 
 
 @contextlib.contextmanager

@@ -79,6 +79,16 @@ class DeliverPublication:
 
 
 @dataclasses.dataclass(slots=True)
+class DeliverPublications:
+    """Publications of one stream to deliver in this order: one effect for a run of
+    them read together (the driver's fast path), where one each would cost more."""
+
+    sender: str
+    topic: str
+    payloads: list[bytes]
+
+
+@dataclasses.dataclass(slots=True)
 class Acknowledged:
     """Guaranteed sends reached a final status: ``(number, status, reason)`` each."""
 
@@ -130,6 +140,7 @@ Effect = (
     | SetSubscription
     | Deliver
     | DeliverPublication
+    | DeliverPublications
     | Acknowledged
     | PublicationsLost
     | CompleteRequest

@@ -96,8 +96,8 @@ class Publisher(Component):
         guarantee, topic = check_guarantee(event.guarantee), event.topic
         publication = _UNNUMBERED
         if guarantee.is_reliable:
-            if self.publications.can_take(topic):
-                seq = self.publications.append(topic, guarantee, event.payload)
+            seq = self.publications.append(topic, guarantee, event.payload)
+            if seq:
                 publication = msg.Publish(seq, guarantee)
             else:
                 ctx.counters["publications_unsequenced_too_many_topics"] += 1

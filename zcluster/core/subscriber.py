@@ -217,11 +217,37 @@ class Subscriber(Component):
     def take_numbered(
         self, numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]], now: float
     ) -> None:
-        """Numbered publications read on the driver's fast path, as ``_rx_publish`` takes them."""
+        """Numbered publications read on the driver's fast path, as ``_rx_publish`` takes
+        them; a run of the next numbers of one stream is taken at once."""
         topics = self._topics
+        run: list[Publication] = []
+        key = ("", 0, "")
+        ordered = 0
         for publisher, incarnation, topic, seq, guarantee, payload in numbered:
-            if topic in topics:
-                self._take(publisher, incarnation, topic, (seq, guarantee, payload), now)
+            if topic not in topics:
+                continue
+            if run and (seq != run[-1][0] + 1 or (publisher, incarnation, topic) != key):
+                self._take_run(key, run, ordered, now)
+                run, ordered = [], 0
+            key = (publisher, incarnation, topic)
+            run.append((seq, guarantee, payload))
+            if guarantee is DeliveryGuarantee.ORDERED:
+                ordered = seq
+        if run:
+            self._take_run(key, run, ordered, now)
+
+    def _take_run(
+        self, key: tuple[str, int, str], run: list[Publication], ordered: int, now: float
+    ) -> None:
+        """Publications of one stream numbered one after another."""
+        publisher, incarnation, topic = key
+        if not self._life_over(publisher, incarnation) and self.subscriptions.take_in_order(
+            publisher, incarnation, topic, run[0][0], run[-1][0], ordered
+        ):
+            self._ctx.emit(fx.DeliverPublications(publisher, topic, [p for _, _, p in run]))
+            return
+        for item in run:
+            self._take(publisher, incarnation, topic, item, now)
 
     def _take(
         self, publisher: str, incarnation: int, topic: str, item: Publication, now: float

@@ -169,6 +169,27 @@ class Subscriptions:
         self._after_change(key, stream, ready)
         return ready
 
+    def take_in_order(
+        self, publisher: str, incarnation: int, topic: str, first: int, last: int, ordered: int
+    ) -> bool:
+        """Take publications ``first..last`` of one stream at once when they are its next
+        numbers and it misses and holds nothing (the common case, read in one batch):
+        True, all of them are deliverable, in order. False: nothing was taken, take them
+        one by one. ``ordered`` is the last ORDERED number among them (0: none).
+        """
+        key = (publisher, topic)
+        stream = self._streams.get(key)
+        if stream is None or stream.incarnation != incarnation or not stream.final:
+            return False
+        delivered = stream.delivered
+        if first != delivered.upto + 1 or stream.highest > delivered.upto or len(stream.held):
+            return False
+        delivered.upto = stream.highest = last
+        if ordered:
+            stream.ordered_through = ordered
+        self._streams.move_to_end(key)
+        return True
+
     def position(
         self,
         publisher: str,

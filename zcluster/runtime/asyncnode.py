@@ -39,6 +39,7 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.driver import Driver, ReadControl
 from zcluster.runtime.gate import OutboxGate
+from zcluster.runtime.lane import too_many_topics
 from zcluster.runtime.runners import InlineRunner, Runner
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
@@ -497,11 +498,23 @@ class AsyncNode:
         validate_topic(topic)
         guarantee = checked_guarantee(guarantee)
         if guarantee.is_reliable and not self._require().core.can_publish_guaranteed(topic):
-            raise ConfigError(
-                f"at most {self.config.published_topics_max_count} topics can be published "
-                "with a guarantee (published_topics_max_count)"
-            )
+            raise ConfigError(too_many_topics(self.config.published_topics_max_count))
         return ev.PublishRequested(topic, self.app.encode(message), guarantee)
+
+    def numbered_publisher(self) -> Callable[[str, Any, DeliveryGuarantee], None]:
+        """Guaranteed publishing of this run of the node, in the caller's thread, for the
+        blocking API (``lane.publish_numbered``; it raises NotRunning once the node stops).
+
+        Not for the loop's own thread: the asyncio API publishes through the core.
+        """
+        lane, encode = self._require().lane, self.app.encode
+
+        def publish(topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
+            lane.publish_numbered(
+                validate_topic(topic), encode(message), checked_guarantee(guarantee)
+            )
+
+        return publish
 
     def send_request(self, request: ev.RequestStarted) -> bool:
         """Send a prepared request from any thread; False: ``submit`` it instead."""

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
@@ -123,9 +124,16 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
-        #: the PUB socket, shared with threads that publish at most once
+        # Threads that publish number in the core's Publications (PublicationLane).
+        core.publisher.publications.guard = threading.Lock()
+        #: the PUB socket, shared with threads that publish
         self.lane = PublicationLane(
-            core.node_id, self._encoder, transport.pub, app.serializer.serialize, core.config
+            core.node_id,
+            self._encoder,
+            transport.pub,
+            app.serializer.serialize,
+            core.config,
+            core.publisher.publications,
         )
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {

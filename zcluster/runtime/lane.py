@@ -2,10 +2,14 @@
 
 Unnumbered (AT_MOST_ONCE) publications carry no protocol state: nothing is
 numbered, kept or acknowledged. So they skip the loop and the core: the
-caller's thread encodes the header and sends the three frames at once,
-under a lock that also covers the loop's own PUB traffic (heartbeats and
-numbered publications). Without the hop a publication costs about what raw
-pyzmq costs; the lock is uncontended unless two threads publish at once.
+caller's thread encodes the header and sends at once, under a lock that
+also covers the loop's own PUB traffic (beacons, heartbeats, numbered
+publications of the asyncio API). Numbered ones need one piece of the
+core's state, the numbering and retransmit buffer (``Publications``, which
+guards itself): under the same lock the caller's thread numbers, keeps
+and sends, so that the PUB carries each topic's numbers in order. Without
+the hop a publication costs about what raw pyzmq costs; the lock is
+uncontended unless two threads publish at once.
 """
 
 from __future__ import annotations
@@ -18,10 +22,18 @@ import zmq
 
 from zcluster.application import raise_too_large
 from zcluster.config import NodeConfig
+from zcluster.core.publications import Publications
 from zcluster.errors import ConfigError, NotRunning, WireError
 from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
-from zcluster.wire import MAX_ONE_FRAME_HEADER_BYTES, Encoder
+from zcluster.wire import Encoder
+
+
+def too_many_topics(max_count: int) -> str:
+    return (
+        f"at most {max_count} topics can be published with a guarantee (published_topics_max_count)"
+    )
 
 
 class PublicationLane:
@@ -34,17 +46,20 @@ class PublicationLane:
         pub: zmq.Socket[bytes],
         serialize: Callable[[Any], bytes],
         config: NodeConfig,
+        publications: Publications,
     ) -> None:
         self._node_id = node_id
         self._encoder = encoder
+        self._publications = publications
         self._pub: zmq.Socket[bytes] | None = pub
         self._serialize = serialize
         self._max_message_bytes = config.max_message_bytes
         self._one_frame_max_bytes = config.one_frame_max_bytes
+        self._config_topics_max_count = config.published_topics_max_count
         self._lock = threading.Lock()
         #: whether every member reads one-frame publications (the loop keeps it current)
         self.one_frame = False
-        #: unnumbered publications sent through the lane
+        #: publications sent from callers' threads
         self.published = 0
 
     def publish_unnumbered(self, topic: str, message: Any) -> None:
@@ -76,6 +91,18 @@ class PublicationLane:
             SEND(pub, payload, LAST_FRAME)
             self.published += 1
 
+    def publish_numbered(self, topic: str, payload: bytes, guarantee: DeliveryGuarantee) -> None:
+        """Number, keep and send a guaranteed publication now, in the caller's thread
+        (``topic`` checked and ``payload`` serialized by the caller). Raises ConfigError
+        if the topic would be one numbered topic too many, NotRunning once stopped."""
+        with self._lock:
+            pub = self._open()
+            seq = self._publications.append(topic, guarantee, payload)
+            if not seq:
+                raise ConfigError(too_many_topics(self._config_topics_max_count))
+            self._send(pub, topic, msg.Publish(seq, guarantee), payload)
+            self.published += 1
+
     def _open(self) -> zmq.Socket[bytes]:
         pub = self._pub
         if pub is None:
@@ -86,24 +113,27 @@ class PublicationLane:
         """Send a message of the loop's (``topic`` None: membership traffic), numbered
         under the lock so that on this socket a later message has the larger header seq;
         dropped once the lane is closed."""
-        encoder = self._encoder
         with self._lock:
             pub = self._pub
-            if pub is None:
-                return
-            first, header, payload = encoder.published(topic, message, payload)
-            if (
-                topic is not None
-                and type(message) is msg.Publish  # not a BEACON: only PUBLISH takes this form
-                and self.one_frame
-                and len(payload) <= self._one_frame_max_bytes
-                and len(header) <= MAX_ONE_FRAME_HEADER_BYTES
-            ):
-                SEND(pub, encoder.one_frame(topic, header, payload), LAST_FRAME)
-                return
-            SEND(pub, first, MORE_FRAMES)
-            SEND(pub, header, MORE_FRAMES)
-            SEND(pub, payload, LAST_FRAME)
+            if pub is not None:
+                self._send(pub, topic, message, payload)
+
+    def _send(
+        self, pub: zmq.Socket[bytes], topic: str | None, message: msg.Message, payload: bytes
+    ) -> None:
+        encoder = self._encoder
+        if (
+            topic is not None
+            and type(message) is msg.Publish  # not a BEACON: only PUBLISH takes this form
+            and self.one_frame
+            and len(payload) <= self._one_frame_max_bytes
+        ):
+            SEND(pub, encoder.publish_frame(topic, message, payload), LAST_FRAME)
+            return
+        first, header, payload = encoder.published(topic, message, payload)
+        SEND(pub, first, MORE_FRAMES)
+        SEND(pub, header, MORE_FRAMES)
+        SEND(pub, payload, LAST_FRAME)
 
     def close(self) -> None:
         """Refuse further publications; the socket itself is closed by its owner."""

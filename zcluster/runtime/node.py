@@ -79,8 +79,11 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: ThreadRunner | None = None
-        #: at-most-once publishing of the current run (NotRunning until started)
+        #: publishing of the current run, at most once and numbered (NotRunning until started)
         self._publish_now: Callable[[str, Any], None] = self._node.publish_at_most_once
+        self._publish_numbered: Callable[[str, Any, DeliveryGuarantee], None] = lambda *args: (
+            self._node.numbered_publisher()(*args)
+        )
 
     def _make_runner(
         self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: Callable[[], None]
@@ -144,6 +147,7 @@ class Node:
             raise
         # The lane of this run: once the node stops it raises NotRunning by itself.
         self._publish_now = self._node.publisher()
+        self._publish_numbered = self._node.numbered_publisher()
 
     def stop(self) -> None:
         """Leave the cluster gracefully, close every socket, end the threads."""
@@ -279,14 +283,15 @@ class Node:
     ) -> None:
         """Publish ``message`` on ``topic``; see AsyncNode.publish for ``guarantee``.
 
-        Blocks only while the node's queue is full; raises Backpressure if it
-        stays full for ``timeout`` seconds.
+        This thread sends it at once and never waits (``timeout`` is accepted
+        for compatibility and unused): the PUB socket drops what a subscriber
+        has no room for beyond ``pubsub_hwm_count``, and a guaranteed
+        publication dropped so is fetched again from the retransmit buffer.
         """
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
             self._publish_now(topic, message)
             return
-        node = self._node
-        node.submit(node.prepare_publication(topic, message, guarantee), timeout)
+        self._publish_numbered(topic, message, guarantee)
 
     def send(
         self,

@@ -481,6 +481,8 @@ class SimNetwork:
                 node.delivered.append((sender, name, payload))
             case fx.DeliverPublication(sender=sender, topic=topic, payload=payload):
                 node.delivered.append((sender, topic, payload))
+            case fx.DeliverPublications(sender=sender, topic=topic, payloads=payloads):
+                node.delivered.extend((sender, topic, payload) for payload in payloads)
             case fx.CompleteRequest(request_id=request_id):
                 node.completed[request_id] = effect
             case fx.Acknowledged(outcomes=outcomes):
