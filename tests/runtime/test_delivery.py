@@ -52,6 +52,35 @@ def test_each_guarantee_delivers_in_order_on_a_clean_network(trio: list[Node]) -
     assert got == list(range(300))
 
 
+def test_threads_sending_at_once_take_the_callers_path_each_in_its_order(
+    trio: list[Node],
+) -> None:
+    """The blocking API numbers guaranteed sends into the outbox and sends them in the
+    caller's thread, under the core's lock: nothing waits in the loop's queue, and each
+    thread's ORDERED messages arrive in the order it sent them."""
+    a, b, _ = trio
+    got: list[tuple[int, int]] = []
+    b.register("seq", lambda message, sender: got.append(tuple(message)))
+    queued = a.stats().get("submitted_calls", 0)
+    per_thread, threads = 300, 3
+    acks: list[MessageAcknowledgement | None] = []
+
+    def burst(k: int) -> None:
+        for i in range(per_thread):
+            acks.append(a.send("b", "seq", (k, i), guarantee=G.ORDERED))
+
+    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert len(acks) == per_thread * threads
+    assert all(ack is not None and ack.wait(10) is AckStatus.DELIVERED for ack in acks)
+    for k in range(threads):
+        assert [i for kk, i in got if kk == k] == list(range(per_thread))
+    assert a.stats().get("submitted_calls", 0) == queued, "none went through the loop's queue"
+
+
 def test_handler_errors_and_missing_handlers_end_failed_with_the_reason(
     trio: list[Node],
 ) -> None:

@@ -183,6 +183,22 @@ class NodeCore:
         """Guaranteed messages to ``node_id`` not yet acknowledged, expired or failed."""
         return self.reliable.sender.count(node_id)
 
+    def takes_send_now(self, event: ev.SendRequested) -> bool:
+        """Whether ``take_send`` may take this send: a guaranteed one that is not refused
+        (a refused one goes through ``handle``, which reports why)."""
+        return check_guarantee(event.guarantee).is_reliable and not self.reliable.refusal(
+            event.target
+        )
+
+    def take_send(self, event: ev.SendRequested, now: float) -> tuple[str, msg.Data, bytes] | None:
+        """Take a guaranteed send outside ``handle``, for a host's fast path (which holds
+        whatever serializes its calls of this core), once ``takes_send_now`` said so.
+
+        Returns what to transmit, as the Send effect of ``handle`` would carry it;
+        None if the receiver is down (the send is kept, as ``handle`` keeps it).
+        """
+        return self.reliable.take(event, now)
+
     def can_publish_guaranteed(self, topic: str) -> bool:
         return self.publisher.publications.can_take(topic)
 

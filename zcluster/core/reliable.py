@@ -48,15 +48,28 @@ class ReliableDelivery(Component):
     # ------------------------------------------------------------ sending
 
     def send(self, event: ev.SendRequested, now: float) -> None:
-        ctx = self._ctx
-        reason = ""
-        if not self.accepts(event.target):
-            reason = f"{event.target!r} is not a member (unknown, left or removed)"
-        elif self.sender.count(event.target) >= ctx.config.outbox_max_count:
-            reason = f"outbox to {event.target!r} is full ({ctx.config.outbox_max_count})"
+        reason = self.refusal(event.target)
         if reason:
-            ctx.emit(fx.Acknowledged(event.target, ((event.number, AckStatus.FAILED, reason),)))
+            outcome = (event.number, AckStatus.FAILED, reason)
+            self._ctx.emit(fx.Acknowledged(event.target, (outcome,)))
             return
+        transmit = self.take(event, now)
+        if transmit is not None:
+            self._ctx.send(*transmit)
+        # else: a down member may come back; the retry timer parks it until then
+
+    def refusal(self, target: str) -> str:
+        """Why a guaranteed send to ``target`` must fail at once ("" if it need not)."""
+        if not self.accepts(target):
+            return f"{target!r} is not a member (unknown, left or removed)"
+        limit = self._ctx.config.outbox_max_count
+        if self.sender.count(target) >= limit:
+            return f"outbox to {target!r} is full ({limit})"
+        return ""
+
+    def take(self, event: ev.SendRequested, now: float) -> tuple[str, msg.Data, bytes] | None:
+        """Put a send that is not refused in its outbox; returns what to transmit now
+        (address, DATA, payload), or None while the receiver is down."""
         entry = self.sender.add(
             event.target,
             event.number,
@@ -66,15 +79,15 @@ class ReliableDelivery(Component):
             now + event.ttl_s,
             now,
         )
-        ctx.counters["reliable_sent"] += 1
-        address = ctx.live_address(event.target)
-        if address is not None:
-            self._transmit(address, event.target, entry)
-        # else: a down member may come back; the retry timer parks it until then
+        self._ctx.counters["reliable_sent"] += 1
+        address = self._ctx.live_address(event.target)
+        if address is None:
+            return None
+        return address, self._data(event.target, entry), entry.payload
 
-    def _transmit(self, address: str, target: str, entry: Outgoing) -> None:
+    def _data(self, target: str, entry: Outgoing) -> msg.Data:
         sender = self.sender
-        data = msg.Data(
+        return msg.Data(
             entry.name,
             entry.number,
             entry.seq,
@@ -82,7 +95,6 @@ class ReliableDelivery(Component):
             entry.guarantee,
             sender.epoch(target),
         )
-        self._ctx.send(address, data, entry.payload)
 
     def tick(self, now: float) -> None:
         ctx = self._ctx
@@ -99,7 +111,7 @@ class ReliableDelivery(Component):
             address = ctx.live_address(target)
             if address is not None:
                 ctx.counters["reliable_retransmits"] += 1
-                self._transmit(address, target, entry)
+                ctx.send(address, self._data(target, entry), entry.payload)
 
     def _is_reachable(self, node_id: str) -> bool:
         return self._ctx.live_address(node_id) is not None

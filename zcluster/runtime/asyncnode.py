@@ -516,6 +516,11 @@ class AsyncNode:
 
         return publish
 
+    def send_guaranteed(self, event: ev.SendRequested) -> bool:
+        """Take a registered guaranteed send in the caller's thread (blocking API); False:
+        ``submit`` it instead (the core refuses it, or the node is stopping)."""
+        return self._require().send_guaranteed(event)
+
     def send_request(self, request: ev.RequestStarted) -> bool:
         """Send a prepared request from any thread; False: ``submit`` it instead."""
         return self._require().send_request(request)

@@ -156,6 +156,10 @@ class Driver:
         #: fault injection for tests (zcluster.testing): the delays after which each
         #: received message is handled, () to drop it; None handles everything at once
         self.inbound_faults: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None = None
+        #: held while the core handles an event and its effects are carried out: the
+        #: blocking API takes guaranteed sends in the caller's thread (send_guaranteed).
+        #: Reentrant: an inline callback (asyncio API) may feed the core from within.
+        self.core_lock = threading.RLock()
         self._router_fd = cast(int, transport.router.getsockopt(zmq.FD))
         self._sub_fd = cast(int, transport.sub.getsockopt(zmq.FD))
 
@@ -174,7 +178,8 @@ class Driver:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.lane.close()
-        self.transport.close()
+        with self.core_lock:
+            self.transport.close()
 
     def pause_reading(self) -> None:
         if self._reading:
@@ -197,7 +202,8 @@ class Driver:
     def feed(self, event: ev.Event) -> None:
         if self._closed:
             return
-        self.apply(self.core.handle(event, self.clock()))
+        with self.core_lock:
+            self.apply(self.core.handle(event, self.clock()))
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
@@ -205,11 +211,29 @@ class Driver:
         if self._closed:
             self.counters["calls_dropped_after_stop"] += len(events)
             return
-        handle, apply, now = self.core.handle, self.apply, self.clock()
-        for event in events:
-            apply(handle(event, now))
+        handle, apply = self.core.handle, self.apply
+        with self.core_lock:
+            now = self.clock()
+            for event in events:
+                apply(handle(event, now))
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
+
+    def send_guaranteed(self, event: ev.SendRequested) -> bool:
+        """Take a guaranteed send in the caller's thread (blocking API), without waking
+        the loop: numbered into its outbox and sent on the DEALER at once, under the
+        core's lock. False if the core refuses it: ``feed`` it, to be told why."""
+        with self.core_lock:
+            core = self.core
+            if self._closed or not core.takes_send_now(event):
+                return False
+            transmit = core.take_send(event, self.clock())
+            if transmit is not None:
+                try:
+                    self._transmit(*transmit)
+                except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
+                    self._failed("Send", exc)
+        return True
 
     def _end_turn_later(self) -> None:
         """Acknowledgements and fetches go out once per loop turn, batched."""
@@ -225,7 +249,8 @@ class Driver:
         self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
         self._take_quiet()
         self.feed(ev.TimerFired())
-        self.transport.close_idle(self.clock())
+        with self.core_lock:
+            self.transport.close_idle(self.clock())
 
     def _read_router(self) -> None:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
@@ -363,8 +388,11 @@ class Driver:
             try:
                 appliers[type(effect)](effect)
             except zmq.ZMQError as exc:  # one bad address or a full socket table, not a crash
-                self.counters["effects_failed"] += 1
-                log.warning("could not carry out %s: %s", type(effect).__name__, exc)
+                self._failed(type(effect).__name__, exc)
+
+    def _failed(self, what: str, exc: zmq.ZMQError) -> None:
+        self.counters["effects_failed"] += 1
+        log.warning("could not carry out %s: %s", what, exc)
 
     def _publish(self, effect: fx.Publish) -> None:
         self.lane.publish(effect.topic, effect.message, effect.payload)
@@ -402,8 +430,11 @@ class Driver:
                 self.loop.call_soon_threadsafe(self.feed, reply)
 
     def _send(self, effect: fx.Send) -> None:
-        frames = self._encoder.direct(effect.message, effect.payload)
-        if not self.transport.send(effect.address, frames, self.clock()):
+        self._transmit(effect.address, effect.message, effect.payload)
+
+    def _transmit(self, address: str, message: msg.Message, payload: bytes) -> None:
+        frames = self._encoder.direct(message, payload)
+        if not self.transport.send(address, frames, self.clock()):
             self.counters["sends_dropped_queue_full"] += 1
 
     def _connect(self, effect: fx.Connect) -> None:

@@ -320,7 +320,8 @@ class Node:
         app.gate.take(node_id, app.block_timeout(timeout))
         ack, event = app.register_send(node_id, name, payload, guarantee, ttl_s, callback)
         try:
-            node.submit(event, timeout)
+            if not node.send_guaranteed(event):
+                node.submit(event, timeout)
         except BaseException:
             app.forget_send(ack)
             raise
