@@ -217,11 +217,16 @@ class Encoder:
     def publish_frame(self, topic: str, publication: msg.Publish, payload: bytes) -> bytes:
         """A PUBLISH in one frame (revision 1.2), its header built in place (it always
         fits the length field: its sender is the longest part, at most MAX_NAME_BYTES)."""
+        return self.numbered_frame(topic, publication.seq, publication.guarantee, payload)
+
+    def numbered_frame(
+        self, topic: str, seq: int, guarantee: DeliveryGuarantee, payload: bytes
+    ) -> bytes:
+        """``publish_frame`` of ``Publish(seq, guarantee)``, without building the message."""
         prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
         pack = self._pack
         head = self._unnumbered_prefix
-        body = pack(publication.seq) + _CODE_BYTES[publication.guarantee]
-        tail = pack(self._next_seq()) + _ARRAY_OF_2 + body
+        tail = pack(self._next_seq()) + _ARRAY_OF_2 + pack(seq) + _CODE_BYTES[guarantee]
         return b"".join((prefix, _LENGTH(len(head) + len(tail)), head, tail, payload))
 
     def _one_frame_prefix(self, topic: str) -> bytes:

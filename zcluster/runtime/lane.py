@@ -100,7 +100,11 @@ class PublicationLane:
             seq = self._publications.append(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            self._send(pub, topic, msg.Publish(seq, guarantee), payload)
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                frame = self._encoder.numbered_frame(topic, seq, guarantee, payload)
+                SEND(pub, frame, LAST_FRAME)
+            else:
+                self._send(pub, topic, msg.Publish(seq, guarantee), payload)
             self.published += 1
 
     def _open(self) -> zmq.Socket[bytes]:
