@@ -217,13 +217,19 @@ class Encoder:
     def publish_frame(self, topic: str, publication: msg.Publish, payload: bytes) -> bytes:
         """A PUBLISH in one frame (revision 1.2), its header built in place (it always
         fits the length field: its sender is the longest part, at most MAX_NAME_BYTES)."""
-        return self.numbered_frame(topic, publication.seq, publication.guarantee, payload)
+        prefix = self.one_frame_prefix_of(topic)
+        return self.numbered_frame(prefix, publication.seq, publication.guarantee, payload)
+
+    def one_frame_prefix_of(self, topic: str) -> bytes:
+        """How a one-frame publication on ``topic`` starts, cached (safe from any thread);
+        WireError for a topic the wire cannot carry."""
+        return self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
 
     def numbered_frame(
-        self, topic: str, seq: int, guarantee: DeliveryGuarantee, payload: bytes
+        self, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
     ) -> bytes:
-        """``publish_frame`` of ``Publish(seq, guarantee)``, without building the message."""
-        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
+        """``publish_frame`` of ``Publish(seq, guarantee)`` on the topic ``prefix`` starts
+        (``one_frame_prefix_of``), without building the message."""
         pack = self._pack
         head = self._unnumbered_prefix
         tail = pack(self._next_seq()) + _ARRAY_OF_2 + pack(seq) + _CODE_BYTES[guarantee]

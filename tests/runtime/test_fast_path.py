@@ -91,6 +91,11 @@ def test_one_numbered_topic_too_many_is_refused_in_the_callers_thread(
         node.publish("c", 1, guarantee=G.AT_LEAST_ONCE)
     node.publish("a", 2, guarantee=G.AT_LEAST_ONCE)  # a topic it has still takes more
     node.publish("c", 1)  # and unnumbered ones need no room
+    with pytest.raises(ConfigError, match="topic"):
+        node.publish("bad\x00topic", 1, guarantee=G.AT_LEAST_ONCE)
+    with pytest.raises(ConfigError, match="not available yet"):
+        node.publish("a", 1, guarantee=G.CAUSAL)
+    assert node.stats()["messages_published"] == 4, "what was refused was not published"
 
 
 def test_threads_publishing_at_once_never_interleave_frames(make_node: NodeFactory) -> None:

@@ -507,14 +507,7 @@ class AsyncNode:
 
         Not for the loop's own thread: the asyncio API publishes through the core.
         """
-        lane, encode = self._require().lane, self.app.encode
-
-        def publish(topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
-            lane.publish_numbered(
-                validate_topic(topic), encode(message), checked_guarantee(guarantee)
-            )
-
-        return publish
+        return self._require().lane.publish_numbered
 
     def send_guaranteed(self, event: ev.SendRequested) -> bool:
         """Take a registered guaranteed send in the caller's thread (blocking API); False:

@@ -20,14 +20,18 @@ from typing import Any
 
 import zmq
 
-from zcluster.application import raise_too_large
+from zcluster.application import checked_guarantee, raise_too_large
 from zcluster.config import NodeConfig
+from zcluster.core.component import SUPPORTED_GUARANTEES
 from zcluster.core.publications import Publications
 from zcluster.errors import ConfigError, NotRunning, WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
 from zcluster.wire import Encoder
+
+#: the guarantees a numbered publication may carry, as the core checks them
+_NUMBERED = frozenset(g for g in SUPPORTED_GUARANTEES if g.is_reliable)
 
 
 def too_many_topics(max_count: int) -> str:
@@ -91,18 +95,29 @@ class PublicationLane:
             SEND(pub, payload, LAST_FRAME)
             self.published += 1
 
-    def publish_numbered(self, topic: str, payload: bytes, guarantee: DeliveryGuarantee) -> None:
-        """Number, keep and send a guaranteed publication now, in the caller's thread
-        (``topic`` checked and ``payload`` serialized by the caller). Raises ConfigError
-        if the topic would be one numbered topic too many, NotRunning once stopped."""
+    def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
+        """Serialize, number, keep and send a guaranteed publication now, in the caller's
+        thread. Raises as ``publish_unnumbered`` does, UnsupportedGuarantee (a
+        ConfigError) for a guarantee publications do not take, and ConfigError if the
+        topic would be one numbered topic too many."""
+        if guarantee not in _NUMBERED:
+            guarantee = checked_guarantee(guarantee)  # raises for what no core takes
+        payload = self._serialize(message)
+        size = len(payload)
+        if size > self._max_message_bytes:
+            raise_too_large(payload, self._max_message_bytes)
+        encoder = self._encoder
+        try:
+            prefix = encoder.one_frame_prefix_of(topic)  # checks the topic, before numbering
+        except WireError as exc:
+            raise ConfigError(str(exc)) from None
         with self._lock:
             pub = self._open()
             seq = self._publications.append(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-                frame = self._encoder.numbered_frame(topic, seq, guarantee, payload)
-                SEND(pub, frame, LAST_FRAME)
+            if self.one_frame and size <= self._one_frame_max_bytes:
+                SEND(pub, encoder.numbered_frame(prefix, seq, guarantee, payload), LAST_FRAME)
             else:
                 self._send(pub, topic, msg.Publish(seq, guarantee), payload)
             self.published += 1
