@@ -323,26 +323,27 @@ class Application:
         self._send_reply(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
 
     def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
-        self.deliver_publication(effect.sender, effect.topic, effect.payload)
+        self.deliver_publications(effect.sender, effect.topic, [effect.payload])
 
     def _deliver_publications(self, effect: fx.DeliverPublications) -> None:
-        deliver, sender, topic = self.deliver_publication, effect.sender, effect.topic
-        for payload in effect.payloads:
-            deliver(sender, topic, payload)
+        self.deliver_publications(effect.sender, effect.topic, effect.payloads)
 
-    def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None:
-        """Hand a publication to the topic's callbacks (the core's verdict, or the
-        driver's for an unnumbered one: docs/architecture.md, the fast path)."""
+    def deliver_publications(self, sender: str, topic: str, payloads: list[bytes]) -> None:
+        """Hand publications of one sender on one topic to the topic's callbacks, in
+        order (the core's verdict, or the driver's for unnumbered ones: the fast path,
+        docs/architecture.md)."""
         callbacks = self.subscriptions.get(topic)
         runner = self._runner
         if not callbacks or runner is None:
             return
         if len(callbacks) == 1:
-            runner.run_each(self._notify_one, (callbacks[0], topic, sender, payload))
+            one = callbacks[0]
+            runner.run_each(self._notify_one, [(one, topic, sender, p) for p in payloads])
             return
-        message = _Lazy(self.serializer.deserialize, payload)
-        for callback in tuple(callbacks):
-            runner.run(functools.partial(_notify, callback, topic, sender, message), None)
+        for payload in payloads:
+            message = _Lazy(self.serializer.deserialize, payload)
+            for callback in tuple(callbacks):
+                runner.run(functools.partial(_notify, callback, topic, sender, message), None)
 
     def _acknowledged(self, effect: fx.Acknowledged) -> None:
         settled = 0

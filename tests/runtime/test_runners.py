@@ -40,12 +40,12 @@ def test_publications_batched_keep_their_place_among_other_calls() -> None:
 
         other = each.__call__  # another function: a batch of its own
         for item in range(5):
-            runner.run_each(each, item)
+            runner.run_each(each, [item])
         runner.run(lambda: seen.append("call"), None)
         for item in range(5, 8):
-            runner.run_each(each, item)
-        runner.run_each(other, 8)
-        runner.run_each(each, 9)
+            runner.run_each(each, [item])
+        runner.run_each(other, [8])
+        runner.run_each(each, [9])
         await asyncio.sleep(0)  # the turn ends: one hand-over
         assert await asyncio.to_thread(wait_until, lambda: len(seen) == 10, 5), seen
         runner.close()
@@ -73,7 +73,7 @@ def test_a_full_queue_counts_each_publication() -> None:
         )
         runner.run(lambda: release.wait(5), None)  # the worker is busy
         for item in range(150):
-            runner.run_each(_nothing, item)
+            runner.run_each(_nothing, [item])
         await asyncio.sleep(0)
         assert paused == ["pause"]
         release.set()
@@ -93,8 +93,8 @@ def test_inline_runner_calls_each_at_once() -> None:
 
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         runner = InlineRunner(loop, lambda: None)
-        runner.run_each(seen.append, 1)
-        runner.run_each(seen.append, 2)
+        runner.run_each(seen.append, [1])
+        runner.run_each(seen.append, [2])
         assert seen == [1, 2]
 
     run_on_a_loop(body)
@@ -119,7 +119,7 @@ def test_calls_handed_over_while_the_worker_is_busy_run_in_order() -> None:
         await asyncio.sleep(0)  # handed over: the worker is now busy
         for turn in range(5):
             for item in range(3):
-                runner.run_each(seen.append, turn * 3 + item)
+                runner.run_each(seen.append, [turn * 3 + item])
             runner.run(lambda turn=turn: seen.append(100 + turn), None)
             await asyncio.sleep(0)  # one hand-over per turn
         release.set()

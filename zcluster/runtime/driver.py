@@ -55,7 +55,7 @@ class Application(Protocol):
 
     def appliers(self) -> dict[type, Callable[[Any], None]]: ...
 
-    def deliver_publication(self, sender: str, topic: str, payload: bytes) -> None: ...
+    def deliver_publications(self, sender: str, topic: str, payloads: list[bytes]) -> None: ...
 
     #: how the application serializes messages
     serializer: Serializer
@@ -258,18 +258,22 @@ class Driver:
     def _read_sub(self) -> None:
         """Read a batch from the SUB on the fast path of fan-out (docs/architecture.md):
         publications on subscribed topics with a plain header are read without building
-        an envelope; unnumbered ones go straight to the application, numbered ones to the
-        core in one event per run of them. Everything else takes the full decoder."""
+        an envelope; unnumbered ones go straight to the application, one call per run of
+        them from one publisher on one topic, numbered ones to the core in one event per
+        run of them. Everything else takes the full decoder. Whatever came first is
+        handed on first."""
         if not self._reading:
             return
         if self.inbound_faults is not None:  # tests: every message through the faults
             self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
             return
         sock, routes = self.transport.sub, self.app.topic_frames
-        deliver = self.app.deliver_publication
+        deliver = self.app.deliver_publications
         limit = self._config.max_header_bytes
         heard: dict[str, int] = {}
         unnumbered = 0
+        run: list[bytes] = []  # unnumbered payloads from run_from on run_topic, in order
+        run_from = run_topic = ""
         numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]] = []
         try:
             for _ in range(self._config.receive_batch_count):
@@ -294,6 +298,9 @@ class Driver:
                 topic = routes.get(key)
                 publication = read_publish(header) if topic is not None else None
                 if topic is None or publication is None:
+                    if run:
+                        deliver(run_from, run_topic, run)
+                        run = []
                     if numbered:
                         self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
                         numbered = []
@@ -307,17 +314,27 @@ class Driver:
                 publisher, incarnation, seq, guarantee = publication
                 heard[publisher] = incarnation
                 if seq:
+                    if run:
+                        deliver(run_from, run_topic, run)
+                        run = []
                     numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
                     continue
-                if numbered:  # what came first is handled first
+                if numbered:
                     self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
                     numbered = []
-                deliver(publisher, topic, payload)
+                if run and (publisher != run_from or topic != run_topic):
+                    deliver(run_from, run_topic, run)
+                    run = []
+                if not run:
+                    run_from, run_topic = publisher, topic
+                run.append(payload)
                 unnumbered += 1
             self.loop.call_soon(self._read_sub)
         except zmq.Again:
             pass
         finally:
+            if run:
+                deliver(run_from, run_topic, run)
             if unnumbered or numbered:
                 self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, numbered))
 

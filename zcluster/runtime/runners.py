@@ -43,9 +43,10 @@ class AnyThread:
 class Runner(Protocol):
     def run(self, call: Call, done: Done | None) -> None: ...
 
-    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
-        """Run ``fn(item)`` as ``run`` would, with no outcome; consecutive ones with the
-        same ``fn`` may be handed over as one call (publications: one per drain)."""
+    def run_each(self, fn: Callable[[Any], Any], items: list[Any]) -> None:
+        """Run ``fn(item)`` for each of ``items`` as ``run`` would, with no outcome;
+        consecutive ones with the same ``fn`` may be handed over as one call
+        (publications: one per drain). ``items`` is the runner's from then on."""
 
     def close(self) -> None: ...
 
@@ -75,8 +76,9 @@ class InlineRunner:
         else:
             self._finish(done, result, None)
 
-    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
-        self.run(functools.partial(fn, item), None)
+    def run_each(self, fn: Callable[[Any], Any], items: list[Any]) -> None:
+        for item in items:
+            self.run(functools.partial(fn, item), None)
 
     def _task_done(self, task: asyncio.Task[Any], done: Done | None) -> None:
         self._tasks.discard(task)
@@ -168,17 +170,17 @@ class ThreadRunner:
         self._pending.append((call, done))
         self._pending_count += 1
 
-    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
+    def run_each(self, fn: Callable[[Any], Any], items: list[Any]) -> None:
         pending = self._pending
-        self._pending_count += 1
+        self._pending_count += len(items)
         if pending:
             last = pending[-1][0]
             if type(last) is _Each and last.fn is fn:
-                last.items.append(item)
+                last.items.extend(items)
                 return
         else:
             self._loop.call_soon(self._flush)
-        pending.append((_Each(fn, [item], self._on_error), None))
+        pending.append((_Each(fn, items, self._on_error), None))
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []

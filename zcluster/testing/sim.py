@@ -143,8 +143,9 @@ class _SimRunner:
 
         self._network._schedule(delay, finish)
 
-    def run_each(self, fn: Callable[[Any], Any], item: Any) -> None:
-        self.run(functools.partial(fn, item), None)
+    def run_each(self, fn: Callable[[Any], Any], items: list[Any]) -> None:
+        for item in items:
+            self.run(functools.partial(fn, item), None)
 
     def close(self) -> None:
         """Nothing runs in the background."""
