@@ -106,6 +106,7 @@ class Application:
         self.incarnation = 0
         self._runner: Runner | None = None
         self._feed: Callable[[ev.Event], None] = _detached
+        self._feed_soon: Callable[[ev.Event], None] = _detached
         self._send_reply: Callable[[ev.ReplyReady], None] = _detached
         self._counters: Counter[str] = Counter()
         #: guaranteed sends awaiting their final status, by message number
@@ -125,12 +126,15 @@ class Application:
         feed: Callable[[ev.Event], None],
         counters: Counter[str],
         send_reply: Callable[[ev.ReplyReady], None] | None = None,
+        feed_soon: Callable[[ev.Event], None] | None = None,
     ) -> None:
-        """A new run of the node: where callbacks run, how events reach its core, and how
-        a reply leaves from the handler's thread (by default through the core: ``feed``)."""
+        """A new run of the node: where callbacks run, how events reach its core (``feed``;
+        ``feed_soon`` for handlers' outcomes, which may be batched), and how a reply
+        leaves from the handler's thread (by default through the core: ``feed``)."""
         self.incarnation = incarnation
         self._runner = runner
         self._feed = feed
+        self._feed_soon = feed if feed_soon is None else feed_soon
         self._send_reply = feed if send_reply is None else send_reply
         self._counters = counters
         self._numbers = itertools.count(1)
@@ -138,7 +142,7 @@ class Application:
 
     def detach(self) -> None:
         """The node stopped: pending requests and acknowledgements fail, callbacks end."""
-        self._feed = self._send_reply = _detached
+        self._feed = self._feed_soon = self._send_reply = _detached
         requests, self._requests = self._requests, {}
         for done in requests.values():
             done(None)
@@ -304,7 +308,7 @@ class Application:
 
     def _finished(self, effect: fx.Deliver, error: str | None) -> None:
         assert effect.receipt is not None
-        self._feed(ev.DeliveryFinished(effect.sender, effect.receipt, error))
+        self._feed_soon(ev.DeliveryFinished(effect.sender, effect.receipt, error))
 
     def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
         if exc is not None:

@@ -206,7 +206,9 @@ class AsyncNode:
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
         runner = self._callbacks(loop, driver, lambda: counters.update(("callback_errors",)))
-        self.app.attach(self.incarnation, runner, driver.feed, counters, driver.send_reply)
+        self.app.attach(
+            self.incarnation, runner, driver.feed, counters, driver.send_reply, driver.feed_soon
+        )
         self._submitter = Submitter(loop, driver, self.config.submit_queue_max_count)
         driver.start()
         driver.feed_many(self.app.subscription_events())

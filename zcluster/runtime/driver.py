@@ -148,6 +148,8 @@ class Driver:
         #: events from other threads that need no wake-up: taken before the next message
         #: read from the ROUTER is, and on every tick
         self._quiet: collections.deque[ev.Event] = collections.deque()
+        #: events to feed together later in this turn (feed_soon)
+        self._soon: list[ev.Event] = []
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
         self._turn_end_scheduled = False
@@ -218,6 +220,18 @@ class Driver:
                 apply(handle(event, now))
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
+
+    def feed_soon(self, event: ev.Event) -> None:
+        """Feed ``event`` later in this turn of the loop, with the others fed so since (from
+        the loop's thread): handlers' outcomes, which come back by the batch."""
+        soon = self._soon
+        soon.append(event)
+        if len(soon) == 1:
+            self.loop.call_soon(self._feed_soon)
+
+    def _feed_soon(self) -> None:
+        events, self._soon = self._soon, []
+        self.feed_many(events)
 
     def send_guaranteed(self, event: ev.SendRequested) -> bool:
         """Take a guaranteed send in the caller's thread (blocking API), without waking
@@ -362,27 +376,36 @@ class Driver:
         decode: Callable[[list[bytes], int], ev.EnvelopeReceived],
         again: Callable[[], None],
     ) -> None:
-        """Read up to one batch of waiting messages; schedule another turn if more wait."""
+        """Read up to one batch of waiting messages, fed to the core together; schedule
+        another turn if more wait."""
         if not self._reading:
             return
         limit, quiet = self._config.max_header_bytes, self._quiet
-        for _ in range(self._config.receive_batch_count):
-            try:
-                frames = receive_message(sock)
-            except zmq.Again:
-                return
-            if quiet:  # after the read: what was queued before this message was sent
-                self._take_quiet()
-            try:
-                event = decode(frames, limit)
-            except WireError as exc:
-                self._reject(channel, exc)
-                continue
-            if self.inbound_faults is None:
-                self.feed(event)
-            else:
-                self._feed_with_faults(event, self.inbound_faults(event))
-        self.loop.call_soon(again)
+        read: list[ev.Event] = []
+        try:
+            for _ in range(self._config.receive_batch_count):
+                try:
+                    frames = receive_message(sock)
+                except zmq.Again:
+                    return
+                if quiet:  # after the read: what was queued before this message was sent
+                    if read:
+                        self.feed_many(read)
+                        read = []
+                    self._take_quiet()
+                try:
+                    event = decode(frames, limit)
+                except WireError as exc:
+                    self._reject(channel, exc)
+                    continue
+                if self.inbound_faults is None:
+                    read.append(event)
+                else:
+                    self._feed_with_faults(event, self.inbound_faults(event))
+            self.loop.call_soon(again)
+        finally:
+            if read:
+                self.feed_many(read)
 
     def _feed_with_faults(self, event: ev.EnvelopeReceived, delays: tuple[float, ...]) -> None:
         for delay in delays:
