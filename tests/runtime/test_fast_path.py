@@ -31,6 +31,30 @@ def pair(make_node: NodeFactory, topic: str) -> tuple[Node, Node, list[tuple[str
     return publisher, subscriber, got
 
 
+def publish_from_threads(
+    publisher: Node,
+    threads: int,
+    per_thread: int,
+    guarantee: DeliveryGuarantee,
+    got: list[tuple[str, object, str]],
+) -> None:
+    """Publish ``(thread, i)`` on "t" from several threads at once; each thread's arrive
+    whole and in the order it published them."""
+
+    def burst(k: int) -> None:
+        for i in range(per_thread):
+            publisher.publish("t", (k, i), guarantee=guarantee)
+
+    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert wait_until(lambda: len(got) == per_thread * threads, 20), len(got)
+    for k in range(threads):
+        assert [i for _, (kk, i), _ in got if kk == k] == list(range(per_thread))  # type: ignore[misc]
+
+
 def test_unnumbered_publications_take_the_fast_path_in_order(make_node: NodeFactory) -> None:
     publisher, subscriber, got = pair(make_node, "t")
     for i in range(2000):
@@ -62,19 +86,7 @@ def test_threads_publishing_numbered_at_once_keep_each_topic_in_number_order(
     nothing is held back or fetched, and every publication arrives once."""
     publisher, subscriber, got = pair(make_node, "t")
     per_thread, threads = 2000, 4
-
-    def burst(k: int) -> None:
-        for i in range(per_thread):
-            publisher.publish("t", (k, i), guarantee=G.ORDERED)
-
-    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-    assert wait_until(lambda: len(got) == per_thread * threads, 20), len(got)
-    for k in range(threads):
-        assert [i for _, (kk, i), _ in got if kk == k] == list(range(per_thread))  # type: ignore[misc]
+    publish_from_threads(publisher, threads, per_thread, G.ORDERED, got)
     stats, published = subscriber.stats(), publisher.stats()
     assert stats.get("publication_fetches", 0) == 0, "no gap: numbers left in order"
     assert stats.get("publications_duplicate", 0) == 0
@@ -101,20 +113,7 @@ def test_one_numbered_topic_too_many_is_refused_in_the_callers_thread(
 def test_threads_publishing_at_once_never_interleave_frames(make_node: NodeFactory) -> None:
     """The lane's lock keeps each three-frame message whole, heartbeats included."""
     publisher, subscriber, got = pair(make_node, "t")
-    per_thread, threads = 3000, 4
-
-    def burst(k: int) -> None:
-        for i in range(per_thread):
-            publisher.publish("t", (k, i))
-
-    workers = [threading.Thread(target=burst, args=(k,)) for k in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-    assert wait_until(lambda: len(got) == per_thread * threads, 20), len(got)
-    for k in range(threads):
-        assert [i for _, (kk, i), _ in got if kk == k] == list(range(per_thread))  # type: ignore[misc]
+    publish_from_threads(publisher, 4, 3000, G.AT_MOST_ONCE, got)
     assert subscriber.stats().get("frames_rejected", 0) == 0
     assert all_up([publisher, subscriber]), "heartbeats kept flowing"
 

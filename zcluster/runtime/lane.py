@@ -71,13 +71,10 @@ class PublicationLane:
 
         Raises ConfigError for a topic the wire cannot carry, SerializationError
         for a message that cannot be sent, NotRunning once the node has stopped.
-        PUB drops at its high-water mark, so this never blocks. (The hottest
-        path of all: what ``Application.encode`` does is written out here.)
+        PUB drops at its high-water mark, so this never blocks.
         """
-        payload = self._serialize(message)
+        payload = self._encode(message)
         size = len(payload)
-        if size > self._max_message_bytes:
-            raise_too_large(payload, self._max_message_bytes)
         encoder = self._encoder
         try:
             if self.one_frame and size <= self._one_frame_max_bytes:
@@ -102,10 +99,8 @@ class PublicationLane:
         topic would be one numbered topic too many."""
         if guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
-        payload = self._serialize(message)
+        payload = self._encode(message)
         size = len(payload)
-        if size > self._max_message_bytes:
-            raise_too_large(payload, self._max_message_bytes)
         encoder = self._encoder
         try:
             prefix = encoder.one_frame_prefix_of(topic)  # checks the topic, before numbering
@@ -121,6 +116,13 @@ class PublicationLane:
             else:
                 self._send(pub, topic, msg.Publish(seq, guarantee), payload)
             self.published += 1
+
+    def _encode(self, message: Any) -> bytes:
+        """``Application.encode``, written out: the hottest path of all."""
+        payload = self._serialize(message)
+        if len(payload) > self._max_message_bytes:
+            raise_too_large(payload, self._max_message_bytes)
+        return payload
 
     def _open(self) -> zmq.Socket[bytes]:
         pub = self._pub
