@@ -208,7 +208,7 @@ class Encoder:
 
     def unnumbered_frame(self, topic: str, payload: bytes) -> bytes:
         """``publish_frame`` of an unnumbered PUBLISH, with less to build: the hot path."""
-        prefix = self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
+        prefix = self.one_frame_prefix_of(topic)
         seq = self._pack(self._next_seq())
         head = self._unnumbered_prefix
         length = _LENGTH(len(head) + len(seq) + _UNNUMBERED_BODY_BYTES)
@@ -223,7 +223,10 @@ class Encoder:
     def one_frame_prefix_of(self, topic: str) -> bytes:
         """How a one-frame publication on ``topic`` starts, cached (safe from any thread);
         WireError for a topic the wire cannot carry."""
-        return self._one_frame_prefixes.get(topic) or self._one_frame_prefix(topic)
+        try:
+            return self._one_frame_prefixes[topic]
+        except (KeyError, TypeError):  # not yet seen, or not even hashable: check it
+            return self._one_frame_prefix(topic)
 
     def numbered_frame(
         self, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
@@ -265,13 +268,14 @@ class Encoder:
     def topic_frame(self, topic: str) -> bytes:
         """The first PUB frame of a user topic, cached (safe from any thread); WireError
         for a topic the wire cannot carry."""
-        frame = self._topic_frames.get(topic)
-        if frame is None:
+        try:
+            return self._topic_frames[topic]
+        except (KeyError, TypeError):  # not yet seen, or not even hashable: check it
             check_topic(topic)
             if len(self._topic_frames) >= _VALID_CACHE_COUNT:
                 self._topic_frames.clear()
             frame = self._topic_frames[topic] = topic_frame(topic)
-        return frame
+            return frame
 
 
 #: msgpack's marker of an array of 6 elements: a header of revision 1.0

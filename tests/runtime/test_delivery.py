@@ -81,6 +81,21 @@ def test_threads_sending_at_once_take_the_callers_path_each_in_its_order(
     assert a.stats().get("submitted_calls", 0) == queued, "none went through the loop's queue"
 
 
+def test_a_send_the_core_refuses_in_the_callers_thread_fails_with_its_reason(
+    make_node: NodeFactory,
+) -> None:
+    """A refusal is decided in the caller's thread (nothing after it can overtake it)
+    and the loop fails the acknowledgement with the core's reason."""
+    node = make_node("alone")
+    inner, app = node._node, node._node.app
+    app.gate.take("ghost", 1.0)
+    ack, event = app.register_send("ghost", "h", b"\x01", G.ORDERED, 5.0)
+    assert inner.send_guaranteed(event), "decided, not handed to the loop's queue"
+    assert ack.wait(5) is AckStatus.FAILED
+    assert "not a member" in ack.reason
+    assert app.gate.count("ghost") == 0, "its place in the outbox is given back"
+
+
 def test_handler_errors_and_missing_handlers_end_failed_with_the_reason(
     trio: list[Node],
 ) -> None:

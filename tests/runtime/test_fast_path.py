@@ -107,6 +107,11 @@ def test_one_numbered_topic_too_many_is_refused_in_the_callers_thread(
         node.publish("bad\x00topic", 1, guarantee=G.AT_LEAST_ONCE)
     with pytest.raises(ConfigError, match="not available yet"):
         node.publish("a", 1, guarantee=G.CAUSAL)
+    for guarantee in (G.AT_MOST_ONCE, G.AT_LEAST_ONCE):
+        with pytest.raises(ConfigError, match="topic"):
+            node.publish(["not", "hashable"], 1, guarantee=guarantee)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="guarantee"):
+        node.publish("a", 1, guarantee=["not", "hashable"])  # type: ignore[arg-type]
     assert node.stats()["messages_published"] == 4, "what was refused was not published"
 
 

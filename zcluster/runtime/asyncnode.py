@@ -271,8 +271,8 @@ class AsyncNode:
         """Close everything, whatever happened during the leave."""
         self._driver = None
         self._submitter = None
+        driver.close()  # first: no send leaves after its acknowledgement failed (detach)
         self.app.detach()
-        driver.close()
         log.info("node %s stopped", self.node_id)
 
     def _advertised(self, router_port: int, pub_port: int) -> tuple[str, str]:
@@ -329,7 +329,9 @@ class AsyncNode:
         driver = self._driver
         if driver is None:
             return {}
-        stats = {**driver.counters, **driver.transport.gauges()}
+        with driver.core_lock:  # a caller's thread may open a DEALER meanwhile
+            gauges = driver.transport.gauges()
+        stats = {**driver.counters, **gauges}
         stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published
         return stats
 

@@ -175,7 +175,8 @@ class Driver:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        with self.core_lock:  # a send taken in a caller's thread is either out or refused
+            self._closed = True
         self.pause_reading()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
@@ -236,18 +237,29 @@ class Driver:
     def send_guaranteed(self, event: ev.SendRequested) -> bool:
         """Take a guaranteed send in the caller's thread (blocking API), without waking
         the loop: numbered into its outbox and sent on the DEALER at once, under the
-        core's lock. False if the core refuses it: ``feed`` it, to be told why."""
+        core's lock. One the core refuses is decided here too, so that no later send of
+        this thread can overtake it; the loop carries out the refusal (the failed
+        acknowledgement). False once the node is closing: it takes nothing more."""
         with self.core_lock:
-            core = self.core
-            if self._closed or not core.takes_send_now(event):
+            core, now = self.core, self.clock()
+            if self._closed:
                 return False
-            transmit = core.take_send(event, self.clock())
+            if not core.takes_send_now(event):
+                refusal = core.handle(event, now)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
+                    self.loop.call_soon_threadsafe(self._apply_locked, refusal)
+                return True
+            transmit = core.take_send(event, now)
             if transmit is not None:
                 try:
                     self._transmit(*transmit)
                 except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
                     self._failed("Send", exc)
         return True
+
+    def _apply_locked(self, effects: list[fx.Effect]) -> None:
+        with self.core_lock:
+            self.apply(effects)
 
     def _end_turn_later(self) -> None:
         """Acknowledgements and fetches go out once per loop turn, batched."""
@@ -313,11 +325,11 @@ class Driver:
                 publication = read_publish(header) if topic is not None else None
                 if topic is None or publication is None:
                     if run:
-                        deliver(run_from, run_topic, run)
-                        run = []
+                        taken, run = run, []
+                        deliver(run_from, run_topic, taken)
                     if numbered:
-                        self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
-                        numbered = []
+                        batch, numbered = numbered, []
+                        self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, batch))
                     self._take_slowly(sock, first, header, one_frame, limit)
                     continue
                 if not one_frame:
@@ -329,16 +341,16 @@ class Driver:
                 heard[publisher] = incarnation
                 if seq:
                     if run:
-                        deliver(run_from, run_topic, run)
-                        run = []
+                        taken, run = run, []
+                        deliver(run_from, run_topic, taken)
                     numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
                     continue
                 if numbered:
-                    self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, numbered))
-                    numbered = []
+                    batch, numbered = numbered, []
+                    self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, batch))
                 if run and (publisher != run_from or topic != run_topic):
-                    deliver(run_from, run_topic, run)
-                    run = []
+                    taken, run = run, []
+                    deliver(run_from, run_topic, taken)
                 if not run:
                     run_from, run_topic = publisher, topic
                 run.append(payload)
@@ -348,9 +360,11 @@ class Driver:
             pass
         finally:
             if run:
-                deliver(run_from, run_topic, run)
+                taken, run = run, []
+                deliver(run_from, run_topic, taken)
             if unnumbered or numbered:
-                self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, numbered))
+                batch, numbered = numbered, []
+                self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, batch))
 
     def _take_slowly(
         self, sock: zmq.Socket[bytes], first: bytes, header: bytes, one_frame: bool, limit: int
@@ -390,8 +404,8 @@ class Driver:
                     return
                 if quiet:  # after the read: what was queued before this message was sent
                     if read:
-                        self.feed_many(read)
-                        read = []
+                        taken, read = read, []
+                        self.feed_many(taken)
                     self._take_quiet()
                 try:
                     event = decode(frames, limit)
@@ -405,7 +419,8 @@ class Driver:
             self.loop.call_soon(again)
         finally:
             if read:
-                self.feed_many(read)
+                taken, read = read, []
+                self.feed_many(taken)
 
     def _feed_with_faults(self, event: ev.EnvelopeReceived, delays: tuple[float, ...]) -> None:
         for delay in delays:

@@ -7,7 +7,9 @@ also covers the loop's own PUB traffic (beacons, heartbeats, numbered
 publications of the asyncio API). Numbered ones need one piece of the
 core's state, the numbering and retransmit buffer (``Publications``, which
 guards itself): under the same lock the caller's thread numbers, keeps
-and sends, so that the PUB carries each topic's numbers in order. Without
+and sends, so that the blocking API's publications leave each topic's
+numbers in order (the asyncio API numbers in the core and sends after:
+a node publishes through one API or the other). Without
 the hop a publication costs about what raw pyzmq costs; the lock is
 uncontended unless two threads publish at once.
 """
@@ -97,7 +99,7 @@ class PublicationLane:
         thread. Raises as ``publish_unnumbered`` does, UnsupportedGuarantee (a
         ConfigError) for a guarantee publications do not take, and ConfigError if the
         topic would be one numbered topic too many."""
-        if guarantee not in _NUMBERED:
+        if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
         payload = self._encode(message)
         size = len(payload)
