@@ -194,7 +194,7 @@ class Encoder:
         self._topic_frames: dict[str, bytes] = {}
         self._one_frame_prefixes: dict[str, bytes] = {}
         unnumbered = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
-        self._unnumbered_prefix: bytes = self._forms[msg.Publish][0]
+        self._publish_prefix: bytes = self._forms[msg.Publish][0]
         self._unnumbered_body: bytes = self._pack(encode_body(unnumbered))
 
     def header(self, message: msg.Message) -> bytes:
@@ -202,23 +202,26 @@ class Encoder:
         pack = self._pack
         return prefix + pack(self._next_seq()) + pack(body(message))
 
-    def unnumbered_header(self) -> bytes:
-        """The header of an unnumbered (AT_MOST_ONCE) PUBLISH, the hot path of fan-out."""
-        return self._unnumbered_prefix + self._pack(self._next_seq()) + self._unnumbered_body
+    def publication_header(self, seq: int, guarantee: DeliveryGuarantee) -> bytes:
+        """The header of ``Publish(seq, guarantee)``, built in place: the hot path of
+        fan-out (the same bytes ``header`` makes of the message)."""
+        if seq:
+            body = _ARRAY_OF_2 + self._pack(seq) + _CODE_BYTES[guarantee]
+        else:
+            body = self._unnumbered_body
+        return self._publish_prefix + self._pack(self._next_seq()) + body
 
-    def unnumbered_frame(self, topic: str, payload: bytes) -> bytes:
-        """``publish_frame`` of an unnumbered PUBLISH, with less to build: the hot path."""
-        prefix = self.one_frame_prefix_of(topic)
-        seq = self._pack(self._next_seq())
-        head = self._unnumbered_prefix
-        length = _LENGTH(len(head) + len(seq) + _UNNUMBERED_BODY_BYTES)
-        return b"".join((prefix, length, head, seq, self._unnumbered_body, payload))
-
-    def publish_frame(self, topic: str, publication: msg.Publish, payload: bytes) -> bytes:
-        """A PUBLISH in one frame (revision 1.2), its header built in place (it always
-        fits the length field: its sender is the longest part, at most MAX_NAME_BYTES)."""
-        prefix = self.one_frame_prefix_of(topic)
-        return self.numbered_frame(prefix, publication.seq, publication.guarantee, payload)
+    def publication_frame(
+        self, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
+    ) -> bytes:
+        """``Publish(seq, guarantee)`` in one frame (revision 1.2) on the topic ``prefix``
+        starts (``one_frame_prefix_of``). A PUBLISH header always fits the length field:
+        its sender is its longest part, at most MAX_NAME_BYTES."""
+        pack = self._pack  # publication_header, written out: the hottest path of all
+        body = _ARRAY_OF_2 + pack(seq) + _CODE_BYTES[guarantee] if seq else self._unnumbered_body
+        head, number = self._publish_prefix, pack(self._next_seq())
+        length = _LENGTH(len(head) + len(number) + len(body))
+        return b"".join((prefix, length, head, number, body, payload))
 
     def one_frame_prefix_of(self, topic: str) -> bytes:
         """How a one-frame publication on ``topic`` starts, cached (safe from any thread);
@@ -227,16 +230,6 @@ class Encoder:
             return self._one_frame_prefixes[topic]
         except (KeyError, TypeError):  # not yet seen, or not even hashable: check it
             return self._one_frame_prefix(topic)
-
-    def numbered_frame(
-        self, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
-    ) -> bytes:
-        """``publish_frame`` of ``Publish(seq, guarantee)`` on the topic ``prefix`` starts
-        (``one_frame_prefix_of``), without building the message."""
-        pack = self._pack
-        head = self._unnumbered_prefix
-        tail = pack(self._next_seq()) + _ARRAY_OF_2 + pack(seq) + _CODE_BYTES[guarantee]
-        return b"".join((prefix, _LENGTH(len(head) + len(tail)), head, tail, payload))
 
     def _one_frame_prefix(self, topic: str) -> bytes:
         check_topic(topic)
@@ -327,8 +320,6 @@ def split_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 _LENGTH = struct.Struct(">H").pack
-#: the packed body of an unnumbered PUBLISH, [0, 0]
-_UNNUMBERED_BODY_BYTES = 3
 
 
 def check_topic(topic: object) -> str:

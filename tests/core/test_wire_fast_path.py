@@ -33,7 +33,8 @@ def full_decode(header: bytes) -> msg.Envelope | None:
 def test_the_encoders_unnumbered_header_takes_the_fast_path() -> None:
     encoder = wire.Encoder("publisher-1", UINT64_MAX)
     wire.check_name("publisher-1")  # a sender the node has validated once before
-    first, second = encoder.unnumbered_header(), encoder.unnumbered_header()
+    first = encoder.publication_header(0, G.AT_MOST_ONCE)
+    second = encoder.publication_header(0, G.AT_MOST_ONCE)
     assert wire.read_publish(first) == ("publisher-1", UINT64_MAX, 0, G.AT_MOST_ONCE)
     envelope = full_decode(second)
     assert envelope is not None and envelope.message == msg.Publish(0, G.AT_MOST_ONCE)
@@ -174,12 +175,13 @@ def test_a_one_frame_publication_decodes_as_its_three_frames(
     publication = msg.Publish(topic_seq, guarantee)
     # Two encoders in step: the same header seq for both forms.
     three = wire.Encoder("n1", 3).published(topic, publication, payload)
-    one = wire.Encoder("n1", 3).publish_frame(topic, publication, payload)
+    prefix = wire.one_frame_prefix(topic)
+    one = wire.Encoder("n1", 3).publication_frame(prefix, topic_seq, guarantee, payload)
     assert one.startswith(wire.one_frame_prefix(topic))
     assert wire.split_one_frame(one) == three
     assert wire.decode_published([one], 1 << 20) == wire.decode_published(three, 1 << 20)
-    if not topic_seq:
-        assert wire.Encoder("n1", 3).unnumbered_frame(topic, payload) == one
+    built_in_place = wire.Encoder("n1", 3).publication_header(topic_seq, guarantee)
+    assert built_in_place == wire.Encoder("n1", 3).header(publication)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
 from zcluster.wire import Encoder
 
+_UNNUMBERED = DeliveryGuarantee.AT_MOST_ONCE
 #: the guarantees a numbered publication may carry, as the core checks them
 _NUMBERED = frozenset(g for g in SUPPORTED_GUARANTEES if g.is_reliable)
 
@@ -76,22 +77,17 @@ class PublicationLane:
         PUB drops at its high-water mark, so this never blocks.
         """
         payload = self._encode(message)
-        size = len(payload)
         encoder = self._encoder
         try:
-            if self.one_frame and size <= self._one_frame_max_bytes:
-                with self._lock:
-                    SEND(self._open(), encoder.unnumbered_frame(topic, payload), LAST_FRAME)
-                    self.published += 1
-                return
-            first = encoder.topic_frame(topic)
+            prefix = encoder.one_frame_prefix_of(topic)
         except WireError as exc:
             raise ConfigError(str(exc)) from None
         with self._lock:
             pub = self._open()
-            SEND(pub, first, MORE_FRAMES)
-            SEND(pub, encoder.unnumbered_header(), MORE_FRAMES)
-            SEND(pub, payload, LAST_FRAME)
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:  # the usual case
+                SEND(pub, encoder.publication_frame(prefix, 0, _UNNUMBERED, payload), LAST_FRAME)
+            else:
+                self._send_three(pub, topic, 0, _UNNUMBERED, payload)
             self.published += 1
 
     def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
@@ -102,10 +98,9 @@ class PublicationLane:
         if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
         payload = self._encode(message)
-        size = len(payload)
         encoder = self._encoder
         try:
-            prefix = encoder.one_frame_prefix_of(topic)  # checks the topic, before numbering
+            prefix = encoder.one_frame_prefix_of(topic)  # checks it before numbering
         except WireError as exc:
             raise ConfigError(str(exc)) from None
         with self._lock:
@@ -113,10 +108,10 @@ class PublicationLane:
             seq = self._publications.append(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            if self.one_frame and size <= self._one_frame_max_bytes:
-                SEND(pub, encoder.numbered_frame(prefix, seq, guarantee, payload), LAST_FRAME)
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:  # the usual case
+                SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
             else:
-                self._send(pub, topic, msg.Publish(seq, guarantee), payload)
+                self._send_three(pub, topic, seq, guarantee, payload)
             self.published += 1
 
     def _encode(self, message: Any) -> bytes:
@@ -145,17 +140,32 @@ class PublicationLane:
         self, pub: zmq.Socket[bytes], topic: str | None, message: msg.Message, payload: bytes
     ) -> None:
         encoder = self._encoder
-        if (
-            topic is not None
-            and type(message) is msg.Publish  # not a BEACON: only PUBLISH takes this form
-            and self.one_frame
-            and len(payload) <= self._one_frame_max_bytes
-        ):
-            SEND(pub, encoder.publish_frame(topic, message, payload), LAST_FRAME)
+        if topic is not None and type(message) is msg.Publish:  # not a BEACON
+            seq, guarantee = message.seq, message.guarantee
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                prefix = encoder.one_frame_prefix_of(topic)
+                SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
+            else:
+                self._send_three(pub, topic, seq, guarantee, payload)
             return
         first, header, payload = encoder.published(topic, message, payload)
         SEND(pub, first, MORE_FRAMES)
         SEND(pub, header, MORE_FRAMES)
+        SEND(pub, payload, LAST_FRAME)
+
+    def _send_three(
+        self,
+        pub: zmq.Socket[bytes],
+        topic: str,
+        seq: int,
+        guarantee: DeliveryGuarantee,
+        payload: bytes,
+    ) -> None:
+        """A PUBLISH in three frames: some member does not read one, or the payload is
+        too large to join."""
+        encoder = self._encoder
+        SEND(pub, encoder.topic_frame(topic), MORE_FRAMES)
+        SEND(pub, encoder.publication_header(seq, guarantee), MORE_FRAMES)
         SEND(pub, payload, LAST_FRAME)
 
     def close(self) -> None:
