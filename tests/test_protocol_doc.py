@@ -66,8 +66,9 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("fields", "oneframe", "swim")
-    for caps in (("fields",), SUPPORTED):  # revisions 1.1 and 1.2
+    assert SUPPORTED == ("batch", "fields", "oneframe", "swim")
+    # revisions 1.1, 1.2 and 1.3
+    for caps in (("fields",), ("fields", "oneframe", "swim"), SUPPORTED):
         announcement = spaced(encode_capabilities(caps))
         assert f"`{announcement}`" in SPEC
         assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC

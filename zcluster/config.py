@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zcluster.errors import ConfigError
-from zcluster.protocol.messages import MAX_SUSPECTERS_COUNT
+from zcluster.protocol.messages import MAX_BATCH_COUNT, MAX_SUSPECTERS_COUNT
 
 ENV_PREFIX = "ZCLUSTER_"
 
@@ -127,6 +127,11 @@ class NodeConfig:
     dedup_window_s: float = 300.0
     #: senders whose streams a receiver tracks; the least recently heard is forgotten
     inbound_streams_max_count: int = 10_000
+    #: guaranteed messages to one receiver that leave together, in one DATA_BATCH, at most
+    #: (those sent while the first of a burst travels; docs/delivery.md) ...
+    data_batch_max_count: int = 64
+    #: ... and payload bytes in one DATA_BATCH, at most (a larger message leaves alone)
+    data_batch_max_bytes: int = 65_536
     #: sequence numbers acknowledged selectively (above a gap) in one acknowledgement
     ack_selective_max_count: int = 1024
     #: guaranteed publications kept per topic for subscribers that missed them
@@ -204,6 +209,8 @@ class NodeConfig:
             )
         if self.direct_probe_timeout_s >= self.probe_timeout_s:
             raise ConfigError("direct_probe_timeout_s must be shorter than probe_timeout_s")
+        if self.data_batch_max_count > MAX_BATCH_COUNT:
+            raise ConfigError(f"data_batch_max_count must be at most {MAX_BATCH_COUNT}")
         if self.suspect_confirmations_count >= MAX_SUSPECTERS_COUNT:
             # news names the suspecters, at most MAX_SUSPECTERS_COUNT of them on the wire
             raise ConfigError(f"suspect_confirmations_count must be below {MAX_SUSPECTERS_COUNT}")

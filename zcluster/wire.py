@@ -31,6 +31,7 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.protocol.messages import (
     DIRECT_KINDS,
+    MAX_BATCH_COUNT,
     MAX_REASON_CHARS,
     MAX_SUSPECTERS_COUNT,
     Envelope,
@@ -145,6 +146,14 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Reply: lambda m: (m.request_id, m.ok),
     msg.Publish: lambda m: (m.seq, _code(m.guarantee)),
     msg.Data: lambda m: (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch),
+    msg.DataBatch: lambda m: (
+        m.low,
+        m.epoch,
+        [
+            (name, number, seq, _code(guarantee), size)
+            for name, number, seq, guarantee, size in m.records
+        ],
+    ),
     msg.DataAck: lambda m: (
         m.incarnation,
         m.epoch,
@@ -480,6 +489,19 @@ def _seq(value: Any) -> int:
     return seq
 
 
+def _data_records(value: Any) -> tuple[msg.DataRecord, ...]:
+    if type(value) is not list or not 0 < len(value) <= MAX_BATCH_COUNT:
+        raise WireError(f"a DATA_BATCH carries 1 to {MAX_BATCH_COUNT} records")
+    return tuple(map(_data_record, value))
+
+
+def _data_record(value: Any) -> msg.DataRecord:
+    if type(value) is not list or len(value) != 5:
+        raise WireError("a DATA_BATCH record must be [name, number, seq, guarantee, size]")
+    name, number, seq, code, size = value
+    return check_name(name), _uint(number), _seq(seq), _reliable_guarantee(code), _uint(size)
+
+
 def _range(value: Any) -> tuple[int, int]:
     if type(value) is not list or len(value) != 2:
         raise WireError("a range must be a list of 2 sequence numbers")
@@ -589,6 +611,7 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.REPLY: (msg.Reply, (_uint, _bool)),
     Kind.PUBLISH: (msg.Publish, (_uint, _guarantee)),
     Kind.DATA: (msg.Data, (check_name, _uint, _seq, _seq, _reliable_guarantee, _uint)),
+    Kind.DATA_BATCH: (msg.DataBatch, (_seq, _uint, _data_records)),
     Kind.DATA_ACK: (
         msg.DataAck,
         (_uint, _uint, _uint, _uint, _list_of(_seq), _list_of(_failure), _uint, _list_of(_seq)),
@@ -660,6 +683,9 @@ def decode_direct(frames: Sequence[bytes], max_header_bytes: int) -> tuple[Envel
     envelope = decode_header(frames[0], max_header_bytes, frames[1])
     if envelope.kind not in DIRECT_KINDS:
         raise WireError(f"{envelope.kind.name} is not a direct message kind")
+    batch = envelope.message
+    if type(batch) is msg.DataBatch and sum(r[4] for r in batch.records) != len(frames[1]):
+        raise WireError("DATA_BATCH sizes do not add up to its payload")
     return envelope, frames[1]
 
 

@@ -90,6 +90,17 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
         ["work", 11, 5, 2, 3, 1],
         msg.Data("work", 11, 5, 2, DeliveryGuarantee.ORDERED, 1),
     ),
+    Kind.DATA_BATCH: (
+        [4, 1, [["work", 11, 5, 3, 1], ["w2", UINT64_MAX, 6, 1, len(PAYLOAD) - 1]]],
+        msg.DataBatch(
+            4,
+            1,
+            (
+                ("work", 11, 5, DeliveryGuarantee.ORDERED, 1),
+                ("w2", UINT64_MAX, 6, DeliveryGuarantee.AT_LEAST_ONCE, len(PAYLOAD) - 1),
+            ),
+        ),
+    ),
     Kind.DATA_ACK: (
         [9, 1, 2, 4, [6, 8], [[6, "handler raised"]], 5, [10]],
         msg.DataAck(9, 1, 2, 4, (6, 8), ((6, "handler raised"),), 5, (10,)),
@@ -214,6 +225,7 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "NACK": 20,
         "GOSSIP": 21,
         "BEACON": 22,
+        "DATA_BATCH": 23,
     }
 
 
@@ -363,6 +375,13 @@ def test_empty_lists_are_valid_bodies() -> None:
         (Kind.DATA, ["w", 1, 1, 1, 9, 1], "unknown delivery guarantee"),
         (Kind.FETCH, ["t", [[5, 4]], "h:1"], "must not end before it starts"),
         (Kind.FETCH, ["t", [[5]], "h:1"], "list of 2 sequence numbers"),
+        (Kind.DATA_BATCH, [1, 1, []], "carries 1 to 1024 records"),
+        (Kind.DATA_BATCH, [1, 1, [["w", 1, 1, 1, 0]] * 1025], "carries 1 to 1024 records"),
+        (Kind.DATA_BATCH, [1, 1, [["w", 1, 1, 1]]], r"must be \[name, number, seq"),
+        (Kind.DATA_BATCH, [1, 1, [["w", 1, 1, 0, 0]]], "must carry a reliable guarantee"),
+        (Kind.DATA_BATCH, [0, 1, [["w", 1, 1, 1, 0]]], "sequence numbers start at 1"),
+        (Kind.DATA_BATCH, [1, 1, [["w", 1, 1, 1, -1]]], "unsigned 64-bit"),
+        (Kind.DATA_BATCH, [1, 1, [["a b", 1, 1, 1, 0]]], "without spaces"),
         (Kind.DATA_ACK, [1, 1, 1, 1, [], [[1, "x" * 1025]], 1, []], "at most 1024 characters"),
         (Kind.DATA_ACK, [1, 1, 1, 1, [], [[1]], 1, []], r"list of \[seq, reason\]"),
     ],
@@ -370,6 +389,14 @@ def test_empty_lists_are_valid_bodies() -> None:
 def test_delivery_bodies_are_checked(kind: Kind, body: list[Any], match: str) -> None:
     with pytest.raises(WireError, match=match):
         decode_header(encode_header(kind, "n1", 1, 1, body), MAX)
+
+
+@pytest.mark.parametrize("sizes", [(0, 0), (1, 1), (len(PAYLOAD), 1), (UINT64_MAX, 0)])
+def test_data_batch_sizes_must_add_up_to_its_payload(sizes: tuple[int, int]) -> None:
+    records = [["a", 1, 1, 1, sizes[0]], ["b", 2, 2, 1, sizes[1]]]
+    header = encode_header(Kind.DATA_BATCH, "n1", 1, 1, [1, 1, records])
+    with pytest.raises(WireError, match="do not add up"):
+        decode_direct([header, PAYLOAD], MAX)
 
 
 @pytest.mark.parametrize("body", [[0, 1], [4, 0]])
@@ -666,8 +693,9 @@ def test_bad_capabilities_make_the_whole_message_invalid(payload: bytes, match: 
 
 
 def test_payloads_of_other_kinds_are_opaque() -> None:
-    """Only HEARTBEAT and SYNC announce: any other payload is the application's."""
-    for kind in set(Kind) - ANNOUNCING:
+    """Only HEARTBEAT and SYNC announce: any other payload is the application's (a
+    DATA_BATCH's, cut by the sizes it states: test_data_batch_sizes_must_add_up...)."""
+    for kind in set(Kind) - ANNOUNCING - {Kind.DATA_BATCH}:
         header = encode_header(kind, "sender-1", 5, 6, CASES[kind][0])
         for payload in (b"\xc1", FIELDS_PAYLOAD, b"x" * (MAX_CAPABILITIES_BYTES + 1)):
             assert decode_header(header, MAX, payload).message == CASES[kind][1]
@@ -790,6 +818,16 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
         st.just(msg.Publish(0, AMO)), st.builds(msg.Publish, seqs, reliable_guarantees)
     ),
     Kind.DATA: st.builds(msg.Data, names, uint64, seqs, seqs, reliable_guarantees, uint64),
+    Kind.DATA_BATCH: st.builds(
+        msg.DataBatch,
+        seqs,
+        uint64,
+        st.lists(
+            st.tuples(names, uint64, seqs, reliable_guarantees, st.integers(0, 8)),
+            min_size=1,
+            max_size=4,
+        ).map(tuple),
+    ),
     Kind.DATA_ACK: st.builds(
         msg.DataAck,
         uint64,
@@ -844,6 +882,8 @@ def test_property_typed_messages_round_trip(
     kind, message = case
     assert message.KIND is kind
     encoder = Encoder(sender, inc)
+    if isinstance(message, msg.DataBatch):  # its payloads, back to back
+        payload = bytes(range(sum(record[4] for record in message.records)))
     if kind in DIRECT_KINDS:
         frames = list(encoder.direct(message, payload))
         got_topic, envelope, got_payload = None, *decode_direct(frames, MAX)
@@ -1084,7 +1124,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 23, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 24, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

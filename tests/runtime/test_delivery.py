@@ -52,6 +52,43 @@ def test_each_guarantee_delivers_in_order_on_a_clean_network(trio: list[Node]) -
     assert got == list(range(300))
 
 
+@pytest.mark.parametrize("guarantee", [G.AT_LEAST_ONCE, G.EXACTLY_ONCE, G.ORDERED])
+def test_a_burst_leaves_in_batches_and_arrives_whole_and_in_order(
+    trio: list[Node], guarantee: DeliveryGuarantee
+) -> None:
+    """Sends that follow the first of a burst leave together (DATA_BATCH), within their
+    bounds; each message is still handled once, in order, and acknowledged alone."""
+    a, b, _ = trio
+    got: list[int] = []
+    b.register("burst", lambda message, sender: got.append(message))
+    # messages of 0 to ~3 KB: some batches end on bytes, some on count
+    acks = [
+        a.send("b", "burst", [i, "x" * (i % 7) * 500], guarantee=guarantee) for i in range(3000)
+    ]
+    assert all(ack is not None and ack.wait(20) is AckStatus.DELIVERED for ack in acks)
+    assert [message[0] for message in got] == list(range(3000))
+    sent, received = a.stats()["reliable_batches_sent"], b.stats()["reliable_batches_received"]
+    assert sent > 0 and received == sent
+    # at most 64 messages a batch: fewer transmissions than messages, but no fewer than that
+    assert 3000 / 64 <= sent < 3000
+    assert b.stats().get("reliable_duplicates", 0) == 0
+
+
+def test_async_sends_leave_in_batches_too() -> None:
+    async def main() -> None:
+        async with AsyncNode("a") as a, AsyncNode("b", seeds=[a.address]) as b:
+            got: list[int] = []
+            b.register("work", lambda message, sender: got.append(message))
+            assert await a.wait_for(lambda: len(a.members()) == 2, 5)
+            acks = [await a.send("b", "work", i, guarantee=G.ORDERED) for i in range(500)]
+            statuses = {await ack for ack in acks if ack is not None}
+            assert statuses == {AckStatus.DELIVERED}
+            assert got == list(range(500))
+            assert a.stats()["reliable_batches_sent"] > 0
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_threads_sending_at_once_take_the_callers_path_each_in_its_order(
     trio: list[Node],
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.batches import Transmit
 from zcluster.core.beacons import Beacons
 from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.connections import Connections
@@ -190,12 +191,14 @@ class NodeCore:
             event.target
         )
 
-    def take_send(self, event: ev.SendRequested, now: float) -> tuple[str, msg.Data, bytes] | None:
+    def take_send(self, event: ev.SendRequested, now: float) -> list[Transmit]:
         """Take a guaranteed send outside ``handle``, for a host's fast path (which holds
         whatever serializes its calls of this core), once ``takes_send_now`` said so.
 
-        Returns what to transmit, as the Send effect of ``handle`` would carry it;
-        None if the receiver is down (the send is kept, as ``handle`` keeps it).
+        Returns what to transmit now, as the Send effects of ``handle`` would carry it:
+        nothing while the receiver is down (the send is kept, as ``handle`` keeps it)
+        or while the send waits in its batch; then ``flush_due`` is set, and the host
+        feeds ``TurnEnded`` soon.
         """
         return self.reliable.take(event, now)
 

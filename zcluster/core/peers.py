@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 
 from zcluster.core.membership import MembershipTable
-from zcluster.protocol.capabilities import ONE_FRAME, SWIM
+from zcluster.protocol.capabilities import BATCH, ONE_FRAME, SWIM
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.protocol.messages import Announcement, Capabilities
 
@@ -59,6 +59,10 @@ class Peers:
     def announced_swim(self, node_id: str) -> bool:
         """Both speak swim: this node, and the member's current incarnation (live or not)."""
         return self._swim_here and SWIM in (self.capabilities_of(node_id) or ())
+
+    def reads_batches(self, node_id: str) -> bool:
+        """The member's current incarnation announced ``batch`` (DATA_BATCH)."""
+        return BATCH in (self.capabilities_of(node_id) or ())
 
     @property
     def one_frame_publications(self) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.batches import Batches, Transmit
 from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.core.inbound import DirectReceiver
 from zcluster.core.outbox import DirectSender, Outgoing
@@ -30,11 +31,16 @@ class ReliableDelivery(Component):
         self._leaving = leaving
         self.sender = DirectSender(ctx.config, ctx.rng)
         self.receiver = DirectReceiver(ctx.config, ctx.counters, first_stream_id=ctx.incarnation)
+        self.batches = Batches(ctx.config.data_batch_max_count, ctx.config.data_batch_max_bytes)
         #: guaranteed messages handed to handlers whose outcome has not come back
         self.handlers_running = 0
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
-        return {msg.Data: self._rx_data, msg.DataAck: self._rx_data_ack}
+        return {
+            msg.Data: self._rx_data,
+            msg.DataBatch: self._rx_data_batch,
+            msg.DataAck: self._rx_data_ack,
+        }
 
     def commands(self) -> Mapping[type, Command]:
         return {ev.DeliveryFinished: self._on_delivery_finished}
@@ -53,10 +59,9 @@ class ReliableDelivery(Component):
             outcome = (event.number, AckStatus.FAILED, reason)
             self._ctx.emit(fx.Acknowledged(event.target, (outcome,)))
             return
-        transmit = self.take(event, now)
-        if transmit is not None:
+        for transmit in self.take(event, now):
             self._ctx.send(*transmit)
-        # else: a down member may come back; the retry timer parks it until then
+        # nothing while the receiver is down: it may come back; the retry timer waits
 
     def refusal(self, target: str) -> str:
         """Why a guaranteed send to ``target`` must fail at once ("" if it need not)."""
@@ -67,9 +72,10 @@ class ReliableDelivery(Component):
             return f"outbox to {target!r} is full ({limit})"
         return ""
 
-    def take(self, event: ev.SendRequested, now: float) -> tuple[str, msg.Data, bytes] | None:
-        """Put a send that is not refused in its outbox; returns what to transmit now
-        (address, DATA, payload), or None while the receiver is down."""
+    def take(self, event: ev.SendRequested, now: float) -> list[Transmit]:
+        """Put a send that is not refused in its outbox; returns what to transmit now:
+        its DATA, or a batch it completed, or nothing (it waits in its batch, or the
+        receiver is down)."""
         entry = self.sender.add(
             event.target,
             event.number,
@@ -80,10 +86,20 @@ class ReliableDelivery(Component):
             now,
         )
         self._ctx.counters["reliable_sent"] += 1
-        address = self._ctx.live_address(event.target)
+        target = event.target
+        address = self._ctx.live_address(target)
         if address is None:
-            return None
-        return address, self._data(event.target, entry), entry.payload
+            return []
+        data = self._data(target, entry)
+        if not self._ctx.peers.reads_batches(target):
+            return [(address, data, entry.payload)]
+        return self._counted(self.batches.add(target, address, data, entry.payload))
+
+    def _counted(self, transmits: list[Transmit]) -> list[Transmit]:
+        for _, message, _ in transmits:
+            if type(message) is msg.DataBatch:
+                self._ctx.counters["reliable_batches_sent"] += 1
+        return transmits
 
     def _data(self, target: str, entry: Outgoing) -> msg.Data:
         sender = self.sender
@@ -141,20 +157,42 @@ class ReliableDelivery(Component):
     # ------------------------------------------------------------ receiving
 
     def _rx_data(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
+        data = env.message
+        assert isinstance(data, msg.Data)
+        if self._takes_from(env):
+            self._take(env, data, payload, now)
+
+    def _rx_data_batch(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
+        """Each DATA of the batch in turn, as if it had come alone."""
+        batch = env.message
+        assert isinstance(batch, msg.DataBatch)
+        if not self._takes_from(env):
+            return
+        self._ctx.counters["reliable_batches_received"] += 1
+        low, epoch, start = batch.low, batch.epoch, 0
+        for name, number, seq, guarantee, size in batch.records:
+            data = msg.Data(name, number, seq, low, guarantee, epoch)
+            self._take(env, data, payload[start : start + size], now)
+            start += size
+
+    def _takes_from(self, env: msg.Envelope) -> bool:
+        """Whether DATA from this sender may be taken at all (counted if not)."""
         ctx = self._ctx
         if self._leaving():
             # Not taken, so not acknowledged: the sender learns we left, not that we took it.
             ctx.counters["reliable_refused_leaving"] += 1
-            return
-        data = env.message
-        assert isinstance(data, msg.Data)
+            return False
         known = ctx.table.get(env.sender)
         if known is not None and known.incarnation == env.incarnation and known.status in _GONE:
             # That incarnation left or was removed: its stream is retired, and a copy must
             # not start a new one (it would run again). Not taken, not acknowledged; if a
             # removed sender refutes and comes back, its stream goes on where it was.
             ctx.counters["reliable_sender_gone"] += 1
-            return
+            return False
+        return True
+
+    def _take(self, env: msg.Envelope, data: msg.Data, payload: bytes, now: float) -> None:
+        ctx = self._ctx
         for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
             receipt = (env.incarnation, arrival.epoch, arrival.seq)
             ctx.counters["reliable_delivered"] += 1
@@ -169,11 +207,15 @@ class ReliableDelivery(Component):
 
     @property
     def flush_due(self) -> bool:
-        return bool(self.receiver.ack_due)
+        return bool(self.receiver.ack_due) or bool(self.batches)
 
     def end_turn(self, now: float) -> None:
-        """Send the acknowledgements batched during this turn: one per sender."""
+        """Send the batches of this turn (to receivers still live), and the
+        acknowledgements batched during it: one per sender."""
         ctx, receiver = self._ctx, self.receiver
+        ended = [t for target, t in self.batches.end() if ctx.live_address(target) is not None]
+        for transmit in self._counted(ended):
+            ctx.send(*transmit)
         for sender in receiver.ack_due:
             stream = receiver.stream(sender)
             member = ctx.table.get(sender)
@@ -186,6 +228,7 @@ class ReliableDelivery(Component):
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
         if member.status in _GONE:
+            self.batches.drop(node_id)
             self._fail_all(member)
             self.receiver.retire(node_id)
         elif member.status.is_live:

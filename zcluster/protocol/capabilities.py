@@ -16,5 +16,8 @@ ONE_FRAME = "oneframe"
 #: membership by probing and gossip (revision 1.2): needs no heartbeat on the control topic
 SWIM = "swim"
 
+#: reads DATA_BATCH (revision 1.3): several guaranteed direct messages in one
+BATCH = "batch"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (FIELDS, ONE_FRAME, SWIM)
+SUPPORTED: Capabilities = (BATCH, FIELDS, ONE_FRAME, SWIM)

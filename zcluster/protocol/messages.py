@@ -24,8 +24,12 @@ Range = tuple[int, int]
 Position = tuple[str, int]
 #: longest failure reason a DATA_ACK carries (longer ones are cut by the receiver)
 MAX_REASON_CHARS = 1024
+#: most DATA one DATA_BATCH carries
+MAX_BATCH_COUNT = 1024
 #: most suspecters one piece of news names
 MAX_SUSPECTERS_COUNT = 64
+#: one DATA of a DATA_BATCH: (handler name, number, stream seq, guarantee, payload size)
+DataRecord = tuple[str, int, int, DeliveryGuarantee, int]
 #: capability names a node announces (sorted, so encodings and traces are stable)
 Capabilities = tuple[str, ...]
 #: (node id, incarnation, capabilities): what that incarnation of a member announced
@@ -54,6 +58,7 @@ class Kind(enum.IntEnum):
     NACK = 20
     GOSSIP = 21
     BEACON = 22
+    DATA_BATCH = 23
 
 
 @dataclasses.dataclass(slots=True)
@@ -245,6 +250,19 @@ class DataAck:
 
 
 @dataclasses.dataclass(slots=True)
+class DataBatch:
+    """Several DATA to one receiver in one message (capability ``batch``), in order:
+    each record ``(name, number, seq, guarantee, size)`` is the DATA of those fields
+    with the batch's ``low`` (the sender's latest) and ``epoch`` (one numbering). The
+    payload frame is the records' payloads back to back, ``size`` bytes each."""
+
+    KIND: ClassVar[Kind] = Kind.DATA_BATCH
+    low: int
+    epoch: int
+    records: tuple[DataRecord, ...]
+
+
+@dataclasses.dataclass(slots=True)
 class Fetch:
     """Ask a publisher to resend numbered publications of ``topic``."""
 
@@ -289,6 +307,7 @@ Message = (
     | Publish
     | Beacon
     | Data
+    | DataBatch
     | DataAck
     | Fetch
     | Republish

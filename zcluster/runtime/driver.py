@@ -145,6 +145,8 @@ class Driver:
             fx.ResolveSeeds: lambda effect: self._resolve(effect.seeds),
             **app.appliers(),
         }
+        #: effects carried out by the application, outside the core's lock
+        self._app_effects = frozenset(app.appliers())
         #: events from other threads that need no wake-up: taken before the next message
         #: read from the ROUTER is, and on every tick
         self._quiet: collections.deque[ev.Event] = collections.deque()
@@ -206,7 +208,8 @@ class Driver:
         if self._closed:
             return
         with self.core_lock:
-            self.apply(self.core.handle(event, self.clock()))
+            effects = self._on_sockets(self.core.handle(event, self.clock()))
+        self.apply(effects)
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
@@ -214,11 +217,13 @@ class Driver:
         if self._closed:
             self.counters["calls_dropped_after_stop"] += len(events)
             return
-        handle, apply = self.core.handle, self.apply
+        handle, on_sockets = self.core.handle, self._on_sockets
+        effects: list[fx.Effect] = []
         with self.core_lock:
             now = self.clock()
             for event in events:
-                apply(handle(event, now))
+                effects += on_sockets(handle(event, now))
+        self.apply(effects)
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
@@ -247,19 +252,20 @@ class Driver:
             if not core.takes_send_now(event):
                 refusal = core.handle(event, now)
                 with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
-                    self.loop.call_soon_threadsafe(self._apply_locked, refusal)
+                    self.loop.call_soon_threadsafe(self.apply, refusal)
                 return True
-            transmit = core.take_send(event, now)
-            if transmit is not None:
+            for transmit in core.take_send(event, now):
                 try:
                     self._transmit(*transmit)
                 except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
                     self._failed("Send", exc)
+            if core.flush_due and not self._turn_end_scheduled:
+                # A batch opened: what this thread sends next joins it until the loop's
+                # turn ends (docs/architecture.md, "Guaranteed sends in batches").
+                self._turn_end_scheduled = True
+                with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
+                    self.loop.call_soon_threadsafe(self._end_turn)
         return True
-
-    def _apply_locked(self, effects: list[fx.Effect]) -> None:
-        with self.core_lock:
-            self.apply(effects)
 
     def _end_turn_later(self) -> None:
         """Acknowledgements and fetches go out once per loop turn, batched."""
@@ -436,6 +442,15 @@ class Driver:
             log.warning("dropped malformed frame on %s (%d so far): %s", channel, count, exc)
 
     # ------------------------------------------------------------ effects
+
+    def _on_sockets(self, effects: list[fx.Effect]) -> list[fx.Effect]:
+        """Carry out the effects on sockets, in the core's order (the caller holds the
+        core's lock, so that no send taken in another thread comes between); returns
+        the application's, to ``apply`` once the lock is released: a thread that sends
+        waits for the core, never for user code or acknowledgements."""
+        theirs = self._app_effects
+        self.apply([effect for effect in effects if type(effect) not in theirs])
+        return [effect for effect in effects if type(effect) in theirs]
 
     def apply(self, effects: list[fx.Effect]) -> None:
         appliers = self._appliers

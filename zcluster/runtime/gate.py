@@ -29,10 +29,13 @@ class OutboxGate:
 
     def take(self, receiver: str, timeout: float) -> None:
         """Take a place, blocking up to ``timeout`` seconds for one."""
+        counts = self._counts
         with self._changed:
-            if not self._changed.wait_for(lambda: self._has_room(receiver), timeout):
+            if counts[receiver] >= self._max_count and not self._changed.wait_for(
+                lambda: self._has_room(receiver), timeout
+            ):
                 raise self._full(receiver, timeout)
-            self._counts[receiver] += 1
+            counts[receiver] += 1
 
     async def atake(self, receiver: str, timeout: float) -> None:
         """Take a place, waiting (without blocking the loop) up to ``timeout`` seconds."""

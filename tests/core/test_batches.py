@@ -1,0 +1,133 @@
+"""Guaranteed direct messages leave in batches: the first of a burst at once, the others
+together at the turn's end, within the count and byte bounds, never reordered."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zcluster.core.batches import Batches, Transmit
+from zcluster.protocol import messages as msg
+from zcluster.protocol.guarantees import DeliveryGuarantee
+
+ALO = DeliveryGuarantee.AT_LEAST_ONCE
+ADDRESS = "127.0.0.1:7000"
+
+
+def data(seq: int, epoch: int = 1, low: int = 1) -> msg.Data:
+    return msg.Data("h", 100 + seq, seq, low, ALO, epoch)
+
+
+def unpacked(transmits: list[Transmit]) -> list[tuple[str, int, bytes]]:
+    """Every DATA the transmits carry, in order: (address, seq, payload)."""
+    out = []
+    for address, message, payload in transmits:
+        if isinstance(message, msg.Data):
+            out.append((address, message.seq, payload))
+            continue
+        assert isinstance(message, msg.DataBatch)
+        assert len(message.records) > 1
+        start = 0
+        for _, _, seq, _, size in message.records:
+            out.append((address, seq, payload[start : start + size]))
+            start += size
+        assert start == len(payload)
+    return out
+
+
+def test_the_first_leaves_at_once_the_rest_at_the_turns_end() -> None:
+    batches = Batches(max_count=64, max_bytes=1000)
+    assert not batches
+    first = batches.add("b", ADDRESS, data(1), b"one")
+    assert first == [(ADDRESS, data(1), b"one")]
+    assert batches  # open: the turn's end has work
+    assert batches.add("b", ADDRESS, data(2, low=1), b"two") == []
+    assert batches.add("b", ADDRESS, data(3, low=2), b"three") == []
+    ended = batches.end()
+    assert not batches
+    records = (("h", 102, 2, ALO, 3), ("h", 103, 3, ALO, 5))
+    # the latest low stands for the batch: everything below it is settled
+    assert ended == [("b", (ADDRESS, msg.DataBatch(2, 1, records), b"twothree"))]
+
+
+def test_a_lone_message_in_a_batch_leaves_as_plain_data() -> None:
+    batches = Batches(max_count=64, max_bytes=1000)
+    batches.add("b", ADDRESS, data(1), b"x")
+    batches.add("b", ADDRESS, data(2), b"y")
+    assert batches.end() == [("b", (ADDRESS, data(2), b"y"))]
+    assert batches.end() == []
+
+
+def test_a_full_batch_leaves_at_once() -> None:
+    batches = Batches(max_count=3, max_bytes=1000)
+    batches.add("b", ADDRESS, data(1), b"")
+    assert batches.add("b", ADDRESS, data(2), b"a") == []
+    assert batches.add("b", ADDRESS, data(3), b"b") == []
+    (out,) = batches.add("b", ADDRESS, data(4), b"c")
+    assert [seq for _, seq, _ in unpacked([out])] == [2, 3, 4]
+    assert batches.end() == []
+
+
+def test_bytes_bound_a_batch_and_a_large_message_goes_alone_in_order() -> None:
+    batches = Batches(max_count=64, max_bytes=10)
+    batches.add("b", ADDRESS, data(1), b"")
+    assert batches.add("b", ADDRESS, data(2), b"123456") == []
+    # would pass 10 bytes: what waits leaves first, this one waits
+    assert unpacked(batches.add("b", ADDRESS, data(3), b"7890a")) == [(ADDRESS, 2, b"123456")]
+    # larger than a batch may be: what waits leaves, then this one, alone
+    big = batches.add("b", ADDRESS, data(4), b"x" * 11)
+    assert unpacked(big) == [(ADDRESS, 3, b"7890a"), (ADDRESS, 4, b"x" * 11)]
+
+
+def test_a_new_numbering_or_address_closes_the_batch() -> None:
+    batches = Batches(max_count=64, max_bytes=1000)
+    batches.add("b", ADDRESS, data(1), b"")
+    batches.add("b", ADDRESS, data(2), b"a")
+    out = batches.add("b", ADDRESS, data(1, epoch=2), b"new")
+    assert unpacked(out) == [(ADDRESS, 2, b"a"), (ADDRESS, 1, b"new")]
+    moved = batches.add("b", "127.0.0.1:9000", data(2, epoch=2), b"there")
+    assert unpacked(moved) == [("127.0.0.1:9000", 2, b"there")]
+
+
+def test_receivers_batch_apart_and_a_dropped_one_sends_nothing() -> None:
+    batches = Batches(max_count=64, max_bytes=1000)
+    for target in ("b", "c"):
+        batches.add(target, target, data(1), b"")
+        batches.add(target, target, data(2), target.encode())
+        batches.add(target, target, data(3), target.encode())
+    batches.drop("b")
+    ended = batches.end()
+    assert [target for target, _ in ended] == ["c"]
+    assert unpacked([t for _, t in ended]) == [("c", 2, b"c"), ("c", 3, b"c")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.lists(st.tuples(st.sampled_from("bc"), st.integers(0, 50), st.booleans()), max_size=60),
+)
+def test_property_every_message_leaves_once_in_order_within_bounds(
+    max_count: int, max_bytes: int, sends: list[tuple[str, int, bool]]
+) -> None:
+    """Whatever the sizes and turn ends: each receiver gets each message once, in the
+    order sent, in batches of at most ``max_count`` messages and ``max_bytes`` (a
+    message larger than that alone)."""
+    batches = Batches(max_count, max_bytes)
+    sent: dict[str, list[int]] = {"b": [], "c": []}
+    out: list[Transmit] = []
+    for seq, (target, size, turn_ends) in enumerate(sends, start=1):
+        sent[target].append(seq)
+        out += batches.add(target, target, data(seq), bytes(size))
+        if turn_ends:
+            out += [t for _, t in batches.end()]
+    out += [t for _, t in batches.end()]
+    for _, message, payload in out:
+        if isinstance(message, msg.DataBatch):
+            assert 1 < len(message.records) <= max_count
+            assert len(payload) <= max_bytes
+    got: dict[str, list[int]] = {"b": [], "c": []}
+    for address, seq, payload in unpacked(out):
+        got[address].append(seq)
+        assert len(payload) == sends[seq - 1][1]
+    assert got == sent
