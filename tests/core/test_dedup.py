@@ -87,3 +87,60 @@ def test_guarantees_and_statuses_are_named_as_in_the_design() -> None:
     ]
     assert [s.name for s in AckStatus] == ["PENDING", "DELIVERED", "FAILED", "EXPIRED"]
     assert not AckStatus.PENDING.is_final and AckStatus.EXPIRED.is_final
+
+
+class ModelWindow:
+    """The window's rules, written plainly: LRU by sighting, each id kept ``expiry``
+    after it was last remembered, the clock never going back."""
+
+    def __init__(self, capacity: int, expiry: float) -> None:
+        self.capacity, self.expiry, self.now = capacity, expiry, 0.0
+        self.held: dict[object, tuple[float, object]] = {}  # insertion order = LRU order
+
+    def recall(self, message_id: object, now: float) -> object:
+        self.now = max(self.now, now)
+        self.held = {i: v for i, v in self.held.items() if v[0] > self.now}
+        if message_id in self.held:
+            self.held[message_id] = self.held.pop(message_id)
+            return self.held[message_id][1]
+        self.remember(message_id, "running")
+        return None
+
+    def remember(self, message_id: object, outcome: object) -> None:
+        self.held.pop(message_id, None)
+        self.held[message_id] = (self.now + self.expiry, outcome)
+        if len(self.held) > self.capacity:
+            del self.held[next(iter(self.held))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 7), st.floats(0, 3), st.sampled_from([None, "x"])),
+        max_size=80,
+    ),
+)
+def test_property_the_window_follows_its_rules(
+    capacity: int, steps: list[tuple[bool, int, float, str | None]]
+) -> None:
+    """Sightings, settlements and the passing of time, against the rules written plainly:
+    every answer and every size agree (stale deadlines never forget a live id)."""
+    window, model = DedupWindow(capacity, expiry=2.0), ModelWindow(capacity, expiry=2.0)
+    now = 0.0
+    for recall, message_id, advance, error in steps:
+        now += advance
+        if recall:
+            got = window.recall(message_id, now)
+            want = model.recall(message_id, now)
+            if want is None:
+                assert got is None
+            elif want == "running":
+                assert got is not None and not got.finished
+            else:
+                assert got is not None and got.finished and ("done", got.error) == want
+        else:
+            window.settle(message_id, error)
+            model.remember(message_id, ("done", error))
+        model.held = {i: v for i, v in model.held.items() if v[0] > model.now}
+        assert len(window) == len(model.held)
