@@ -41,6 +41,10 @@ class MessageId(NamedTuple):
 
 AckCallback = Callable[["MessageAcknowledgement"], Any]
 
+#: guards every acknowledgement's status, waiter and callbacks: held for a few
+#: instructions at a time, so one lock serves all of them (none of their own to make)
+_ACKS_LOCK = threading.Lock()
+
 
 class MessageAcknowledgement:
     """The fate of one guaranteed send: ``PENDING``, then exactly one final status.
@@ -49,6 +53,19 @@ class MessageAcknowledgement:
     API); both return the status. Callbacks added with ``add_done_callback``
     run once, where the node runs user callbacks.
     """
+
+    __slots__ = (
+        "_callbacks",
+        "_dispatch",
+        "_done",
+        "guarantee",
+        "message_id",
+        "reason",
+        "receiver",
+        "sender",
+        "status",
+        "timestamp",
+    )
 
     def __init__(
         self,
@@ -67,9 +84,8 @@ class MessageAcknowledgement:
         #: why the message FAILED or EXPIRED; empty otherwise
         self.reason = ""
         self._dispatch = dispatch
-        self._lock = threading.Lock()
         self._done: threading.Event | None = None  # made by the first wait(): most never wait
-        self._callbacks: list[Callable[[], Any]] = []
+        self._callbacks: list[Callable[[], Any]] | None = None  # made by the first one added
 
     def __repr__(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
@@ -82,7 +98,7 @@ class MessageAcknowledgement:
 
     def wait(self, timeout: float | None = None) -> AckStatus:
         """Block until final or ``timeout`` seconds; returns the status (PENDING on timeout)."""
-        with self._lock:
+        with _ACKS_LOCK:
             if self.status.is_final:
                 return self.status
             if self._done is None:
@@ -114,19 +130,21 @@ class MessageAcknowledgement:
         self._when_done(lambda: callback(self), dispatch=True)
 
     def _when_done(self, fn: Callable[[], Any], *, dispatch: bool) -> None:
-        with self._lock:
+        with _ACKS_LOCK:
             if not self.status.is_final:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append((lambda: self._dispatch(fn)) if dispatch else fn)
                 return
         fn()
 
     def _resolve(self, status: AckStatus, reason: str) -> bool:
         """Set the final status; False if it was already final (the first one stands)."""
-        with self._lock:
+        with _ACKS_LOCK:
             if self.status.is_final:
                 return False
             self.status, self.reason = status, reason
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks or (), None
             done = self._done
         if done is not None:
             done.set()

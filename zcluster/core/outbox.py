@@ -136,6 +136,11 @@ class DirectSender:
         box = self._boxes.get(target)
         return 0 if box is None else box.epoch
 
+    def numbering(self, target: str) -> tuple[int, int]:
+        """``(low, epoch)`` of the outbox to ``target``, as its DATA carry them."""
+        box = self._boxes.get(target)
+        return (1, 0) if box is None else (box.low, box.epoch)
+
     def add(
         self,
         target: str,

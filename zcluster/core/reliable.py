@@ -102,15 +102,8 @@ class ReliableDelivery(Component):
         return transmits
 
     def _data(self, target: str, entry: Outgoing) -> msg.Data:
-        sender = self.sender
-        return msg.Data(
-            entry.name,
-            entry.number,
-            entry.seq,
-            sender.low(target),
-            entry.guarantee,
-            sender.epoch(target),
-        )
+        low, epoch = self.sender.numbering(target)
+        return msg.Data(entry.name, entry.number, entry.seq, low, entry.guarantee, epoch)
 
     def tick(self, now: float) -> None:
         ctx = self._ctx

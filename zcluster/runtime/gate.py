@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter
 
 from zcluster.errors import Backpressure
 
@@ -20,31 +19,40 @@ class OutboxGate:
 
     def __init__(self, max_count: int) -> None:
         self._max_count = max_count
-        self._counts: Counter[str] = Counter()
-        self._changed = threading.Condition()
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        #: signalled (under _lock) when a place is given back, for threads waiting for one
+        self._changed = threading.Condition(self._lock)
+        self._blocked = 0  # threads waiting on _changed
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def count(self, receiver: str) -> int:
-        return self._counts[receiver]
+        return self._counts.get(receiver, 0)
 
     def take(self, receiver: str, timeout: float) -> None:
         """Take a place, blocking up to ``timeout`` seconds for one."""
         counts = self._counts
-        with self._changed:
-            if counts[receiver] >= self._max_count and not self._changed.wait_for(
-                lambda: self._has_room(receiver), timeout
-            ):
-                raise self._full(receiver, timeout)
-            counts[receiver] += 1
+        with self._lock:
+            held = counts.get(receiver, 0)
+            if held < self._max_count:
+                counts[receiver] = held + 1
+                return
+            self._blocked += 1
+            try:
+                if not self._changed.wait_for(lambda: self._has_room(receiver), timeout):
+                    raise self._full(receiver, timeout)
+            finally:
+                self._blocked -= 1
+            counts[receiver] = counts.get(receiver, 0) + 1
 
     async def atake(self, receiver: str, timeout: float) -> None:
         """Take a place, waiting (without blocking the loop) up to ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            with self._changed:
+            with self._lock:
                 if self._has_room(receiver):
-                    self._counts[receiver] += 1
+                    self._counts[receiver] = self._counts.get(receiver, 0) + 1
                     return
                 future: asyncio.Future[None] = loop.create_future()
                 self._async_waiters.append((loop, future))
@@ -57,19 +65,20 @@ class OutboxGate:
                 raise self._full(receiver, timeout) from None
 
     def release(self, receiver: str, count: int = 1) -> None:
-        with self._changed:
-            left = self._counts[receiver] - count
+        with self._lock:
+            left = self._counts.get(receiver, 0) - count
             if left > 0:
                 self._counts[receiver] = left
             else:
-                del self._counts[receiver]
-            self._changed.notify_all()
+                self._counts.pop(receiver, None)
+            if self._blocked:
+                self._changed.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
         for loop, future in waiters:
             loop.call_soon_threadsafe(_wake, future)
 
     def _has_room(self, receiver: str) -> bool:
-        return self._counts[receiver] < self._max_count
+        return self._counts.get(receiver, 0) < self._max_count
 
     def _full(self, receiver: str, timeout: float) -> Backpressure:
         return Backpressure(
