@@ -1,6 +1,7 @@
 """CPU time per message of a publisher and a subscriber process, zcluster next to raw pyzmq.
 
     python benchmarks/bench_cpu_per_message.py [--messages 200000] [--guarantee AT_MOST_ONCE]
+    python benchmarks/bench_cpu_per_message.py --direct [--guarantee AT_LEAST_ONCE]
 
 Throughput on a shared machine depends on what else runs; CPU time per
 message does much less: it is what one message costs each process, all its
@@ -9,6 +10,9 @@ pyzmq sends one frame per message, packed with msgpack on send and unpacked
 on receive; zcluster runs `Node.publish` to a `Node` subscriber callback. The
 wall time per message is printed too: under load it is larger than the CPU
 time by however long the process waited for a core.
+
+``--direct``: `Node.send` to a handler instead (a guaranteed sender's time runs
+until every acknowledgement is final), next to raw DEALER -> ROUTER.
 """
 
 from __future__ import annotations
@@ -151,9 +155,112 @@ def raw_subscriber(folder: Path, count: int) -> None:
     report("subscriber", count, cpu, wall)
 
 
+def zc_sender(folder: Path, count: int, guarantee_name: str) -> None:
+    import zcluster
+
+    guarantee = zcluster.DeliveryGuarantee[guarantee_name]
+    wait_for_file(folder / "address")
+    seeds = [(folder / "address").read_text()]
+    with zcluster.Node("sender", bind="127.0.0.1:0", seeds=seeds) as node:
+        up = lambda: (m := node.member("receiver")) is not None and m.status.is_live  # noqa: E731
+        if not node.wait_for(up, READY_TIMEOUT_S):
+            raise SystemExit("the receiver is not up")
+        for _ in range(WARMUP_COUNT):
+            node.send("receiver", "h", {"id": -1, "ts": 0.0, "body": BODY}, guarantee=guarantee)
+        send, clock = node.send, time.perf_counter
+        cpu, wall = cpu_s(), clock()
+        acks = [
+            send("receiver", "h", {"id": i, "ts": clock(), "body": BODY}, guarantee=guarantee)
+            for i in range(count)
+        ]
+        for ack in acks:
+            if ack is not None and not ack.wait(RUN_TIMEOUT_S).is_final:
+                raise SystemExit("an acknowledgement is still pending")
+        cpu, wall = cpu_s() - cpu, clock() - wall
+        wait_for_file(folder / "done")
+    report("publisher", count, cpu, wall)
+
+
+def zc_receiver(folder: Path, count: int) -> None:
+    import zcluster
+
+    got, marks = [0], {}
+    done = threading.Event()
+
+    def handle(message: dict[str, object], sender: str) -> None:
+        if message["id"] == -1:
+            return
+        if got[0] == 0:
+            marks["start"] = (cpu_s(), time.perf_counter())
+        got[0] += 1
+        if got[0] == count:
+            marks["end"] = (cpu_s(), time.perf_counter())
+            done.set()
+
+    node = zcluster.Node("receiver", bind="127.0.0.1:0")
+    node.register("h", handle)
+    with node:
+        (folder / "address").write_text(node.address)
+        finished = done.wait(RUN_TIMEOUT_S)
+        (folder / "done").write_text("")
+    if not finished:
+        raise SystemExit(f"receiver got {got[0]} of {count}")
+    (cpu_start, wall_start), (cpu_end, wall_end) = marks["start"], marks["end"]
+    report("subscriber", count, cpu_end - cpu_start, wall_end - wall_start)
+
+
+def raw_sender(folder: Path, count: int, _: str) -> None:
+    import msgpack
+    import zmq
+
+    wait_for_file(folder / "address")
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.SNDHWM, count + WARMUP_COUNT)
+    dealer.connect(f"tcp://127.0.0.1:{(folder / 'address').read_text()}")
+    for _ in range(WARMUP_COUNT):
+        dealer.send(msgpack.packb({"id": -1, "ts": 0.0, "body": BODY}))
+    pack, send, clock = msgpack.packb, dealer.send, time.perf_counter
+    cpu, wall = cpu_s(), clock()
+    for i in range(count):
+        send(pack({"id": i, "ts": clock(), "body": BODY}))
+    cpu, wall = cpu_s() - cpu, clock() - wall
+    wait_for_file(folder / "done")
+    dealer.close(0)
+    context.term()
+    report("publisher", count, cpu, wall)
+
+
+def raw_receiver(folder: Path, count: int) -> None:
+    import msgpack
+    import zmq
+
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.RCVHWM, count + WARMUP_COUNT)
+    router.setsockopt(zmq.RCVTIMEO, int(RUN_TIMEOUT_S * 1000))
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    (folder / "address").write_text(str(port))
+    unpack, recv, got = msgpack.unpackb, router.recv_multipart, 0
+    while unpack(recv()[1])["id"] == -1:
+        pass
+    cpu, wall = cpu_s(), time.perf_counter()  # the first measured message is in
+    got += 1
+    while got < count:
+        unpack(recv()[1])
+        got += 1
+    cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
+    (folder / "done").write_text("")
+    router.close(0)
+    context.term()
+    report("subscriber", count, cpu, wall)
+
+
 ROLES = {
     "zcluster": (zc_publisher, zc_subscriber),
     "raw": (raw_publisher, raw_subscriber),
+    "zcluster-direct": (zc_sender, zc_receiver),
+    "raw-direct": (raw_sender, raw_receiver),
 }
 
 
@@ -192,6 +299,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--guarantee", default="AT_MOST_ONCE")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--direct", action="store_true", help="Node.send to a handler")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
@@ -203,15 +311,17 @@ def main() -> None:
         else:
             subscriber(Path(args.folder), args.messages)
         return
+    what = "direct sends (sender | receiver)" if args.direct else "publications"
     print(
-        f"{args.messages:,} messages per run, {args.guarantee} for zcluster; CPU and wall µs "
+        f"{args.messages:,} {what} per run, {args.guarantee} for zcluster; CPU and wall µs "
         "per message of each process, all its threads"
     )
+    kinds = ("raw-direct", "zcluster-direct") if args.direct else ("raw", "zcluster")
     for rep in range(1, args.repeat + 1):
-        for kind in ("raw", "zcluster"):
+        for kind in kinds:
             f = run(kind, args.messages, args.guarantee)
             print(
-                f"  rep {rep} {kind:9s} publisher cpu {f['publisher_cpu_us']:5.2f} wall "
+                f"  rep {rep} {kind:15s} publisher cpu {f['publisher_cpu_us']:5.2f} wall "
                 f"{f['publisher_wall_us']:5.2f} | subscriber cpu {f['subscriber_cpu_us']:5.2f} "
                 f"wall {f['subscriber_wall_us']:5.2f}"
             )

@@ -300,6 +300,12 @@ def test_acknowledged_sends_from_a_node_to_the_peer(cluster: Cluster) -> None:
     missing = node.send("peer", "nope", 1)
     assert missing is not None and missing.wait(5) is AckStatus.FAILED
     assert missing.reason == "no handler named 'nope' on node peer"
+    # A burst: a peer that does not announce `batch` gets one DATA per message, never a
+    # DATA_BATCH (which it would reject as an unknown kind: assert_clean).
+    burst = [node.send("peer", "work", n, guarantee=DeliveryGuarantee.ORDERED) for n in range(200)]
+    assert all(a is not None and a.wait(10) is AckStatus.DELIVERED for a in burst)
+    assert handled[7:] == list(range(200))
+    assert node.stats().get("reliable_batches_sent", 0) == 0
     assert_clean(peer, node)
 
 

@@ -74,7 +74,8 @@ def run_direct_schedule(seed: int) -> None:
             payload = f"{sender}-{i}".encode()
             log.sent(sender, target, payload)
             numbers[sender].append(net.send(sender, target, "h", payload, guarantees[sender]))
-        net.run_for(rng.choice([0.0, 0.001, 0.01]))
+        if rng.random() < 0.6:  # else the next sends join this turn's batches (DATA_BATCH)
+            net.run_for(rng.choice([0.0, 0.001, 0.01]))
     net.heal()
     net.set_conditions(NetworkConditions(latency=0.001))
 
@@ -82,6 +83,7 @@ def run_direct_schedule(seed: int) -> None:
         return all(len(net.nodes[s].acks) == len(numbers[s]) for s in numbers)
 
     assert net.run_until(settled, 120), f"acks still pending; seed={seed}"
+    assert net.nodes["n1"].core.counters["reliable_batches_sent"] > 0, seed
     for sender, sent in numbers.items():
         statuses = {net.nodes[sender].acks[n][0] for n in sent}
         assert statuses == {AckStatus.DELIVERED}, (sender, statuses, seed)
