@@ -184,23 +184,25 @@ class NodeCore:
         """Guaranteed messages to ``node_id`` not yet acknowledged, expired or failed."""
         return self.reliable.sender.count(node_id)
 
-    def takes_send_now(self, event: ev.SendRequested) -> bool:
-        """Whether ``take_send`` may take this send: a guaranteed one that is not refused
-        (a refused one goes through ``handle``, which reports why)."""
-        return check_guarantee(event.guarantee).is_reliable and not self.reliable.refusal(
-            event.target
-        )
-
-    def take_send(self, event: ev.SendRequested, now: float) -> list[Transmit]:
+    def take_send(self, event: ev.SendRequested, now: float) -> list[Transmit] | None:
         """Take a guaranteed send outside ``handle``, for a host's fast path (which holds
-        whatever serializes its calls of this core), once ``takes_send_now`` said so.
+        whatever serializes its calls of this core).
 
         Returns what to transmit now, as the Send effects of ``handle`` would carry it:
         nothing while the receiver is down (the send is kept, as ``handle`` keeps it)
-        or while the send waits in its batch; then ``flush_due`` is set, and the host
-        feeds ``TurnEnded`` soon.
+        or while the send waits in its batch (``batch_open``: feed ``TurnEnded`` soon).
+        None if the core refuses the send: ``handle`` it, which reports why.
         """
+        if not check_guarantee(event.guarantee).is_reliable or self.reliable.refusal(
+            event.target
+        ):
+            return None
         return self.reliable.take(event, now)
+
+    @property
+    def batch_open(self) -> bool:
+        """Guaranteed sends wait in a batch for the end of this turn (feed TurnEnded)."""
+        return bool(self.reliable.batches)
 
     def can_publish_guaranteed(self, topic: str) -> bool:
         return self.publisher.publications.can_take(topic)

@@ -249,17 +249,18 @@ class Driver:
             core, now = self.core, self.clock()
             if self._closed:
                 return False
-            if not core.takes_send_now(event):
+            transmits = core.take_send(event, now)
+            if transmits is None:
                 refusal = core.handle(event, now)
                 with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
                     self.loop.call_soon_threadsafe(self.apply, refusal)
                 return True
-            for transmit in core.take_send(event, now):
+            for transmit in transmits:
                 try:
                     self._transmit(*transmit)
                 except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
                     self._failed("Send", exc)
-            if core.flush_due and not self._turn_end_scheduled:
+            if core.batch_open and not self._turn_end_scheduled:
                 # A batch opened: what this thread sends next joins it until the loop's
                 # turn ends (docs/architecture.md, "Guaranteed sends in batches").
                 self._turn_end_scheduled = True
