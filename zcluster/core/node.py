@@ -193,9 +193,7 @@ class NodeCore:
         or while the send waits in its batch (``batch_open``: feed ``TurnEnded`` soon).
         None if the core refuses the send: ``handle`` it, which reports why.
         """
-        if not check_guarantee(event.guarantee).is_reliable or self.reliable.refusal(
-            event.target
-        ):
+        if not check_guarantee(event.guarantee).is_reliable or self.reliable.refusal(event.target):
             return None
         return self.reliable.take(event, now)
 
