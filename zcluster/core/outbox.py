@@ -158,12 +158,14 @@ class DirectSender:
                 self._forget_idle_boxes()
             self._epochs += 1
             box = self._boxes[target] = PeerOutbox(self._epochs)
-        entry = Outgoing(number, box.next_seq, name, payload, guarantee, deadline, sent_at=now)
-        box.next_seq += 1
-        box.entries[entry.seq] = entry
+        seq, epoch = box.next_seq, box.epoch
+        box.next_seq = seq + 1
+        entry = Outgoing(number, seq, name, payload, guarantee, deadline, sent_at=now)
+        box.entries[seq] = entry
         self._total += 1
         self._schedule_retry(target, box, entry, now)
-        self._push(self._expiries, (deadline, target, box.epoch, entry.seq))
+        heapq.heappush(self._expiries, (deadline, target, epoch, seq))
+        self._compact_if_stale()
         return entry
 
     def due_retries(
@@ -197,6 +199,7 @@ class DirectSender:
             entry.attempts += 1
             self._schedule_retry(target, box, entry, now)
             out.append((target, entry))
+        self._compact_if_stale()
         return out
 
     def resume(self, target: str, now: float, *, restarted: bool = False) -> None:
@@ -269,6 +272,7 @@ class DirectSender:
             first = next(iter(entries.values()))
             if first.due == _NO_TIMER:
                 self._schedule_retry(target, box, first, now)
+        self._compact_if_stale()
         return out
 
     def fail_all(self, target: str) -> list[Outgoing]:
@@ -324,11 +328,14 @@ class DirectSender:
         return entry
 
     def _schedule_retry(self, target: str, box: PeerOutbox, entry: Outgoing, now: float) -> None:
+        """Schedule the next retry of ``entry`` by its attempts so far (the caller checks
+        the heaps' size: ``_compact_if_stale``)."""
         config = self._config
         base = box.timeout(config.retry_initial_s, config.retry_max_s)
         cap = min(config.retry_max_s, base * 2 ** min(entry.attempts, 32))
-        delay = cap * (0.5 + 0.5 * self._rng.random())  # jitter: retries never move in lockstep
-        self._retry_at(target, box.epoch, entry, now + delay)
+        # jitter: retries never move in lockstep
+        entry.due = when = now + cap * (0.5 + 0.5 * self._rng.random())
+        heapq.heappush(self._retries, (when, target, box.epoch, entry.seq))
 
     def _retry_at(self, target: str, epoch: int, entry: Outgoing, when: float) -> None:
         entry.due = when
@@ -336,10 +343,16 @@ class DirectSender:
 
     def _push(self, heap: list[Timer], timer: Timer) -> None:
         heapq.heappush(heap, timer)
-        if len(heap) > _COMPACT_FACTOR * self._total + _COMPACT_SLACK_COUNT:
-            # Acknowledged messages leave their timers behind; drop them in one pass.
-            heap[:] = [t for t in heap if self._holds(t[1], t[2], t[3])]
-            heapq.heapify(heap)
+        self._compact_if_stale()
+
+    def _compact_if_stale(self) -> None:
+        """Acknowledged messages leave their timers behind: once they outnumber the live
+        ones, drop them in one pass."""
+        bound = _COMPACT_FACTOR * self._total + _COMPACT_SLACK_COUNT
+        if len(self._retries) > bound or len(self._expiries) > bound:
+            for heap in (self._retries, self._expiries):
+                heap[:] = [t for t in heap if self._holds(t[1], t[2], t[3])]
+                heapq.heapify(heap)
 
     def _holds(self, target: str, epoch: int, seq: int) -> bool:
         box = self._boxes.get(target)
