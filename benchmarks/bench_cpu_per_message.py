@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BODY = b"x" * 64
@@ -56,6 +57,62 @@ def report(role: str, count: int, cpu: float, wall: float, **extra: int) -> None
     )
 
 
+class Marks:
+    """Counts the measured messages a callback sees (id -1: warm-up), with CPU and wall
+    time at the first and at the last."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.got = count, 0
+        self.start = self.end = (0.0, 0.0)
+        self.done = threading.Event()
+
+    def saw(self, message: dict[str, object]) -> None:
+        if message["id"] == -1:
+            return
+        if self.got == 0:
+            self.start = (cpu_s(), time.perf_counter())
+        self.got += 1
+        if self.got == self.count:
+            self.end = (cpu_s(), time.perf_counter())
+            self.done.set()
+
+    def wait_and_report(self, folder: Path) -> None:
+        finished = self.done.wait(RUN_TIMEOUT_S)
+        (folder / "done").write_text("")
+        if not finished:
+            raise SystemExit(f"got {self.got} of {self.count}")
+        report("subscriber", self.count, self.end[0] - self.start[0], self.end[1] - self.start[1])
+
+
+def send_counted(send: Callable[[bytes], object], prefix: bytes, count: int, folder: Path) -> None:
+    """Pack and send ``count`` measured messages, each after ``prefix``; report their
+    cost once the receiver is done."""
+    import msgpack
+
+    pack, clock = msgpack.packb, time.perf_counter
+    cpu, wall = cpu_s(), clock()
+    for i in range(count):
+        send(prefix + pack({"id": i, "ts": clock(), "body": BODY}))
+    cpu, wall = cpu_s() - cpu, clock() - wall
+    wait_for_file(folder / "done")
+    report("publisher", count, cpu, wall)
+
+
+def receive_counted(recv_body: Callable[[], bytes], count: int, folder: Path) -> None:
+    """Receive and unpack until ``count`` measured messages came; report their cost."""
+    import msgpack
+
+    unpack = msgpack.unpackb
+    while unpack(recv_body())["id"] == -1:
+        pass
+    cpu, wall = cpu_s(), time.perf_counter()  # the first measured message is in
+    for _ in range(count - 1):
+        unpack(recv_body())
+    cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
+    (folder / "done").write_text("")
+    report("subscriber", count, cpu, wall)
+
+
 def zc_publisher(folder: Path, count: int, guarantee_name: str) -> None:
     import zcluster
 
@@ -78,29 +135,12 @@ def zc_publisher(folder: Path, count: int, guarantee_name: str) -> None:
 def zc_subscriber(folder: Path, count: int) -> None:
     import zcluster
 
-    got, marks = [0], {}
-    done = threading.Event()
-
-    def on_message(topic: str, message: dict[str, object], sender: str) -> None:
-        if message["id"] == -1:
-            return
-        if got[0] == 0:
-            marks["start"] = (cpu_s(), time.perf_counter())
-        got[0] += 1
-        if got[0] == count:
-            marks["end"] = (cpu_s(), time.perf_counter())
-            done.set()
-
+    marks = Marks(count)
     wait_for_file(folder / "address")
     seeds = [(folder / "address").read_text()]
     with zcluster.Node("subscriber", bind="127.0.0.1:0", seeds=seeds) as node:
-        node.subscribe(TOPIC, on_message)
-        finished = done.wait(RUN_TIMEOUT_S)
-        (folder / "done").write_text("")
-    if not finished:
-        raise SystemExit(f"subscriber got {got[0]} of {count}")
-    (cpu_start, wall_start), (cpu_end, wall_end) = marks["start"], marks["end"]
-    report("subscriber", count, cpu_end - cpu_start, wall_end - wall_start)
+        node.subscribe(TOPIC, lambda topic, message, sender: marks.saw(message))
+        marks.wait_and_report(folder)
 
 
 def raw_publisher(folder: Path, count: int, _: str) -> None:
@@ -117,19 +157,12 @@ def raw_publisher(folder: Path, count: int, _: str) -> None:
     for _ in range(WARMUP_COUNT):  # until the subscriber has seen one
         pub.send(frame + msgpack.packb({"id": -1, "ts": 0.0, "body": BODY}))
         time.sleep(0.001)
-    pack, send, clock = msgpack.packb, pub.send, time.perf_counter
-    cpu, wall = cpu_s(), clock()
-    for i in range(count):
-        send(frame + pack({"id": i, "ts": clock(), "body": BODY}))
-    cpu, wall = cpu_s() - cpu, clock() - wall
-    wait_for_file(folder / "done")
+    send_counted(pub.send, frame, count, folder)
     pub.close(0)
     context.term()
-    report("publisher", count, cpu, wall)
 
 
 def raw_subscriber(folder: Path, count: int) -> None:
-    import msgpack
     import zmq
 
     wait_for_file(folder / "address")
@@ -139,20 +172,11 @@ def raw_subscriber(folder: Path, count: int) -> None:
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(f"tcp://127.0.0.1:{(folder / 'address').read_text()}")
     (folder / "ready").write_text("")
-    unpack, recv, got = msgpack.unpackb, sub.recv, 0
     sub.setsockopt(zmq.RCVTIMEO, int(RUN_TIMEOUT_S * 1000))
-    while unpack(recv()[3:])["id"] == -1:
-        pass
-    cpu, wall = cpu_s(), time.perf_counter()  # the first measured message is in
-    got += 1
-    while got < count:
-        unpack(recv()[3:])
-        got += 1
-    cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
-    (folder / "done").write_text("")
+    recv = sub.recv
+    receive_counted(lambda: recv()[3:], count, folder)  # after the topic's 3 bytes
     sub.close(0)
     context.term()
-    report("subscriber", count, cpu, wall)
 
 
 def zc_sender(folder: Path, count: int, guarantee_name: str) -> None:
@@ -184,29 +208,12 @@ def zc_sender(folder: Path, count: int, guarantee_name: str) -> None:
 def zc_receiver(folder: Path, count: int) -> None:
     import zcluster
 
-    got, marks = [0], {}
-    done = threading.Event()
-
-    def handle(message: dict[str, object], sender: str) -> None:
-        if message["id"] == -1:
-            return
-        if got[0] == 0:
-            marks["start"] = (cpu_s(), time.perf_counter())
-        got[0] += 1
-        if got[0] == count:
-            marks["end"] = (cpu_s(), time.perf_counter())
-            done.set()
-
+    marks = Marks(count)
     node = zcluster.Node("receiver", bind="127.0.0.1:0")
-    node.register("h", handle)
+    node.register("h", lambda message, sender: marks.saw(message))
     with node:
         (folder / "address").write_text(node.address)
-        finished = done.wait(RUN_TIMEOUT_S)
-        (folder / "done").write_text("")
-    if not finished:
-        raise SystemExit(f"receiver got {got[0]} of {count}")
-    (cpu_start, wall_start), (cpu_end, wall_end) = marks["start"], marks["end"]
-    report("subscriber", count, cpu_end - cpu_start, wall_end - wall_start)
+        marks.wait_and_report(folder)
 
 
 def raw_sender(folder: Path, count: int, _: str) -> None:
@@ -220,19 +227,12 @@ def raw_sender(folder: Path, count: int, _: str) -> None:
     dealer.connect(f"tcp://127.0.0.1:{(folder / 'address').read_text()}")
     for _ in range(WARMUP_COUNT):
         dealer.send(msgpack.packb({"id": -1, "ts": 0.0, "body": BODY}))
-    pack, send, clock = msgpack.packb, dealer.send, time.perf_counter
-    cpu, wall = cpu_s(), clock()
-    for i in range(count):
-        send(pack({"id": i, "ts": clock(), "body": BODY}))
-    cpu, wall = cpu_s() - cpu, clock() - wall
-    wait_for_file(folder / "done")
+    send_counted(dealer.send, b"", count, folder)
     dealer.close(0)
     context.term()
-    report("publisher", count, cpu, wall)
 
 
 def raw_receiver(folder: Path, count: int) -> None:
-    import msgpack
     import zmq
 
     context = zmq.Context()
@@ -241,19 +241,10 @@ def raw_receiver(folder: Path, count: int) -> None:
     router.setsockopt(zmq.RCVTIMEO, int(RUN_TIMEOUT_S * 1000))
     port = router.bind_to_random_port("tcp://127.0.0.1")
     (folder / "address").write_text(str(port))
-    unpack, recv, got = msgpack.unpackb, router.recv_multipart, 0
-    while unpack(recv()[1])["id"] == -1:
-        pass
-    cpu, wall = cpu_s(), time.perf_counter()  # the first measured message is in
-    got += 1
-    while got < count:
-        unpack(recv()[1])
-        got += 1
-    cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
-    (folder / "done").write_text("")
+    recv = router.recv_multipart
+    receive_counted(lambda: recv()[1], count, folder)  # after the routing id
     router.close(0)
     context.term()
-    report("subscriber", count, cpu, wall)
 
 
 ROLES = {

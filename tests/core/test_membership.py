@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zcluster.core.membership import MembershipTable
+from zcluster.core.peers import Peers
 from zcluster.protocol.members import Member, MemberStatus
 
 ME = Member("me", 100, 3, MemberStatus.UP, "10.0.0.1:1", "10.0.0.1:2")
@@ -109,3 +110,23 @@ def test_only_first_hand_news_is_queued_for_gossip() -> None:
     assert table.take_broadcast(10) == []
     assert table.mark("x", MemberStatus.SUSPECT, now=1.0) == heard  # our own verdict: gossiped
     assert [m.node_id for m in table.take_broadcast(10)] == ["x"]
+
+
+def test_announcements_of_live_members_outlast_those_of_departed_ones() -> None:
+    """Past the bound, what is forgotten first is what departed incarnations announced,
+    however long ago live members last announced (swim members announce only on sync)."""
+    table = MembershipTable(ME, gossip_retransmit_count=4, max_count=100)
+    peers = Peers(table, ("fields", "swim"), max_count=3)
+    live = _record("a", 1, 0, MemberStatus.UP)
+    table.merge(live, now=0.0)
+    peers.announced("a", 1, ("fields", "swim"))
+    for n in range(10):  # one-off clients: they announce, then their records are purged
+        peers.announced(f"client-{n}", 1, ("fields",))
+    assert peers.capabilities_of("a") == ("fields", "swim")
+    assert peers.speaks_swim("a")
+    # every one announced is a live member: the oldest goes
+    for node_id in ("b", "c", "d"):
+        table.merge(_record(node_id, 1, 0, MemberStatus.UP), now=0.0)
+        peers.announced(node_id, 1, ("fields",))
+    assert peers.capabilities_of("a") is None
+    assert [peers.capabilities_of(n) for n in "bcd"] == [("fields",)] * 3

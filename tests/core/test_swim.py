@@ -14,6 +14,7 @@ from zcluster import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
+from zcluster.core.prober import RoundRobin
 from zcluster.core.rumors import Rumors
 from zcluster.core.suspicion import Suspicions
 from zcluster.protocol import messages as msg
@@ -242,3 +243,19 @@ def test_rumors_take_the_least_sent_first() -> None:
     assert rumors.take(10) == ["a", "c"]
     assert rumors.take(10) == []
     assert len(rumors) == 0 and rumors.take(0) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_member_that_flaps_before_its_turn_is_probed_once_in_the_round(seed: int) -> None:
+    """A member that goes and comes back (or is announced twice) while its turn is still
+    to come keeps its one place in the round: never probed twice in one round."""
+    rounds, members = RoundRobin(random.Random(seed)), ["a", "b", "c"]
+    first = rounds.next(members, lambda _: True)
+    pending = set(members) - {first}
+    for node_id in sorted(pending):
+        rounds.added(node_id)  # down and up again before its turn
+        rounds.added(node_id)
+    rest = [rounds.next(members, lambda _: True) for _ in range(2)]
+    assert set(rest) == pending
+    next_round = [rounds.next(members, lambda _: True) for _ in range(3)]
+    assert sorted(next_round) == members  # (a second copy would have come first)

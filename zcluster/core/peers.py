@@ -170,10 +170,24 @@ class Peers:
         if known != (incarnation, capabilities):  # heartbeats repeat the same set
             self._one_frame_stale = True
         if len(announced) > self._max_count:
-            del announced[next(iter(announced))]  # the longest unchanged
+            self._forget_one()
         member = self._table.get(node_id)
         if member is not None:
             self._regroup(member)
+
+    def _forget_one(self) -> None:
+        """Forget the announcement heard longest ago of an incarnation the table no longer
+        holds (purged, restarted since), else the one heard longest ago. Members that speak
+        swim announce only when they sync, so age alone would pick live members first
+        once short-lived ones (one-off clients) filled the map: they would look like
+        members that announced nothing (heartbeats, three-frame publications)."""
+        announced, table = self._announced, self._table
+        for node_id, (incarnation, _) in announced.items():
+            member = table.get(node_id)
+            if member is None or member.incarnation != incarnation:
+                del announced[node_id]
+                return
+        del announced[next(iter(announced))]
 
     def _drop_swim(self, node_id: str) -> None:
         index = self._swim_index.pop(node_id, None)

@@ -43,8 +43,11 @@ class RoundRobin:
         self._next = 0
 
     def added(self, node_id: str) -> None:
-        """A member to probe appeared: somewhere in what is left of this round."""
+        """A member to probe appeared: somewhere in what is left of this round (once: one
+        that went and came back before its turn keeps its place)."""
         order = self._order
+        if node_id in order[self._next :]:  # rare (a change of membership): linear is fine
+            return
         order.append(node_id)
         swap = self._rng.randrange(self._next, len(order))
         order[swap], order[-1] = order[-1], order[swap]

@@ -1,8 +1,9 @@
 """Records waiting to be piggybacked, each a bounded number of times, least sent first.
 
-Taking costs O(limit), whatever the length of the queue: a node that has just
-learned a thousand records (a join storm, a healed partition) must not pay for
-all of them on every message it sends.
+Taking costs O(limit) plus a sort of the distinct counts of sends remaining (at
+most the retransmit count), whatever the length of the queue: a node that has
+just learned a thousand records (a join storm, a healed partition) must not pay
+for all of them on every message it sends.
 """
 
 from __future__ import annotations
