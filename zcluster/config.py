@@ -130,7 +130,8 @@ class NodeConfig:
     #: guaranteed messages to one receiver that leave together, in one DATA_BATCH, at most
     #: (those sent while the first of a burst travels; docs/delivery.md) ...
     data_batch_max_count: int = 64
-    #: ... and payload bytes in one DATA_BATCH, at most (a larger message leaves alone)
+    #: ... and bytes in one DATA_BATCH, payloads and records, at most (never beyond
+    #: max_message_bytes nor max_header_bytes; a larger message leaves alone)
     data_batch_max_bytes: int = 65_536
     #: sequence numbers acknowledged selectively (above a gap) in one acknowledgement
     ack_selective_max_count: int = 1024

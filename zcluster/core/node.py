@@ -190,7 +190,7 @@ class NodeCore:
 
         Returns what to transmit now, as the Send effects of ``handle`` would carry it:
         nothing while the receiver is down (the send is kept, as ``handle`` keeps it)
-        or while the send waits in its batch (``batch_open``: feed ``TurnEnded`` soon).
+        or while the send waits in its batch (``sends_waiting``: feed ``TurnEnded`` soon).
         None if the core refuses the send: ``handle`` it, which reports why.
         """
         if not check_guarantee(event.guarantee).is_reliable or self.reliable.refusal(event.target):
@@ -198,7 +198,7 @@ class NodeCore:
         return self.reliable.take(event, now)
 
     @property
-    def batch_open(self) -> bool:
+    def sends_waiting(self) -> bool:
         """Guaranteed sends wait in a batch for the end of this turn (feed TurnEnded)."""
         return bool(self.reliable.batches)
 

@@ -351,9 +351,10 @@ class DirectSender:
         bound = _COMPACT_FACTOR * self._total + _COMPACT_SLACK_COUNT
         if len(self._retries) > bound or len(self._expiries) > bound:
             for heap in (self._retries, self._expiries):
-                heap[:] = [t for t in heap if self._holds(t[1], t[2], t[3])]
+                heap[:] = [t for t in heap if self.holds(t[1], t[2], t[3])]
                 heapq.heapify(heap)
 
-    def _holds(self, target: str, epoch: int, seq: int) -> bool:
+    def holds(self, target: str, epoch: int, seq: int) -> bool:
+        """Whether message ``seq`` of numbering ``epoch`` to ``target`` is still unsettled."""
         box = self._boxes.get(target)
         return box is not None and box.epoch == epoch and seq in box.entries

@@ -31,7 +31,14 @@ class ReliableDelivery(Component):
         self._leaving = leaving
         self.sender = DirectSender(ctx.config, ctx.rng)
         self.receiver = DirectReceiver(ctx.config, ctx.counters, first_stream_id=ctx.incarnation)
-        self.batches = Batches(ctx.config.data_batch_max_count, ctx.config.data_batch_max_bytes)
+        config = ctx.config
+        # Each frame of a batch must pass the receiver's limits: header and payload alike.
+        batch_bytes = min(
+            config.data_batch_max_bytes, config.max_message_bytes, config.max_header_bytes
+        )
+        self.batches = Batches(
+            config.data_batch_max_count, batch_bytes, self.sender.holds, self.sender.low
+        )
         #: guaranteed messages handed to handlers whose outcome has not come back
         self.handlers_running = 0
 
@@ -220,12 +227,15 @@ class ReliableDelivery(Component):
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
-        if member.status in _GONE:
+        restarted = previous is not None and previous.incarnation != member.incarnation
+        if restarted or not member.status.is_live:
+            # What waits in its batch stays in the outbox, resent when it can be (a
+            # restarted receiver may not read batches any more).
             self.batches.drop(node_id)
+        if member.status in _GONE:
             self._fail_all(member)
             self.receiver.retire(node_id)
         elif member.status.is_live:
-            restarted = previous is not None and previous.incarnation != member.incarnation
             self.sender.resume(node_id, now, restarted=restarted)
 
     def _fail_all(self, member: Member) -> None:

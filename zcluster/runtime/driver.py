@@ -178,6 +178,7 @@ class Driver:
         if self._closed:
             return
         with self.core_lock:  # a send taken in a caller's thread is either out or refused
+            self.feed(ev.TurnEnded())  # what waits for it leaves now: batches, acknowledgements
             self._closed = True
         self.pause_reading()
         if self._tick_handle is not None:
@@ -219,11 +220,13 @@ class Driver:
             return
         handle, on_sockets = self.core.handle, self._on_sockets
         effects: list[fx.Effect] = []
-        with self.core_lock:
-            now = self.clock()
-            for event in events:
-                effects += on_sockets(handle(event, now))
-        self.apply(effects)
+        try:
+            with self.core_lock:
+                now = self.clock()
+                for event in events:
+                    effects += on_sockets(handle(event, now))
+        finally:  # what earlier events decided is carried out whatever a later one raised
+            self.apply(effects)
         self.lane.one_frame = self.core.one_frame_publications
         self._end_turn_later()
 
@@ -260,9 +263,9 @@ class Driver:
                     self._transmit(*transmit)
                 except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
                     self._failed("Send", exc)
-            if core.batch_open and not self._turn_end_scheduled:
-                # A batch opened: what this thread sends next joins it until the loop's
-                # turn ends (docs/architecture.md, "Guaranteed sends in batches").
+            if core.sends_waiting and not self._turn_end_scheduled:
+                # A send joined a batch: it leaves when the loop's turn ends (one wake-up
+                # per batch; docs/architecture.md, "Guaranteed sends in batches").
                 self._turn_end_scheduled = True
                 with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
                     self.loop.call_soon_threadsafe(self._end_turn)
