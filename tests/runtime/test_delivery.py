@@ -73,8 +73,9 @@ def test_a_burst_leaves_in_batches_and_arrives_whole_and_in_order(
     assert handled == list(range(3000)), (a.stats(), b.stats())
     sent, received = a.stats()["reliable_batches_sent"], b.stats()["reliable_batches_received"]
     assert sent > 0 and received == sent, (a.stats(), b.stats())
-    # at most 64 messages a batch: fewer transmissions than messages, but no fewer than that
-    assert 3000 / 64 <= sent < 3000
+    # two messages or more a batch (how many went alone, first of a burst, depends on how
+    # soon the loop turned; at most 64 a batch is for test_batches)
+    assert sent <= 3000 // 2
 
 
 def test_async_sends_leave_in_batches_too() -> None:
