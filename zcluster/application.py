@@ -268,7 +268,6 @@ class Application:
         """How to carry out each of the core's effects meant for the application, by type
         (hosts look effects up here: one dictionary lookup per effect)."""
         return {
-            fx.DeliverPublication: self._deliver_publication,
             fx.DeliverPublications: self._deliver_publications,
             fx.Deliver: self._deliver,
             fx.Acknowledged: self._acknowledged,
@@ -325,9 +324,6 @@ class Application:
         """Answer a request, from whichever thread ran its handler (``send_reply``)."""
         assert effect.request_id is not None and effect.reply_address is not None
         self._send_reply(ev.ReplyReady(effect.request_id, effect.reply_address, ok, payload))
-
-    def _deliver_publication(self, effect: fx.DeliverPublication) -> None:
-        self.deliver_publications(effect.sender, effect.topic, [effect.payload])
 
     def _deliver_publications(self, effect: fx.DeliverPublications) -> None:
         self.deliver_publications(effect.sender, effect.topic, effect.payloads)

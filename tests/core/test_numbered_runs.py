@@ -44,9 +44,7 @@ def outcome(effects: list[fx.Effect]) -> list[tuple[object, ...]]:
     """What the application and the publishers see, publication by publication."""
     out: list[tuple[object, ...]] = []
     for effect in effects:
-        if isinstance(effect, fx.DeliverPublication):
-            out.append(("deliver", effect.sender, effect.topic, effect.payload))
-        elif isinstance(effect, fx.DeliverPublications):
+        if isinstance(effect, fx.DeliverPublications):
             out.extend(("deliver", effect.sender, effect.topic, p) for p in effect.payloads)
         elif isinstance(effect, fx.PublicationsLost):
             out.append(("lost", effect.publisher, effect.topic, effect.first, effect.last))

@@ -147,7 +147,7 @@ def subscriber_of(publisher: Member, topic: str = "t", replay: bool = False) -> 
 
 
 def delivered(effects: list[fx.Effect]) -> list[bytes]:
-    return [e.payload for e in effects if isinstance(e, fx.DeliverPublication)]
+    return [p for e in effects if isinstance(e, fx.DeliverPublications) for p in e.payloads]
 
 
 def lost(effects: list[fx.Effect]) -> list[tuple[int, int]]:

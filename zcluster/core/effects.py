@@ -72,16 +72,9 @@ class Deliver:
 
 
 @dataclasses.dataclass(slots=True)
-class DeliverPublication:
-    sender: str
-    topic: str
-    payload: bytes
-
-
-@dataclasses.dataclass(slots=True)
 class DeliverPublications:
-    """Publications of one stream to deliver in this order: one effect for a run of
-    them read together (the driver's fast path), where one each would cost more."""
+    """Publications of one stream to deliver in this order: one effect for all that
+    became deliverable together (a run read at once, a gap filled)."""
 
     sender: str
     topic: str
@@ -139,7 +132,6 @@ Effect = (
     | Disconnect
     | SetSubscription
     | Deliver
-    | DeliverPublication
     | DeliverPublications
     | Acknowledged
     | PublicationsLost

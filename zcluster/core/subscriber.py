@@ -193,7 +193,7 @@ class Subscriber(Component):
         publication = env.message
         assert isinstance(publication, msg.Publish)
         if publication.seq == 0:
-            self._ctx.emit(fx.DeliverPublication(env.sender, topic, payload))
+            self._ctx.emit(fx.DeliverPublications(env.sender, topic, [payload]))
             return
         item = (publication.seq, publication.guarantee, payload)
         self._take(env.sender, env.incarnation, topic, item, now)
@@ -278,11 +278,10 @@ class Subscriber(Component):
         if released:
             # Held back by streams closed to make room for another (an older life first).
             for old_publisher, old_topic, items in released:
-                for _, _, payload in items:
-                    ctx.emit(fx.DeliverPublication(old_publisher, old_topic, payload))
+                ctx.emit(fx.DeliverPublications(old_publisher, old_topic, [p for _, _, p in items]))
             released.clear()
-        for _, _, payload in ready:
-            ctx.emit(fx.DeliverPublication(publisher, topic, payload))
+        if ready:
+            ctx.emit(fx.DeliverPublications(publisher, topic, [p for _, _, p in ready]))
         losses = self.subscriptions.losses
         if losses:
             for loss in losses:

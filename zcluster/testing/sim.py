@@ -480,8 +480,6 @@ class SimNetwork:
         match effect:
             case fx.Deliver(sender=sender, name=name, payload=payload):
                 node.delivered.append((sender, name, payload))
-            case fx.DeliverPublication(sender=sender, topic=topic, payload=payload):
-                node.delivered.append((sender, topic, payload))
             case fx.DeliverPublications(sender=sender, topic=topic, payloads=payloads):
                 node.delivered.extend((sender, topic, payload) for payload in payloads)
             case fx.CompleteRequest(request_id=request_id):
