@@ -226,11 +226,8 @@ class Encoder:
         """``Publish(seq, guarantee)`` in one frame (revision 1.2) on the topic ``prefix``
         starts (``one_frame_prefix_of``). A PUBLISH header always fits the length field:
         its sender is its longest part, at most MAX_NAME_BYTES."""
-        pack = self._pack  # publication_header, written out: the hottest path of all
-        body = _ARRAY_OF_2 + pack(seq) + _CODE_BYTES[guarantee] if seq else self._unnumbered_body
-        head, number = self._publish_prefix, pack(self._next_seq())
-        length = _LENGTH(len(head) + len(number) + len(body))
-        return b"".join((prefix, length, head, number, body, payload))
+        header = self.publication_header(seq, guarantee)
+        return b"".join((prefix, _LENGTH(len(header)), header, payload))
 
     def one_frame_prefix_of(self, topic: str) -> bytes:
         """How a one-frame publication on ``topic`` starts, cached (safe from any thread);

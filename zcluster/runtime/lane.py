@@ -77,17 +77,9 @@ class PublicationLane:
         PUB drops at its high-water mark, so this never blocks.
         """
         payload = self._encode(message)
-        encoder = self._encoder
-        try:
-            prefix = encoder.one_frame_prefix_of(topic)
-        except WireError as exc:
-            raise ConfigError(str(exc)) from None
+        prefix = self._prefix_of(topic)
         with self._lock:
-            pub = self._open()
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:  # the usual case
-                SEND(pub, encoder.publication_frame(prefix, 0, _UNNUMBERED, payload), LAST_FRAME)
-            else:
-                self._send_three(pub, topic, 0, _UNNUMBERED, payload)
+            self._send_publication(self._open(), topic, prefix, 0, _UNNUMBERED, payload)
             self.published += 1
 
     def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
@@ -98,20 +90,13 @@ class PublicationLane:
         if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
         payload = self._encode(message)
-        encoder = self._encoder
-        try:
-            prefix = encoder.one_frame_prefix_of(topic)  # checks it before numbering
-        except WireError as exc:
-            raise ConfigError(str(exc)) from None
+        prefix = self._prefix_of(topic)  # checks it before numbering
         with self._lock:
             pub = self._open()
             seq = self._publications.append(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:  # the usual case
-                SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
-            else:
-                self._send_three(pub, topic, seq, guarantee, payload)
+            self._send_publication(pub, topic, prefix, seq, guarantee, payload)
             self.published += 1
 
     def _encode(self, message: Any) -> bytes:
@@ -120,6 +105,14 @@ class PublicationLane:
         if len(payload) > self._max_message_bytes:
             raise_too_large(payload, self._max_message_bytes)
         return payload
+
+    def _prefix_of(self, topic: str) -> bytes:
+        """How a one-frame publication on ``topic`` starts; ConfigError if the wire
+        cannot carry the topic."""
+        try:
+            return self._encoder.one_frame_prefix_of(topic)
+        except WireError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _open(self) -> zmq.Socket[bytes]:
         pub = self._pub
@@ -141,29 +134,30 @@ class PublicationLane:
     ) -> None:
         encoder = self._encoder
         if topic is not None and type(message) is msg.Publish:  # not a BEACON
-            seq, guarantee = message.seq, message.guarantee
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-                prefix = encoder.one_frame_prefix_of(topic)
-                SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
-            else:
-                self._send_three(pub, topic, seq, guarantee, payload)
+            prefix = encoder.one_frame_prefix_of(topic)
+            self._send_publication(pub, topic, prefix, message.seq, message.guarantee, payload)
             return
         first, header, payload = encoder.published(topic, message, payload)
         SEND(pub, first, MORE_FRAMES)
         SEND(pub, header, MORE_FRAMES)
         SEND(pub, payload, LAST_FRAME)
 
-    def _send_three(
+    def _send_publication(
         self,
         pub: zmq.Socket[bytes],
         topic: str,
+        prefix: bytes,
         seq: int,
         guarantee: DeliveryGuarantee,
         payload: bytes,
     ) -> None:
-        """A PUBLISH in three frames: some member does not read one, or the payload is
-        too large to join."""
+        """``Publish(seq, guarantee)`` on ``topic`` (whose one-frame form starts with
+        ``prefix``): in one frame as a rule, in three while some member does not read
+        that form or the payload is too large to join."""
         encoder = self._encoder
+        if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+            SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
+            return
         SEND(pub, encoder.topic_frame(topic), MORE_FRAMES)
         SEND(pub, encoder.publication_header(seq, guarantee), MORE_FRAMES)
         SEND(pub, payload, LAST_FRAME)
