@@ -210,11 +210,11 @@ class ReliableDelivery(Component):
         return bool(self.receiver.ack_due) or bool(self.batches)
 
     def end_turn(self, now: float) -> None:
-        """Send the batches of this turn (to receivers still live), and the
-        acknowledgements batched during it: one per sender."""
+        """Send the batches of this turn (their receivers are live: ``member_changed``
+        drops the batch of one that is not), and the acknowledgements batched during
+        it: one per sender."""
         ctx, receiver = self._ctx, self.receiver
-        ended = [t for target, t in self.batches.end() if ctx.live_address(target) is not None]
-        for transmit in self._counted(ended):
+        for transmit in self._counted([t for _, t in self.batches.end()]):
             ctx.send(*transmit)
         for sender in receiver.ack_due:
             stream = receiver.stream(sender)

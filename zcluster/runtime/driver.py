@@ -311,6 +311,20 @@ class Driver:
         run: list[bytes] = []  # unnumbered payloads from run_from on run_topic, in order
         run_from = run_topic = ""
         numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]] = []
+
+        def hand_on_run() -> None:
+            nonlocal run
+            if run:
+                taken, run = run, []
+                deliver(run_from, run_topic, taken)
+
+        def hand_on_numbered(unnumbered_count: int = 0) -> None:
+            nonlocal numbered
+            if unnumbered_count or numbered:
+                batch, numbered = numbered, []
+                event = ev.PublicationsReceived(tuple(heard.items()), unnumbered_count, batch)
+                self.feed(event)
+
         try:
             for _ in range(self._config.receive_batch_count):
                 # Three plain reads for the three-frame form; the frame count is checked
@@ -334,12 +348,8 @@ class Driver:
                 topic = routes.get(key)
                 publication = read_publish(header) if topic is not None else None
                 if topic is None or publication is None:
-                    if run:
-                        taken, run = run, []
-                        deliver(run_from, run_topic, taken)
-                    if numbered:
-                        batch, numbered = numbered, []
-                        self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, batch))
+                    hand_on_run()
+                    hand_on_numbered()
                     self._take_slowly(sock, first, header, one_frame, limit)
                     continue
                 if not one_frame:
@@ -351,16 +361,13 @@ class Driver:
                 heard[publisher] = incarnation
                 if seq:
                     if run:
-                        taken, run = run, []
-                        deliver(run_from, run_topic, taken)
+                        hand_on_run()
                     numbered.append((publisher, incarnation, topic, seq, guarantee, payload))
                     continue
-                if numbered:
-                    batch, numbered = numbered, []
-                    self.feed(ev.PublicationsReceived(tuple(heard.items()), 0, batch))
+                if numbered:  # what came first is handed on first
+                    hand_on_numbered()
                 if run and (publisher != run_from or topic != run_topic):
-                    taken, run = run, []
-                    deliver(run_from, run_topic, taken)
+                    hand_on_run()
                 if not run:
                     run_from, run_topic = publisher, topic
                 run.append(payload)
@@ -369,12 +376,8 @@ class Driver:
         except zmq.Again:
             pass
         finally:
-            if run:
-                taken, run = run, []
-                deliver(run_from, run_topic, taken)
-            if unnumbered or numbered:
-                batch, numbered = numbered, []
-                self.feed(ev.PublicationsReceived(tuple(heard.items()), unnumbered, batch))
+            hand_on_run()
+            hand_on_numbered(unnumbered)
 
     def _take_slowly(
         self, sock: zmq.Socket[bytes], first: bytes, header: bytes, one_frame: bool, limit: int
