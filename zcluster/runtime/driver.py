@@ -206,13 +206,8 @@ class Driver:
     # ------------------------------------------------------------ input
 
     def feed(self, event: ev.Event) -> None:
-        if self._closed:
-            return
-        with self.core_lock:
-            effects = self._on_sockets(self.core.handle(event, self.clock()))
-        self.apply(effects)
-        self.lane.one_frame = self.core.one_frame_publications
-        self._end_turn_later()
+        if not self._closed:
+            self.feed_many((event,))
 
     def feed_many(self, events: Sequence[ev.Event]) -> None:
         if self._closed:
