@@ -41,13 +41,16 @@ class RoundRobin:
         self._rng = rng
         self._order: list[str] = []
         self._next = 0
+        #: the members in what is left of this round (order[_next:])
+        self._to_come: set[str] = set()
 
     def added(self, node_id: str) -> None:
         """A member to probe appeared: somewhere in what is left of this round (once: one
         that went and came back before its turn keeps its place)."""
-        order = self._order
-        if node_id in order[self._next :]:  # rare (a change of membership): linear is fine
+        if node_id in self._to_come:
             return
+        self._to_come.add(node_id)
+        order = self._order
         order.append(node_id)
         swap = self._rng.randrange(self._next, len(order))
         order[swap], order[-1] = order[-1], order[swap]
@@ -60,11 +63,13 @@ class RoundRobin:
             while self._next < len(order):
                 node_id = order[self._next]
                 self._next += 1
+                self._to_come.discard(node_id)
                 if wanted(node_id):
                     return node_id
             self._order = list(members)
             self._rng.shuffle(self._order)
             self._next = 0
+            self._to_come = set(self._order)
         return None
 
 
