@@ -38,6 +38,8 @@ def main() -> None:
             print(f"{ORDERS} orders: {sorted(s.value for s in statuses)}")
             print(f"billed in order, once each: {billed == list(range(ORDERS))}")
             print(f"retransmissions: {shop.stats().get('reliable_retransmits', 0)}")
+            # A burst leaves in batches: many messages to one receiver in one ZeroMQ message.
+            print(f"sent in batches: {shop.stats().get('reliable_batches_sent', 0) > 0}")
 
             # A handler that raises: the sender learns why.
             failed = shop.send("billing", "bill", -1)

@@ -53,6 +53,7 @@ def test_guaranteed_delivery() -> None:
     assert "1000 orders: ['delivered']" in out
     assert "billed in order, once each: True" in out
     assert "retransmissions: 0" not in out  # the lossy link made repairs necessary
+    assert "sent in batches: True" in out
     assert "order -1: failed (handler raised ValueError: order -1 has a negative number)" in out
     assert "prices received: 500/500, lost for good: 0" in out
     assert "order to a stopped node: refused ('billing' is not a member" in out
