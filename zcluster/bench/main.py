@@ -119,7 +119,8 @@ def _heading(
         else ""
     )
     return (
-        f"zcluster bench: {repeat} repetition(s), bursts of {sizes.messages_count:,} messages"
+        f"zcluster bench: {repeat} repetition(s), bursts of {sizes.pubsub_messages_count:,}"
+        f" pub/sub and {sizes.messages_count:,} direct messages"
         f" (zcluster {sizes.bursts_count}, raw {workload.RAW_BURSTS_COUNT}){took}\n"
         f"{machine['cores']} cores (load average {load}), Python {machine['python']}, "
         f"pyzmq {machine['pyzmq']}, libzmq {machine['libzmq']}, "
@@ -139,6 +140,7 @@ def _settings(
         "repeat_count": repeat,
         "groups": list(groups),
         **dataclasses.asdict(sizes),
+        "pubsub_messages_count": sizes.pubsub_messages_count,
         "fanout_messages_count": sizes.fanout_messages_count,
         "payload_messages_count": {
             str(b): sizes.payload_messages_count(b) for b in workload.PAYLOAD_BODIES_BYTES

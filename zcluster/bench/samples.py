@@ -65,17 +65,18 @@ def delivery_sample(start_s: float, results: list[dict[str, Any]], count: int) -
     )
 
 
-def median_burst(bursts: list[Sample]) -> Sample:
-    """The burst of median rate, with every burst's rate, and the losses, duplicates and
-    problems of them all."""
-    ordered = sorted(bursts, key=lambda sample: sample.value or 0.0)
-    middle = ordered[(len(ordered) - 1) // 2]
+def best_burst(bursts: list[Sample]) -> Sample:
+    """The fastest burst, with every burst's rate, and the losses, duplicates and problems
+    of them all. The fastest, not the median: on a shared machine a burst only ever runs
+    slower than the code allows (the advice of ``timeit``), and raw pyzmq's bursts fall in
+    two modes some 40 % apart, between which a median flips from one run to the next."""
+    best = max(bursts, key=lambda sample: sample.value or 0.0)
     return dataclasses.replace(
-        middle,
+        best,
         lost=total_count(sample.lost for sample in bursts),
         duplicates=total_count(sample.duplicates for sample in bursts),
         problems=tuple(problem for sample in bursts for problem in sample.problems),
-        extra={**middle.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]},
+        extra={**best.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]},
     )
 
 

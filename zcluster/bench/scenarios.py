@@ -77,7 +77,7 @@ def _pubsub(sizes: workload.Sizes) -> list[Family]:
     body_bytes = workload.BODY_BYTES
     out = []
     for subscribers, count in (
-        (1, sizes.messages_count),
+        (1, sizes.pubsub_messages_count),
         (workload.FANOUT_SUBSCRIBERS_COUNT, sizes.fanout_messages_count),
     ):
         zcluster = functools.partial(

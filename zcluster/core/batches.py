@@ -57,6 +57,11 @@ class Batches:
         """Whether a message waits in a batch: the turn's end has work."""
         return self._waiting > 0
 
+    @property
+    def has_open(self) -> bool:
+        """Whether a batch is open (``end`` closes it, even an empty one)."""
+        return bool(self._open)
+
     def add(self, target: str, address: str, data: msg.Data, payload: bytes) -> list[Transmit]:
         """Take ``data`` for ``target``; returns what must leave now, in order (``data``
         itself when it opens a batch or is too large to wait, else what filled up)."""

@@ -168,6 +168,12 @@ class DirectSender:
         self._compact_if_stale()
         return entry
 
+    def timers_due(self, now: float) -> bool:
+        """Whether a retry or an expiry is due (``due_retries``, ``expired``): a quiet
+        node's ticks stop here."""
+        retries, expiries = self._retries, self._expiries
+        return bool((retries and retries[0][0] <= now) or (expiries and expiries[0][0] <= now))
+
     def due_retries(
         self, now: float, reachable: Callable[[str], bool]
     ) -> list[tuple[str, Outgoing]]:

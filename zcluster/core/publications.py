@@ -89,14 +89,19 @@ class Publications:
     def append(self, topic: str, guarantee: DeliveryGuarantee, payload: bytes) -> int:
         """Number and keep a publication; 0 if that would be one topic too many."""
         with self.guard:
-            log = self._logs.get(topic)
-            if log is None:
-                if not self._can_take(topic):
-                    return 0
-                log = self._logs[topic] = TopicLog(self._config.retransmit_buffer_count)
-            else:
-                self._logs.move_to_end(topic)
-            return log.append(guarantee, payload)
+            return self.append_held(topic, guarantee, payload)
+
+    def append_held(self, topic: str, guarantee: DeliveryGuarantee, payload: bytes) -> int:
+        """``append`` for a caller that holds ``guard`` already."""
+        logs = self._logs
+        log = logs.get(topic)
+        if log is None:
+            if not self._can_take(topic):
+                return 0
+            log = logs[topic] = TopicLog(self._config.retransmit_buffer_count)
+        else:
+            logs.move_to_end(topic)
+        return log.append(guarantee, payload)
 
     def positions(self) -> tuple[tuple[str, int], ...]:
         """``(topic, latest seq)`` of the most recently published topics, for heartbeats."""

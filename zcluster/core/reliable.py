@@ -113,6 +113,8 @@ class ReliableDelivery(Component):
         return msg.Data(entry.name, entry.number, entry.seq, low, entry.guarantee, epoch)
 
     def tick(self, now: float) -> None:
+        if not self.sender.timers_due(now):
+            return
         ctx = self._ctx
         # Expire first: no copy of a message leaves at or after its deadline, which the
         # exactly-once window relies on (config.dedup_retention_s).
@@ -214,8 +216,11 @@ class ReliableDelivery(Component):
         drops the batch of one that is not), and the acknowledgements batched during
         it: one per sender."""
         ctx, receiver = self._ctx, self.receiver
-        for transmit in self._counted([t for _, t in self.batches.end()]):
-            ctx.send(*transmit)
+        if self.batches.has_open:
+            for transmit in self._counted([t for _, t in self.batches.end()]):
+                ctx.send(*transmit)
+        if not receiver.ack_due:
+            return
         for sender in receiver.ack_due:
             stream = receiver.stream(sender)
             member = ctx.table.get(sender)

@@ -80,8 +80,11 @@ class Subscriber(Component):
 
     def tick(self, now: float) -> None:
         # Provisional starts that waited long enough for LISTENING become final.
-        for publisher, topic, ready in self.subscriptions.settle_starts(now):
-            self._deliver(publisher, topic, ready)
+        if self.subscriptions.has_provisional:
+            for publisher, topic, ready in self.subscriptions.settle_starts(now):
+                self._deliver(publisher, topic, ready)
+        if not self._listen_unanswered:
+            return
         for node_id, due in list(self._listen_unanswered.items()):
             if now < due:
                 continue
@@ -101,6 +104,8 @@ class Subscriber(Component):
         """Ask publishers for the gaps found during this turn (and those due again)."""
         ctx = self._ctx
         self.subscriptions.new_gap = False
+        if not self.subscriptions.has_gaps:
+            return
         for publisher, topic, ranges in self.subscriptions.due_fetches(now):
             address = ctx.live_address(publisher)
             if address is not None:

@@ -231,6 +231,16 @@ class Subscriptions:
         self._after_change(key, stream, ready)
         return ready
 
+    @property
+    def has_provisional(self) -> bool:
+        """Whether a stream's start waits for the publisher's confirmation."""
+        return bool(self._provisional)
+
+    @property
+    def has_gaps(self) -> bool:
+        """Whether a stream misses publications (``due_fetches`` may ask for some)."""
+        return bool(self._gappy)
+
     def settle_starts(self, now: float) -> list[tuple[str, str, list[Publication]]]:
         """Streams whose provisional start waited ``start_wait_s`` for the publisher's
         confirmation in vain: the start becomes final. Returns ``(publisher, topic, ready)``

@@ -124,8 +124,6 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation)
-        # Threads that publish number in the core's Publications (PublicationLane).
-        core.publisher.publications.guard = threading.Lock()
         #: the PUB socket, shared with threads that publish
         self.lane = PublicationLane(
             core.node_id,

@@ -63,7 +63,11 @@ class PublicationLane:
         self._max_message_bytes = config.max_message_bytes
         self._one_frame_max_bytes = config.one_frame_max_bytes
         self._config_topics_max_count = config.published_topics_max_count
+        # One lock for the PUB socket and the numbering behind it: a thread that publishes
+        # with a guarantee numbers and sends under it, and the loop reads the numbering
+        # (heartbeats, fetches) under it too, as the Publications' guard.
         self._lock = threading.Lock()
+        publications.guard = self._lock
         #: whether every member reads one-frame publications (the loop keeps it current)
         self.one_frame = False
         #: publications sent from callers' threads
@@ -76,10 +80,22 @@ class PublicationLane:
         for a message that cannot be sent, NotRunning once the node has stopped.
         PUB drops at its high-water mark, so this never blocks.
         """
-        payload = self._encode(message)
+        payload = self._serialize(message)  # _encode and _open written out: the hottest path
+        if len(payload) > self._max_message_bytes:
+            raise_too_large(payload, self._max_message_bytes)
         prefix = self._prefix_of(topic)
         with self._lock:
-            self._send_publication(self._open(), topic, prefix, 0, _UNNUMBERED, payload)
+            pub = self._pub
+            if pub is None:
+                raise NotRunning(f"node {self._node_id} is not running")
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                SEND(
+                    pub,
+                    self._encoder.publication_frame(prefix, 0, _UNNUMBERED, payload),
+                    LAST_FRAME,
+                )
+            else:
+                self._send_publication(pub, topic, prefix, 0, _UNNUMBERED, payload)
             self.published += 1
 
     def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
@@ -93,10 +109,17 @@ class PublicationLane:
         prefix = self._prefix_of(topic)  # checks it before numbering
         with self._lock:
             pub = self._open()
-            seq = self._publications.append(topic, guarantee, payload)
+            seq = self._publications.append_held(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            self._send_publication(pub, topic, prefix, seq, guarantee, payload)
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                SEND(
+                    pub,
+                    self._encoder.publication_frame(prefix, seq, guarantee, payload),
+                    LAST_FRAME,
+                )
+            else:
+                self._send_publication(pub, topic, prefix, seq, guarantee, payload)
             self.published += 1
 
     def _encode(self, message: Any) -> bytes:
