@@ -58,7 +58,10 @@ class Peers:
 
     def announced_swim(self, node_id: str) -> bool:
         """Both speak swim: this node, and the member's current incarnation (live or not)."""
-        return self._swim_here and SWIM in (self.capabilities_of(node_id) or ())
+        if not self._swim_here:
+            return False
+        # A live peer's answer is at hand (every probe message asks it)
+        return node_id in self._swim_index or SWIM in (self.capabilities_of(node_id) or ())
 
     def reads_batches(self, node_id: str) -> bool:
         """The member's current incarnation announced ``batch`` (DATA_BATCH)."""
