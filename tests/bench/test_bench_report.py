@@ -185,8 +185,8 @@ def test_sizes_follow_the_message_count() -> None:
     assert sizes.round_trips_count == 5_000
     assert sizes.pubsub_messages_count == 30_000
     assert sizes.payload_messages_count(100) == 30_000
-    assert sizes.payload_messages_count(10_000) == 5_000
-    assert sizes.payload_messages_count(1_000_000) == 50
+    assert sizes.payload_messages_count(10_000) == 15_000
+    assert sizes.payload_messages_count(1_000_000) == 150
     assert sizes.fanout_messages_count == 15_000
     assert sizes.warmup_for(10_000) == 500
     assert sizes.warmup_for(100) == 10
