@@ -7,6 +7,7 @@ Errors in arguments, config files or the environment print one line,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,12 @@ from zcluster.settings import DEFAULT_BIND, LOG_LEVELS, NodeSettings, resolve
 log = logging.getLogger("zcluster.cli")
 
 USAGE_ERROR_EXIT = 2
+#: 128 + the signal's number, as shells report a process a signal ended
+INTERRUPTED_EXIT = 128 + signal.SIGINT
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
+#: zcluster pub lets the loop see signals after this many publications
+PUBLISH_YIELD_EVERY_COUNT = 1000
 
 
 def _setup_logging(level: str) -> None:
@@ -41,8 +47,32 @@ def _setup_logging(level: str) -> None:
 
 
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """The first SIGINT or SIGTERM asks for a graceful stop (``stop``); a second one ends
+    the process at once, as a second Ctrl-C does elsewhere."""
+
+    def on_signal() -> None:
+        if stop.is_set():
+            _exit_now(INTERRUPTED_EXIT)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+
+
+def _exit_now(status: int) -> None:
+    """End the process without waiting for anything (the OS closes its sockets)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that the interpreter's last
+    flush does not complain about the broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _describe_view(members: Sequence[Member]) -> str:
@@ -186,12 +216,16 @@ def pub(
     value = _parse_message(message, as_json)
     node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise)
     _setup_logging(log_level or "warning")
-    asyncio.run(_run_pub(node, topic, value, count, wait))
+    if not asyncio.run(_run_pub(node, topic, value, count, wait)):
+        sys.exit(INTERRUPTED_EXIT)
 
 
-async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: float) -> None:
-    if not await _start_interruptibly(node):
-        return
+async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: float) -> bool:
+    """Publish ``count`` times; False if SIGINT or SIGTERM came first."""
+    stop = asyncio.Event()
+    _on_stop_signals(asyncio.get_running_loop(), stop)
+    if not await _start_interruptibly(node, stop):
+        return False
     try:
 
         def everyone_listens() -> bool:
@@ -203,10 +237,16 @@ async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: fl
             log.warning(
                 "not every member confirmed it receives us within %gs; publishing anyway", wait
             )
-        for _ in range(count):
+        for sent in range(count):
+            if sent % PUBLISH_YIELD_EVERY_COUNT == 0:
+                await asyncio.sleep(0)  # let a signal through
+                if stop.is_set():
+                    click.echo(f"interrupted after {sent} of {count} message(s)", err=True)
+                    return False
             await node.publish(topic, value)
         receivers = len(node.subscribers(topic))
         click.echo(f"published {count} message(s) on {topic!r} to {receivers} subscriber(s)")
+        return True
     finally:
         await node.stop()
 
@@ -233,13 +273,13 @@ def sub(
         raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
     node = AsyncNode(_short_lived_id("sub"), bind or DEFAULT_BIND, seeds, advertise)
     _setup_logging(log_level or "warning")
-    asyncio.run(_run_sub(node, topic, count, as_json))
+    if not asyncio.run(_run_sub(node, topic, count, as_json)):
+        _quiet_closed_stdout()
+        sys.exit(BROKEN_PIPE_EXIT)
 
 
-async def _start_interruptibly(node: AsyncNode) -> bool:
-    """Join, unless SIGINT/SIGTERM comes first; returns whether the node is running."""
-    stop = asyncio.Event()
-    _on_stop_signals(asyncio.get_running_loop(), stop)
+async def _start_interruptibly(node: AsyncNode, stop: asyncio.Event) -> bool:
+    """Join, unless ``stop`` is set first; returns whether the node is running."""
     starting = asyncio.ensure_future(node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S))
     interrupted = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
@@ -252,12 +292,17 @@ async def _start_interruptibly(node: AsyncNode) -> bool:
     return False
 
 
-async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool) -> None:
+async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool) -> bool:
+    """Print what arrives until ``count``, SIGINT or SIGTERM; False if stdout's reader
+    went away (``zcluster sub ... | head``)."""
     stop = asyncio.Event()
     received = 0
+    reader_gone = False
 
     def show(topic_name: str, message: Any, sender: str) -> None:
-        nonlocal received
+        nonlocal received, reader_gone
+        if reader_gone:
+            return
         received += 1
         if as_json:
             line = json.dumps(
@@ -266,19 +311,25 @@ async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool
         else:
             text = message if isinstance(message, str) else json.dumps(message, default=repr)
             line = f"[{sender}] {text}"
-        click.echo(line)
+        try:
+            click.echo(line)
+        except BrokenPipeError:
+            reader_gone = True
+            stop.set()
+            return
         if count is not None and received >= count:
             stop.set()
 
     await node.subscribe(topic, show)
-    if not await _start_interruptibly(node):
-        return
     _on_stop_signals(asyncio.get_running_loop(), stop)
+    if not await _start_interruptibly(node, stop):
+        return True
     click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)
     try:
         await stop.wait()
     finally:
         await node.stop()
+    return not reader_gone
 
 
 # ---------------------------------------------------------------- demo

@@ -2,73 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cli.commands import PROCESS_EXIT_TIMEOUT_S, zcluster
 from tests.helpers import wait_until
 from zcluster.testing.processes import free_port_pair
-
-PROCESS_EXIT_TIMEOUT_S = 15
-
-
-class NodeProcess:
-    """A ``zcluster node`` process whose log goes to a file we can poll."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zcluster", "node", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float, after: int = 0) -> bool:
-        return wait_until(lambda: text in self.log()[after:], timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(PROCESS_EXIT_TIMEOUT_S)
-        self._log.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[object]:
-    """Start node processes; every one is killed and reaped at teardown, pass or fail."""
-    started: list[NodeProcess] = []
-
-    def make(name: str, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
-        proc = NodeProcess(list(args), tmp_path / f"{name}-{len(started)}.log", env)
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        proc.stop()
-
-
-def zcluster(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zcluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_three_nodes_kill_and_restart(spawn) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from tests.cli.test_cli import spawn  # noqa: F401  (fixture)
 from zcluster.testing.processes import free_port_pair
 
 QUIET_SOAK_S = float(os.environ.get("ZCLUSTER_QUIET_SOAK_S", "600"))
@@ -15,7 +14,7 @@ QUIET_SOAK_S = float(os.environ.get("ZCLUSTER_QUIET_SOAK_S", "600"))
 
 @pytest.mark.slow
 @pytest.mark.timeout(QUIET_SOAK_S + 120)
-def test_no_false_suspicions_in_a_quiet_cluster(spawn) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_no_false_suspicions_in_a_quiet_cluster(spawn) -> None:  # type: ignore[no-untyped-def]
     ports = [free_port_pair() for _ in range(3)]
     seed = f"127.0.0.1:{ports[0]}"
     nodes = [spawn("n1", "--id", "n1", "--bind", seed)]
