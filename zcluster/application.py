@@ -198,7 +198,7 @@ class Application:
         with self._acks_lock:
             if not self._accepting_sends:
                 self.gate.release(receiver)
-                raise NotRunning(f"node {self.node_id} is not running")
+                raise NotRunning.of(self.node_id)
             number = next(self._numbers)
             ack = MessageAcknowledgement(
                 MessageId(self.node_id, self.incarnation, number),

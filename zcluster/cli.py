@@ -22,10 +22,17 @@ import click
 from zcluster import __version__
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
+from zcluster.config import did_you_mean
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
-from zcluster.settings import DEFAULT_BIND, LOG_LEVELS, NodeSettings, resolve
+from zcluster.settings import (
+    DEFAULT_BIND,
+    LOG_LEVELS,
+    NodeSettings,
+    environment_names,
+    resolve,
+)
 
 log = logging.getLogger("zcluster.cli")
 
@@ -143,7 +150,7 @@ def node(
     )
     _setup_logging(settings.log_level)
     for name in settings.ignored_environment:
-        log.warning("ignoring %s: no such setting", name)
+        log.warning("ignoring %s: no such setting%s", name, did_you_mean(name, environment_names()))
     asyncio.run(_run_node(settings))
 
 

@@ -9,10 +9,11 @@ instead of misbehaving later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -248,14 +249,25 @@ class NodeConfig:
 
     def replace(self, **changes: Any) -> NodeConfig:
         """A copy with some settings changed (validated again)."""
-        unknown = set(changes) - set(field_names())
+        unknown = sorted(set(changes) - set(field_names()))
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise ConfigError("; ".join(unknown_name(name, field_names()) for name in unknown))
         return dataclasses.replace(self, **changes)
 
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(NodeConfig))
+
+
+def unknown_name(name: str, known: Iterable[str], what: str = "setting") -> str:
+    """``unknown setting 'x'``, with the closest known names when some are close."""
+    return f"unknown {what} {name!r}{did_you_mean(name, known)}"
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'y'?)`` for the known names close to ``name``; empty if none is."""
+    close = difflib.get_close_matches(name, list(known), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _coerce(name: str, raw: object) -> float | int:
@@ -288,7 +300,7 @@ def tuning_from_mapping(values: Mapping[str, object], source: str) -> dict[str, 
     out: dict[str, float | int] = {}
     for key, raw in values.items():
         if key not in known:
-            raise ConfigError(f"{source}: unknown setting {key!r}")
+            raise ConfigError(f"{source}: {unknown_name(key, known)}")
         out[key] = _coerce(key, raw)
     return out
 

@@ -30,6 +30,14 @@ class DeserializeError(ZclusterError):
 class NotRunning(ZclusterError):
     """The node is not started, or already stopped."""
 
+    @classmethod
+    def of(cls, node_id: str) -> NotRunning:
+        """The error for a call to node ``node_id`` while it does not run, saying what to do."""
+        return cls(
+            f"node {node_id} is not running: call start() first, or use it in a 'with' "
+            "('async with') block"
+        )
+
 
 class UnknownMember(ZclusterError):
     """The target node id is not a live member of the cluster."""

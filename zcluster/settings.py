@@ -27,7 +27,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zcluster.address import parse_address
-from zcluster.config import NodeConfig, env_settings, field_names, read_toml, tuning_from_mapping
+from zcluster.config import (
+    ENV_PREFIX,
+    NodeConfig,
+    env_settings,
+    field_names,
+    read_toml,
+    tuning_from_mapping,
+    unknown_name,
+)
 from zcluster.errors import ConfigError, WireError
 from zcluster.wire import check_name
 
@@ -63,9 +71,16 @@ def _seeds(value: object, source: str) -> tuple[str, ...]:
 
 
 def _from_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, float | int]]:
-    unknown = set(data) - _TOP_LEVEL
+    unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+        tuning = set(field_names())
+        names = "; ".join(
+            f"{key!r} is a tuning setting: put it under [tuning]"
+            if key in tuning
+            else unknown_name(key, _TOP_LEVEL, "key")
+            for key in unknown
+        )
+        raise ConfigError(f"{path}: {names}")
     tuning_raw = data.get("tuning", {})
     if not isinstance(tuning_raw, dict):
         raise ConfigError(f"{path}: [tuning] must be a table")
@@ -76,6 +91,11 @@ def _from_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict
     if "seeds" in plain:
         plain["seeds"] = _seeds(plain["seeds"], path)
     return plain, tuning_from_mapping(tuning_raw, f"{path} [tuning]")
+
+
+def environment_names() -> tuple[str, ...]:
+    """The ``ZCLUSTER_*`` variables that name a setting."""
+    return tuple(f"{ENV_PREFIX}{name.upper()}" for name in (*_PLAIN, "seeds", *field_names()))
 
 
 def _from_env(

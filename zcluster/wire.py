@@ -186,9 +186,14 @@ class Encoder:
     drawn atomically, so headers may be built in several threads.
     """
 
-    def __init__(self, sender: str, incarnation: int) -> None:
+    def __init__(
+        self, sender: str, incarnation: int, topic_check: Callable[[object], str] | None = None
+    ) -> None:
         self.sender = sender
         self.incarnation = incarnation
+        #: how the topics of publications are checked once (``check_user_topic``: no
+        #: wildcard either, for an application's topics)
+        self._check_topic = topic_check or check_topic
         self._next_seq = itertools.count(1).__next__
         self._pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
         identity = self._pack(sender) + self._pack(incarnation)
@@ -245,7 +250,7 @@ class Encoder:
             return self._one_frame_prefix(topic)
 
     def _one_frame_prefix(self, topic: str) -> bytes:
-        check_topic(topic)
+        self._check_topic(topic)
         if len(self._one_frame_prefixes) >= _VALID_CACHE_COUNT:
             self._one_frame_prefixes.clear()
         prefix = self._one_frame_prefixes[topic] = one_frame_prefix(topic)
@@ -277,7 +282,7 @@ class Encoder:
         try:
             return self._topic_frames[topic]
         except (KeyError, TypeError):  # not yet seen, or not even hashable: check it
-            check_topic(topic)
+            self._check_topic(topic)
             if len(self._topic_frames) >= _VALID_CACHE_COUNT:
                 self._topic_frames.clear()
             frame = self._topic_frames[topic] = topic_frame(topic)
@@ -346,6 +351,24 @@ def check_topic(topic: object) -> str:
         _valid_topics.clear()
     _valid_topics.add(topic)
     return topic
+
+
+#: characters other systems read as wildcards (NATS ``*`` and ``>``): topics here match
+#: exactly, so a topic with one would be taken literally and never match what was meant
+WILDCARD_CHARACTERS = "*>"
+
+
+def check_user_topic(topic: object) -> str:
+    """``check_topic``, and no wildcard character: for the topics this node publishes or
+    subscribes to (a peer's topics are read as they come)."""
+    checked = check_topic(topic)
+    for char in WILDCARD_CHARACTERS:
+        if char in checked:
+            raise WireError(
+                f"topic {checked!r} contains {char!r}: topics match exactly, "
+                "wildcards are not supported"
+            )
+    return checked
 
 
 #: names and topics repeat on every message: remember recently validated ones

@@ -44,7 +44,7 @@ from zcluster.runtime.runners import InlineRunner, Runner
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
-from zcluster.wire import check_name, check_topic
+from zcluster.wire import check_name, check_user_topic
 
 log = logging.getLogger("zcluster.node")
 
@@ -79,7 +79,7 @@ def _checked(check: Callable[..., str], value: str, *what: str) -> str:
 
 def validate_topic(topic: str) -> str:
     """A topic argument as the wire takes it, or ConfigError."""
-    return _checked(check_topic, topic)
+    return _checked(check_user_topic, topic)
 
 
 def _inline(
@@ -111,6 +111,11 @@ class AsyncNode:
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
         parse_address(bind, allow_port_zero=True, allow_wildcard=True)
+        if isinstance(seeds, str | bytes):
+            raise ConfigError(
+                f"seeds must be a list of HOST:PORT addresses, e.g. seeds=[{seeds!r}], "
+                "not one string"
+            )
         self.seeds = tuple(seeds)
         for seed in self.seeds:
             parse_address(seed)
@@ -352,9 +357,20 @@ class AsyncNode:
     def register(self, name: str, handler: Handler) -> None:
         """Handle direct messages named ``name`` with ``handler(message, sender)``.
 
-        The handler's return value is the reply to a request.
+        The handler's return value is the reply to a request. ConfigError if ``name``
+        has a handler already (``unregister`` it first).
         """
-        self._handlers[_checked(check_name, name, "handler name")] = handler
+        name = _checked(check_name, name, "handler name")
+        if name in self._handlers:
+            raise ConfigError(
+                f"a handler named {name!r} is registered already; unregister({name!r}) first"
+            )
+        self._handlers[name] = handler
+
+    def unregister(self, name: str) -> None:
+        """Stop handling messages named ``name`` (their senders then get "no handler")."""
+        if self._handlers.pop(name, None) is None:
+            raise ConfigError(f"no handler named {name!r} is registered")
 
     def on_member_change(self, callback: MemberCallback) -> None:
         """Call ``callback(member, previous)`` whenever a member's record changes."""
@@ -529,7 +545,7 @@ class AsyncNode:
         seconds, then raises Backpressure.
         """
         if self._submitter is None:
-            raise NotRunning(f"node {self.node_id} is not running")
+            raise NotRunning.of(self.node_id)
         self._submitter.submit(event, timeout)
 
     async def _yield_now_and_then(self) -> None:
@@ -545,7 +561,7 @@ class AsyncNode:
 
     def _require(self) -> Driver:
         if self._driver is None:
-            raise NotRunning(f"node {self.node_id} is not running")
+            raise NotRunning.of(self.node_id)
         return self._driver
 
     def _require_live(self, node_id: str) -> None:

@@ -33,6 +33,7 @@ from zcluster.serialization import Serializer
 from zcluster.wire import (
     ONE_FRAME_PREFIX,
     Encoder,
+    check_user_topic,
     cut_one_frame,
     decode_direct,
     decode_published,
@@ -123,7 +124,7 @@ class Driver:
         self.clock = clock
         self.counters = core.counters
         self._config = core.config
-        self._encoder = Encoder(core.node_id, core.incarnation)
+        self._encoder = Encoder(core.node_id, core.incarnation, check_user_topic)
         #: the PUB socket, shared with threads that publish
         self.lane = PublicationLane(
             core.node_id,

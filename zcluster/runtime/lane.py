@@ -87,7 +87,7 @@ class PublicationLane:
         with self._lock:
             pub = self._pub
             if pub is None:
-                raise NotRunning(f"node {self._node_id} is not running")
+                raise NotRunning.of(self._node_id)
             if self.one_frame and len(payload) <= self._one_frame_max_bytes:
                 SEND(
                     pub,
@@ -140,7 +140,7 @@ class PublicationLane:
     def _open(self) -> zmq.Socket[bytes]:
         pub = self._pub
         if pub is None:
-            raise NotRunning(f"node {self._node_id} is not running")
+            raise NotRunning.of(self._node_id)
         return pub
 
     def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:

@@ -238,6 +238,10 @@ class Node:
         _reject_coroutine(handler)
         self._node.register(name, handler)
 
+    def unregister(self, name: str) -> None:
+        """Stop handling messages named ``name``; see AsyncNode.unregister."""
+        self._node.unregister(name)
+
     def on_member_change(self, callback: MemberCallback) -> None:
         _reject_coroutine(callback)
         self._node.on_member_change(callback)
@@ -353,7 +357,7 @@ class Node:
         loop = self._loop
         if loop is None:
             coro.close()
-            raise NotRunning(f"node {self.node_id} is not running")
+            raise NotRunning.of(self.node_id)
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         limit = self.config.control_call_timeout_s + (timeout_margin or 0.0)
         # Wait first, then read: the call itself may raise a TimeoutError subclass.

@@ -1,0 +1,83 @@
+"""Mistakes a new user makes get an error that says what to do (never silence, never a
+misleading message)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zcluster import AsyncNode, ConfigError, Node, NodeConfig, NotRunning
+from zcluster.settings import resolve
+
+
+def test_a_typo_in_a_setting_suggests_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"'probe_intervl_s' \(did you mean 'probe_interval_s'"):
+        Node("a", probe_intervl_s=1.0)
+    with pytest.raises(ConfigError, match=r"did you mean 'heartbeat_interval_s'"):
+        NodeConfig().replace(heartbeat_interval=1.0)
+    with pytest.raises(ConfigError, match=r"unknown setting 'zzz'$"):  # nothing close: no hint
+        NodeConfig().replace(zzz=1)
+
+
+def test_a_typo_in_a_config_file_suggests_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('id = "a"\nseed = ["127.0.0.1:7000"]\n[tuning]\nprobe_interval = 0.5\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'seed' \(did you mean 'seeds'"):
+        resolve(
+            node_id=None,
+            bind=None,
+            advertise=None,
+            seeds=(),
+            config_file=str(config),
+            tuning=(),
+            environ={},
+        )
+    config.write_text('id = "a"\n[tuning]\nprobe_interval = 0.5\n')
+    with pytest.raises(ConfigError, match=r"did you mean 'probe_interval_s'"):
+        resolve(
+            node_id=None,
+            bind=None,
+            advertise=None,
+            seeds=(),
+            config_file=str(config),
+            tuning=(),
+            environ={},
+        )
+
+
+def test_seeds_given_as_one_string_say_to_pass_a_list() -> None:
+    with pytest.raises(ConfigError, match=r"seeds=\['127.0.0.1:7000'\]"):
+        Node("a", seeds="127.0.0.1:7000")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="list of HOST:PORT"):
+        AsyncNode("a", seeds="127.0.0.1:7000")  # type: ignore[arg-type]
+
+
+def test_wildcard_topics_are_refused_not_taken_literally() -> None:
+    node = Node("a")
+    for topic in ("prices.*", "prices.>"):
+        with pytest.raises(ConfigError, match="topics match exactly, wildcards are not supported"):
+            node.subscribe(topic, lambda *_: None)
+    with node:
+        with pytest.raises(ConfigError, match="wildcards are not supported"):
+            node.publish("prices.*", 1)
+        node.publish("prices.eur", 1)  # a plain dotted topic is fine
+
+
+def test_a_second_handler_for_a_name_is_refused_until_the_first_is_unregistered() -> None:
+    node = Node("a")
+    node.register("greet", lambda message, sender: "first")
+    with pytest.raises(ConfigError, match=r"registered already; unregister\('greet'\) first"):
+        node.register("greet", lambda message, sender: "second")
+    node.unregister("greet")
+    node.register("greet", lambda message, sender: "second")
+    with node:
+        assert node.request("a", "greet", None, timeout=5) == "second"
+    with pytest.raises(ConfigError, match="no handler named 'nothing'"):
+        node.unregister("nothing")
+
+
+def test_not_running_says_to_start_the_node() -> None:
+    node = Node("a")
+    with pytest.raises(NotRunning, match=r"call start\(\) first, or use it in a 'with'"):
+        node.publish("t", 1)
