@@ -11,6 +11,7 @@ from zcluster.delivery import (
 )
 from zcluster.errors import (
     Backpressure,
+    BindError,
     ConfigError,
     DeserializeError,
     NotRunning,
@@ -39,6 +40,7 @@ __all__ = [
     "AckStatus",
     "AsyncNode",
     "Backpressure",
+    "BindError",
     "ConfigError",
     "DeliveryGuarantee",
     "DeserializeError",

@@ -39,6 +39,11 @@ class NotRunning(ZclusterError):
         )
 
 
+class BindError(ZclusterError, OSError):
+    """The node could not bind its ROUTER or its PUB socket (the port is taken, or the
+    address is not this host's)."""
+
+
 class UnknownMember(ZclusterError):
     """The target node id is not a live member of the cluster."""
 

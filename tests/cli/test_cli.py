@@ -111,8 +111,14 @@ def test_port_in_use_is_a_clean_error(spawn) -> None:  # type: ignore[no-untyped
     n1 = spawn("n1", "--id", "n1", "--bind", f"127.0.0.1:{port}")
     assert n1.wait_log("listening on", 10)
     result = zcluster("node", "--id", "n2", "--bind", f"127.0.0.1:{port}")
-    assert result.returncode == 2
-    assert "cannot bind" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert f"cannot bind the ROUTER socket to 127.0.0.1:{port} " in result.stderr
+    assert "Traceback" not in result.stderr
+    # the PUB's port taken, the ROUTER's free: the error names the PUB and its port
+    result = zcluster("node", "--id", "n3", "--bind", f"127.0.0.1:{port - 1}")
+    if "cannot bind the ROUTER" not in result.stderr:  # else port - 1 is taken too
+        assert result.returncode == 1
+        assert f"cannot bind the PUB socket to 127.0.0.1:{port} " in result.stderr
 
 
 def test_settings_precedence_flags_over_file_over_env(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -11,13 +11,17 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import zmq
 
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
-from zcluster.errors import ConfigError
+from zcluster.errors import BindError, ConfigError
 from zcluster.wire import CONTROL_TOPIC, personal_frame
+
+T = TypeVar("T")
 
 log = logging.getLogger("zcluster.transport")
 
@@ -122,18 +126,17 @@ class Transport:
         host, port = parse_address(bind, allow_port_zero=True, allow_wildcard=True)
         if port == 65535:
             raise ConfigError(f"cannot bind {bind}: the PUB socket needs the next port")
-        try:
-            if port == 0:
-                base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
-                self.router_port = self.router.bind_to_random_port(base)
-                self.pub_port = self.pub.bind_to_random_port(base)
-            else:
-                self.router.bind(f"tcp://{format_address(host, port)}")
-                self.router_port = port
-                self.pub_port = port + 1
-                self.pub.bind(f"tcp://{format_address(host, self.pub_port)}")
-        except zmq.ZMQError as exc:
-            raise ConfigError(f"cannot bind {bind}: {exc.strerror}") from None
+        if port == 0:
+            base = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+            self.router_port = _bound(
+                bind, "ROUTER socket", lambda: self.router.bind_to_random_port(base)
+            )
+            self.pub_port = _bound(bind, "PUB socket", lambda: self.pub.bind_to_random_port(base))
+        else:
+            self.router_port, self.pub_port = port, port + 1
+            router, pub = format_address(host, port), format_address(host, port + 1)
+            _bound(bind, f"ROUTER socket to {router}", lambda: self.router.bind(f"tcp://{router}"))
+            _bound(bind, f"PUB socket to {pub}", lambda: self.pub.bind(f"tcp://{pub}"))
         return self.router_port, self.pub_port
 
     # ------------------------------------------------------------ sending
@@ -242,3 +245,15 @@ class Transport:
         for sock in (self.router, self.pub, self.sub):
             sock.close(linger=self._linger_ms)
         self.context.term()
+
+
+def _bound(bind: str, what: str, do_bind: Callable[[], T]) -> T:
+    """``do_bind()``, a ZeroMQ error reported as BindError naming the socket and its port
+    (the ROUTER takes the bind port, the PUB the next one)."""
+    try:
+        return do_bind()
+    except zmq.ZMQError as exc:
+        raise BindError(
+            f"cannot bind the {what} (--bind {bind}: the ROUTER takes that port, the PUB "
+            f"the next): {exc.strerror}"
+        ) from None
