@@ -39,6 +39,7 @@ from zcluster.errors import (
 )
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member
+from zcluster.runtime.errorlog import ErrorLog
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import AnyThread, Runner
 from zcluster.serialization import Serializer
@@ -116,6 +117,13 @@ class Application:
         self._accepting_sends = False
         self._numbers = itertools.count(1)
         self._requests: dict[int, RequestDone] = {}
+        self._errors = ErrorLog(config.callback_error_log_interval_s)
+
+    def callback_failed(self, exc: BaseException, what: str = "a callback") -> None:
+        """User code raised: counted (``callback_errors``), and logged with its traceback
+        on this node, a bounded number of times (``callback_error_log_interval_s``)."""
+        self._counters["callback_errors"] += 1
+        self._errors.report(f"node {self.node_id}: {what}", exc)
 
     # ------------------------------------------------------------ life cycle
 
@@ -301,9 +309,15 @@ class Application:
         if effect.request_id is not None:
             runner.run(call, AnyThread(lambda result, exc: self._handled(effect, result, exc)))
         elif effect.receipt is not None:
-            runner.run(call, lambda _, exc: self._finished(effect, _describe_error(exc)))
+            runner.run(call, lambda _, exc: self._delivered(effect, exc))
         else:
             runner.run(call, None)
+
+    def _delivered(self, effect: fx.Deliver, exc: BaseException | None) -> None:
+        """A guaranteed message's handler returned or raised: its sender learns which."""
+        if exc is not None:
+            self.callback_failed(exc, _handler_of(effect, "a guaranteed message"))
+        self._finished(effect, _describe_error(exc))
 
     def _finished(self, effect: fx.Deliver, error: str | None) -> None:
         assert effect.receipt is not None
@@ -311,6 +325,7 @@ class Application:
 
     def _handled(self, effect: fx.Deliver, result: Any, exc: BaseException | None) -> None:
         if exc is not None:
+            self.callback_failed(exc, _handler_of(effect, "a request"))
             self._reply(effect, False, f"{type(exc).__name__}: {exc}".encode())
             return
         try:
@@ -390,6 +405,10 @@ def raise_too_large(payload: bytes, max_message_bytes: int) -> NoReturn:
 
 def _detached(event: ev.Event) -> None:
     """Where outcomes go once the node has stopped: nowhere."""
+
+
+def _handler_of(effect: fx.Deliver, what: str) -> str:
+    return f"handler {effect.name!r} ({what} from {effect.sender})"
 
 
 def _describe_error(exc: BaseException | None) -> str | None:

@@ -163,6 +163,9 @@ class NodeConfig:
     direct_hwm_count: int = 10_000
     #: linger of every socket at close
     socket_linger_s: float = 0.2
+    #: a failing handler's or callback's traceback is logged at most once per this; the
+    #: failures in between are counted (callback_errors) and told with the next report
+    callback_error_log_interval_s: float = 10.0
     #: messages read from one socket before yielding to other work
     receive_batch_count: int = 256
     #: calls queued from the blocking API to the node's loop before callers wait

@@ -3,11 +3,16 @@ misleading message)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
-from zcluster import AsyncNode, ConfigError, Node, NodeConfig, NotRunning
+from tests.helpers import all_up, wait_until
+from tests.runtime.conftest import NodeFactory
+from zcluster import AckStatus, AsyncNode, ConfigError, Node, NodeConfig, NotRunning, RemoteError
+from zcluster.runtime.errorlog import ErrorLog
 from zcluster.settings import resolve
 
 
@@ -81,3 +86,47 @@ def test_not_running_says_to_start_the_node() -> None:
     node = Node("a")
     with pytest.raises(NotRunning, match=r"call start\(\) first, or use it in a 'with'"):
         node.publish("t", 1)
+
+
+def test_a_failing_handler_is_logged_on_its_own_node_with_its_traceback(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = make_node("a", callback_error_log_interval_s=0.001)
+    b = make_node("b", a)
+    assert wait_until(lambda: all_up([a, b]), 5)
+
+    def divide(message: int, sender: str) -> float:
+        return 1 / message
+
+    a.register("divide", divide)
+    with caplog.at_level(logging.ERROR, logger="zcluster.callbacks"):
+        with pytest.raises(RemoteError, match="ZeroDivisionError"):
+            b.request("a", "divide", 0, timeout=5)
+        time.sleep(0.01)  # past the log interval: this failure gets a report of its own
+        ack = b.send("a", "divide", 0)
+        assert ack is not None and ack.wait(5) is AckStatus.FAILED
+        assert wait_until(lambda: len(caplog.records) >= 2, 5), caplog.text
+    request, message = caplog.records[:2]
+    assert request.getMessage().startswith(
+        "node a: handler 'divide' (a request from b) raised ZeroDivisionError: division by zero"
+    )
+    assert message.getMessage().startswith(
+        "node a: handler 'divide' (a guaranteed message from b) raised ZeroDivisionError"
+    )
+    assert all(record.exc_info is not None for record in (request, message))
+    assert a.stats()["callback_errors"] == 2
+
+
+def test_failures_are_logged_a_bounded_number_of_times(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    errors = ErrorLog(interval_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.ERROR, logger="zcluster.callbacks"):
+        for _ in range(5):
+            errors.report("handler 'x'", ValueError("bad"))
+        now[0] += 10.0
+        errors.report("handler 'x'", ValueError("worse"))
+    first, second = (record.getMessage() for record in caplog.records)
+    assert first == "handler 'x' raised ValueError: bad"
+    assert second == (
+        "handler 'x' raised ValueError: worse (4 more failure(s) since the last report, not shown)"
+    )

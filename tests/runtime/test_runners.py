@@ -26,7 +26,7 @@ def test_publications_batched_keep_their_place_among_other_calls() -> None:
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         runner = ThreadRunner(
             loop,
-            lambda: errors.append(1),
+            lambda exc: errors.append(1),
             max_count=1_000_000,
             pause=lambda: paused.append("pause"),
             resume=lambda: paused.append("resume"),
@@ -65,7 +65,7 @@ def test_a_full_queue_counts_each_publication() -> None:
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         runner = ThreadRunner(
             loop,
-            lambda: None,
+            lambda exc: None,
             max_count=100,
             pause=lambda: paused.append("pause"),
             resume=lambda: paused.append("resume"),
@@ -92,7 +92,7 @@ def test_inline_runner_calls_each_at_once() -> None:
     seen: list[int] = []
 
     async def body(loop: asyncio.AbstractEventLoop) -> None:
-        runner = InlineRunner(loop, lambda: None)
+        runner = InlineRunner(loop, lambda exc: None)
         runner.run_each(seen.append, [1])
         runner.run_each(seen.append, [2])
         assert seen == [1, 2]
@@ -109,7 +109,7 @@ def test_calls_handed_over_while_the_worker_is_busy_run_in_order() -> None:
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         runner = ThreadRunner(
             loop,
-            lambda: None,
+            lambda exc: None,
             max_count=1000,
             pause=lambda: None,
             resume=lambda: None,

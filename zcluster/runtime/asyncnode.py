@@ -40,7 +40,7 @@ from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.driver import Driver, ReadControl
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.lane import too_many_topics
-from zcluster.runtime.runners import InlineRunner, Runner
+from zcluster.runtime.runners import InlineRunner, OnError, Runner
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
@@ -49,7 +49,7 @@ from zcluster.wire import check_name, check_user_topic
 log = logging.getLogger("zcluster.node")
 
 #: where a node runs user callbacks: (its loop, control of its reading, count an error)
-RunnerFactory = Callable[[asyncio.AbstractEventLoop, ReadControl, Callable[[], None]], Runner]
+RunnerFactory = Callable[[asyncio.AbstractEventLoop, ReadControl, OnError], Runner]
 
 #: fault injection: the delays after which a received message is handled, () to drop it
 InboundFaults = Callable[[ev.EnvelopeReceived], tuple[float, ...]]
@@ -82,9 +82,7 @@ def validate_topic(topic: str) -> str:
     return _checked(check_user_topic, topic)
 
 
-def _inline(
-    loop: asyncio.AbstractEventLoop, _: ReadControl, on_error: Callable[[], None]
-) -> Runner:
+def _inline(loop: asyncio.AbstractEventLoop, _: ReadControl, on_error: OnError) -> Runner:
     return InlineRunner(loop, on_error)
 
 
@@ -210,7 +208,7 @@ class AsyncNode:
         self._driver = driver = Driver(core, transport, self.app, loop)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
-        runner = self._callbacks(loop, driver, lambda: counters.update(("callback_errors",)))
+        runner = self._callbacks(loop, driver, self.app.callback_failed)
         self.app.attach(
             self.incarnation, runner, driver.feed, counters, driver.send_reply, driver.feed_soon
         )

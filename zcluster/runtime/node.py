@@ -40,7 +40,7 @@ from zcluster.protocol.members import Member
 from zcluster.runtime.asyncnode import AsyncNode, validate_topic
 from zcluster.runtime.driver import ReadControl
 from zcluster.runtime.gate import OutboxGate
-from zcluster.runtime.runners import ThreadRunner
+from zcluster.runtime.runners import OnError, ThreadRunner
 from zcluster.serialization import Serializer
 
 T = TypeVar("T")
@@ -86,7 +86,7 @@ class Node:
         )
 
     def _make_runner(
-        self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: Callable[[], None]
+        self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: OnError
     ) -> ThreadRunner:
         self._runner = ThreadRunner(
             loop,

@@ -12,16 +12,15 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("zcluster.callbacks")
-
 Call = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
+#: a callback without an outcome handler raised (those with one get the exception)
+OnError = Callable[[BaseException], None]
 
 
 class AnyThread:
@@ -51,14 +50,10 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def _report(exc: BaseException) -> None:
-    log.error("callback raised %s: %s", type(exc).__name__, exc, exc_info=exc)
-
-
 class InlineRunner:
     """Runs callbacks on the event loop; coroutines become tasks."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: OnError) -> None:
         self._loop = loop
         self._on_error = on_error
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,12 +83,10 @@ class InlineRunner:
         self._finish(done, None if exc else task.result(), exc)
 
     def _finish(self, done: Done | None, result: Any, exc: BaseException | None) -> None:
-        if exc is not None:
-            self._on_error()
-            if done is None:
-                _report(exc)
         if done is not None:
             done(result, exc)
+        elif exc is not None:
+            self._on_error(exc)
 
     def close(self) -> None:
         for task in list(self._tasks):
@@ -106,7 +99,7 @@ class _Each:
 
     __slots__ = ("fn", "items", "on_error")
 
-    def __init__(self, fn: Callable[[Any], Any], items: list[Any], on_error: Callable[[], None]):
+    def __init__(self, fn: Callable[[Any], Any], items: list[Any], on_error: OnError):
         self.fn = fn
         self.items = items
         self.on_error = on_error
@@ -117,8 +110,7 @@ class _Each:
             try:
                 fn(item)
             except Exception as error:
-                self.on_error()
-                _report(error)
+                self.on_error(error)
 
 
 async def _await(awaitable: Any) -> Any:
@@ -135,7 +127,7 @@ class ThreadRunner:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        on_error: Callable[[], None],
+        on_error: OnError,
         max_count: int,
         pause: Callable[[], None],
         resume: Callable[[], None],
@@ -230,9 +222,8 @@ class ThreadRunner:
                 result, exc = call(), None
             except Exception as error:
                 result, exc = None, error
-                self._on_error()
                 if done is None:
-                    _report(error)
+                    self._on_error(error)
             if type(done) is AnyThread:
                 done(result, exc)
             elif done is not None:
