@@ -12,8 +12,16 @@ import pytest
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import AckStatus, AsyncNode, ConfigError, Node, NodeConfig, NotRunning, RemoteError
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.errorlog import ErrorLog
 from zcluster.settings import resolve
+
+GUARANTEED = (
+    DeliveryGuarantee.AT_LEAST_ONCE,
+    DeliveryGuarantee.EXACTLY_ONCE,
+    DeliveryGuarantee.ORDERED,
+)
+AT_MOST_ONCE = DeliveryGuarantee.AT_MOST_ONCE
 
 
 def test_a_typo_in_a_setting_suggests_the_setting() -> None:
@@ -130,3 +138,14 @@ def test_failures_are_logged_a_bounded_number_of_times(caplog: pytest.LogCapture
     assert second == (
         "handler 'x' raised ValueError: worse (4 more failure(s) since the last report, not shown)"
     )
+
+
+def test_a_node_sends_to_itself_as_it_requests_from_itself(make_node: NodeFactory) -> None:
+    got: list[tuple[int, str]] = []
+    a = make_node("a")
+    a.register("note", lambda message, sender: got.append((message, sender)))
+    acks = [a.send("a", "note", i, guarantee=g) for i, g in enumerate(GUARANTEED)]
+    assert acks[0] is not None and a.send("a", "note", 3, guarantee=AT_MOST_ONCE) is None
+    assert [ack.wait(5) if ack else None for ack in acks] == [AckStatus.DELIVERED] * 3
+    assert wait_until(lambda: len(got) == 4, 5), got
+    assert sorted(got) == [(0, "a"), (1, "a"), (2, "a"), (3, "a")]

@@ -56,7 +56,7 @@ class ReliableDelivery(Component):
         """A guaranteed send may go to a live or down member (it may come back),
         not to an unknown one, nor to one that left or was removed."""
         member = self._ctx.table.get(node_id)
-        return member is not None and node_id != self._ctx.node_id and member.status not in _GONE
+        return member is not None and member.status not in _GONE
 
     # ------------------------------------------------------------ sending
 
