@@ -13,6 +13,9 @@ import argparse
 
 from zcluster import Member, Node
 
+TOPIC = "sensors.temperature"
+SUBSCRIBERS_WAIT_S = 3.0
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -28,8 +31,13 @@ def main() -> None:
     node.register("status", lambda message, sender: {"node": args.id, "ok": True})
     with node:
         print(f"{node.node_id} is up at {node.address}")
+        if args.seed:
+            # A publication reaches the members subscribed when it is sent: give those of
+            # the cluster we joined a moment to be confirmed (a running `zcluster sub`).
+            node.wait_for(lambda: bool(node.subscribers(TOPIC)), SUBSCRIBERS_WAIT_S)
+        print(f"publishing to {len(node.subscribers(TOPIC))} subscriber(s)")
         for reading in (21.5, 21.7, 21.6):
-            node.publish("sensors.temperature", {"celsius": reading})
+            node.publish(TOPIC, {"celsius": reading})
         print("members:", ", ".join(f"{m.node_id}={m.status}" for m in node.members()))
         # A second node in the same script, to show the view from elsewhere.
         with Node("dashboard", seeds=[node.address]) as dashboard:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
+from zcluster.testing.processes import free_port_pair
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_TIMEOUT_S = 120
 
@@ -40,6 +43,36 @@ def test_embedded_script() -> None:
     out = run_example("embedded_script.py")
     assert "sensor-1 is up at 127.0.0.1:" in out
     assert "status: {'node': 'sensor-1', 'ok': True}" in out
+
+
+def test_embedded_script_reaches_a_running_subscriber(tmp_path: Path) -> None:
+    """Joined to a cluster where ``zcluster sub`` runs, the script's readings reach it."""
+    seed = f"127.0.0.1:{free_port_pair()}"
+    zcluster = [sys.executable, "-m", "zcluster"]
+    node_log, sub_err = tmp_path / "node.log", tmp_path / "sub.err"
+    with node_log.open("w") as log, sub_err.open("w") as err:
+        node = subprocess.Popen([*zcluster, "node", "--id", "n1", "--bind", seed], stderr=log)
+        sub = subprocess.Popen(
+            [*zcluster, "sub", "sensors.temperature", "--seed", seed, "--count", "3"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            assert wait_until(lambda: "subscribed to" in sub_err.read_text(), 15)
+            out = run_example("embedded_script.py", "--seed", seed)
+            assert "publishing to 1 subscriber(s)" in out
+            printed, _ = sub.communicate(timeout=EXAMPLE_TIMEOUT_S)
+            assert [line.split("] ")[1] for line in printed.splitlines()] == [
+                '{"celsius": 21.5}',
+                '{"celsius": 21.7}',
+                '{"celsius": 21.6}',
+            ]
+        finally:
+            for proc in (sub, node):
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(EXAMPLE_TIMEOUT_S)
 
 
 def test_asyncio_app() -> None:

@@ -118,7 +118,7 @@ def cli() -> None:
 # ---------------------------------------------------------------- node
 
 
-@cli.command()
+@cli.command(short_help="Run a node until Ctrl-C or SIGTERM, then leave.")
 @click.option("--id", "node_id", metavar="ID", help="This node's id (stable across restarts).")
 @bind_option
 @advertise_option
@@ -190,7 +190,7 @@ def _parse_message(text: str, as_json: bool) -> Any:
         raise ConfigError(f"MESSAGE is not valid JSON: {exc}") from None
 
 
-@cli.command()
+@cli.command(short_help="Publish MESSAGE on TOPIC, then leave.")
 @click.argument("topic")
 @click.argument("message")
 @seed_option
@@ -258,7 +258,7 @@ async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: fl
         await node.stop()
 
 
-@cli.command()
+@cli.command(short_help="Print what is published on TOPIC.")
 @click.argument("topic")
 @seed_option
 @bind_option
@@ -342,7 +342,7 @@ async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool
 # ---------------------------------------------------------------- demo
 
 
-@cli.command()
+@cli.command(short_help="Run a local cluster doing fan-out.")
 @click.option("--subscribers", default=3, show_default=True, type=click.IntRange(1, 16))
 @click.option("--messages", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 def demo(subscribers: int, messages: int) -> None:
@@ -376,7 +376,7 @@ def _sizes_text(sizes: Sequence[int]) -> str:
     return ",".join(str(size) for size in sizes)
 
 
-@cli.command()
+@cli.command(short_help="Measure zcluster next to raw pyzmq.")
 @click.option("--quick", is_flag=True, help="Smoke run: small counts, one repetition.")
 @click.option(
     "--repeat",
