@@ -38,7 +38,7 @@ from zcluster.errors import (
     ZclusterError,
 )
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
-from zcluster.protocol.members import Member
+from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.errorlog import ErrorLog
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import AnyThread, Runner
@@ -390,11 +390,31 @@ class Application:
         was = "new" if previous is None else str(previous.status)
         if previous is not None and previous.incarnation != member.incarnation:
             was = f"{was} (restarted)"
-        log.info("%s: member %s %s -> %s", self.node_id, member.node_id, was, member.status)
+        level = logging.INFO if notable_change(member, previous) else logging.DEBUG
+        log.log(level, "%s: member %s %s -> %s", self.node_id, member.node_id, was, member.status)
         if member.node_id == self.node_id:
             self.on_my_change(member)
         for callback in self.member_callbacks:
             self.dispatch(functools.partial(callback, member, previous))
+
+
+#: steps on the way that the next change completes (joining -> up, leaving -> left), and
+#: bookkeeping (removed: a tombstone expires)
+_ON_THE_WAY = frozenset({MemberStatus.JOINING, MemberStatus.LEAVING, MemberStatus.REMOVED})
+
+
+def notable_change(member: Member, previous: Member | None) -> bool:
+    """A change an operator wants at INFO: a member came up, became suspect, went down,
+    left or restarted. Not a step on the way, not a record that only got a new version
+    (a refuted suspicion ``up -> up``), and not news of a member that was already gone
+    when this node first heard of it (``new -> left``, after a restart)."""
+    if previous is not None and previous.incarnation != member.incarnation:
+        return True
+    if member.status in _ON_THE_WAY:
+        return False
+    if previous is None:
+        return member.status.is_live
+    return previous.status is not member.status
 
 
 def raise_too_large(payload: bytes, max_message_bytes: int) -> NoReturn:

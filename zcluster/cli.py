@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from zcluster import __version__
+from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
 from zcluster.config import did_you_mean
@@ -41,6 +42,9 @@ USAGE_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 128 + signal.SIGINT
 BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
+#: members named in a ``view:`` log line; the others are counted
+VIEW_SHOWN_MAX_COUNT = 16
+_GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 #: zcluster pub lets the loop see signals after this many publications
 PUBLISH_YIELD_EVERY_COUNT = 1000
 
@@ -83,10 +87,14 @@ def _quiet_closed_stdout() -> None:
 
 
 def _describe_view(members: Sequence[Member]) -> str:
-    shown = [m for m in members if m.status is not MemberStatus.REMOVED]
-    parts = ", ".join(f"{m.node_id}={m.status}" for m in shown)
+    """``view: 3 up of 4 [n1=up, ...]``: the members not gone for good (left and removed
+    ones are not listed), at most VIEW_SHOWN_MAX_COUNT of them by name."""
+    shown = [m for m in members if m.status not in _GONE_FOR_GOOD]
+    parts = [f"{m.node_id}={m.status}" for m in shown[:VIEW_SHOWN_MAX_COUNT]]
+    if len(shown) > VIEW_SHOWN_MAX_COUNT:
+        parts.append(f"and {len(shown) - VIEW_SHOWN_MAX_COUNT} more")
     up = sum(1 for m in shown if m.status is MemberStatus.UP)
-    return f"view: {up} up of {len(shown)} [{parts}]"
+    return f"view: {up} up of {len(shown)} [{', '.join(parts)}]"
 
 
 seed_option = click.option(
@@ -164,7 +172,18 @@ async def _run_node(settings: NodeSettings) -> None:
     )
     stop = asyncio.Event()
     _on_stop_signals(asyncio.get_running_loop(), stop)
-    node.on_member_change(lambda member, previous: log.info("%s", _describe_view(node.members())))
+    last_view = ""
+
+    def log_view(member: Member, previous: Member | None) -> None:
+        nonlocal last_view
+        if not notable_change(member, previous):
+            return  # the steps on the way (joining, leaving) and bookkeeping: no line
+        view = _describe_view(node.members())
+        if view != last_view:
+            last_view = view
+            log.info("%s", view)
+
+    node.on_member_change(log_view)
     await node.start(wait=False)
     log.info("node %s incarnation %d", node.node_id, node.incarnation)
     try:

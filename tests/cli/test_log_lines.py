@@ -1,0 +1,50 @@
+"""What a node logs about membership at INFO: the changes an operator wants, bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from zcluster import Member, MemberStatus
+from zcluster.application import notable_change
+from zcluster.cli import VIEW_SHOWN_MAX_COUNT, _describe_view
+
+S = MemberStatus
+
+
+def member(
+    status: MemberStatus, incarnation: int = 1, version: int = 1, node_id: str = "n"
+) -> Member:
+    return Member(node_id, incarnation, version, status, "127.0.0.1:1", "127.0.0.1:2")
+
+
+@pytest.mark.parametrize(
+    "previous, now, notable",
+    [
+        (None, member(S.UP), True),  # a member we had not seen, up
+        (member(S.JOINING), member(S.UP), True),
+        (member(S.UP), member(S.SUSPECT), True),
+        (member(S.SUSPECT), member(S.DOWN), True),
+        (member(S.LEAVING), member(S.LEFT), True),
+        (member(S.DOWN), member(S.JOINING, incarnation=2), True),  # a restart
+        (None, member(S.JOINING), False),  # steps on the way
+        (member(S.UP), member(S.LEAVING), False),
+        (member(S.LEFT), member(S.REMOVED), False),  # bookkeeping
+        (member(S.UP), member(S.UP, version=2), False),  # a refuted suspicion's new version
+        (None, member(S.LEFT), False),  # news of members gone before we met them
+        (None, member(S.REMOVED), False),
+    ],
+)
+def test_which_changes_are_worth_a_line(
+    previous: Member | None, now: Member, notable: bool
+) -> None:
+    assert notable_change(now, previous) is notable
+
+
+def test_the_view_line_leaves_out_the_departed_and_is_bounded() -> None:
+    members = [member(S.UP, node_id=f"n{i:02d}") for i in range(VIEW_SHOWN_MAX_COUNT + 5)]
+    members += [member(S.LEFT, node_id="client"), member(S.REMOVED, node_id="old")]
+    line = _describe_view(members)
+    total = VIEW_SHOWN_MAX_COUNT + 5
+    assert line.startswith(f"view: {total} up of {total} [n00=up, ")
+    assert line.endswith(f"n{VIEW_SHOWN_MAX_COUNT - 1:02d}=up, and 5 more]")
+    assert "client" not in line and "old" not in line
