@@ -172,6 +172,8 @@ class NodeConfig:
     submit_queue_max_count: int = 50_000
     #: received messages queued for blocking-API callbacks before reading pauses
     callback_queue_max_count: int = 50_000
+    #: while no seed has admitted the node, a warning says so this often
+    join_warning_interval_s: float = 5.0
     #: start() waits this long for a seed to admit the node
     join_timeout_s: float = 10.0
     #: a blocking call into the node's loop (stop, members, ...) gives up after this

@@ -11,7 +11,16 @@ import pytest
 
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
-from zcluster import AckStatus, AsyncNode, ConfigError, Node, NodeConfig, NotRunning, RemoteError
+from zcluster import (
+    AckStatus,
+    AsyncNode,
+    ConfigError,
+    JoinTimeout,
+    Node,
+    NodeConfig,
+    NotRunning,
+    RemoteError,
+)
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.errorlog import ErrorLog
 from zcluster.settings import resolve
@@ -149,3 +158,18 @@ def test_a_node_sends_to_itself_as_it_requests_from_itself(make_node: NodeFactor
     assert [ack.wait(5) if ack else None for ack in acks] == [AckStatus.DELIVERED] * 3
     assert wait_until(lambda: len(got) == 4, 5), got
     assert sorted(got) == [(0, "a"), (1, "a"), (2, "a"), (3, "a")]
+
+
+def test_a_node_no_seed_admits_says_so_and_what_to_check(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = make_node("other")
+    pub_port = other.pub_address  # a PUB port, given by mistake: it never answers a join
+    with caplog.at_level(logging.WARNING, logger="zcluster"):
+        lonely = Node("lonely", seeds=[pub_port], join_warning_interval_s=0.1)
+        with pytest.raises(JoinTimeout, match="check that each seed is the address"):
+            lonely.start(timeout=1.0)
+    warnings = [r.getMessage() for r in caplog.records if "not admitted after" in r.getMessage()]
+    assert warnings, caplog.text
+    assert warnings[0].startswith(f"node lonely: not admitted after 0.1s through seeds {pub_port}")
+    assert len(warnings) <= 1.0 / 0.1 + 1  # one an interval, not a flood

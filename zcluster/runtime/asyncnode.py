@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -58,6 +59,14 @@ InboundFaults = Callable[[ev.EnvelopeReceived], tuple[float, ...]]
 VIEW_HANDLER = "zcluster.view"
 #: publish() and send() return to the event loop this often, so heartbeats keep flowing
 YIELD_EVERY_CALLS = 64
+
+
+#: what to check when no seed answers (a PUB port, another program's port, or nothing)
+NOT_ADMITTED_HINT = (
+    "check that each seed is the address (ROUTER port) a running zcluster node was bound "
+    "to, reachable from here; its PUB port (the next one) or another program's port "
+    "never answers"
+)
 
 
 class JoinTimeout(ZclusterError, TimeoutError):
@@ -135,6 +144,7 @@ class AsyncNode:
             OutboxGate(self.config.outbox_max_count),
         )
         self.app.on_my_change = self._my_change
+        self._join_watch: asyncio.Task[None] | None = None
         self._callbacks = callbacks or _inline
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
         self._driver: Driver | None = None
@@ -216,6 +226,8 @@ class AsyncNode:
         driver.start()
         driver.feed_many(self.app.subscription_events())
         log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
+        if self.seeds:
+            self._join_watch = loop.create_task(self._warn_until_joined(self._joined))
         if not wait:
             return
         try:
@@ -233,7 +245,7 @@ class AsyncNode:
         try:
             await asyncio.wait_for(self._joined.wait(), limit)
         except TimeoutError:
-            why = "no seed admitted it"
+            why = f"no seed admitted it ({NOT_ADMITTED_HINT})"
             if driver.counters["node_id_conflicts"]:
                 why = "another running process uses this node id"
             raise JoinTimeout(
@@ -270,8 +282,28 @@ class AsyncNode:
             driver.transport.abandon()
             self._shut(driver)
 
+    async def _warn_until_joined(self, joined: asyncio.Event) -> None:
+        """Say, every ``join_warning_interval_s``, that no seed has admitted us yet."""
+        interval = self.config.join_warning_interval_s
+        waited = 0.0
+        while not joined.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(joined.wait(), interval)
+            waited += interval
+            if not joined.is_set():
+                log.warning(
+                    "node %s: not admitted after %gs through seeds %s: %s",
+                    self.node_id,
+                    waited,
+                    ", ".join(self.seeds),
+                    NOT_ADMITTED_HINT,
+                )
+
     def _shut(self, driver: Driver) -> None:
         """Close everything, whatever happened during the leave."""
+        if self._join_watch is not None:
+            self._join_watch.cancel()
+            self._join_watch = None
         self._driver = None
         self._submitter = None
         driver.close()  # first: no send leaves after its acknowledgement failed (detach)
