@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.cli.commands import PROCESS_EXIT_TIMEOUT_S
+from tests.cli.commands import PROCESS_EXIT_TIMEOUT_S, zcluster
 from tests.helpers import wait_until
 from zcluster.cli import BROKEN_PIPE_EXIT, INTERRUPTED_EXIT
 from zcluster.testing.processes import free_port_pair
@@ -80,21 +80,13 @@ def test_sub_ends_quietly_when_its_reader_goes(spawn, tmp_path: Path) -> None:  
         )
         try:
             assert wait_until(lambda: "subscribed to 'bulk'" in sub_err.read_text(), 15)
-            pub = subprocess.run(
-                [sys.executable, "-m", "zcluster", "pub", "bulk", "hi", "--seed", seed,
-                 "--count", "2"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+            pub = zcluster("pub", "bulk", "hi", "--seed", seed, "--count", "2")
             assert pub.returncode == 0, pub.stderr
             assert sub.stdout is not None
             lines = [sub.stdout.readline(), sub.stdout.readline()]
             assert all(line.rstrip().endswith("] hi") for line in lines), lines
             sub.stdout.close()  # the reader goes, as head does after two lines
-            more = subprocess.run(
-                [sys.executable, "-m", "zcluster", "pub", "bulk", "hi", "--seed", seed,
-                 "--count", "20"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+            more = zcluster("pub", "bulk", "hi", "--seed", seed, "--count", "20")
             assert more.returncode == 0, more.stderr
             assert sub.wait(PROCESS_EXIT_TIMEOUT_S) == BROKEN_PIPE_EXIT
         finally:

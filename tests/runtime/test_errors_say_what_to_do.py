@@ -42,30 +42,26 @@ def test_a_typo_in_a_setting_suggests_the_setting() -> None:
         NodeConfig().replace(zzz=1)
 
 
+def _resolve_file(path: Path) -> None:
+    resolve(
+        node_id=None,
+        bind=None,
+        advertise=None,
+        seeds=(),
+        config_file=str(path),
+        tuning=(),
+        environ={},
+    )
+
+
 def test_a_typo_in_a_config_file_suggests_the_key(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text('id = "a"\nseed = ["127.0.0.1:7000"]\n[tuning]\nprobe_interval = 0.5\n')
     with pytest.raises(ConfigError, match=r"unknown key 'seed' \(did you mean 'seeds'"):
-        resolve(
-            node_id=None,
-            bind=None,
-            advertise=None,
-            seeds=(),
-            config_file=str(config),
-            tuning=(),
-            environ={},
-        )
+        _resolve_file(config)
     config.write_text('id = "a"\n[tuning]\nprobe_interval = 0.5\n')
     with pytest.raises(ConfigError, match=r"did you mean 'probe_interval_s'"):
-        resolve(
-            node_id=None,
-            bind=None,
-            advertise=None,
-            seeds=(),
-            config_file=str(config),
-            tuning=(),
-            environ={},
-        )
+        _resolve_file(config)
 
 
 def test_seeds_given_as_one_string_say_to_pass_a_list() -> None:
