@@ -31,6 +31,7 @@ from zcluster.core.component import check_guarantee
 from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
 from zcluster.errors import (
     ConfigError,
+    DeserializeError,
     NotRunning,
     RemoteError,
     RequestTimeout,
@@ -123,6 +124,10 @@ class Application:
         """User code raised: counted (``callback_errors``), and logged with its traceback
         on this node, a bounded number of times (``callback_error_log_interval_s``)."""
         self._counters["callback_errors"] += 1
+        if isinstance(exc, DeserializeError):  # the sender's doing, not the code's: one line
+            what = f"{what} (reading a message: does its sender use another serializer?)"
+            self._errors.report(f"node {self.node_id}: {what}", exc, traceback=False)
+            return
         self._errors.report(f"node {self.node_id}: {what}", exc)
 
     # ------------------------------------------------------------ life cycle

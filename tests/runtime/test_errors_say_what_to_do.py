@@ -23,6 +23,7 @@ from zcluster import (
 )
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.errorlog import ErrorLog
+from zcluster.serialization import JsonSerializer
 from zcluster.settings import resolve
 
 GUARANTEED = (
@@ -169,3 +170,22 @@ def test_a_node_no_seed_admits_says_so_and_what_to_check(
     assert warnings, caplog.text
     assert warnings[0].startswith(f"node lonely: not admitted after 0.1s through seeds {pub_port}")
     assert len(warnings) <= 1.0 / 0.1 + 1  # one an interval, not a flood
+
+
+def test_a_message_in_another_serializer_is_one_line_not_a_traceback(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sub`` reading a JSON publisher: what is wrong, once, without a traceback."""
+    reader = make_node("reader")
+    writer = make_node("writer", reader, serializer=JsonSerializer())
+    got: list[object] = []
+    reader.subscribe("t", lambda topic, message, sender: got.append(message))
+    assert wait_until(lambda: "reader" in writer.subscribers("t"), 5)
+    with caplog.at_level(logging.ERROR, logger="zcluster.callbacks"):
+        for i in range(20):
+            writer.publish("t", {"i": i})
+        assert wait_until(lambda: reader.stats().get("callback_errors") == 20, 5), reader.stats()
+    lines = [r for r in caplog.records if "another serializer" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None, caplog.text
+    assert "raised DeserializeError: invalid msgpack data" in lines[0].getMessage()
+    assert got == []

@@ -23,7 +23,7 @@ class ErrorLog:
         self._held = 0
         self._lock = threading.Lock()
 
-    def report(self, what: str, exc: BaseException) -> None:
+    def report(self, what: str, exc: BaseException, *, traceback: bool = True) -> None:
         """``what`` (e.g. "handler 'orders' (a request from n2)") raised ``exc``."""
         now = self._clock()
         with self._lock:
@@ -33,4 +33,11 @@ class ErrorLog:
             self._next_at = now + self._interval_s
             held, self._held = self._held, 0
         more = f" ({held} more failure(s) since the last report, not shown)" if held else ""
-        log.error("%s raised %s: %s%s", what, type(exc).__name__, exc, more, exc_info=exc)
+        log.error(
+            "%s raised %s: %s%s",
+            what,
+            type(exc).__name__,
+            exc,
+            more,
+            exc_info=exc if traceback else None,
+        )
