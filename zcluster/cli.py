@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -49,12 +50,31 @@ _GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 PUBLISH_YIELD_EVERY_COUNT = 1000
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per record, for log shippers: time (UTC, ISO 8601), level,
+    logger, message, and the traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -109,6 +129,13 @@ log_option = click.option(
     type=click.Choice(LOG_LEVELS),
     help="Logging detail (default: info for node, warning for the others).",
 )
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object each (for log shippers).",
+)
 bind_option = click.option(
     "--bind", metavar="HOST:PORT", help="ROUTER address to bind (PUB binds PORT+1); default random."
 )
@@ -136,6 +163,7 @@ def cli() -> None:
     "--set", "tuning", multiple=True, metavar="KEY=VALUE", help="Override a tuning setting."
 )
 @log_option
+@log_format_option
 def node(
     node_id: str | None,
     bind: str | None,
@@ -144,6 +172,7 @@ def node(
     config_file: str | None,
     tuning: tuple[str, ...],
     log_level: str | None,
+    log_format: str,
 ) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM (then leave the cluster)."""
     settings = resolve(
@@ -156,7 +185,7 @@ def node(
         environ=os.environ,
         log_level=log_level,
     )
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, log_format)
     for name in settings.ignored_environment:
         log.warning("ignoring %s: no such setting%s", name, did_you_mean(name, environment_names()))
     asyncio.run(_run_node(settings))
@@ -225,6 +254,7 @@ def _parse_message(text: str, as_json: bool) -> Any:
     help="Seconds to wait for every member to confirm it receives our publications.",
 )
 @log_option
+@log_format_option
 def pub(
     topic: str,
     message: str,
@@ -235,13 +265,14 @@ def pub(
     as_json: bool,
     wait: float,
     log_level: str | None,
+    log_format: str,
 ) -> None:
     """Join the cluster briefly and publish MESSAGE on TOPIC."""
     if not seeds:
         raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
     value = _parse_message(message, as_json)
     node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise)
-    _setup_logging(log_level or "warning")
+    _setup_logging(log_level or "warning", log_format)
     if not asyncio.run(_run_pub(node, topic, value, count, wait)):
         sys.exit(INTERRUPTED_EXIT)
 
@@ -285,6 +316,7 @@ async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: fl
 @click.option("--count", type=click.IntRange(1), help="Exit after this many messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print each message as a JSON line.")
 @log_option
+@log_format_option
 def sub(
     topic: str,
     seeds: tuple[str, ...],
@@ -293,12 +325,13 @@ def sub(
     count: int | None,
     as_json: bool,
     log_level: str | None,
+    log_format: str,
 ) -> None:
     """Join the cluster and print messages published on TOPIC until interrupted."""
     if not seeds:
         raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
     node = AsyncNode(_short_lived_id("sub"), bind or DEFAULT_BIND, seeds, advertise)
-    _setup_logging(log_level or "warning")
+    _setup_logging(log_level or "warning", log_format)
     if not asyncio.run(_run_sub(node, topic, count, as_json)):
         _quiet_closed_stdout()
         sys.exit(BROKEN_PIPE_EXIT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from zcluster import Member, MemberStatus
@@ -9,6 +11,7 @@ from zcluster.application import notable_change
 from zcluster.cli import VIEW_SHOWN_MAX_COUNT, _describe_view
 
 S = MemberStatus
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def member(
@@ -48,3 +51,12 @@ def test_the_view_line_leaves_out_the_departed_and_is_bounded() -> None:
     assert line.startswith(f"view: {total} up of {total} [n00=up, ")
     assert line.endswith(f"n{VIEW_SHOWN_MAX_COUNT - 1:02d}=up, and 5 more]")
     assert "client" not in line and "old" not in line
+
+
+def test_json_log_lines_for_log_shippers(spawn) -> None:  # type: ignore[no-untyped-def]
+    node = spawn("n1", "--id", "n1", "--log-format", "json")
+    assert node.wait_log("listening on", 10), node.log()
+    entries = [json.loads(line) for line in node.log().splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any(e["message"].startswith("node n1 listening on 127.0.0.1:") for e in entries)
+    assert all(e["time"].endswith("+00:00") and e["level"] in LEVELS for e in entries)
