@@ -46,6 +46,8 @@ SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
 #: members named in a ``view:`` log line; the others are counted
 VIEW_SHOWN_MAX_COUNT = 16
 _GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
+#: zcluster members waits this long after joining for the view to settle
+MEMBERS_SETTLE_S = 0.3
 #: zcluster pub lets the loop see signals after this many publications
 PUBLISH_YIELD_EVERY_COUNT = 1000
 
@@ -306,6 +308,59 @@ async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: fl
         return True
     finally:
         await node.stop()
+
+
+@cli.command(short_help="Print the cluster's members, as a table or JSON.")
+@seed_option
+@bind_option
+@advertise_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per member.")
+@log_option
+@log_format_option
+def members(
+    seeds: tuple[str, ...],
+    bind: str | None,
+    advertise: str | None,
+    as_json: bool,
+    log_level: str | None,
+    log_format: str,
+) -> None:
+    """Join the cluster briefly through --seed and print its members as this node sees
+    them (itself and members that left or were removed left out), then leave."""
+    if not seeds:
+        raise ConfigError("members needs --seed HOST:PORT of a cluster member")
+    node = AsyncNode(_short_lived_id("members"), bind or DEFAULT_BIND, seeds, advertise)
+    _setup_logging(log_level or "warning", log_format)
+    if not asyncio.run(_run_members(node, as_json)):
+        sys.exit(INTERRUPTED_EXIT)
+
+
+async def _run_members(node: AsyncNode, as_json: bool) -> bool:
+    stop = asyncio.Event()
+    _on_stop_signals(asyncio.get_running_loop(), stop)
+    if not await _start_interruptibly(node, stop):
+        return False
+    try:
+        # The seed's table arrives with the join; one gossip round brings what it lacked.
+        await asyncio.sleep(MEMBERS_SETTLE_S)
+        view = [
+            m
+            for m in sorted(node.members(), key=lambda m: m.node_id)
+            if m.node_id != node.node_id and m.status not in _GONE_FOR_GOOD
+        ]
+    finally:
+        await node.stop()
+    if as_json:
+        for member in view:
+            click.echo(json.dumps(member.as_dict()))
+        return True
+    rows = [("NODE", "STATUS", "ADDRESS", "PUB", "INCARNATION")]
+    rows += [(m.node_id, str(m.status), m.address, m.pub_address, str(m.incarnation)) for m in view]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    return True
 
 
 @cli.command(short_help="Print what is published on TOPIC.")
