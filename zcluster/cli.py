@@ -45,7 +45,6 @@ BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
 #: members named in a ``view:`` log line; the others are counted
 VIEW_SHOWN_MAX_COUNT = 16
-_GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 #: zcluster members waits this long after joining for the view to settle
 MEMBERS_SETTLE_S = 0.3
 #: zcluster pub lets the loop see signals after this many publications
@@ -111,7 +110,7 @@ def _quiet_closed_stdout() -> None:
 def _describe_view(members: Sequence[Member]) -> str:
     """``view: 3 up of 4 [n1=up, ...]``: the members not gone for good (left and removed
     ones are not listed), at most VIEW_SHOWN_MAX_COUNT of them by name."""
-    shown = [m for m in members if m.status not in _GONE_FOR_GOOD]
+    shown = [m for m in members if not m.status.is_gone]
     parts = [f"{m.node_id}={m.status}" for m in shown[:VIEW_SHOWN_MAX_COUNT]]
     if len(shown) > VIEW_SHOWN_MAX_COUNT:
         parts.append(f"and {len(shown) - VIEW_SHOWN_MAX_COUNT} more")
@@ -346,7 +345,7 @@ async def _run_members(node: AsyncNode, as_json: bool) -> bool:
         view = [
             m
             for m in sorted(node.members(), key=lambda m: m.node_id)
-            if m.node_id != node.node_id and m.status not in _GONE_FOR_GOOD
+            if m.node_id != node.node_id and not m.status.is_gone
         ]
     finally:
         await node.stop()

@@ -219,11 +219,14 @@ class Encoder:
     def publication_header(self, seq: int, guarantee: DeliveryGuarantee) -> bytes:
         """The header of ``Publish(seq, guarantee)``, built in place: the hot path of
         fan-out (the same bytes ``header`` makes of the message)."""
-        if seq:
-            body = _ARRAY_OF_2 + self._pack(seq) + _CODE_BYTES[guarantee]
-        else:
-            body = self._unnumbered_body
+        body = self._publish_body(seq, guarantee)
         return self._publish_prefix + self._pack(self._next_seq()) + body
+
+    def _publish_body(self, seq: int, guarantee: DeliveryGuarantee) -> bytes:
+        """A PUBLISH body: ``[seq, code]`` numbered, the packed-once ``[0, 0]`` if not."""
+        if seq:
+            return _ARRAY_OF_2 + self._pack(seq) + _CODE_BYTES[guarantee]
+        return self._unnumbered_body
 
     def publication_frame(
         self, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
@@ -233,9 +236,7 @@ class Encoder:
         its sender is its longest part, at most MAX_NAME_BYTES. (``publication_header``
         written out, in one join: the hottest path of fan-out.)"""
         envelope_seq = self._pack(self._next_seq())
-        body = (
-            _ARRAY_OF_2 + self._pack(seq) + _CODE_BYTES[guarantee] if seq else self._unnumbered_body
-        )
+        body = self._publish_body(seq, guarantee)
         header_bytes = len(self._publish_prefix) + len(envelope_seq) + len(body)
         return b"".join(
             (prefix, _LENGTH(header_bytes), self._publish_prefix, envelope_seq, body, payload)

@@ -16,11 +16,8 @@ import random
 
 from zcluster.core.membership import MembershipTable
 from zcluster.protocol.capabilities import BATCH, ONE_FRAME, SWIM
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import Member
 from zcluster.protocol.messages import Announcement, Capabilities
-
-#: members whose reading of our PUB no longer matters
-_GONE_FOR_GOOD = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
 
 class Peers:
@@ -78,7 +75,7 @@ class Peers:
             self._one_frame = all(
                 ONE_FRAME in (of(member) or ())
                 for member in self._table.records()
-                if member.node_id != me and member.status not in _GONE_FOR_GOOD
+                if member.node_id != me and not member.status.is_gone
             )
         return self._one_frame
 

@@ -22,8 +22,6 @@ from zcluster.protocol.members import Member, MemberStatus
 
 Outcome = tuple[int, AckStatus, str]
 
-_GONE = (MemberStatus.LEFT, MemberStatus.REMOVED)
-
 
 class ReliableDelivery(Component):
     def __init__(self, ctx: NodeContext, leaving: Callable[[], bool]) -> None:
@@ -56,7 +54,7 @@ class ReliableDelivery(Component):
         """A guaranteed send may go to a live or down member (it may come back),
         not to an unknown one, nor to one that left or was removed."""
         member = self._ctx.table.get(node_id)
-        return member is not None and member.status not in _GONE
+        return member is not None and not member.status.is_gone
 
     # ------------------------------------------------------------ sending
 
@@ -185,7 +183,7 @@ class ReliableDelivery(Component):
             ctx.counters["reliable_refused_leaving"] += 1
             return False
         known = ctx.table.get(env.sender)
-        if known is not None and known.incarnation == env.incarnation and known.status in _GONE:
+        if known is not None and known.incarnation == env.incarnation and known.status.is_gone:
             # That incarnation left or was removed: its stream is retired, and a copy must
             # not start a new one (it would run again). Not taken, not acknowledged; if a
             # removed sender refutes and comes back, its stream goes on where it was.
@@ -224,7 +222,7 @@ class ReliableDelivery(Component):
         for sender in receiver.ack_due:
             stream = receiver.stream(sender)
             member = ctx.table.get(sender)
-            if stream is not None and member is not None and member.status not in _GONE:
+            if stream is not None and member is not None and not member.status.is_gone:
                 ctx.send(member.address, stream.ack(ctx.config.ack_selective_max_count))
         receiver.ack_due.clear()
 
@@ -237,7 +235,7 @@ class ReliableDelivery(Component):
             # What waits in its batch stays in the outbox, resent when it can be (a
             # restarted receiver may not read batches any more).
             self.batches.drop(node_id)
-        if member.status in _GONE:
+        if member.status.is_gone:
             self._fail_all(member)
             self.receiver.retire(node_id)
         elif member.status.is_live:

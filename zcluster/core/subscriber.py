@@ -19,10 +19,7 @@ from zcluster.core.publications import Publication
 from zcluster.core.topics import Subscriptions
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.protocol.members import Member, MemberStatus
-
-#: a publisher incarnation in these states is over: its streams are closed for good
-_GONE = (MemberStatus.LEFT, MemberStatus.REMOVED)
+from zcluster.protocol.members import Member
 
 
 class Subscriber(Component):
@@ -124,13 +121,13 @@ class Subscriber(Component):
             or not (member.status.is_live or self._ctx.peers.announced_swim(node_id))
         ):
             self._forget_listening(node_id)
-        if member.status in _GONE or new_life:
+        if member.status.is_gone or new_life:
             # What the old life of this publisher left missing can never be fetched. (A
             # stream already started by a publication of this new life stays.) A publisher
             # we removed may be alive and come back in the same incarnation, still holding
             # the starts it gave us (and counting us a subscriber since): its streams resume
             # where the closed ones stopped, and one we never had starts where it says.
-            before = member.incarnation + (1 if member.status in _GONE else 0)
+            before = member.incarnation + (1 if member.status.is_gone else 0)
             for topic, ready in self.subscriptions.forget_publisher(node_id, before):
                 self._deliver(node_id, topic, ready)
 
@@ -152,7 +149,7 @@ class Subscriber(Component):
             # Again when it holds us down or gone: it may have forgotten them.
             self._note_listening(env.sender, env.incarnation)
             self._tell_listening_to(env.sender, current.address, now)
-        if self._topics and heartbeat.positions and current.status not in _GONE:
+        if self._topics and heartbeat.positions and not current.status.is_gone:
             # The latest numbers: tail loss shows as a gap. A stream that starts here
             # starts provisionally at that number; LISTENING gives the real start. (Not
             # from a life that is over: its streams were closed, for good.)
@@ -168,7 +165,7 @@ class Subscriber(Component):
         beacon = env.message
         assert isinstance(beacon, msg.Beacon)
         current = self._ctx.table.get(env.sender)
-        if topic not in self._topics or current is None or current.status in _GONE:
+        if topic not in self._topics or current is None or current.status.is_gone:
             return
         if current.incarnation == env.incarnation:
             ready = self.subscriptions.position(
@@ -275,7 +272,7 @@ class Subscriber(Component):
             return True
         if current.incarnation != incarnation:
             return current.incarnation > incarnation
-        return current.status in _GONE
+        return current.status.is_gone
 
     def _deliver(self, publisher: str, topic: str, ready: list[Publication]) -> None:
         ctx = self._ctx

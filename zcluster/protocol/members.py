@@ -25,10 +25,16 @@ class MemberStatus(enum.IntEnum):
         """A live member is connected to and expected to answer."""
         return self in _LIVE
 
+    @property
+    def is_gone(self) -> bool:
+        """Gone for good: it left, or its record was removed (a restart is a new life)."""
+        return self in _GONE
+
 
 _LIVE = frozenset(
     {MemberStatus.JOINING, MemberStatus.UP, MemberStatus.SUSPECT, MemberStatus.LEAVING}
 )
+_GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
