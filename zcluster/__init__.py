@@ -4,6 +4,7 @@ from zcluster.config import NodeConfig
 from zcluster.delivery import (
     AckStatus,
     DeliveryGuarantee,
+    DrainReport,
     MessageAcknowledgement,
     MessageDeduplicator,
     MessageId,
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "DeliveryGuarantee",
     "DeserializeError",
+    "DrainReport",
     "JoinTimeout",
     "JsonSerializer",
     "Member",

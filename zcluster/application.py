@@ -119,6 +119,8 @@ class Application:
         self._numbers = itertools.count(1)
         self._requests: dict[int, RequestDone] = {}
         self._errors = ErrorLog(config.callback_error_log_interval_s)
+        #: what the last graceful leave could not finish (None until one finished waiting)
+        self.drained: fx.Drained | None = None
 
     def callback_failed(self, exc: BaseException, what: str = "a callback") -> None:
         """User code raised: counted (``callback_errors``), and logged with its traceback
@@ -145,6 +147,7 @@ class Application:
         ``feed_soon`` for handlers' outcomes, which may be batched), and how a reply
         leaves from the handler's thread (by default through the core: ``feed``)."""
         self.incarnation = incarnation
+        self.drained = None
         self._runner = runner
         self._feed = feed
         self._feed_soon = feed if feed_soon is None else feed_soon
@@ -287,7 +290,11 @@ class Application:
             fx.CompleteRequest: self._complete_request,
             fx.PublicationsLost: self._publications_lost,
             fx.MemberChanged: self._member_changed,
+            fx.Drained: self._drained,
         }
+
+    def _drained(self, effect: fx.Drained) -> None:
+        self.drained = effect
 
     def _complete_request(self, effect: fx.CompleteRequest) -> None:
         done = self._requests.pop(effect.request_id, None)

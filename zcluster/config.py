@@ -94,6 +94,11 @@ class NodeConfig:
     #: a graceful stop lets running handlers of guaranteed messages finish for at most this
     #: long, then announces leaving; it waits as long again to be confirmed left
     leave_timeout_s: float = 1.0
+    #: a graceful stop waits at most this long for its guaranteed sends to be acknowledged
+    #: and its subscribers to confirm they hold every publication (docs/delivery.md)
+    drain_timeout_s: float = 30.0
+    #: while it waits, a FLUSH goes again this often to subscribers yet to confirm
+    drain_retry_s: float = 0.25
 
     # --- messaging ---
     #: default timeout of request()
@@ -161,6 +166,9 @@ class NodeConfig:
     pubsub_hwm_count: int = 100_000
     #: ZeroMQ high-water marks for ROUTER and DEALER
     direct_hwm_count: int = 10_000
+    #: a publication that finds a subscriber's queue full waits this long for room, then
+    #: goes to the others and is dropped for that subscriber (zcluster/runtime/lane.py)
+    publish_block_max_s: float = 10.0
     #: linger of every socket at close
     socket_linger_s: float = 0.2
     #: a failing handler's or callback's traceback is logged at most once per this; the
@@ -224,8 +232,10 @@ class NodeConfig:
 
     @property
     def graceful_stop_max_s(self) -> float:
-        """The longest a graceful stop takes: handlers finishing, then leaving."""
-        return 2 * self.leave_timeout_s + self.heartbeat_interval_s
+        """The longest a graceful stop takes: handlers finishing and deliveries confirmed,
+        then leaving."""
+        drain_s = max(self.leave_timeout_s, self.drain_timeout_s)
+        return drain_s + self.leave_timeout_s + self.heartbeat_interval_s
 
     @property
     def dedup_retention_s(self) -> float:

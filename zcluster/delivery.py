@@ -24,6 +24,7 @@ log = logging.getLogger("zcluster.delivery")
 __all__ = [
     "AckStatus",
     "DeliveryGuarantee",
+    "DrainReport",
     "MessageAcknowledgement",
     "MessageDeduplicator",
     "MessageId",
@@ -173,6 +174,64 @@ class PublicationLoss:
     @property
     def count(self) -> int:
         return self.last - self.first + 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What a graceful stop delivered before closing, and what it could not.
+
+    ``stop()`` first waits (up to ``drain_timeout_s``) until every subscriber
+    confirms it holds every publication and every guaranteed send is settled,
+    and (up to ``leave_timeout_s``) until running handlers of guaranteed
+    messages finish. ``complete`` is True when nothing was left undone.
+    """
+
+    #: subscribers that confirmed having every publication of this node
+    subscribers_confirmed: tuple[str, ...] = ()
+    #: subscribers that did not confirm in time or stopped being reachable
+    subscribers_unconfirmed: tuple[str, ...] = ()
+    #: guaranteed sends to live members neither acknowledged nor failed
+    sends_unacknowledged: int = 0
+    #: handlers of guaranteed messages still running
+    handlers_unfinished: int = 0
+    #: publications a subscriber's full queue refused for longer than
+    #: ``publish_block_max_s`` (dropped for that subscriber; numbered ones repairable)
+    publications_dropped: int = 0
+    #: seconds the stop waited for all of this
+    waited_s: float = 0.0
+    #: False if the node closed without finishing its leave (out of time, or never joined)
+    left: bool = True
+
+    @property
+    def complete(self) -> bool:
+        return self.left and not (
+            self.subscribers_unconfirmed
+            or self.sends_unacknowledged
+            or self.handlers_unfinished
+            or self.publications_dropped
+        )
+
+    def __str__(self) -> str:
+        if self.complete:
+            confirmed = len(self.subscribers_confirmed)
+            return f"everything delivered ({confirmed} subscriber(s) confirmed)"
+        parts = []
+        if self.subscribers_unconfirmed:
+            names = ", ".join(self.subscribers_unconfirmed)
+            parts.append(
+                f"{len(self.subscribers_unconfirmed)} subscriber(s) did not confirm ({names})"
+            )
+        if self.sends_unacknowledged:
+            parts.append(f"{self.sends_unacknowledged} guaranteed send(s) unacknowledged")
+        if self.handlers_unfinished:
+            parts.append(f"{self.handlers_unfinished} handler(s) still running")
+        if self.publications_dropped:
+            parts.append(
+                f"{self.publications_dropped} publication(s) dropped for a full subscriber queue"
+            )
+        if not self.left:
+            parts.append("the leave did not finish")
+        return "; ".join(parts)
 
 
 class MessageDeduplicator:

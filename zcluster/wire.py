@@ -139,6 +139,8 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Nack: lambda m: (m.probe_id, m.target),
     msg.Gossip: lambda m: (_news(m.news), m.view),
     msg.Beacon: lambda m: (m.seq,),
+    msg.Flush: lambda m: (m.positions,),
+    msg.Flushed: lambda m: (),
     msg.Listen: lambda m: (m.topics,),
     msg.Listening: lambda m: (m.positions,),
     msg.Send: lambda m: (m.name,),
@@ -269,7 +271,7 @@ class Encoder:
         """``[topic frame, header, payload]`` for the PUB (``topic`` None: membership)."""
         if topic is not None:
             first = self.topic_frame(topic)
-        elif type(message) is msg.Heartbeat and message.to is not None:
+        elif isinstance(message, msg.Heartbeat | msg.Flush) and message.to is not None:
             first = personal_frame(message.to)
         else:
             first = CONTROL_TOPIC
@@ -651,6 +653,8 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.NACK: (msg.Nack, (_uint, _node_id)),
     Kind.GOSSIP: (msg.Gossip, (_list_of(_news_item), _digest)),
     Kind.BEACON: (msg.Beacon, (_uint,)),
+    Kind.FLUSH: (msg.Flush, (_list_of(_position),)),
+    Kind.FLUSHED: (msg.Flushed, ()),
 }
 
 #: the kinds this revision reads, by code (a dict lookup, not the enum's constructor)
@@ -872,7 +876,7 @@ def decode_published(
             raise WireError(f"{envelope.kind.name} cannot be sent on the control topic")
         return None, envelope, payload
     if first.startswith(PERSONAL_PREFIX):
-        if type(message) is not msg.Heartbeat:
+        if not isinstance(message, msg.Heartbeat | msg.Flush):
             raise WireError(f"{envelope.kind.name} cannot be sent on a personal frame")
         message.to = _node_id(_frame_text(first))  # built just now: set where it was sent
         return None, envelope, payload

@@ -169,7 +169,7 @@ def test_a_stream_of_a_sender_that_left_is_retired_not_forgotten() -> None:
 
 
 def test_a_copy_from_an_incarnation_that_left_is_not_taken_nor_acknowledged() -> None:
-    config = NodeConfig(retry_initial_s=0.02, retry_max_s=0.05)
+    config = NodeConfig(retry_initial_s=0.02, retry_max_s=0.05, drain_timeout_s=0.05)
     net = cluster(2, 203, config)
     runs: list[bytes] = []
     net.nodes["n1"].handlers["h"] = lambda sender, payload: runs.append(payload)

@@ -24,6 +24,7 @@ from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.wire import (
+    personal_frame,
     CONTROL_TOPIC,
     DIRECT_KINDS,
     MAX_CAPABILITIES_BYTES,
@@ -121,6 +122,8 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
         msg.Gossip((msg.News(M1, ("fields", "swim"), ()), msg.News(M2, (), ("n1", "n3"))), DIGEST),
     ),
     Kind.BEACON: ([7], msg.Beacon(7)),
+    Kind.FLUSH: ([[["news", 9], ["b", 2]]], msg.Flush((("news", 9), ("b", 2)))),
+    Kind.FLUSHED: ([], msg.Flushed()),
 }
 
 NEWS = msg.News(M3, ("fields", "swim"), ())
@@ -152,6 +155,8 @@ def full(kind: Kind) -> tuple[list[Any], msg.Message]:
 
 #: kinds whose payload frame carries the sender's capabilities
 ANNOUNCING = {Kind.HEARTBEAT, Kind.SYNC}
+#: kinds that travel on PUB to one subscriber, on its personal frame (here "n9"'s)
+PERSONAL = {Kind.FLUSH}
 
 #: values that may stand in an ignored (extra) field: anything msgpack can carry
 EXTRAS: list[Any] = [None, "x", -1, 1.5, b"\x00\xff", [1, [2, "deep"]], {"k": b"v"}, True]
@@ -179,10 +184,26 @@ def with_caps(message: msg.Message, caps: tuple[str, ...]) -> msg.Message:
     return message
 
 
+def without_reader(message: msg.Message) -> msg.Message:
+    """``message`` as its header alone decodes: the personal frame names the reader."""
+    if isinstance(message, msg.Flush):
+        return dataclasses.replace(message, to=None)
+    return message
+
+
+def as_received(message: msg.Message) -> msg.Message:
+    """``message`` as its frames decode: one sent on a personal frame names its reader."""
+    if isinstance(message, msg.Flush):
+        return dataclasses.replace(message, to="n9")
+    return message
+
+
 def frames_for(kind: Kind, header: bytes) -> tuple[str, list[bytes]]:
     """Frames in which ``kind`` legitimately travels: ('direct'|'pub', frames)."""
     if kind in DIRECT_KINDS:
         return "direct", [header, payload_for(kind)]
+    if kind in PERSONAL:
+        return "pub", [personal_frame("n9"), header, payload_for(kind)]
     first = CONTROL_TOPIC if kind is Kind.HEARTBEAT else topic_frame("news")
     return "pub", [first, header, payload_for(kind)]
 
@@ -200,7 +221,7 @@ def decode_frames(kind: Kind, frames: list[bytes]) -> tuple[str | None, Envelope
 
 def test_cases_cover_every_kind() -> None:
     assert set(CASES) == set(Kind)
-    assert set(Kind) - {Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON} == DIRECT_KINDS
+    assert set(Kind) - {Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON, Kind.FLUSH} == DIRECT_KINDS
     assert all(message.KIND is kind for kind, (_, message) in CASES.items())
 
 
@@ -226,6 +247,8 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "GOSSIP": 21,
         "BEACON": 22,
         "DATA_BATCH": 23,
+        "FLUSH": 24,
+        "FLUSHED": 25,
     }
 
 
@@ -259,11 +282,11 @@ def test_round_trip_every_kind(kind: Kind) -> None:
     assert payload == payload_for(kind)
     # HEARTBEAT and SYNC carry the sender's capabilities in their payload frame
     caps = ("fields",) if kind in ANNOUNCING else ()
-    assert got == Envelope("sender-1", 123, UINT64_MAX, with_caps(expected, caps))
+    assert got == Envelope("sender-1", 123, UINT64_MAX, as_received(with_caps(expected, caps)))
     if route == "direct":
         assert topic is None
     else:
-        assert topic == (None if kind is Kind.HEARTBEAT else "news")
+        assert topic == (None if kind in (Kind.HEARTBEAT, *PERSONAL) else "news")
 
 
 @pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name)
@@ -273,6 +296,11 @@ def test_encoder_frames_decode_to_the_same_message(kind: Kind) -> None:
     if kind in DIRECT_KINDS:
         frames = list(encoder.direct(message, PAYLOAD))
         assert len(frames) == 2
+    elif kind in PERSONAL:
+        message = as_received(message)
+        frames = list(encoder.published(None, message, PAYLOAD))
+        assert len(frames) == 3
+        assert frames[0] == personal_frame("n9")
     else:
         topic = None if kind is Kind.HEARTBEAT else "news"
         frames = list(encoder.published(topic, message, PAYLOAD))
@@ -286,7 +314,7 @@ def test_encoder_frames_decode_to_the_same_message(kind: Kind) -> None:
     topic_got, envelope, payload = decode_frames(kind, frames)
     assert envelope == Envelope("sender-1", 123, 1, message)
     assert payload == sent
-    assert topic_got == (None if kind in (Kind.HEARTBEAT, *DIRECT_KINDS) else "news")
+    assert topic_got == (None if kind in (Kind.HEARTBEAT, *PERSONAL, *DIRECT_KINDS) else "news")
 
 
 def test_encoder_numbers_its_headers_one_two_three() -> None:
@@ -842,6 +870,8 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.FETCH: st.builds(msg.Fetch, topics, small(ranges), addresses),
     Kind.REPUBLISH: st.builds(msg.Republish, topics, seqs, guarantees),
     Kind.LOST: st.builds(msg.Lost, topics, small(ranges)),
+    Kind.FLUSH: st.builds(msg.Flush, small(positions), names),
+    Kind.FLUSHED: st.just(msg.Flushed()),
 }
 #: (kind, one of its messages)
 messages = st.sampled_from(list(Kind)).flatmap(lambda k: st.tuples(st.just(k), MESSAGES[k]))
@@ -888,7 +918,7 @@ def test_property_typed_messages_round_trip(
         frames = list(encoder.direct(message, payload))
         got_topic, envelope, got_payload = None, *decode_direct(frames, MAX)
     else:
-        on = None if kind is Kind.HEARTBEAT else topic
+        on = None if kind in (Kind.HEARTBEAT, *PERSONAL) else topic
         frames = list(encoder.published(on, message, payload))
         got_topic, envelope, got_payload = decode_published(frames, MAX)
         assert got_topic == on
@@ -939,7 +969,7 @@ def test_property_extra_fields_anywhere_are_ignored(
     elif where == "body" or not extend_member_records(message, extended[5], extras):
         extended[5].extend(extras)
     expected = decode_header(header, MAX)
-    assert expected == Envelope("n1", 1, 1, with_caps(message, ()))
+    assert expected == Envelope("n1", 1, 1, without_reader(with_caps(message, ())))
     longer = msgpack.packb(extended, use_bin_type=True)
     assert longer != header
     assert decode_header(longer, MAX) == expected
@@ -1124,7 +1154,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 24, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 26, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

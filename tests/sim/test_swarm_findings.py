@@ -154,7 +154,7 @@ def test_a_retransmission_from_a_sender_that_left_does_not_run_again() -> None:
     incarnation still arriving afterwards (here the retransmission sent in the same tick as the
     LEFT announcement) is accepted and starts a new stream, which runs the message again.
     """
-    config = NodeConfig(retry_initial_s=0.02, retry_max_s=0.05)
+    config = NodeConfig(retry_initial_s=0.02, retry_max_s=0.05, drain_timeout_s=0.05)
     net = cluster(2, 103, config)
     runs: list[bytes] = []
     net.nodes["n1"].handlers["h"] = lambda sender, payload: runs.append(payload)

@@ -125,6 +125,23 @@ class ResolveSeeds:
     seeds: tuple[str, ...]
 
 
+@dataclasses.dataclass(slots=True)
+class Drained:
+    """A graceful leave stopped waiting for accepted work (all done, or out of time) and
+    now announces it: what was confirmed, and what was not."""
+
+    #: subscribers that confirmed having every publication (FLUSHED)
+    subscribers_confirmed: tuple[str, ...]
+    #: subscribers that did not confirm in time, or became unreachable meanwhile
+    subscribers_unconfirmed: tuple[str, ...]
+    #: guaranteed sends neither acknowledged nor failed
+    sends_unacknowledged: int
+    #: handlers of guaranteed messages still running
+    handlers_unfinished: int
+    #: seconds the drain took
+    waited_s: float
+
+
 Effect = (
     Send
     | Publish
@@ -138,4 +155,5 @@ Effect = (
     | CompleteRequest
     | MemberChanged
     | ResolveSeeds
+    | Drained
 )

@@ -6,8 +6,8 @@ its first-hand changes, the view digest and its capabilities. Tables are
 exchanged whole (push-pull SYNC) to join, to repair views that differ
 (``dissemination.py`` decides when) and now and then as a safety net. Down
 members and seeds outside the view are contacted now and then, so partitions
-heal. A graceful leave first lets running handlers of guaranteed messages
-finish, then announces LEAVING, then LEFT.
+heal. A graceful leave announces LEAVING once what the node accepted is done
+(``departure.py``), then LEFT.
 """
 
 from __future__ import annotations
@@ -28,16 +28,11 @@ class Gossip(Component):
         ctx: NodeContext,
         seeds: tuple[str, ...],
         positions: Callable[[], tuple[msg.Position, ...]],
-        handlers_running: Callable[[], int],
     ) -> None:
         self._ctx = ctx
         self.seeds = tuple(s for s in seeds if s != ctx.address)
         self._positions = positions
-        self._handlers_running = handlers_running
         self.started = False
-        #: set once a leave was asked for: new application messages are refused
-        self.leaving = False
-        self._drain_until: float | None = None
         self._leave_at: float | None = None
         self._next_heartbeat = 0.0
         #: the last safety-net push-pull (or the start), and this round's random factor
@@ -54,7 +49,6 @@ class Gossip(Component):
         return {
             ev.Started: self._on_started,
             ev.SeedsResolved: self._on_seeds,
-            ev.LeaveRequested: self._on_leave,
         }
 
     @property
@@ -99,18 +93,8 @@ class Gossip(Component):
             if address not in live:  # a seed outside our view: maybe the other side of a split
                 self._send_sync(address, None, want_reply=True)
 
-    def _on_leave(self, _: ev.LeaveRequested, now: float) -> None:
-        status = self._ctx.me.status
-        if not self.started or self.leaving or status in (MemberStatus.LEAVING, MemberStatus.LEFT):
-            return
-        self.leaving = True
-        if self._handlers_running():
-            # Let running handlers finish, so their senders hear DELIVERED, not "left".
-            self._drain_until = now + self._ctx.config.leave_timeout_s
-        else:
-            self._announce_leaving(now)
-
-    def _announce_leaving(self, now: float) -> None:
+    def announce_leaving(self, now: float) -> None:
+        """LEAVING now (what was accepted is done: ``departure.py``), LEFT a heartbeat later."""
         self._set_my_status(MemberStatus.LEAVING, now)
         self._announce_directly(now)
         self._leave_at = now + self._ctx.config.heartbeat_interval_s
@@ -119,8 +103,10 @@ class Gossip(Component):
 
     def tick(self, now: float) -> None:
         ctx, config = self._ctx, self._ctx.config
-        if self._drain_until is not None or self._leave_at is not None:
-            self._leave_steps(now)
+        if self._leave_at is not None and now >= self._leave_at and not self.has_left:
+            self._leave_at = None
+            self._set_my_status(MemberStatus.LEFT, now)
+            self._announce_directly(now)
         if now >= self._next_heartbeat:
             self._heartbeat(now)
         status = ctx.me.status
@@ -137,20 +123,6 @@ class Gossip(Component):
             self._safety_net(now)
         if ctx.table.has_dead:
             self._expire(now)
-
-    def _leave_steps(self, now: float) -> None:
-        """Handlers done (or out of time): LEAVING; a heartbeat interval later: LEFT."""
-        ctx = self._ctx
-        if self._drain_until is not None:
-            running = self._handlers_running()
-            if not running or now >= self._drain_until:
-                ctx.counters["leave_handlers_unfinished"] += running
-                self._drain_until = None
-                self._announce_leaving(now)
-        if self._leave_at is not None and now >= self._leave_at and not self.has_left:
-            self._leave_at = None
-            self._set_my_status(MemberStatus.LEFT, now)
-            self._announce_directly(now)
 
     def _reconnect(self, now: float) -> None:
         """Contact a down member, and seeds outside our view, so that partitions heal."""

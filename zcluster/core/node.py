@@ -25,6 +25,7 @@ from zcluster.core.batches import Transmit
 from zcluster.core.beacons import Beacons
 from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.connections import Connections
+from zcluster.core.departure import Departure
 from zcluster.core.direct import DirectMessages
 from zcluster.core.dissemination import Dissemination
 from zcluster.core.gossip import Gossip
@@ -72,8 +73,15 @@ class NodeCore:
         self.connections = Connections(ctx)
         self.publisher = Publisher(ctx, self.connections.is_connected)
         self.reliable = ReliableDelivery(ctx, self._leaving)
-        self.gossip = Gossip(
-            ctx, tuple(seeds), self.publisher.positions, lambda: self.reliable.handlers_running
+        self.gossip = Gossip(ctx, tuple(seeds), self.publisher.positions)
+        self.departure = Departure(
+            ctx,
+            started=lambda: self.gossip.started,
+            listening=self.publisher.listening,
+            latest=self.publisher.publications.latest,
+            handlers_running=lambda: self.reliable.handlers_running,
+            sends_pending=self.reliable.sends_pending,
+            announce_leaving=self.gossip.announce_leaving,
         )
         self.dissemination = Dissemination(ctx, self.gossip.push_pull)
         self.detection = FailureDetection(ctx, self.dissemination.piggyback)
@@ -83,6 +91,7 @@ class NodeCore:
         self.direct = DirectMessages(ctx, self._leaving)
         self._components: tuple[Component, ...] = (
             self.gossip,
+            self.departure,
             self.dissemination,
             self.detection,
             self.beacons,
@@ -245,7 +254,7 @@ class NodeCore:
             self.direct.send(event)
 
     def _leaving(self) -> bool:
-        return self.gossip.leaving
+        return self.departure.leaving
 
     def _member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         self._ctx.peers.member_changed(member)

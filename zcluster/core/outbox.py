@@ -128,6 +128,10 @@ class DirectSender:
         box = self._boxes.get(target)
         return 0 if box is None else len(box.entries)
 
+    def counts(self) -> list[tuple[str, int]]:
+        """``(target, messages not yet settled)`` for every target with some."""
+        return [(target, len(box.entries)) for target, box in self._boxes.items() if box.entries]
+
     def low(self, target: str) -> int:
         box = self._boxes.get(target)
         return 1 if box is None else box.low

@@ -87,6 +87,14 @@ class Publisher(Component):
             if listener.settled and self._is_connected(node_id)
         )
 
+    def listening(self) -> list[tuple[str, int, tuple[str, ...]]]:
+        """Each live subscriber incarnation that reads topics of ours, with those topics."""
+        return [
+            (node_id, listener.incarnation, tuple(listener.starts))
+            for node_id, listener in self._listeners.items()
+            if listener.starts and self._is_connected(node_id)
+        ]
+
     def positions(self) -> tuple[msg.Position, ...]:
         """Our latest number on the most recently published topics, for heartbeats."""
         return self.publications.positions()

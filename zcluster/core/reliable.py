@@ -226,6 +226,17 @@ class ReliableDelivery(Component):
                 ctx.send(member.address, stream.ack(ctx.config.ack_selective_max_count))
         receiver.ack_due.clear()
 
+    def sends_pending(self) -> int:
+        """Guaranteed sends to live members not yet acknowledged or failed (those to a
+        down member wait for it to come back, or expire)."""
+        table = self._ctx.table
+        pending = 0
+        for target, count in self.sender.counts():
+            member = table.get(target)
+            if member is not None and member.status.is_live:
+                pending += count
+        return pending
+
     # ------------------------------------------------------------ membership
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:

@@ -34,6 +34,9 @@ class Subscriber(Component):
         #: the topics of the last LISTEN sent to each of those: only a LISTENING for that set
         #: answers it (the network may duplicate an answer to an earlier LISTEN, and late)
         self._listen_sent: dict[str, tuple[str, ...]] = {}
+        #: leaving publishers owed FLUSHED once we hold their last numbers: incarnation and
+        #: positions (one per publisher: at most one per member)
+        self._flushes: dict[str, tuple[int, tuple[msg.Position, ...]]] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
@@ -43,6 +46,7 @@ class Subscriber(Component):
             msg.Publish: self._rx_publish,
             msg.Republish: self._rx_republish,
             msg.Lost: self._rx_lost,
+            msg.Flush: self._rx_flush,
         }
 
     def commands(self) -> Mapping[type, Command]:
@@ -80,6 +84,8 @@ class Subscriber(Component):
         if self.subscriptions.has_provisional:
             for publisher, topic, ready in self.subscriptions.settle_starts(now):
                 self._deliver(publisher, topic, ready)
+        if self._flushes:
+            self._answer_flushes()
         if not self._listen_unanswered:
             return
         for node_id, due in list(self._listen_unanswered.items()):
@@ -207,6 +213,32 @@ class Subscriber(Component):
         if republish.topic in self._topics:
             item = (republish.seq, republish.guarantee, payload)
             self._take(env.sender, env.incarnation, republish.topic, item, now)
+
+    def _rx_flush(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
+        """A leaving publisher: we have read all it published before this; once we hold its
+        last numbers too (fetched, or reported lost), FLUSHED tells it so."""
+        flush = env.message
+        assert isinstance(flush, msg.Flush)
+        if self._life_over(env.sender, env.incarnation):
+            return
+        positions = tuple(p for p in flush.positions if p[0] in self._topics)
+        for topic, last in positions:
+            ready = self.subscriptions.position(env.sender, env.incarnation, topic, last, last, now)
+            self._deliver(env.sender, topic, ready)
+        self._flushes[env.sender] = (env.incarnation, positions)
+        self._answer_flushes()
+
+    def _answer_flushes(self) -> None:
+        ctx, holds = self._ctx, self.subscriptions.holds_through
+        for publisher, (incarnation, positions) in list(self._flushes.items()):
+            if self._life_over(publisher, incarnation):
+                del self._flushes[publisher]
+            elif all(holds(publisher, incarnation, t, last) for t, last in positions):
+                del self._flushes[publisher]
+                address = ctx.live_address(publisher)
+                if address is not None:
+                    ctx.send(address, msg.Flushed())
+                    ctx.counters["flushes_answered"] += 1
 
     def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         lost = env.message

@@ -231,6 +231,14 @@ class Subscriptions:
         self._after_change(key, stream, ready)
         return ready
 
+    def holds_through(self, publisher: str, incarnation: int, topic: str, last: int) -> bool:
+        """Whether the stream has delivered, or reported lost, every number up to ``last``
+        (True without a stream of that incarnation: nothing of it is awaited here)."""
+        stream = self._streams.get((publisher, topic))
+        if stream is None or stream.incarnation != incarnation:
+            return True
+        return stream.final and stream.delivered.upto >= last and not len(stream.held)
+
     @property
     def has_provisional(self) -> bool:
         """Whether a stream's start waits for the publisher's confirmation."""

@@ -19,5 +19,9 @@ SWIM = "swim"
 #: reads DATA_BATCH (revision 1.3): several guaranteed direct messages in one
 BATCH = "batch"
 
+#: a leaving publisher waits for its subscribers' FLUSHED (revision 1.4): reads FLUSH on its
+#: personal frame and answers it
+DRAIN = "drain"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (BATCH, FIELDS, ONE_FRAME, SWIM)
+SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, SWIM)

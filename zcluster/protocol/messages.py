@@ -59,6 +59,8 @@ class Kind(enum.IntEnum):
     GOSSIP = 21
     BEACON = 22
     DATA_BATCH = 23
+    FLUSH = 24
+    FLUSHED = 25
 
 
 @dataclasses.dataclass(slots=True)
@@ -213,6 +215,26 @@ class Beacon:
 
 
 @dataclasses.dataclass(slots=True)
+class Flush:
+    """On PUB, on a subscriber's personal frame, by a publisher that is leaving (capability
+    ``drain``): everything it published is ahead of this in the subscriber's queue, and
+    ``positions`` are its last numbers on the subscriber's numbered topics. Answered with
+    FLUSHED once the subscriber has all of them (or reported what it cannot have)."""
+
+    KIND: ClassVar[Kind] = Kind.FLUSH
+    positions: tuple[Position, ...]
+    #: not a body field: the subscriber it is addressed to (its personal frame)
+    to: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Flushed:
+    """The answer to FLUSH: the subscriber has every publication that preceded it."""
+
+    KIND: ClassVar[Kind] = Kind.FLUSHED
+
+
+@dataclasses.dataclass(slots=True)
 class Data:
     """A guaranteed direct message: number ``seq`` of the sender's stream ``epoch`` to us.
 
@@ -306,6 +328,8 @@ Message = (
     | Reply
     | Publish
     | Beacon
+    | Flush
+    | Flushed
     | Data
     | DataBatch
     | DataAck
@@ -315,7 +339,9 @@ Message = (
 )
 
 #: kinds sent DEALER -> ROUTER; the others travel on PUB
-DIRECT_KINDS = frozenset(k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON))
+DIRECT_KINDS = frozenset(
+    k for k in Kind if k not in (Kind.HEARTBEAT, Kind.PUBLISH, Kind.BEACON, Kind.FLUSH)
+)
 
 
 @dataclasses.dataclass(slots=True)

@@ -28,7 +28,7 @@ from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
-from zcluster.delivery import MessageAcknowledgement
+from zcluster.delivery import DrainReport, MessageAcknowledgement
 from zcluster.errors import (
     ConfigError,
     NotRunning,
@@ -40,7 +40,6 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.driver import Driver, ReadControl
 from zcluster.runtime.gate import OutboxGate
-from zcluster.runtime.lane import too_many_topics
 from zcluster.runtime.runners import InlineRunner, OnError, Runner
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
@@ -253,24 +252,50 @@ class AsyncNode:
                 f"within {limit:g}s: {why}"
             ) from None
 
-    async def stop(self) -> None:
-        """Leave the cluster gracefully and close every socket.
+    async def stop(self) -> DrainReport:
+        """Leave the cluster gracefully, having delivered what was accepted, and close
+        every socket. Returns what was delivered and what could not be.
 
-        Handlers of guaranteed messages still running get up to
-        ``leave_timeout_s`` to finish first (the core refuses new messages
-        meanwhile), so their senders learn they were delivered.
+        New messages are refused from the start. Then the node waits, up to
+        ``drain_timeout_s``, until every subscriber confirms it holds every
+        publication (fetching what it missed meanwhile) and every guaranteed
+        send is acknowledged; and, up to ``leave_timeout_s``, until handlers of
+        guaranteed messages still running finish, so their senders learn they
+        were delivered. What is left undone is logged and reported.
         """
         driver = self._driver
         if driver is None:
-            return
+            return DrainReport()  # not running: nothing to deliver
+        # A node still joining has nothing to leave, nor anything to deliver.
+        left = self._left is None or driver.core.me.status is MemberStatus.JOINING
         try:
-            if self._left is not None and driver.core.me.status is not MemberStatus.JOINING:
+            if not left and self._left is not None:
                 driver.feed(ev.LeaveRequested())
                 await asyncio.wait_for(self._left.wait(), self.config.graceful_stop_max_s)
+                left = True
         except TimeoutError:
             log.warning("node %s: leave not confirmed in time; closing", self.node_id)
         finally:
             self._shut(driver)
+        report = self._report(driver, left)
+        if not report.complete:
+            log.warning("node %s stopped: %s", self.node_id, report)
+        return report
+
+    def _report(self, driver: Driver, left: bool) -> DrainReport:
+        drained = self.app.drained
+        dropped = driver.lane.dropped
+        if drained is None:
+            return DrainReport(publications_dropped=dropped, left=left)
+        return DrainReport(
+            drained.subscribers_confirmed,
+            drained.subscribers_unconfirmed,
+            drained.sends_unacknowledged,
+            drained.handlers_unfinished,
+            dropped,
+            drained.waited_s,
+            left,
+        )
 
     async def abort(self) -> None:
         """Stop at once without leaving, as a crash would: peers must detect the failure.
@@ -521,12 +546,25 @@ class AsyncNode:
         ``EXACTLY_ONCE`` and ``ORDERED`` number the publication, so that
         subscribers fetch what they miss from this node's retransmit buffer and
         report (``on_publication_loss``) what it no longer holds.
+
+        While a subscriber's queue is full (``pubsub_hwm_count``) this waits for
+        room, up to ``publish_block_max_s``: the publisher goes at the pace of
+        its slowest subscriber rather than lose publications (docs/delivery.md).
         """
+        lane = self._require().lane
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
-            self.publish_at_most_once(topic, message)
+            frames = lane.try_unnumbered(topic, message)
         else:
-            self._require().feed(self.prepare_publication(topic, message, guarantee))
-        await self._yield_now_and_then()
+            frames = lane.try_numbered(topic, message, guarantee)
+        if frames is None:
+            await self._yield_now_and_then()
+            return
+        # A subscriber's queue is full: wait for room without holding up the loop.
+        for pause in lane.room_pauses():
+            await asyncio.sleep(pause)
+            if lane.offer(frames):
+                return
+        lane.force(frames)
 
     def publish_at_most_once(self, topic: str, message: Any) -> None:
         """Publish without a guarantee, at once, from any thread.
@@ -540,16 +578,6 @@ class AsyncNode:
         """``publish_at_most_once`` of this run of the node, to call without the lookups
         (it raises NotRunning once the node stops)."""
         return self._require().lane.publish_unnumbered
-
-    def prepare_publication(
-        self, topic: str, message: Any, guarantee: DeliveryGuarantee
-    ) -> ev.PublishRequested:
-        """Check a publication's arguments and serialize it. Safe from any thread."""
-        validate_topic(topic)
-        guarantee = checked_guarantee(guarantee)
-        if guarantee.is_reliable and not self._require().core.can_publish_guaranteed(topic):
-            raise ConfigError(too_many_topics(self.config.published_topics_max_count))
-        return ev.PublishRequested(topic, self.app.encode(message), guarantee)
 
     def numbered_publisher(self) -> Callable[[str, Any, DeliveryGuarantee], None]:
         """Guaranteed publishing of this run of the node, in the caller's thread, for the

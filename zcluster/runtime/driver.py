@@ -96,6 +96,10 @@ def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: direct message kinds that queue callbacks (handlers, subscribers, loss reports)
+_CALLING = frozenset({msg.Send, msg.Request, msg.Data, msg.DataBatch, msg.Republish, msg.Lost})
+
+
 def _decode_router(frames: list[bytes], limit: int) -> ev.EnvelopeReceived:
     envelope, payload = decode_direct(frames[1:], limit)  # frames[0]: the ROUTER's routing id
     return ev.EnvelopeReceived(envelope, payload)
@@ -154,7 +158,12 @@ class Driver:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._resolving = False
         self._turn_end_scheduled = False
+        #: whether publications are read (a full callback queue pauses it)
         self._reading = False
+        #: whether the ROUTER is read: it goes on while publications pause, holding back
+        #: what would queue more callbacks (``_held``), until that is full too
+        self._reading_router = False
+        self._held: list[ev.Event] = []
         self._closed = False
         #: fault injection for tests (zcluster.testing): the delays after which each
         #: received message is handled, () to drop it; None handles everything at once
@@ -180,6 +189,7 @@ class Driver:
             self.feed(ev.TurnEnded())  # what waits for it leaves now: batches, acknowledgements
             self._closed = True
         self.pause_reading()
+        self._stop_reading_router()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.lane.close()
@@ -187,20 +197,33 @@ class Driver:
             self.transport.close()
 
     def pause_reading(self) -> None:
+        """The callbacks' queue is full: stop reading publications. The ROUTER is still
+        read, so that probes, acknowledgements and membership are answered and a busy
+        node is not declared down, but what would queue more callbacks is held back
+        (up to ``direct_hwm_count`` messages; then the ROUTER waits too)."""
         if self._reading:
             self._reading = False
-            self.loop.remove_reader(self._router_fd)
             self.loop.remove_reader(self._sub_fd)
 
     def resume_reading(self) -> None:
         if self._reading or self._closed:
             return
         self._reading = True
-        self.loop.add_reader(self._router_fd, self._read_router)
         self.loop.add_reader(self._sub_fd, self._read_sub)
+        if not self._reading_router:
+            self._reading_router = True
+            self.loop.add_reader(self._router_fd, self._read_router)
+        held, self._held = self._held, []
+        if held:
+            self.feed_many(held)
         # The descriptors are edge-triggered: messages may already be waiting.
         self.loop.call_soon(self._read_router)
         self.loop.call_soon(self._read_sub)
+
+    def _stop_reading_router(self) -> None:
+        if self._reading_router:
+            self._reading_router = False
+            self.loop.remove_reader(self._router_fd)
 
     # ------------------------------------------------------------ input
 
@@ -399,7 +422,8 @@ class Driver:
     ) -> None:
         """Read up to one batch of waiting messages, fed to the core together; schedule
         another turn if more wait."""
-        if not self._reading:
+        router = channel == "router"
+        if not (self._reading_router if router else self._reading):
             return
         limit, quiet = self._config.max_header_bytes, self._quiet
         read: list[ev.Event] = []
@@ -418,6 +442,12 @@ class Driver:
                     event = decode(frames, limit)
                 except WireError as exc:
                     self._reject(channel, exc)
+                    continue
+                if router and not self._reading and type(event.envelope.message) in _CALLING:
+                    self._held.append(event)
+                    if len(self._held) >= self._config.direct_hwm_count:
+                        self._stop_reading_router()
+                        return
                     continue
                 if self.inbound_faults is None:
                     read.append(event)

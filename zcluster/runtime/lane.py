@@ -3,21 +3,29 @@
 Unnumbered (AT_MOST_ONCE) publications carry no protocol state: nothing is
 numbered, kept or acknowledged. So they skip the loop and the core: the
 caller's thread encodes the header and sends at once, under a lock that
-also covers the loop's own PUB traffic (beacons, heartbeats, numbered
-publications of the asyncio API). Numbered ones need one piece of the
-core's state, the numbering and retransmit buffer (``Publications``, which
-guards itself): under the same lock the caller's thread numbers, keeps
-and sends, so that the blocking API's publications leave each topic's
-numbers in order (the asyncio API numbers in the core and sends after:
-a node publishes through one API or the other). Without
-the hop a publication costs about what raw pyzmq costs; the lock is
-uncontended unless two threads publish at once.
+also covers the loop's own PUB traffic (beacons, heartbeats, FLUSH).
+Numbered ones need one piece of the core's state, the numbering and
+retransmit buffer (``Publications``, which guards itself): under the same
+lock the caller's thread numbers, keeps and sends, so that each topic's
+numbers leave in order. Without the hop a publication costs about what raw
+pyzmq costs; the lock is uncontended unless two threads publish at once.
+
+The PUB does not drop (``XPUB_NODROP``): a publication that finds a
+subscriber's queue full (``pubsub_hwm_count``) waits for room, outside the
+lock, up to ``publish_block_max_s``; the publisher goes at the pace of its
+slowest subscriber instead of losing what it sends. Past that wait the
+publication goes to the others and is dropped for the full queue (counted;
+a numbered one is fetched again from the retransmit buffer), and the
+publications of the next ``publish_block_max_s`` do not wait: a subscriber
+that stopped reading slows its publisher once, not at every message. The
+loop never waits: its own messages go lossy at once when a queue is full.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -33,6 +41,11 @@ from zcluster.runtime.transport import LAST_FRAME, MORE_FRAMES, SEND
 from zcluster.wire import Encoder
 
 _UNNUMBERED = DeliveryGuarantee.AT_MOST_ONCE
+#: the first pause while a publication waits for room, and the longest
+_ROOM_FIRST_PAUSE_S = 0.0002
+_ROOM_MAX_PAUSE_S = 0.01
+#: the frames of one message and their flags, to send again once there is room
+Frames = tuple[tuple[bytes, int], ...]
 #: the guarantees a numbered publication may carry, as the core checks them
 _NUMBERED = frozenset(g for g in SUPPORTED_GUARANTEES if g.is_reliable)
 
@@ -63,23 +76,48 @@ class PublicationLane:
         self._max_message_bytes = config.max_message_bytes
         self._one_frame_max_bytes = config.one_frame_max_bytes
         self._config_topics_max_count = config.published_topics_max_count
+        self._block_max_s = config.publish_block_max_s
         # One lock for the PUB socket and the numbering behind it: a thread that publishes
         # with a guarantee numbers and sends under it, and the loop reads the numbering
         # (heartbeats, fetches) under it too, as the Publications' guard.
         self._lock = threading.Lock()
         publications.guard = self._lock
+        #: the loop's thread (the lane is built there): it never waits for room
+        self._loop_thread = threading.get_ident()
+        #: until then, publications do not wait for room (one waited in vain)
+        self._no_wait_until = 0.0
         #: whether every member reads one-frame publications (the loop keeps it current)
         self.one_frame = False
         #: publications sent from callers' threads
         self.published = 0
+        #: messages a full subscriber queue refused after their wait (dropped for it)
+        self.dropped = 0
+
+    # ------------------------------------------------------------ publications
 
     def publish_unnumbered(self, topic: str, message: Any) -> None:
-        """Serialize and send an AT_MOST_ONCE publication now, in the caller's thread.
+        """Serialize and send an AT_MOST_ONCE publication now, in the caller's thread,
+        waiting for room in a full subscriber queue (see the module).
 
         Raises ConfigError for a topic the wire cannot carry, SerializationError
         for a message that cannot be sent, NotRunning once the node has stopped.
-        PUB drops at its high-water mark, so this never blocks.
         """
+        frames = self.try_unnumbered(topic, message)
+        if frames is not None:
+            self._wait_for_room(frames)
+
+    def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
+        """Serialize, number, keep and send a guaranteed publication now, in the caller's
+        thread, waiting for room as ``publish_unnumbered`` does. Raises as that does,
+        UnsupportedGuarantee (a ConfigError) for a guarantee publications do not take,
+        and ConfigError if the topic would be one numbered topic too many."""
+        frames = self.try_numbered(topic, message, guarantee)
+        if frames is not None:
+            self._wait_for_room(frames)
+
+    def try_unnumbered(self, topic: str, message: Any) -> Frames | None:
+        """``publish_unnumbered`` without the wait: None once sent, else the frames to
+        ``offer`` again (a subscriber's queue is full)."""
         payload = self._serialize(message)  # _encode and _open written out: the hottest path
         if len(payload) > self._max_message_bytes:
             raise_too_large(payload, self._max_message_bytes)
@@ -88,21 +126,19 @@ class PublicationLane:
             pub = self._pub
             if pub is None:
                 raise NotRunning.of(self._node_id)
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-                SEND(
-                    pub,
-                    self._encoder.publication_frame(prefix, 0, _UNNUMBERED, payload),
-                    LAST_FRAME,
-                )
-            else:
-                self._send_publication(pub, topic, prefix, 0, _UNNUMBERED, payload)
             self.published += 1
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+                frame = self._encoder.publication_frame(prefix, 0, _UNNUMBERED, payload)
+                try:
+                    SEND(pub, frame, LAST_FRAME)
+                    return None
+                except zmq.Again:
+                    return ((frame, LAST_FRAME),)
+            return self._send_publication(pub, topic, prefix, 0, _UNNUMBERED, payload)
 
-    def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
-        """Serialize, number, keep and send a guaranteed publication now, in the caller's
-        thread. Raises as ``publish_unnumbered`` does, UnsupportedGuarantee (a
-        ConfigError) for a guarantee publications do not take, and ConfigError if the
-        topic would be one numbered topic too many."""
+    def try_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> Frames | None:
+        """``publish_numbered`` without the wait, as ``try_unnumbered``: the publication is
+        numbered and kept either way."""
         if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
         payload = self._encode(message)
@@ -112,15 +148,43 @@ class PublicationLane:
             seq = self._publications.append_held(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-                SEND(
-                    pub,
-                    self._encoder.publication_frame(prefix, seq, guarantee, payload),
-                    LAST_FRAME,
-                )
-            else:
-                self._send_publication(pub, topic, prefix, seq, guarantee, payload)
             self.published += 1
+            return self._send_publication(pub, topic, prefix, seq, guarantee, payload)
+
+    def room_pauses(self) -> Iterator[float]:
+        """How long to pause before each new ``offer`` of a message that found a queue
+        full; once these run out, ``force`` it."""
+        now = time.monotonic()
+        if now < self._no_wait_until:
+            return
+        deadline = now + self._block_max_s
+        pause = _ROOM_FIRST_PAUSE_S
+        while time.monotonic() < deadline:
+            yield pause
+            pause = min(2 * pause, _ROOM_MAX_PAUSE_S)
+        self._no_wait_until = time.monotonic() + self._block_max_s
+
+    def offer(self, frames: Frames) -> bool:
+        """Send a message that found a queue full, if every queue has room now."""
+        with self._lock:
+            return self._send_frames(self._open(), frames)
+
+    def force(self, frames: Frames) -> None:
+        """Send a message to every subscriber with room; dropped for those without."""
+        with self._lock:
+            self._send_lossy(self._open(), frames)
+
+    def _wait_for_room(self, frames: Frames) -> None:
+        if threading.get_ident() == self._loop_thread:  # it would hold up the subscribers
+            self.force(frames)  # this node's own subscribers, and the loop's traffic
+            return
+        for pause in self.room_pauses():
+            time.sleep(pause)
+            if self.offer(frames):
+                return
+        self.force(frames)
+
+    # ------------------------------------------------------------ internals
 
     def _encode(self, message: Any) -> bytes:
         """``Application.encode``, written out: the hottest path of all."""
@@ -146,24 +210,26 @@ class PublicationLane:
     def publish(self, topic: str | None, message: msg.Message, payload: bytes) -> None:
         """Send a message of the loop's (``topic`` None: membership traffic), numbered
         under the lock so that on this socket a later message has the larger header seq;
-        dropped once the lane is closed."""
+        dropped once the lane is closed. The loop never waits for room: a full queue
+        loses this message (membership traffic is repeated; a numbered publication is
+        fetched again)."""
         with self._lock:
             pub = self._pub
-            if pub is not None:
-                self._send(pub, topic, message, payload)
-
-    def _send(
-        self, pub: zmq.Socket[bytes], topic: str | None, message: msg.Message, payload: bytes
-    ) -> None:
-        encoder = self._encoder
-        if topic is not None and type(message) is msg.Publish:  # not a BEACON
-            prefix = encoder.one_frame_prefix_of(topic)
-            self._send_publication(pub, topic, prefix, message.seq, message.guarantee, payload)
-            return
-        first, header, payload = encoder.published(topic, message, payload)
-        SEND(pub, first, MORE_FRAMES)
-        SEND(pub, header, MORE_FRAMES)
-        SEND(pub, payload, LAST_FRAME)
+            if pub is None:
+                return
+            encoder = self._encoder
+            if topic is not None and type(message) is msg.Publish:  # not a BEACON
+                prefix = encoder.one_frame_prefix_of(topic)
+                frames = self._send_publication(
+                    pub, topic, prefix, message.seq, message.guarantee, payload
+                )
+            else:
+                first, header, payload = encoder.published(topic, message, payload)
+                frames = ((first, MORE_FRAMES), (header, MORE_FRAMES), (payload, LAST_FRAME))
+                if self._send_frames(pub, frames):
+                    return
+            if frames is not None:
+                self._send_lossy(pub, frames)
 
     def _send_publication(
         self,
@@ -173,17 +239,43 @@ class PublicationLane:
         seq: int,
         guarantee: DeliveryGuarantee,
         payload: bytes,
-    ) -> None:
-        """``Publish(seq, guarantee)`` on ``topic`` (whose one-frame form starts with
+    ) -> Frames | None:
+        """Send ``Publish(seq, guarantee)`` on ``topic`` (whose one-frame form starts with
         ``prefix``): in one frame as a rule, in three while some member does not read
-        that form or the payload is too large to join."""
+        that form or the payload is too large to join. None once sent, else its frames
+        (a subscriber's queue is full)."""
         encoder = self._encoder
+        frames: Frames
         if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-            SEND(pub, encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME)
-            return
-        SEND(pub, encoder.topic_frame(topic), MORE_FRAMES)
-        SEND(pub, encoder.publication_header(seq, guarantee), MORE_FRAMES)
-        SEND(pub, payload, LAST_FRAME)
+            frames = ((encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME),)
+        else:
+            frames = (
+                (encoder.topic_frame(topic), MORE_FRAMES),
+                (encoder.publication_header(seq, guarantee), MORE_FRAMES),
+                (payload, LAST_FRAME),
+            )
+        return None if self._send_frames(pub, frames) else frames
+
+    def _send_frames(self, pub: zmq.Socket[bytes], frames: Frames) -> bool:
+        """Send a whole message without waiting: False, nothing sent, if a queue is full
+        (only a message's first frame can find it full)."""
+        first, flags = frames[0]
+        try:
+            SEND(pub, first, flags)
+        except zmq.Again:
+            return False
+        for frame, flags in frames[1:]:
+            SEND(pub, frame, flags)
+        return True
+
+    def _send_lossy(self, pub: zmq.Socket[bytes], frames: Frames) -> None:
+        pub.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            for frame, flags in frames:
+                SEND(pub, frame, flags)
+        finally:
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+        self.dropped += 1
 
     def close(self) -> None:
         """Refuse further publications; the socket itself is closed by its owner."""

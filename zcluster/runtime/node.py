@@ -33,7 +33,7 @@ from zcluster.application import (
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.delivery import MessageAcknowledgement
+from zcluster.delivery import DrainReport, MessageAcknowledgement
 from zcluster.errors import ConfigError, NotRunning
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
@@ -149,19 +149,21 @@ class Node:
         self._publish_now = self._node.publisher()
         self._publish_numbered = self._node.numbered_publisher()
 
-    def stop(self) -> None:
-        """Leave the cluster gracefully, close every socket, end the threads."""
-        self._end(self._node.stop)
+    def stop(self) -> DrainReport:
+        """Leave the cluster gracefully, having delivered what was accepted, close every
+        socket, end the threads; see AsyncNode.stop for what it waits for and returns."""
+        report = self._end(self._node.stop)
+        return DrainReport() if report is None else report  # None: it was not running
 
     def abort(self) -> None:
         """Stop at once without leaving, as a crash would (for tests); see AsyncNode.abort."""
         self._end(self._node.abort)
 
-    def _end(self, how: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _end(self, how: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
         if self._thread is None:
-            return
+            return None
         try:
-            self._call(how())
+            return self._call(how(), self.config.graceful_stop_max_s)
         finally:
             self._shutdown_loop()
 
@@ -287,10 +289,11 @@ class Node:
     ) -> None:
         """Publish ``message`` on ``topic``; see AsyncNode.publish for ``guarantee``.
 
-        This thread sends it at once and never waits (``timeout`` is accepted
-        for compatibility and unused): the PUB socket drops what a subscriber
-        has no room for beyond ``pubsub_hwm_count``, and a guaranteed
-        publication dropped so is fetched again from the retransmit buffer.
+        This thread sends it at once. While a subscriber's queue is full
+        (``pubsub_hwm_count``) it waits for room, up to ``publish_block_max_s``
+        (``timeout`` is accepted for compatibility and unused); past that the
+        publication is dropped for that subscriber only, and a guaranteed one
+        is fetched again from the retransmit buffer.
         """
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
             self._publish_now(topic, message)

@@ -3,6 +3,12 @@
 No protocol decisions here: the transport opens, sends and closes as told.
 Every socket gets a short linger and explicit high-water marks; MAXMSGSIZE
 makes libzmq refuse oversized frames before they reach Python.
+
+ZMTP heartbeats (which drop dead TCP connections) go only on the sockets
+that send: PUB and DEALERs. On the ROUTER and the SUB, whose input stalls
+when their queue is full, libzmq 4.3 aborts the process (``Assertion failed:
+!_io_error``, stream_engine_base.cpp) when a heartbeat falls due on a stalled
+connection whose peer has gone; the membership protocol watches peers there.
 """
 
 from __future__ import annotations
@@ -93,9 +99,12 @@ class Transport:
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self.context.set(zmq.MAX_SOCKETS, config.sockets_max_count)
-        self.router = self._socket(zmq.ROUTER, config.direct_hwm_count)
+        self.router = self._socket(zmq.ROUTER, config.direct_hwm_count, heartbeats=False)
         self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
-        self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count)
+        # A full subscriber queue refuses (EAGAIN) instead of dropping: publishers wait
+        # for room (runtime/lane.py).
+        self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sub = self._socket(zmq.SUB, config.pubsub_hwm_count, heartbeats=False)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
         self._dealers: dict[str, _Dealer] = {}
@@ -107,15 +116,16 @@ class Transport:
         self.router_port = 0
         self.pub_port = 0
 
-    def _socket(self, kind: int, hwm: int) -> zmq.Socket[bytes]:
+    def _socket(self, kind: int, hwm: int, *, heartbeats: bool = True) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, self._linger_ms)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, self._config.max_message_bytes)
-        heartbeat_ms = int(self._config.zmtp_heartbeat_s * 1000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        if heartbeats:  # not where input stalls (see the module)
+            heartbeat_ms = int(self._config.zmtp_heartbeat_s * 1000)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(zmq.IPV6, 1)

@@ -442,7 +442,7 @@ class SimNetwork:
                 )
                 event = ev.EnvelopeReceived(envelope, payload, decoded_topic)
                 pub = node.core.me.pub_address
-                to = message.to if isinstance(message, msg.Heartbeat) else None
+                to = message.to if isinstance(message, msg.Heartbeat | msg.Flush) else None
                 nodes = self.nodes
                 for node_id in (to,) if to is not None else tuple(self._readers.get(pub, ())):
                     other = nodes[node_id]
