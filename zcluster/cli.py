@@ -25,6 +25,8 @@ from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
 from zcluster.config import did_you_mean
+from zcluster.core.component import SUPPORTED_GUARANTEES
+from zcluster.delivery import DeliveryGuarantee, DrainReport
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
@@ -41,6 +43,9 @@ log = logging.getLogger("zcluster.cli")
 USAGE_ERROR_EXIT = 2
 #: 128 + the signal's number, as shells report a process a signal ended
 INTERRUPTED_EXIT = 128 + signal.SIGINT
+#: the guarantees this release honours, by their names on the command line
+_GUARANTEES = {g.value.replace("_", "-"): g for g in DeliveryGuarantee if g in SUPPORTED_GUARANTEES}
+GUARANTEE_NAMES = tuple(_GUARANTEES)
 BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
 #: members named in a ``view:`` log line; the others are counted
@@ -248,6 +253,13 @@ def _parse_message(text: str, as_json: bool) -> Any:
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--json", "as_json", is_flag=True, help="MESSAGE is JSON, not a plain string.")
 @click.option(
+    "--guarantee",
+    type=click.Choice(GUARANTEE_NAMES),
+    default="at-most-once",
+    show_default=True,
+    help="Delivery guarantee; numbered ones are repaired from our retransmit buffer.",
+)
+@click.option(
     "--wait",
     default=3.0,
     show_default=True,
@@ -264,26 +276,41 @@ def pub(
     advertise: str | None,
     count: int,
     as_json: bool,
+    guarantee: str,
     wait: float,
     log_level: str | None,
     log_format: str,
 ) -> None:
-    """Join the cluster briefly and publish MESSAGE on TOPIC."""
+    """Join the cluster briefly, publish MESSAGE on TOPIC, and leave once every subscriber
+    confirmed it has every message (up to drain_timeout_s; exit status 1 if not)."""
     if not seeds:
         raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
     value = _parse_message(message, as_json)
     node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise)
     _setup_logging(log_level or "warning", log_format)
-    if not asyncio.run(_run_pub(node, topic, value, count, wait)):
+    how = _GUARANTEES[guarantee]
+    outcome = asyncio.run(_run_pub(node, topic, value, count, how, wait))
+    if outcome is None:
         sys.exit(INTERRUPTED_EXIT)
+    if not outcome.complete:
+        click.echo(f"zcluster: error: not every message was delivered: {outcome}", err=True)
+        sys.exit(1)
 
 
-async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: float) -> bool:
-    """Publish ``count`` times; False if SIGINT or SIGTERM came first."""
+async def _run_pub(
+    node: AsyncNode,
+    topic: str,
+    value: Any,
+    count: int,
+    guarantee: DeliveryGuarantee,
+    wait: float,
+) -> DrainReport | None:
+    """Publish ``count`` times, then leave once every subscriber has them all; what the
+    leave could not deliver, or None if SIGINT or SIGTERM came first."""
     stop = asyncio.Event()
     _on_stop_signals(asyncio.get_running_loop(), stop)
     if not await _start_interruptibly(node, stop):
-        return False
+        return None
     try:
 
         def everyone_listens() -> bool:
@@ -300,13 +327,20 @@ async def _run_pub(node: AsyncNode, topic: str, value: Any, count: int, wait: fl
                 await asyncio.sleep(0)  # let a signal through
                 if stop.is_set():
                     click.echo(f"interrupted after {sent} of {count} message(s)", err=True)
-                    return False
-            await node.publish(topic, value)
-        receivers = len(node.subscribers(topic))
-        click.echo(f"published {count} message(s) on {topic!r} to {receivers} subscriber(s)")
-        return True
-    finally:
+                    await node.stop()
+                    return None
+            await node.publish(topic, value, guarantee=guarantee)
+    except BaseException:
         await node.stop()
+        raise
+    receivers = len(node.subscribers(topic))
+    report = await node.stop()
+    confirmed = len(report.subscribers_confirmed)
+    click.echo(
+        f"published {count} message(s) on {topic!r} to {receivers} subscriber(s); "
+        f"{confirmed} confirmed having them all"
+    )
+    return report
 
 
 @cli.command(short_help="Print the cluster's members, as a table or JSON.")
