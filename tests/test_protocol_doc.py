@@ -66,9 +66,10 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("batch", "fields", "oneframe", "swim")
-    # revisions 1.1, 1.2 and 1.3
-    for caps in (("fields",), ("fields", "oneframe", "swim"), SUPPORTED):
+    assert SUPPORTED == ("batch", "drain", "fields", "oneframe", "swim")
+    # revisions 1.1, 1.2, 1.3 and 1.4
+    revision_1_3 = ("batch", "fields", "oneframe", "swim")
+    for caps in (("fields",), ("fields", "oneframe", "swim"), revision_1_3, SUPPORTED):
         announcement = spaced(encode_capabilities(caps))
         assert f"`{announcement}`" in SPEC
         assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC

@@ -24,12 +24,13 @@ from zcluster import __version__
 from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
-from zcluster.config import did_you_mean
+from zcluster.config import NodeConfig, did_you_mean
 from zcluster.core.component import SUPPORTED_GUARANTEES
 from zcluster.delivery import DeliveryGuarantee, DrainReport
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
+from zcluster.runtime.runners import OnError, ReadControl, Runner, ThreadRunner
 from zcluster.settings import (
     DEFAULT_BIND,
     LOG_LEVELS,
@@ -266,6 +267,13 @@ def _parse_message(text: str, as_json: bool) -> Any:
     type=click.FloatRange(0, 3600),
     help="Seconds to wait for every member to confirm it receives our publications.",
 )
+@click.option(
+    "--drain-timeout",
+    default=NodeConfig().drain_timeout_s,
+    show_default=True,
+    type=click.FloatRange(0, 3600, min_open=True),
+    help="Seconds to wait, before leaving, for subscribers to confirm they have every message.",
+)
 @log_option
 @log_format_option
 def pub(
@@ -278,6 +286,7 @@ def pub(
     as_json: bool,
     guarantee: str,
     wait: float,
+    drain_timeout: float,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -286,7 +295,8 @@ def pub(
     if not seeds:
         raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
     value = _parse_message(message, as_json)
-    node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise)
+    config = NodeConfig(drain_timeout_s=drain_timeout)
+    node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise, config=config)
     _setup_logging(log_level or "warning", log_format)
     how = _GUARANTEES[guarantee]
     outcome = asyncio.run(_run_pub(node, topic, value, count, how, wait))
@@ -418,9 +428,28 @@ def sub(
     """Join the cluster and print messages published on TOPIC until interrupted."""
     if not seeds:
         raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
-    node = AsyncNode(_short_lived_id("sub"), bind or DEFAULT_BIND, seeds, advertise)
+    # Messages are printed on a thread of their own: a slow reader of our output holds up
+    # the printing, not the node (which keeps answering its peers while it waits).
+    config = NodeConfig()
+    printers: list[ThreadRunner] = []
+
+    def printer(loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: OnError) -> Runner:
+        printers.append(ThreadRunner.for_node(loop, reading, on_error, config=config))
+        return printers[-1]
+
+    node = AsyncNode(
+        _short_lived_id("sub"),
+        bind or DEFAULT_BIND,
+        seeds,
+        advertise,
+        config=config,
+        callbacks=printer,
+    )
     _setup_logging(log_level or "warning", log_format)
-    if not asyncio.run(_run_sub(node, topic, count, as_json)):
+    printed_all = asyncio.run(_run_sub(node, topic, count, as_json))
+    for thread in printers:
+        thread.join()  # what was received before the stop is printed
+    if not printed_all:
         _quiet_closed_stdout()
         sys.exit(BROKEN_PIPE_EXIT)
 
@@ -443,12 +472,13 @@ async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool
     """Print what arrives until ``count``, SIGINT or SIGTERM; False if stdout's reader
     went away (``zcluster sub ... | head``)."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     received = 0
     reader_gone = False
 
-    def show(topic_name: str, message: Any, sender: str) -> None:
+    def show(topic_name: str, message: Any, sender: str) -> None:  # on the printing thread
         nonlocal received, reader_gone
-        if reader_gone:
+        if reader_gone or (count is not None and received >= count):
             return
         received += 1
         if as_json:
@@ -462,13 +492,13 @@ async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool
             click.echo(line)
         except BrokenPipeError:
             reader_gone = True
-            stop.set()
+            loop.call_soon_threadsafe(stop.set)
             return
         if count is not None and received >= count:
-            stop.set()
+            loop.call_soon_threadsafe(stop.set)
 
     await node.subscribe(topic, show)
-    _on_stop_signals(asyncio.get_running_loop(), stop)
+    _on_stop_signals(loop, stop)
     if not await _start_interruptibly(node, stop):
         return True
     click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)

@@ -24,7 +24,6 @@ from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.wire import (
-    personal_frame,
     CONTROL_TOPIC,
     DIRECT_KINDS,
     MAX_CAPABILITIES_BYTES,
@@ -50,6 +49,7 @@ from zcluster.wire import (
     encode_capabilities,
     encode_header,
     encode_member,
+    personal_frame,
     topic_frame,
 )
 

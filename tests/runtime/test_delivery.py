@@ -244,17 +244,26 @@ def test_unavailable_guarantees_and_bad_arguments_are_refused(trio: list[Node]) 
         a.send("ghost", "work", 1)
 
 
-def test_stopping_the_sender_fails_what_is_pending(make_node: NodeFactory) -> None:
-    a = make_node("a")
+def test_stopping_the_sender_waits_for_acknowledgements_then_fails_what_is_pending(
+    make_node: NodeFactory,
+) -> None:
+    a = make_node("a", drain_timeout_s=0.5)
     b = make_node("b", a)
     assert wait_until(lambda: all_up([a, b]), 5)
+    b.register("quick", lambda message, sender: None)
     release = threading.Event()
     b.register("stuck", lambda message, sender: release.wait(5))
-    ack = a.send("b", "stuck", 1)
-    a.stop()
+    quick = a.send("b", "quick", 1)
+    stuck = a.send("b", "stuck", 2)
+    began = time.monotonic()
+    report = a.stop()
+    waited = time.monotonic() - began
     release.set()
-    assert ack is not None and ack.wait(1) is AckStatus.FAILED
-    assert "stopped" in ack.reason
+    assert quick is not None and quick.status is AckStatus.DELIVERED  # waited for, at stop
+    assert stuck is not None and stuck.wait(1) is AckStatus.FAILED
+    assert "stopped" in stuck.reason
+    assert report.sends_unacknowledged == 1 and not report.complete
+    assert 0.5 <= waited < 3, waited
 
 
 def test_async_acks_are_awaitable() -> None:
@@ -359,7 +368,10 @@ def test_an_await_given_up_on_a_closed_loop_breaks_nothing(trio: list[Node]) -> 
 
 def test_a_send_waiting_for_room_when_the_node_stops_is_refused_cleanly() -> None:
     async def main() -> None:
-        async with AsyncNode("a", outbox_max_count=1) as a, AsyncNode("b", seeds=[a.address]) as b:
+        async with (
+            AsyncNode("a", outbox_max_count=1, drain_timeout_s=0.5) as a,
+            AsyncNode("b", seeds=[a.address]) as b,
+        ):
             release = asyncio.Event()
 
             async def stuck(message: int, sender: str) -> None:

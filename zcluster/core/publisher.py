@@ -88,12 +88,20 @@ class Publisher(Component):
         )
 
     def listening(self) -> list[tuple[str, int, tuple[str, ...]]]:
-        """Each live subscriber incarnation that reads topics of ours, with those topics."""
-        return [
-            (node_id, listener.incarnation, tuple(listener.starts))
-            for node_id, listener in self._listeners.items()
-            if listener.starts and self._is_connected(node_id)
-        ]
+        """Each subscriber incarnation that reads topics of ours, with those topics: those
+        we hold down too (they may have missed some), not those that left or were removed."""
+        table = self._ctx.table
+        out = []
+        for node_id, listener in self._listeners.items():
+            member = table.get(node_id)
+            if (
+                listener.starts
+                and member is not None
+                and member.incarnation == listener.incarnation
+                and not member.status.is_gone
+            ):
+                out.append((node_id, listener.incarnation, tuple(listener.starts)))
+        return out
 
     def positions(self) -> tuple[msg.Position, ...]:
         """Our latest number on the most recently published topics, for heartbeats."""

@@ -38,9 +38,9 @@ from zcluster.errors import (
 )
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.runtime.driver import Driver, ReadControl
+from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
-from zcluster.runtime.runners import InlineRunner, OnError, Runner
+from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
@@ -393,6 +393,7 @@ class AsyncNode:
             gauges = driver.transport.gauges()
         stats = {**driver.counters, **gauges}
         stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published
+        stats["publications_dropped_queue_full"] = driver.lane.dropped
         return stats
 
     async def wait_for(

@@ -62,14 +62,6 @@ class Application(Protocol):
     serializer: Serializer
 
 
-class ReadControl(Protocol):
-    """Stopping and resuming reading the sockets (a full callback queue pauses it)."""
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-
 def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
     """Turn seed names into addresses; a name with several addresses gives several seeds."""
     out: list[str] = []

@@ -38,9 +38,8 @@ from zcluster.errors import ConfigError, NotRunning
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
 from zcluster.runtime.asyncnode import AsyncNode, validate_topic
-from zcluster.runtime.driver import ReadControl
 from zcluster.runtime.gate import OutboxGate
-from zcluster.runtime.runners import OnError, ThreadRunner
+from zcluster.runtime.runners import OnError, ReadControl, ThreadRunner
 from zcluster.serialization import Serializer
 
 T = TypeVar("T")
@@ -88,14 +87,7 @@ class Node:
     def _make_runner(
         self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: OnError
     ) -> ThreadRunner:
-        self._runner = ThreadRunner(
-            loop,
-            on_error,
-            self.config.callback_queue_max_count,
-            reading.pause_reading,
-            reading.resume_reading,
-            self.config.control_call_timeout_s,
-        )
+        self._runner = ThreadRunner.for_node(loop, reading, on_error, config=self.config)
         return self._runner
 
     @property

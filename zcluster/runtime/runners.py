@@ -17,10 +17,20 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from zcluster.config import NodeConfig
+
 Call = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
 #: a callback without an outcome handler raised (those with one get the exception)
 OnError = Callable[[BaseException], None]
+
+
+class ReadControl(Protocol):
+    """Stopping and resuming reading the sockets (a full callback queue pauses it)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
 class AnyThread:
@@ -155,6 +165,25 @@ class ThreadRunner:
         self._outcomes: list[tuple[Done, Any, BaseException | None]] = []
         self._thread = threading.Thread(target=self._work, name="zcluster-callbacks", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_node(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        reading: ReadControl,
+        on_error: OnError,
+        *,
+        config: NodeConfig,
+    ) -> ThreadRunner:
+        """The runner of a node's callbacks (a RunnerFactory, given the node's config)."""
+        return cls(
+            loop,
+            on_error,
+            config.callback_queue_max_count,
+            reading.pause_reading,
+            reading.resume_reading,
+            config.control_call_timeout_s,
+        )
 
     def run(self, call: Call, done: Done | None) -> None:
         if not self._pending:
