@@ -24,7 +24,7 @@ from zcluster.errors import (
     ZclusterError,
 )
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.runtime.asyncnode import AsyncNode, JoinTimeout
+from zcluster.runtime.asyncnode import AsyncNode, JoinRefused, JoinTimeout
 from zcluster.runtime.node import Node
 from zcluster.serialization import (
     JsonSerializer,
@@ -46,6 +46,7 @@ __all__ = [
     "DeliveryGuarantee",
     "DeserializeError",
     "DrainReport",
+    "JoinRefused",
     "JoinTimeout",
     "JsonSerializer",
     "Member",

@@ -105,6 +105,8 @@ class Application:
         self.loss_callbacks: list[LossCallback] = []
         #: the host's own interest in this node's record (joined, left); runs on the loop
         self.on_my_change: Callable[[Member], None] = lambda member: None
+        #: the host's own interest in a seed refusing to admit this node (why); on the loop
+        self.on_join_refused: Callable[[str], None] = lambda reason: None
         self.incarnation = 0
         self._runner: Runner | None = None
         self._feed: Callable[[ev.Event], None] = _detached
@@ -291,6 +293,7 @@ class Application:
             fx.PublicationsLost: self._publications_lost,
             fx.MemberChanged: self._member_changed,
             fx.Drained: self._drained,
+            fx.JoinRefused: lambda effect: self.on_join_refused(effect.reason),
         }
 
     def _drained(self, effect: fx.Drained) -> None:

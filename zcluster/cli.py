@@ -29,7 +29,7 @@ from zcluster.core.component import SUPPORTED_GUARANTEES
 from zcluster.delivery import DeliveryGuarantee, DrainReport
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.runtime.asyncnode import AsyncNode
+from zcluster.runtime.asyncnode import AsyncNode, JoinRefused, JoinTimeout
 from zcluster.runtime.runners import OnError, ReadControl, Runner, ThreadRunner
 from zcluster.settings import (
     DEFAULT_BIND,
@@ -44,6 +44,8 @@ log = logging.getLogger("zcluster.cli")
 USAGE_ERROR_EXIT = 2
 #: 128 + the signal's number, as shells report a process a signal ended
 INTERRUPTED_EXIT = 128 + signal.SIGINT
+#: how long one wait of `zcluster node` for its own join lasts before it waits again
+JOIN_WATCH_S = 3600.0
 #: the guarantees this release honours, by their names on the command line
 _GUARANTEES = {g.value.replace("_", "-"): g for g in DeliveryGuarantee if g in SUPPORTED_GUARANTEES}
 GUARANTEE_NAMES = tuple(_GUARANTEES)
@@ -222,11 +224,29 @@ async def _run_node(settings: NodeSettings) -> None:
     node.on_member_change(log_view)
     await node.start(wait=False)
     log.info("node %s incarnation %d", node.node_id, node.incarnation)
+    joining = asyncio.ensure_future(_until_joined(node, stop))
     try:
         await stop.wait()
     finally:
+        joining.cancel()
         log.info("node %s leaving", node.node_id)
         await node.stop()
+    if not joining.cancelled() and joining.exception() is not None:
+        raise joining.exception()  # type: ignore[misc]
+
+
+async def _until_joined(node: AsyncNode, stop: asyncio.Event) -> None:
+    """Wait for the node to join, however long that takes; stop it if a seed refuses it
+    (JoinRefused: another live process has its node id)."""
+    while True:
+        try:
+            await node.wait_joined(timeout=JOIN_WATCH_S)
+            return
+        except JoinTimeout:
+            continue  # still trying; the node warns meanwhile
+        except JoinRefused:
+            stop.set()
+            raise
 
 
 # ---------------------------------------------------------------- pub / sub

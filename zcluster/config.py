@@ -94,6 +94,9 @@ class NodeConfig:
     #: a graceful stop lets running handlers of guaranteed messages finish for at most this
     #: long, then announces leaving; it waits as long again to be confirmed left
     leave_timeout_s: float = 1.0
+    #: a join by a new incarnation of a live member waits this long for the live one to
+    #: answer: if it does, the join is refused (its id is in use); if not, it is a restart
+    id_claim_timeout_s: float = 1.0
     #: a graceful stop waits at most this long for its guaranteed sends to be acknowledged
     #: and its subscribers to confirm they hold every publication (docs/delivery.md)
     drain_timeout_s: float = 30.0

@@ -141,6 +141,7 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Beacon: lambda m: (m.seq,),
     msg.Flush: lambda m: (m.positions,),
     msg.Flushed: lambda m: (),
+    msg.Refuse: lambda m: (m.code, m.detail),
     msg.Listen: lambda m: (m.topics,),
     msg.Listening: lambda m: (m.positions,),
     msg.Send: lambda m: (m.name,),
@@ -550,10 +551,14 @@ def _position(value: Any) -> tuple[str, int]:
 def _failure(value: Any) -> tuple[int, str]:
     if type(value) is not list or len(value) != 2:
         raise WireError("a failure must be a list of [seq, reason]")
-    reason = value[1]
-    if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
-        raise WireError(f"a failure reason must be text of at most {MAX_REASON_CHARS} characters")
-    return _seq(value[0]), reason
+    return _seq(value[0]), _text(value[1])
+
+
+def _text(value: Any) -> str:
+    """A reason or detail: text of at most MAX_REASON_CHARS characters."""
+    if type(value) is not str or len(value) > MAX_REASON_CHARS:
+        raise WireError(f"a reason must be text of at most {MAX_REASON_CHARS} characters")
+    return value
 
 
 def _capability(value: Any) -> str:
@@ -655,6 +660,7 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.BEACON: (msg.Beacon, (_uint,)),
     Kind.FLUSH: (msg.Flush, (_list_of(_position),)),
     Kind.FLUSHED: (msg.Flushed, ()),
+    Kind.REFUSE: (msg.Refuse, (_uint, _text)),
 }
 
 #: the kinds this revision reads, by code (a dict lookup, not the enum's constructor)

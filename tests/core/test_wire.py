@@ -124,6 +124,7 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
     Kind.BEACON: ([7], msg.Beacon(7)),
     Kind.FLUSH: ([[["news", 9], ["b", 2]]], msg.Flush((("news", 9), ("b", 2)))),
     Kind.FLUSHED: ([], msg.Flushed()),
+    Kind.REFUSE: ([1, "127.0.0.1:7003"], msg.Refuse(1, "127.0.0.1:7003")),
 }
 
 NEWS = msg.News(M3, ("fields", "swim"), ())
@@ -249,6 +250,7 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "DATA_BATCH": 23,
         "FLUSH": 24,
         "FLUSHED": 25,
+        "REFUSE": 26,
     }
 
 
@@ -872,6 +874,7 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.LOST: st.builds(msg.Lost, topics, small(ranges)),
     Kind.FLUSH: st.builds(msg.Flush, small(positions), names),
     Kind.FLUSHED: st.just(msg.Flushed()),
+    Kind.REFUSE: st.builds(msg.Refuse, uint64, st.text(max_size=20)),
 }
 #: (kind, one of its messages)
 messages = st.sampled_from(list(Kind)).flatmap(lambda k: st.tuples(st.just(k), MESSAGES[k]))
@@ -1154,7 +1157,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 26, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 27, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

@@ -142,6 +142,13 @@ class Drained:
     waited_s: float
 
 
+@dataclasses.dataclass(slots=True)
+class JoinRefused:
+    """A seed refused to admit this node, saying why (it keeps trying meanwhile)."""
+
+    reason: str
+
+
 Effect = (
     Send
     | Publish
@@ -156,4 +163,5 @@ Effect = (
     | MemberChanged
     | ResolveSeeds
     | Drained
+    | JoinRefused
 )

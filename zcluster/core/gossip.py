@@ -28,10 +28,12 @@ class Gossip(Component):
         ctx: NodeContext,
         seeds: tuple[str, ...],
         positions: Callable[[], tuple[msg.Position, ...]],
+        admits: Callable[[msg.Envelope, msg.Sync, float], bool],
     ) -> None:
         self._ctx = ctx
         self.seeds = tuple(s for s in seeds if s != ctx.address)
         self._positions = positions
+        self._admits = admits
         self.started = False
         self._leave_at: float | None = None
         self._next_heartbeat = 0.0
@@ -54,6 +56,10 @@ class Gossip(Component):
     @property
     def has_left(self) -> bool:
         return self._ctx.me.status is MemberStatus.LEFT
+
+    def ask(self, member: Member) -> None:
+        """Ask a member for its table (to learn whether its incarnation is alive)."""
+        self._send_sync(member.address, member.node_id, want_reply=True, records=(self._ctx.me,))
 
     def push_pull(self, address: str, node_id: str) -> None:
         """Exchange whole tables with a member."""
@@ -196,6 +202,8 @@ class Gossip(Component):
         ctx = self._ctx
         sync = env.message
         assert isinstance(sync, msg.Sync)
+        if not self._admits(env, sync, now):
+            return  # a claim to a live member's id (admission.py): nothing of it is taken
         ctx.peers.announced(env.sender, env.incarnation, sync.capabilities)
         for node_id, incarnation, capabilities in sync.announcements or ():
             ctx.peers.relayed(node_id, incarnation, capabilities)

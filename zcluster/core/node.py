@@ -21,6 +21,7 @@ from typing import Any
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
+from zcluster.core.admission import Admission
 from zcluster.core.batches import Transmit
 from zcluster.core.beacons import Beacons
 from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
@@ -73,7 +74,8 @@ class NodeCore:
         self.connections = Connections(ctx)
         self.publisher = Publisher(ctx, self.connections.is_connected)
         self.reliable = ReliableDelivery(ctx, self._leaving)
-        self.gossip = Gossip(ctx, tuple(seeds), self.publisher.positions)
+        self.admission = Admission(ctx, lambda member: self.gossip.ask(member))
+        self.gossip = Gossip(ctx, tuple(seeds), self.publisher.positions, self.admission.admits)
         self.departure = Departure(
             ctx,
             started=lambda: self.gossip.started,
@@ -90,6 +92,7 @@ class NodeCore:
         self.subscriber = Subscriber(ctx)
         self.direct = DirectMessages(ctx, self._leaving)
         self._components: tuple[Component, ...] = (
+            self.admission,
             self.gossip,
             self.departure,
             self.dissemination,

@@ -23,5 +23,8 @@ BATCH = "batch"
 #: personal frame and answers it
 DRAIN = "drain"
 
+#: reads REFUSE (revision 1.4): a seed may refuse a join, saying why, instead of ignoring it
+REFUSE = "refuse"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, SWIM)
+SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, REFUSE, SWIM)

@@ -61,6 +61,7 @@ class Kind(enum.IntEnum):
     DATA_BATCH = 23
     FLUSH = 24
     FLUSHED = 25
+    REFUSE = 26
 
 
 @dataclasses.dataclass(slots=True)
@@ -234,6 +235,20 @@ class Flushed:
     KIND: ClassVar[Kind] = Kind.FLUSHED
 
 
+#: REFUSE's ``code``: the joiner's node id belongs to a live member (``detail``: its address)
+REFUSED_ID_IN_USE = 1
+
+
+@dataclasses.dataclass(slots=True)
+class Refuse:
+    """The answer to a join that cannot be admitted (capability ``refuse``): ``code`` says
+    why (``REFUSED_ID_IN_USE``), ``detail`` adds what the joiner should know."""
+
+    KIND: ClassVar[Kind] = Kind.REFUSE
+    code: int
+    detail: str
+
+
 @dataclasses.dataclass(slots=True)
 class Data:
     """A guaranteed direct message: number ``seq`` of the sender's stream ``epoch`` to us.
@@ -330,6 +345,7 @@ Message = (
     | Beacon
     | Flush
     | Flushed
+    | Refuse
     | Data
     | DataBatch
     | DataAck

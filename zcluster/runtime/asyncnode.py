@@ -72,6 +72,10 @@ class JoinTimeout(ZclusterError, TimeoutError):
     """The node did not join through its seeds in time."""
 
 
+class JoinRefused(ZclusterError):
+    """A seed refused to admit the node, e.g. because a live member has its node id."""
+
+
 def new_incarnation() -> int:
     """Start time in milliseconds above 20 random bits: unique and larger after a restart."""
     return (time.time_ns() // 1_000_000) << 20 | random.SystemRandom().getrandbits(20)
@@ -143,6 +147,9 @@ class AsyncNode:
             OutboxGate(self.config.outbox_max_count),
         )
         self.app.on_my_change = self._my_change
+        self.app.on_join_refused = self._join_refused
+        #: why a seed refused to admit this run of the node (None: no refusal)
+        self._refusal: str | None = None
         self._join_watch: asyncio.Task[None] | None = None
         self._callbacks = callbacks or _inline
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
@@ -214,6 +221,7 @@ class AsyncNode:
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
+        self._refusal = None
         self._driver = driver = Driver(core, transport, self.app, loop)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
@@ -236,13 +244,16 @@ class AsyncNode:
             raise
 
     async def wait_joined(self, timeout: float | None = None) -> None:
-        """Wait until this node is up in the cluster; JoinTimeout after ``timeout``."""
+        """Wait until this node is up in the cluster; JoinTimeout after ``timeout``,
+        JoinRefused as soon as a seed refuses it (its node id is a live member's)."""
         driver = self._require()
         if driver.core.me.status is MemberStatus.UP or self._joined is None:
             return
         limit = self.config.join_timeout_s if timeout is None else timeout
         try:
             await asyncio.wait_for(self._joined.wait(), limit)
+            if self._refusal is not None:  # woken by the refusal, not by joining
+                raise JoinRefused(f"node {self.node_id} cannot join: {self._refusal}")
         except TimeoutError:
             why = f"no seed admitted it ({NOT_ADMITTED_HINT})"
             if driver.counters["node_id_conflicts"]:
@@ -648,6 +659,12 @@ class AsyncNode:
                 for m in self.members()
             ],
         }
+
+    def _join_refused(self, reason: str) -> None:
+        log.error("node %s cannot join: %s", self.node_id, reason)
+        self._refusal = reason
+        if self._joined is not None:
+            self._joined.set()  # wakes those waiting to join: they raise JoinRefused
 
     def _my_change(self, member: Member) -> None:
         if member.status is MemberStatus.UP and self._joined is not None:
