@@ -60,3 +60,15 @@ def test_json_log_lines_for_log_shippers(spawn) -> None:  # type: ignore[no-unty
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert any(e["message"].startswith("node n1 listening on 127.0.0.1:") for e in entries)
     assert all(e["time"].endswith("+00:00") and e["level"] in LEVELS for e in entries)
+
+
+def test_debug_lines_show_the_protocol_at_work(spawn) -> None:  # type: ignore[no-untyped-def]
+    first = spawn("n1", "--id", "n1", "--log-level", "debug")
+    assert first.wait_log("listening on 127.0.0.1:", 10), first.log()
+    address = first.log().split("listening on ")[1].split()[0]
+    second = spawn("n2", "--id", "n2", "--seed", address)
+    assert second.wait_log("listening on", 10), second.log()
+    # the join, then probes and their answers, as they come and go
+    for shown in ("n1 <- n2 Sync(", "n1 -> ", "Ping(probe_id=", "Ack(probe_id="):
+        assert first.wait_log(shown, 10), (shown, first.log()[-3000:])
+    assert "DEBUG n1: member n2 new -> joining" in first.log()

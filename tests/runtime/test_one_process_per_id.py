@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import JoinRefused, MemberStatus, Node
+from zcluster.testing.processes import free_port_pair
 
 
 def views(nodes: list[Node]) -> list[tuple[str, int, MemberStatus]]:
@@ -50,4 +51,19 @@ def test_a_restart_after_a_crash_rejoins_on_another_port(make_node: NodeFactory)
     assert wait_until(lambda: all_up([a, b, again]), 10)
     assert time.monotonic() - began < 5
     member = a.member("c")
+    assert member is not None and member.incarnation == again.incarnation
+
+
+def test_a_restarted_seedless_first_node_is_back_in_the_one_cluster(
+    make_node: NodeFactory,
+) -> None:
+    address = f"127.0.0.1:{free_port_pair()}"
+    first = make_node("a", bind=address)
+    b = make_node("b", first)
+    c = make_node("c", first)
+    assert wait_until(lambda: all_up([first, b, c]), 5)
+    first.abort()  # crashed; restarted at once, at its address, without seeds as before
+    again = make_node("a", bind=address)
+    assert wait_until(lambda: all_up([again, b, c]), 3), [n.members() for n in (again, b, c)]
+    member = b.member("a")
     assert member is not None and member.incarnation == again.incarnation

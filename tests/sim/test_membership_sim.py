@@ -261,3 +261,25 @@ def test_node_whose_seeds_are_all_itself_forms_the_cluster() -> None:
     assert first.core.address == "sim1:7000"
     assert net.run_until(lambda: all_up(net, 3), 5), describe_views(net)
     assert others
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_restarted_seedless_first_node_is_back_in_the_one_cluster_at_once(seed: int) -> None:
+    """The first node, which has no seeds, restarts at its address before anyone noticed
+    it crashed: it knows nobody, so only its peers' probes can find it; the first that
+    reaches it brings the two together (FailureDetection._restarted)."""
+    net = cluster(3, seed)
+    assert net.run_until(lambda: all_up(net, 3), 30), f"seed={seed}"
+    net.crash("n0")
+    net.run_for(0.1)
+    again = net.add_node("n0")  # same address, no seeds: it forms a cluster of its own
+    began = net.now
+    assert net.run_until(
+        lambda: (
+            all_up(net, 3)
+            and all(n.member("n0").incarnation == again.core.incarnation for n in net.live())
+        ),
+        5,
+    ), f"seed={seed}"
+    # within the failure-detection time (a probe round of the others)
+    assert net.now - began < 2.0, f"seed={seed}: {net.now - began:.2f}s"

@@ -86,7 +86,7 @@ class NodeCore:
             announce_leaving=self.gossip.announce_leaving,
         )
         self.dissemination = Dissemination(ctx, self.gossip.push_pull)
-        self.detection = FailureDetection(ctx, self.dissemination.piggyback)
+        self.detection = FailureDetection(ctx, self.dissemination.piggyback, self.gossip.push_pull)
         ctx.refuted = self.detection.health.worse
         self.beacons = Beacons(ctx, self.publisher.positions)
         self.subscriber = Subscriber(ctx)

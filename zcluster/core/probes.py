@@ -48,9 +48,15 @@ class _Relay:
 
 
 class FailureDetection(Component):
-    def __init__(self, ctx: NodeContext, piggyback: Callable[[str], Piggyback | None]) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        piggyback: Callable[[str], Piggyback | None],
+        push_pull: Callable[[str, str], None],
+    ) -> None:
         self._ctx = ctx
         self._piggyback = piggyback
+        self._push_pull = push_pull
         #: members that do not speak swim: watched for silence
         self.detector = FailureDetector(ctx.config)
         #: members that speak swim and are SUSPECT
@@ -282,6 +288,8 @@ class FailureDetection(Component):
     def _rx_ack(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ack = env.message
         assert isinstance(ack, msg.Ack)
+        if env.sender == ack.target and self._restarted(env):
+            return  # no proof that the incarnation we probed is alive
         relay = self._relays.pop(ack.probe_id, None)
         if relay is not None:
             reply = self._ack(relay.requester_probe_id, ack.target, relay.requester)
@@ -303,6 +311,18 @@ class FailureDetection(Component):
             probe.nacks += 1
 
     # ------------------------------------------------------------ internals
+
+    def _restarted(self, env: msg.Envelope) -> bool:
+        """A newer incarnation answers a probe at a member's address: the member restarted
+        (a seedless first node restarted at its address knows nobody: nothing else would
+        bring the two together). Exchange tables with it: its answer, first-hand, makes
+        its new life known."""
+        member = self._ctx.table.get(env.sender)
+        if member is None or env.incarnation <= member.incarnation:
+            return False
+        self._ctx.counters["restarts_found_by_probe"] += 1
+        self._push_pull(member.address, member.node_id)
+        return True
 
     def _heard(self, node_id: str, now: float) -> None:
         self._last_heard[node_id] = now

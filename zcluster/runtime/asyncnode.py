@@ -41,6 +41,7 @@ from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
+from zcluster.runtime.seedcheck import diagnose_seeds
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.serialization import MsgpackSerializer, Serializer
@@ -150,6 +151,8 @@ class AsyncNode:
         self.app.on_join_refused = self._join_refused
         #: why a seed refused to admit this run of the node (None: no refusal)
         self._refusal: str | None = None
+        #: what connecting to each seed showed, while no seed admits us ("" before a look)
+        self._seed_report = ""
         self._join_watch: asyncio.Task[None] | None = None
         self._callbacks = callbacks or _inline
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
@@ -222,6 +225,7 @@ class AsyncNode:
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
+        self._seed_report = ""
         self._driver = driver = Driver(core, transport, self.app, loop)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
@@ -255,7 +259,11 @@ class AsyncNode:
             if self._refusal is not None:  # woken by the refusal, not by joining
                 raise JoinRefused(f"node {self.node_id} cannot join: {self._refusal}")
         except TimeoutError:
-            why = f"no seed admitted it ({NOT_ADMITTED_HINT})"
+            if not self._seed_report:
+                self._seed_report = await asyncio.to_thread(
+                    diagnose_seeds, self.seeds, self.config.seed_check_timeout_s
+                )
+            why = f"no seed admitted it ({self._seed_report or NOT_ADMITTED_HINT})"
             if driver.counters["node_id_conflicts"]:
                 why = "another running process uses this node id"
             raise JoinTimeout(
@@ -319,20 +327,25 @@ class AsyncNode:
             self._shut(driver)
 
     async def _warn_until_joined(self, joined: asyncio.Event) -> None:
-        """Say, every ``join_warning_interval_s``, that no seed has admitted us yet."""
+        """Say, every ``join_warning_interval_s``, that no seed has admitted us yet, and
+        what connecting to each seed shows (seedcheck.py)."""
         interval = self.config.join_warning_interval_s
         waited = 0.0
         while not joined.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(joined.wait(), interval)
             waited += interval
+            if joined.is_set():
+                return
+            self._seed_report = await asyncio.to_thread(
+                diagnose_seeds, self.seeds, self.config.seed_check_timeout_s
+            )
             if not joined.is_set():
                 log.warning(
-                    "node %s: not admitted after %gs through seeds %s: %s",
+                    "node %s: not admitted after %gs; %s",
                     self.node_id,
                     waited,
-                    ", ".join(self.seeds),
-                    NOT_ADMITTED_HINT,
+                    self._seed_report,
                 )
 
     def _shut(self, driver: Driver) -> None:

@@ -88,6 +88,15 @@ def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: the longest a protocol message is shown in a debug line
+_SHOWN_MAX_CHARS = 300
+
+
+def _shown(message: object) -> str:
+    text = repr(message)
+    return text if len(text) <= _SHOWN_MAX_CHARS else text[: _SHOWN_MAX_CHARS - 3] + "..."
+
+
 #: direct message kinds that queue callbacks (handlers, subscribers, loss reports)
 _CALLING = frozenset({msg.Send, msg.Request, msg.Data, msg.DataBatch, msg.Republish, msg.Lost})
 
@@ -157,6 +166,8 @@ class Driver:
         self._reading_router = False
         self._held: list[ev.Event] = []
         self._closed = False
+        #: whether protocol messages are logged as they come and go (``--log-level debug``)
+        self._debug = log.isEnabledFor(logging.DEBUG)
         #: fault injection for tests (zcluster.testing): the delays after which each
         #: received message is handled, () to drop it; None handles everything at once
         self.inbound_faults: Callable[[ev.EnvelopeReceived], tuple[float, ...]] | None = None
@@ -292,6 +303,7 @@ class Driver:
 
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
+        self._debug = log.isEnabledFor(logging.DEBUG)  # a level may change at run time
         self._take_quiet()
         self.feed(ev.TimerFired())
         with self.core_lock:
@@ -435,6 +447,10 @@ class Driver:
                 except WireError as exc:
                     self._reject(channel, exc)
                     continue
+                if self._debug:
+                    envelope = event.envelope
+                    sender, shown = envelope.sender, _shown(envelope.message)
+                    log.debug("%s <- %s %s", self.core.node_id, sender, shown)
                 if router and not self._reading and type(event.envelope.message) in _CALLING:
                     self._held.append(event)
                     if len(self._held) >= self._config.direct_hwm_count:
@@ -488,6 +504,8 @@ class Driver:
         log.warning("could not carry out %s: %s", what, exc)
 
     def _publish(self, effect: fx.Publish) -> None:
+        if self._debug and type(effect.message) is not msg.Publish:
+            log.debug("%s -> pub %s", self.core.node_id, _shown(effect.message))
         self.lane.publish(effect.topic, effect.message, effect.payload)
 
     def send_request(self, request: ev.RequestStarted) -> bool:
@@ -523,6 +541,8 @@ class Driver:
                 self.loop.call_soon_threadsafe(self.feed, reply)
 
     def _send(self, effect: fx.Send) -> None:
+        if self._debug:
+            log.debug("%s -> %s %s", self.core.node_id, effect.address, _shown(effect.message))
         self._transmit(effect.address, effect.message, effect.payload)
 
     def _transmit(self, address: str, message: msg.Message, payload: bytes) -> None:
