@@ -231,7 +231,7 @@ async def _run_node(settings: NodeSettings) -> None:
         joining.cancel()
         log.info("node %s leaving", node.node_id)
         await node.stop()
-    if not joining.cancelled() and joining.exception() is not None:
+    if joining.done() and not joining.cancelled() and joining.exception() is not None:
         raise joining.exception()  # type: ignore[misc]
 
 

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
 
 TOPIC = "demo.stream"
@@ -34,12 +34,6 @@ def _say(text: str) -> None:
 async def _demo(subscribers: int, messages: int) -> int:
     _say(f"zcluster demo: 1 publisher + {subscribers} subscriber processes on 127.0.0.1")
     publisher = AsyncNode("demo-publisher")
-
-    def show(member: Member, previous: Member | None) -> None:
-        if member.node_id != publisher.node_id and member.status is MemberStatus.UP:
-            _say(f"  member {member.node_id} is up at {member.address}")
-
-    publisher.on_member_change(show)
     await publisher.start()
     _say(f"  publisher {publisher.node_id} formed the cluster at {publisher.address}")
     names = [f"demo-subscriber-{i}" for i in range(1, subscribers + 1)]
@@ -54,6 +48,10 @@ async def _demo(subscribers: int, messages: int) -> int:
         if not ready:
             _say("demo failed: subscribers did not join in time")
             return 1
+        for name in names:  # in a stable order, whatever order they came up in
+            member = publisher.member(name)
+            assert member is not None
+            _say(f"  member {name} is up at {member.address}")
         view = ", ".join(f"{m.node_id}={m.status}" for m in publisher.members())
         _say(f"  cluster view ({publisher.view_digest()}): {view}")
         _say(f"publishing {messages} messages on {TOPIC!r} ...")
@@ -68,8 +66,8 @@ async def _demo(subscribers: int, messages: int) -> int:
         _say("demo failed: subscribers did not report in time")
         return 1
     finally:
+        await publisher.stop()  # first: its subscribers confirm they hold every message
         await _reap(processes)
-        await publisher.stop()
     return _report(results, messages)
 
 

@@ -65,6 +65,15 @@ def test_a_second_ctrl_c_ends_a_node_at_once(spawn) -> None:  # type: ignore[no-
     assert n1.proc.poll() is None
 
 
+def test_a_node_still_joining_stops_cleanly_on_sigterm(spawn) -> None:  # type: ignore[no-untyped-def]
+    nobody = f"127.0.0.1:{free_port_pair()}"
+    node = spawn("n1", "--id", "n1", "--seed", nobody)
+    assert node.wait_log("listening on", 10), node.log()
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(PROCESS_EXIT_TIMEOUT_S) == 0, node.log()
+    assert "Traceback" not in node.log() and "node n1 stopped" in node.log()
+
+
 def test_sub_ends_quietly_when_its_reader_goes(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``zcluster sub ... | head -2``: no traceback, the status of a broken pipe."""
     seed = f"127.0.0.1:{free_port_pair()}"

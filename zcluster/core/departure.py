@@ -85,8 +85,11 @@ class Departure(Component):
         self._drain_until = now + config.drain_timeout_s
         self._next_flush = now
         capabilities_of = ctx.peers.capabilities_of
+        table = ctx.table
         for node_id, incarnation, topics in self._listening():
-            if DRAIN in (capabilities_of(node_id) or ()):
+            member = table.get(node_id)
+            leaving = member is not None and member.status in _LEAVING_OR_LEFT
+            if not leaving and DRAIN in (capabilities_of(node_id) or ()):
                 self._awaiting[node_id] = (incarnation, topics)
         self._step(now)
 
@@ -122,13 +125,19 @@ class Departure(Component):
         self._announce_leaving(now)
 
     def _drop_unreachable(self) -> None:
-        """Subscribers no longer live in the incarnation we wait for cannot confirm."""
+        """Subscribers that leave are not waited for (they chose to stop reading); those no
+        longer live in the incarnation we wait for cannot confirm: reported."""
         table = self._ctx.table
         for node_id, (incarnation, _) in list(self._awaiting.items()):
             member = table.get(node_id)
-            if member is None or member.incarnation != incarnation or not member.status.is_live:
-                del self._awaiting[node_id]
-                self._unreachable.append(node_id)
+            if member is not None and member.incarnation == incarnation:
+                if member.status in _LEAVING_OR_LEFT:
+                    del self._awaiting[node_id]
+                    continue
+                if member.status.is_live:
+                    continue
+            del self._awaiting[node_id]
+            self._unreachable.append(node_id)
 
     def _rx_flushed(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         waited = self._awaiting.get(env.sender)

@@ -75,7 +75,10 @@ def _events(context: zmq.Context[zmq.Socket[bytes]], target: str, timeout_s: flo
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not monitor.poll(left_ms):
                 break
-            seen.add(recv_monitor_message(monitor)["event"])
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_CONNECTED and event not in seen:
+                deadline = time.monotonic() + timeout_s  # the greeting gets its own time
+            seen.add(event)
     except zmq.ZMQError:
         pass  # what was seen so far is the answer
     finally:
