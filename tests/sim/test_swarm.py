@@ -454,7 +454,12 @@ class Swarm:
         self.note(f"stop {life.label} (begins)")
         life.ended = "stopping"
         self.stopped_ids.add(life.node_id)
-        self.net.stop(life.node_id)  # runs the network until it has left
+        # A leave may last (it delivers what was accepted first): the others are checked
+        # meanwhile, step by step, as at any other time.
+        self.net.begin_stop(life.node_id)
+        core = life.node.core
+        self.run_until(lambda: core.has_left, self.net.config.graceful_stop_max_s)
+        self.net.end_stop(life.node_id)
         life.ended = "stop"
         self.note(f"stop {life.label} (done)")
 

@@ -248,11 +248,20 @@ class SimNetwork:
         self._record(node_id, "crash")
 
     def stop(self, node_id: str) -> None:
-        """Stop a node gracefully: it announces leaving, then stops."""
+        """Stop a node gracefully: it delivers what it accepted, announces leaving, then
+        stops (``begin_stop``, the network run until it has left, ``end_stop``)."""
         node = self.nodes[node_id]
-        self._feed(node, ev.LeaveRequested())
+        self.begin_stop(node_id)
         self.run_until(lambda: node.core.has_left, self.config.graceful_stop_max_s)
-        node.alive = False
+        self.end_stop(node_id)
+
+    def begin_stop(self, node_id: str) -> None:
+        """Ask a node to leave; it goes on running until ``end_stop``, as a real one does
+        until its leave is done (``core.has_left``) or out of time."""
+        self._feed(self.nodes[node_id], ev.LeaveRequested())
+
+    def end_stop(self, node_id: str) -> None:
+        self.nodes[node_id].alive = False
         self._record(node_id, "stop")
 
     @property
