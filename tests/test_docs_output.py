@@ -261,6 +261,22 @@ def hello_every_so_often(scene: Scene) -> None:
     assert wait_until(lambda: "pub-c6c40f02=up" in scene.log("n1"), NODE_READY_S)
 
 
+#: a node with a handler, as an application would run one
+GREETER = """
+import sys, threading
+from zcluster import Node
+
+with Node("n1", bind=sys.argv[1]) as node:
+    node.register("greet", lambda name, sender: f"hello, {name}")
+    print("greeter ready", flush=True)
+    threading.Event().wait()
+"""
+
+
+def greeter(scene: Scene) -> None:
+    scene.spawn("n1", [sys.executable, "-c", GREETER, scene.address(7000)], "greeter ready")
+
+
 def bad_config_file(scene: Scene) -> None:
     (scene.cwd / "node.toml").write_text('id = "n1"\nport = 7000\n')
 
@@ -276,6 +292,7 @@ SCENES: dict[str, Callable[[Scene], None]] = {
     "orders-subscribed": orders_subscribed,
     "orders-story": orders_story,
     "hello-every-so-often": hello_every_so_often,
+    "greeter": greeter,
 }
 
 

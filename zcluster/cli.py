@@ -1,4 +1,4 @@
-"""The ``zcluster`` command line: node, demo, pub, sub, bench.
+"""The ``zcluster`` command line: node, pub, sub, members, request, send, demo, bench.
 
 Errors in arguments, config files or the environment print one line,
 ``zcluster: error: ...``, and exit with status 2; never a traceback.
@@ -7,13 +7,9 @@ Errors in arguments, config files or the environment print one line,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
 import json
 import logging
 import os
-import secrets
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,16 +20,33 @@ from zcluster import __version__
 from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
+from zcluster.cli_direct import request, send
+from zcluster.clitools import (
+    BROKEN_PIPE_EXIT,
+    GUARANTEE_NAMES,
+    GUARANTEES,
+    INTERRUPTED_EXIT,
+    advertise_option,
+    bind_option,
+    format_option,
+    join_timeout_option,
+    log_format_option,
+    log_option,
+    on_stop_signals,
+    parse_message,
+    quiet_closed_stdout,
+    seed_option,
+    setup_logging,
+    short_lived_node,
+    start_interruptibly,
+)
 from zcluster.config import NodeConfig, did_you_mean
-from zcluster.core.component import SUPPORTED_GUARANTEES
 from zcluster.delivery import DeliveryGuarantee, DrainReport
 from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode, JoinRefused, JoinTimeout
 from zcluster.runtime.runners import OnError, ReadControl, Runner, ThreadRunner
 from zcluster.settings import (
-    DEFAULT_BIND,
-    LOG_LEVELS,
     NodeSettings,
     environment_names,
     resolve,
@@ -42,77 +55,14 @@ from zcluster.settings import (
 log = logging.getLogger("zcluster.cli")
 
 USAGE_ERROR_EXIT = 2
-#: 128 + the signal's number, as shells report a process a signal ended
-INTERRUPTED_EXIT = 128 + signal.SIGINT
 #: how long one wait of `zcluster node` for its own join lasts before it waits again
 JOIN_WATCH_S = 3600.0
-#: the guarantees this release honours, by their names on the command line
-_GUARANTEES = {g.value.replace("_", "-"): g for g in DeliveryGuarantee if g in SUPPORTED_GUARANTEES}
-GUARANTEE_NAMES = tuple(_GUARANTEES)
-BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
-SHORT_LIVED_JOIN_TIMEOUT_S = 10.0
 #: members named in a ``view:`` log line; the others are counted
 VIEW_SHOWN_MAX_COUNT = 16
 #: zcluster members waits this long after joining for the view to settle
 MEMBERS_SETTLE_S = 0.3
 #: zcluster pub lets the loop see signals after this many publications
 PUBLISH_YIELD_EVERY_COUNT = 1000
-
-
-def _setup_logging(level: str, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonLines())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-
-
-class _JsonLines(logging.Formatter):
-    """One JSON object per record, for log shippers: time (UTC, ISO 8601), level,
-    logger, message, and the traceback when there is one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """The first SIGINT or SIGTERM asks for a graceful stop (``stop``); a second one ends
-    the process at once, as a second Ctrl-C does elsewhere."""
-
-    def on_signal() -> None:
-        if stop.is_set():
-            _exit_now(INTERRUPTED_EXIT)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-
-
-def _exit_now(status: int) -> None:
-    """End the process without waiting for anything (the OS closes its sockets)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(status)
-
-
-def _quiet_closed_stdout() -> None:
-    """Point stdout at /dev/null once its reader has gone, so that the interpreter's last
-    flush does not complain about the broken pipe."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _describe_view(members: Sequence[Member]) -> str:
@@ -124,33 +74,6 @@ def _describe_view(members: Sequence[Member]) -> str:
         parts.append(f"and {len(shown) - VIEW_SHOWN_MAX_COUNT} more")
     up = sum(1 for m in shown if m.status is MemberStatus.UP)
     return f"view: {up} up of {len(shown)} [{', '.join(parts)}]"
-
-
-seed_option = click.option(
-    "--seed",
-    "seeds",
-    multiple=True,
-    metavar="HOST:PORT",
-    help="Address of a cluster member to join through (repeatable; a DNS name may give several).",
-)
-log_option = click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS),
-    help="Logging detail (default: info for node, warning for the others).",
-)
-log_format_option = click.option(
-    "--log-format",
-    type=click.Choice(("text", "json")),
-    default="text",
-    show_default=True,
-    help="Log lines as text, or as one JSON object each (for log shippers).",
-)
-bind_option = click.option(
-    "--bind", metavar="HOST:PORT", help="ROUTER address to bind (PUB binds PORT+1); default random."
-)
-advertise_option = click.option(
-    "--advertise", metavar="HOST:PORT", help="Address peers should use, when not --bind."
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,7 +117,7 @@ def node(
         environ=os.environ,
         log_level=log_level,
     )
-    _setup_logging(settings.log_level, log_format)
+    setup_logging(settings.log_level, log_format)
     for name in settings.ignored_environment:
         log.warning("ignoring %s: no such setting%s", name, did_you_mean(name, environment_names()))
     asyncio.run(_run_node(settings))
@@ -209,7 +132,7 @@ async def _run_node(settings: NodeSettings) -> None:
         config=settings.config,
     )
     stop = asyncio.Event()
-    _on_stop_signals(asyncio.get_running_loop(), stop)
+    on_stop_signals(asyncio.get_running_loop(), stop)
     last_view = ""
 
     def log_view(member: Member, previous: Member | None) -> None:
@@ -252,19 +175,6 @@ async def _until_joined(node: AsyncNode, stop: asyncio.Event) -> None:
 # ---------------------------------------------------------------- pub / sub
 
 
-def _short_lived_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def _parse_message(text: str, as_json: bool) -> Any:
-    if not as_json:
-        return text
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"MESSAGE is not valid JSON: {exc}") from None
-
-
 @cli.command(short_help="Publish MESSAGE on TOPIC, then leave.")
 @click.argument("topic")
 @click.argument("message")
@@ -294,6 +204,8 @@ def _parse_message(text: str, as_json: bool) -> Any:
     type=click.FloatRange(0, 3600, min_open=True),
     help="Seconds to wait, before leaving, for subscribers to confirm they have every message.",
 )
+@format_option
+@join_timeout_option
 @log_option
 @log_format_option
 def pub(
@@ -307,19 +219,28 @@ def pub(
     guarantee: str,
     wait: float,
     drain_timeout: float,
+    data_format: str,
+    join_timeout: float,
     log_level: str | None,
     log_format: str,
 ) -> None:
     """Join the cluster briefly, publish MESSAGE on TOPIC, and leave once every subscriber
     confirmed it has every message (up to drain_timeout_s; exit status 1 if not)."""
-    if not seeds:
-        raise ConfigError("pub needs --seed HOST:PORT of a cluster member")
-    value = _parse_message(message, as_json)
+    value = parse_message(message, as_json)
     config = NodeConfig(drain_timeout_s=drain_timeout)
-    node = AsyncNode(_short_lived_id("pub"), bind or DEFAULT_BIND, seeds, advertise, config=config)
-    _setup_logging(log_level or "warning", log_format)
-    how = _GUARANTEES[guarantee]
-    outcome = asyncio.run(_run_pub(node, topic, value, count, how, wait))
+    node = short_lived_node(
+        "pub",
+        "pub",
+        seeds,
+        bind,
+        advertise,
+        log_level,
+        log_format,
+        data_format=data_format,
+        config=config,
+    )
+    how = GUARANTEES[guarantee]
+    outcome = asyncio.run(_run_pub(node, topic, value, count, how, wait, join_timeout))
     if outcome is None:
         sys.exit(INTERRUPTED_EXIT)
     if not outcome.complete:
@@ -334,12 +255,13 @@ async def _run_pub(
     count: int,
     guarantee: DeliveryGuarantee,
     wait: float,
+    join_timeout: float,
 ) -> DrainReport | None:
     """Publish ``count`` times, then leave once every subscriber has them all; what the
     leave could not deliver, or None if SIGINT or SIGTERM came first."""
     stop = asyncio.Event()
-    _on_stop_signals(asyncio.get_running_loop(), stop)
-    if not await _start_interruptibly(node, stop):
+    on_stop_signals(asyncio.get_running_loop(), stop)
+    if not await start_interruptibly(node, stop, join_timeout):
         return None
     try:
 
@@ -378,6 +300,7 @@ async def _run_pub(
 @bind_option
 @advertise_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member.")
+@join_timeout_option
 @log_option
 @log_format_option
 def members(
@@ -385,23 +308,21 @@ def members(
     bind: str | None,
     advertise: str | None,
     as_json: bool,
+    join_timeout: float,
     log_level: str | None,
     log_format: str,
 ) -> None:
     """Join the cluster briefly through --seed and print its members as this node sees
     them (itself and members that left or were removed left out), then leave."""
-    if not seeds:
-        raise ConfigError("members needs --seed HOST:PORT of a cluster member")
-    node = AsyncNode(_short_lived_id("members"), bind or DEFAULT_BIND, seeds, advertise)
-    _setup_logging(log_level or "warning", log_format)
-    if not asyncio.run(_run_members(node, as_json)):
+    node = short_lived_node("members", "members", seeds, bind, advertise, log_level, log_format)
+    if not asyncio.run(_run_members(node, as_json, join_timeout)):
         sys.exit(INTERRUPTED_EXIT)
 
 
-async def _run_members(node: AsyncNode, as_json: bool) -> bool:
+async def _run_members(node: AsyncNode, as_json: bool, join_timeout: float) -> bool:
     stop = asyncio.Event()
-    _on_stop_signals(asyncio.get_running_loop(), stop)
-    if not await _start_interruptibly(node, stop):
+    on_stop_signals(asyncio.get_running_loop(), stop)
+    if not await start_interruptibly(node, stop, join_timeout):
         return False
     try:
         # The seed's table arrives with the join; one gossip round brings what it lacked.
@@ -433,6 +354,8 @@ async def _run_members(node: AsyncNode, as_json: bool) -> bool:
 @advertise_option
 @click.option("--count", type=click.IntRange(1), help="Exit after this many messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print each message as a JSON line.")
+@format_option
+@join_timeout_option
 @log_option
 @log_format_option
 def sub(
@@ -442,12 +365,12 @@ def sub(
     advertise: str | None,
     count: int | None,
     as_json: bool,
+    data_format: str,
+    join_timeout: float,
     log_level: str | None,
     log_format: str,
 ) -> None:
     """Join the cluster and print messages published on TOPIC until interrupted."""
-    if not seeds:
-        raise ConfigError("sub needs --seed HOST:PORT of a cluster member")
     # Messages are printed on a thread of their own: a slow reader of our output holds up
     # the printing, not the node (which keeps answering its peers while it waits).
     config = NodeConfig()
@@ -457,38 +380,29 @@ def sub(
         printers.append(ThreadRunner.for_node(loop, reading, on_error, config=config))
         return printers[-1]
 
-    node = AsyncNode(
-        _short_lived_id("sub"),
-        bind or DEFAULT_BIND,
+    node = short_lived_node(
+        "sub",
+        "sub",
         seeds,
+        bind,
         advertise,
+        log_level,
+        log_format,
+        data_format=data_format,
         config=config,
         callbacks=printer,
     )
-    _setup_logging(log_level or "warning", log_format)
-    printed_all = asyncio.run(_run_sub(node, topic, count, as_json))
+    printed_all = asyncio.run(_run_sub(node, topic, count, as_json, join_timeout))
     for thread in printers:
         thread.join()  # what was received before the stop is printed
     if not printed_all:
-        _quiet_closed_stdout()
+        quiet_closed_stdout()
         sys.exit(BROKEN_PIPE_EXIT)
 
 
-async def _start_interruptibly(node: AsyncNode, stop: asyncio.Event) -> bool:
-    """Join, unless ``stop`` is set first; returns whether the node is running."""
-    starting = asyncio.ensure_future(node.start(timeout=SHORT_LIVED_JOIN_TIMEOUT_S))
-    interrupted = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
-    interrupted.cancel()
-    if starting.done():
-        starting.result()  # raises JoinTimeout
-        return True
-    starting.cancel()
-    await node.stop()
-    return False
-
-
-async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool) -> bool:
+async def _run_sub(
+    node: AsyncNode, topic: str, count: int | None, as_json: bool, join_timeout: float
+) -> bool:
     """Print what arrives until ``count``, SIGINT or SIGTERM; False if stdout's reader
     went away (``zcluster sub ... | head``)."""
     stop = asyncio.Event()
@@ -518,8 +432,8 @@ async def _run_sub(node: AsyncNode, topic: str, count: int | None, as_json: bool
             loop.call_soon_threadsafe(stop.set)
 
     await node.subscribe(topic, show)
-    _on_stop_signals(loop, stop)
-    if not await _start_interruptibly(node, stop):
+    on_stop_signals(loop, stop)
+    if not await start_interruptibly(node, stop, join_timeout):
         return True
     click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)
     try:
@@ -539,7 +453,7 @@ def demo(subscribers: int, messages: int) -> None:
     """Start a local cluster, fan a stream out to subscriber processes, show what each got."""
     from zcluster.demo import run_demo
 
-    _setup_logging("warning")
+    setup_logging("warning")
     sys.exit(run_demo(subscribers, messages))
 
 
@@ -555,7 +469,7 @@ def demo_subscriber(
     """One subscriber process of ``zcluster demo`` (reports JSON lines on stdout)."""
     from zcluster.demo import run_subscriber
 
-    _setup_logging("warning")
+    setup_logging("warning")
     asyncio.run(run_subscriber(node_id, seeds, topic, count, timeout))
 
 
@@ -615,6 +529,10 @@ def bench(
 
 
 # ---------------------------------------------------------------- entry point
+
+
+cli.add_command(request)
+cli.add_command(send)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
