@@ -194,12 +194,14 @@ class DrainReport:
     sends_unacknowledged: int = 0
     #: handlers of guaranteed messages still running
     handlers_unfinished: int = 0
-    #: publications a subscriber's full queue refused for longer than
-    #: ``publish_block_max_s`` (dropped for that subscriber; numbered ones repairable)
+    #: AT_MOST_ONCE publications a subscriber's full queue refused for longer than
+    #: ``publish_block_max_s`` (dropped for that subscriber; numbered ones are fetched
+    #: again, or the subscriber does not confirm)
     publications_dropped: int = 0
     #: seconds the stop waited for all of this
     waited_s: float = 0.0
-    #: False if the node closed without finishing its leave (out of time, or never joined)
+    #: False if the node closed without finishing its leave (out of time); a node that
+    #: never joined has nothing to leave, nor to deliver: True
     left: bool = True
 
     @property

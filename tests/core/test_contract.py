@@ -140,9 +140,10 @@ def test_graceful_leave_waits_for_running_handlers_and_refuses_new_messages() ->
     assert [r.message for r in refused] == [msg.Reply(9, False)]
     core.handle(ev.DeliveryFinished("a", deliver.receipt, None), 0.35)
     acks = sends(core.handle(ev.TurnEnded(), 0.35), msg.DataAck)
+    # the first handled; the late one refused, and its sender told at once, with why
     assert [
         (s.message.upto, s.message.failures) for s in acks if isinstance(s.message, msg.DataAck)
-    ] == [(1, ())]
+    ] == [(2, ((2, "receiver was leaving the cluster; not handled"),))]
     leaving = core.handle(ev.TimerFired(), 0.4)
     assert [e.member.status for e in leaving if isinstance(e, fx.MemberChanged)] == [
         MemberStatus.LEAVING

@@ -85,3 +85,24 @@ def test_a_leave_with_nothing_to_deliver_is_not_delayed() -> None:
     # a FLUSH and its answer, then LEAVING and, a heartbeat later, LEFT
     assert net.now - began <= config.heartbeat_interval_s + 3 * config.tick_interval_s
     assert drained(net.nodes["n0"]).subscribers_confirmed == ("n1",)
+
+
+def test_two_nodes_stopping_together_do_not_wait_for_each_other() -> None:
+    """Each has a guaranteed send to the other in flight: the one that is leaving refuses
+    it at once (FAILED, with the reason), so neither waits out its drain time."""
+    config = NodeConfig(drain_timeout_s=5.0)
+    net = cluster(2, seed=21, config=config)
+    for node in ("n0", "n1"):
+        net.nodes[node].handlers["h"] = lambda sender, payload: None
+    net.run_for(0.2)
+    first = net.send("n0", "n1", "h", b"a", G.AT_LEAST_ONCE)
+    second = net.send("n1", "n0", "h", b"b", G.AT_LEAST_ONCE)
+    net.begin_stop("n0")
+    net.begin_stop("n1")
+    began = net.now
+    assert net.run_until(lambda: all(net.nodes[n].core.has_left for n in ("n0", "n1")), 5.0)
+    assert net.now - began < 1.0, f"{net.now - began:.2f}s"
+    outcomes = [net.nodes["n0"].acks[first], net.nodes["n1"].acks[second]]
+    for status, reason in outcomes:
+        assert status is AckStatus.FAILED
+        assert reason == "receiver was leaving the cluster; not handled"

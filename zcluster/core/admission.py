@@ -5,10 +5,12 @@ incarnation of a member we hold live at another address is one of two things:
 a restart after a crash nobody has noticed yet, or a second process started
 with a live member's id. Taken for a restart, as any newer incarnation is, it
 would evict the live member everywhere. So the claim is checked first: the
-holder is asked for its table. If the holder's incarnation answers within
-``id_claim_timeout_s``, the joiner is refused each time it asks (REFUSE, with
-the holder's address, to a joiner that reads it; others are not answered);
-if not, the holder is gone and the joiner is admitted. A joiner at the
+holder is asked for its table (again at each join attempt: one question may
+be lost). If the holder's incarnation answers within ``id_claim_timeout_s``,
+the joiner is refused each time it asks (REFUSE, with the holder's address,
+to a joiner that reads it; others are not answered); if not, the holder is
+gone and the joiner is admitted. A holder that is LEAVING is neither: the
+joiner is admitted once it has left (a restart overlapping the old leave). A joiner at the
 holder's own address is a restart for certain (two processes cannot bind one
 port) and is admitted at once. The joining side learns of a refusal here too.
 """
@@ -76,11 +78,14 @@ class Admission(Component):
             ctx.counters["id_claims_checked"] += 1
             self._ask(current)
             return False
+        if current.status is MemberStatus.LEAVING:
+            return False  # a restart overlapping the old process's leave: admitted once LEFT
         if claim.live:
             self._refuse(sync, current)
             return False
         if now < claim.asked_at + ctx.config.id_claim_timeout_s:
-            return False  # still waiting for the holder
+            self._ask(current)  # again with each join attempt: one question may be lost
+            return False
         del self._claims[env.sender]  # no answer: the holder is gone, this is its restart
         ctx.counters["id_claims_restarts"] += 1
         return True

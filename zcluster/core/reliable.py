@@ -22,6 +22,9 @@ from zcluster.protocol.members import Member, MemberStatus
 
 Outcome = tuple[int, AckStatus, str]
 
+#: why a guaranteed message that arrives while this node leaves is not handled
+REFUSED_LEAVING = "receiver was leaving the cluster; not handled"
+
 
 class ReliableDelivery(Component):
     def __init__(self, ctx: NodeContext, leaving: Callable[[], bool]) -> None:
@@ -178,10 +181,6 @@ class ReliableDelivery(Component):
     def _takes_from(self, env: msg.Envelope) -> bool:
         """Whether DATA from this sender may be taken at all (counted if not)."""
         ctx = self._ctx
-        if self._leaving():
-            # Not taken, so not acknowledged: the sender learns we left, not that we took it.
-            ctx.counters["reliable_refused_leaving"] += 1
-            return False
         known = ctx.table.get(env.sender)
         if known is not None and known.incarnation == env.incarnation and known.status.is_gone:
             # That incarnation left or was removed: its stream is retired, and a copy must
@@ -193,8 +192,15 @@ class ReliableDelivery(Component):
 
     def _take(self, env: msg.Envelope, data: msg.Data, payload: bytes, now: float) -> None:
         ctx = self._ctx
+        leaving = self._leaving()
         for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
             receipt = (env.incarnation, arrival.epoch, arrival.seq)
+            if leaving:
+                # Not handled, and the sender told so at once (FAILED): it need not wait
+                # for our leave, which may be waiting for it (both stopping together).
+                ctx.counters["reliable_refused_leaving"] += 1
+                self.receiver.finished(env.sender, receipt, REFUSED_LEAVING)
+                continue
             ctx.counters["reliable_delivered"] += 1
             self.handlers_running += 1
             ctx.emit(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))

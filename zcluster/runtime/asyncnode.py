@@ -289,6 +289,7 @@ class AsyncNode:
         left = self._left is None or driver.core.me.status is MemberStatus.JOINING
         try:
             if not left and self._left is not None:
+                driver.lane.stop_taking()
                 driver.feed(ev.LeaveRequested())
                 await asyncio.wait_for(self._left.wait(), self.config.graceful_stop_max_s)
                 left = True
@@ -303,7 +304,7 @@ class AsyncNode:
 
     def _report(self, driver: Driver, left: bool) -> DrainReport:
         drained = self.app.drained
-        dropped = driver.lane.dropped
+        dropped = driver.lane.dropped_unnumbered  # numbered ones: repaired, or unconfirmed
         if drained is None:
             return DrainReport(publications_dropped=dropped, left=left)
         return DrainReport(
@@ -418,6 +419,7 @@ class AsyncNode:
         stats = {**driver.counters, **gauges}
         stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published
         stats["publications_dropped_queue_full"] = driver.lane.dropped
+        stats["control_skipped_queue_full"] = driver.lane.skipped
         return stats
 
     async def wait_for(
@@ -578,18 +580,18 @@ class AsyncNode:
         """
         lane = self._require().lane
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
-            frames = lane.try_unnumbered(topic, message)
+            waiting = lane.try_unnumbered(topic, message)
         else:
-            frames = lane.try_numbered(topic, message, guarantee)
-        if frames is None:
+            waiting = lane.try_numbered(topic, message, guarantee)
+        if waiting is None:
             await self._yield_now_and_then()
             return
         # A subscriber's queue is full: wait for room without holding up the loop.
         for pause in lane.room_pauses():
             await asyncio.sleep(pause)
-            if lane.offer(frames):
+            if lane.offer(waiting):
                 return
-        lane.force(frames)
+        lane.force(waiting)
 
     def publish_at_most_once(self, topic: str, message: Any) -> None:
         """Publish without a guarantee, at once, from any thread.

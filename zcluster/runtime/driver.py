@@ -99,6 +99,9 @@ def _shown(message: object) -> str:
 
 #: direct message kinds that queue callbacks (handlers, subscribers, loss reports)
 _CALLING = frozenset({msg.Send, msg.Request, msg.Data, msg.DataBatch, msg.Republish, msg.Lost})
+#: of those, the ones sent again until taken (retransmitted, fetched again): while the
+#: callbacks are behind they are dropped, not held, or copies would fill the holding
+_SENT_AGAIN = frozenset({msg.Data, msg.DataBatch, msg.Republish, msg.Lost})
 
 
 def _decode_router(frames: list[bytes], limit: int) -> ev.EnvelopeReceived:
@@ -202,8 +205,10 @@ class Driver:
     def pause_reading(self) -> None:
         """The callbacks' queue is full: stop reading publications. The ROUTER is still
         read, so that probes, acknowledgements and membership are answered and a busy
-        node is not declared down, but what would queue more callbacks is held back
-        (up to ``direct_hwm_count`` messages; then the ROUTER waits too)."""
+        node is not declared down, but what would queue more callbacks is not taken:
+        SEND and REQUEST are held back (up to ``direct_hwm_count`` messages; then the
+        ROUTER waits too), what is sent again until taken (DATA, REPUBLISH, LOST) is
+        dropped and comes again."""
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self._sub_fd)
@@ -451,7 +456,11 @@ class Driver:
                     envelope = event.envelope
                     sender, shown = envelope.sender, _shown(envelope.message)
                     log.debug("%s <- %s %s", self.core.node_id, sender, shown)
-                if router and not self._reading and type(event.envelope.message) in _CALLING:
+                kind = type(event.envelope.message)
+                if router and not self._reading and kind in _CALLING:
+                    if kind in _SENT_AGAIN:  # held, they would pile up: they come again
+                        self.counters["messages_dropped_while_paused"] += 1
+                        continue
                     self._held.append(event)
                     if len(self._held) >= self._config.direct_hwm_count:
                         self._stop_reading_router()

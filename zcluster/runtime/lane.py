@@ -17,12 +17,18 @@ slowest subscriber instead of losing what it sends. Past that wait the
 publication goes to the others and is dropped for the full queue (counted;
 a numbered one is fetched again from the retransmit buffer), and the
 publications of the next ``publish_block_max_s`` do not wait: a subscriber
-that stopped reading slows its publisher once, not at every message. The
-loop never waits: its own messages go lossy at once when a queue is full.
+that stopped reading slows its publisher once, not at every message. (libzmq
+then skips that subscriber, uncounted, until it has read half its queue.)
+
+The loop never waits, and never sends lossy: a lossy send would make libzmq
+skip the full subscriber for what follows, every publication included. Its
+own messages (beacons, heartbeats, FLUSH) are skipped when a queue is full
+(counted); each is sent again on its next round.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +52,21 @@ _ROOM_FIRST_PAUSE_S = 0.0002
 _ROOM_MAX_PAUSE_S = 0.01
 #: the frames of one message and their flags, to send again once there is room
 Frames = tuple[tuple[bytes, int], ...]
+
+
+class Waiting:
+    """A publication that found a subscriber's queue full, in line for room: publications
+    leave in the order they were accepted (a topic's numbers in order), so every later
+    one queues behind it."""
+
+    __slots__ = ("frames", "numbered", "sent")
+
+    def __init__(self, frames: Frames, numbered: bool) -> None:
+        self.frames = frames
+        self.numbered = numbered
+        self.sent = False
+
+
 #: the guarantees a numbered publication may carry, as the core checks them
 _NUMBERED = frozenset(g for g in SUPPORTED_GUARANTEES if g.is_reliable)
 
@@ -72,6 +93,9 @@ class PublicationLane:
         self._encoder = encoder
         self._publications = publications
         self._pub: zmq.Socket[bytes] | None = pub
+        #: the PUB for users' new publications: None once the node stops (``stop_taking``),
+        #: while the loop's own traffic and what already waits in line still go out
+        self._users_pub: zmq.Socket[bytes] | None = pub
         self._serialize = serialize
         self._max_message_bytes = config.max_message_bytes
         self._one_frame_max_bytes = config.one_frame_max_bytes
@@ -86,12 +110,18 @@ class PublicationLane:
         self._loop_thread = threading.get_ident()
         #: until then, publications do not wait for room (one waited in vain)
         self._no_wait_until = 0.0
+        #: publications waiting for room, oldest first (under the lock)
+        self._backlog: collections.deque[Waiting] = collections.deque()
         #: whether every member reads one-frame publications (the loop keeps it current)
         self.one_frame = False
         #: publications sent from callers' threads
         self.published = 0
-        #: messages a full subscriber queue refused after their wait (dropped for it)
+        #: publications a full subscriber queue refused after their wait (dropped for it),
+        #: and how many of them were unnumbered (nothing repairs those)
         self.dropped = 0
+        self.dropped_unnumbered = 0
+        #: the loop's own messages skipped for a full queue (sent again on their next round)
+        self.skipped = 0
 
     # ------------------------------------------------------------ publications
 
@@ -102,41 +132,43 @@ class PublicationLane:
         Raises ConfigError for a topic the wire cannot carry, SerializationError
         for a message that cannot be sent, NotRunning once the node has stopped.
         """
-        frames = self.try_unnumbered(topic, message)
-        if frames is not None:
-            self._wait_for_room(frames)
+        waiting = self.try_unnumbered(topic, message)
+        if waiting is not None:
+            self._wait_for_room(waiting)
 
     def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
         """Serialize, number, keep and send a guaranteed publication now, in the caller's
         thread, waiting for room as ``publish_unnumbered`` does. Raises as that does,
         UnsupportedGuarantee (a ConfigError) for a guarantee publications do not take,
         and ConfigError if the topic would be one numbered topic too many."""
-        frames = self.try_numbered(topic, message, guarantee)
-        if frames is not None:
-            self._wait_for_room(frames)
+        waiting = self.try_numbered(topic, message, guarantee)
+        if waiting is not None:
+            self._wait_for_room(waiting)
 
-    def try_unnumbered(self, topic: str, message: Any) -> Frames | None:
-        """``publish_unnumbered`` without the wait: None once sent, else the frames to
-        ``offer`` again (a subscriber's queue is full)."""
+    def try_unnumbered(self, topic: str, message: Any) -> Waiting | None:
+        """``publish_unnumbered`` without the wait: None once sent, else its place in line
+        (a subscriber's queue is full, or others wait already): ``offer`` it again."""
         payload = self._serialize(message)  # _encode and _open written out: the hottest path
         if len(payload) > self._max_message_bytes:
             raise_too_large(payload, self._max_message_bytes)
         prefix = self._prefix_of(topic)
         with self._lock:
-            pub = self._pub
+            pub = self._users_pub
             if pub is None:
                 raise NotRunning.of(self._node_id)
             self.published += 1
-            if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+            if self.one_frame and len(payload) <= self._one_frame_max_bytes and not self._backlog:
                 frame = self._encoder.publication_frame(prefix, 0, _UNNUMBERED, payload)
                 try:
                     SEND(pub, frame, LAST_FRAME)
                     return None
                 except zmq.Again:
-                    return ((frame, LAST_FRAME),)
-            return self._send_publication(pub, topic, prefix, 0, _UNNUMBERED, payload)
+                    return self._in_line(((frame, LAST_FRAME),), numbered=False)
+            return self._publication(pub, topic, prefix, 0, _UNNUMBERED, payload)
 
-    def try_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> Frames | None:
+    def try_numbered(
+        self, topic: str, message: Any, guarantee: DeliveryGuarantee
+    ) -> Waiting | None:
         """``publish_numbered`` without the wait, as ``try_unnumbered``: the publication is
         numbered and kept either way."""
         if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
@@ -144,12 +176,14 @@ class PublicationLane:
         payload = self._encode(message)
         prefix = self._prefix_of(topic)  # checks it before numbering
         with self._lock:
-            pub = self._open()
+            pub = self._users_pub
+            if pub is None:
+                raise NotRunning.of(self._node_id)
             seq = self._publications.append_held(topic, guarantee, payload)
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
             self.published += 1
-            return self._send_publication(pub, topic, prefix, seq, guarantee, payload)
+            return self._publication(pub, topic, prefix, seq, guarantee, payload)
 
     def room_pauses(self) -> Iterator[float]:
         """How long to pause before each new ``offer`` of a message that found a queue
@@ -164,25 +198,66 @@ class PublicationLane:
             pause = min(2 * pause, _ROOM_MAX_PAUSE_S)
         self._no_wait_until = time.monotonic() + self._block_max_s
 
-    def offer(self, frames: Frames) -> bool:
-        """Send a message that found a queue full, if every queue has room now."""
+    def offer(self, waiting: Waiting) -> bool:
+        """Send what waits in line, oldest first, while every queue has room; whether
+        ``waiting`` has left."""
         with self._lock:
-            return self._send_frames(self._open(), frames)
+            pub = self._open()
+            backlog = self._backlog
+            while backlog and self._send_frames(pub, backlog[0].frames):
+                backlog.popleft().sent = True
+            return waiting.sent
 
-    def force(self, frames: Frames) -> None:
-        """Send a message to every subscriber with room; dropped for those without."""
+    def force(self, waiting: Waiting) -> None:
+        """Send ``waiting``, and what is in line before it, to every subscriber with room;
+        dropped for those without."""
         with self._lock:
-            self._send_lossy(self._open(), frames)
+            pub = self._open()
+            backlog = self._backlog
+            pub.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                while not waiting.sent and backlog:
+                    head = backlog.popleft()
+                    for frame, flags in head.frames:
+                        SEND(pub, frame, flags)
+                    head.sent = True
+                    self.dropped += 1
+                    if not head.numbered:
+                        self.dropped_unnumbered += 1
+            finally:
+                pub.setsockopt(zmq.XPUB_NODROP, 1)
 
-    def _wait_for_room(self, frames: Frames) -> None:
+    def _wait_for_room(self, waiting: Waiting) -> None:
         if threading.get_ident() == self._loop_thread:  # it would hold up the subscribers
-            self.force(frames)  # this node's own subscribers, and the loop's traffic
+            self.force(waiting)  # this node's own ones, and the loop
             return
         for pause in self.room_pauses():
             time.sleep(pause)
-            if self.offer(frames):
+            if self.offer(waiting):
                 return
-        self.force(frames)
+        self.force(waiting)
+
+    def _in_line(self, frames: Frames, *, numbered: bool) -> Waiting:
+        waiting = Waiting(frames, numbered)
+        self._backlog.append(waiting)
+        return waiting
+
+    def _publication(
+        self,
+        pub: zmq.Socket[bytes],
+        topic: str,
+        prefix: bytes,
+        seq: int,
+        guarantee: DeliveryGuarantee,
+        payload: bytes,
+    ) -> Waiting | None:
+        """A user's publication: sent now, unless others wait for room or a queue is full
+        (then in line)."""
+        if self._backlog:
+            frames = self._publication_frames(topic, prefix, seq, guarantee, payload)
+            return self._in_line(frames, numbered=bool(seq))
+        unsent = self._send_publication(pub, topic, prefix, seq, guarantee, payload)
+        return None if unsent is None else self._in_line(unsent, numbered=bool(seq))
 
     # ------------------------------------------------------------ internals
 
@@ -211,7 +286,7 @@ class PublicationLane:
         """Send a message of the loop's (``topic`` None: membership traffic), numbered
         under the lock so that on this socket a later message has the larger header seq;
         dropped once the lane is closed. The loop never waits for room: a full queue
-        loses this message (membership traffic is repeated; a numbered publication is
+        skips this message (membership traffic is repeated; a numbered publication is
         fetched again)."""
         with self._lock:
             pub = self._pub
@@ -220,16 +295,18 @@ class PublicationLane:
             encoder = self._encoder
             if topic is not None and type(message) is msg.Publish:  # not a BEACON
                 prefix = encoder.one_frame_prefix_of(topic)
-                frames = self._send_publication(
+                unsent = self._send_publication(
                     pub, topic, prefix, message.seq, message.guarantee, payload
                 )
+                sent = unsent is None
+            elif type(message) is msg.Flush and self._backlog:
+                sent = False  # publications still wait for room: it must not overtake them
             else:
                 first, header, payload = encoder.published(topic, message, payload)
                 frames = ((first, MORE_FRAMES), (header, MORE_FRAMES), (payload, LAST_FRAME))
-                if self._send_frames(pub, frames):
-                    return
-            if frames is not None:
-                self._send_lossy(pub, frames)
+                sent = self._send_frames(pub, frames)
+            if not sent:
+                self.skipped += 1
 
     def _send_publication(
         self,
@@ -244,17 +321,20 @@ class PublicationLane:
         ``prefix``): in one frame as a rule, in three while some member does not read
         that form or the payload is too large to join. None once sent, else its frames
         (a subscriber's queue is full)."""
-        encoder = self._encoder
-        frames: Frames
-        if self.one_frame and len(payload) <= self._one_frame_max_bytes:
-            frames = ((encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME),)
-        else:
-            frames = (
-                (encoder.topic_frame(topic), MORE_FRAMES),
-                (encoder.publication_header(seq, guarantee), MORE_FRAMES),
-                (payload, LAST_FRAME),
-            )
+        frames = self._publication_frames(topic, prefix, seq, guarantee, payload)
         return None if self._send_frames(pub, frames) else frames
+
+    def _publication_frames(
+        self, topic: str, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
+    ) -> Frames:
+        encoder = self._encoder
+        if self.one_frame and len(payload) <= self._one_frame_max_bytes:
+            return ((encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME),)
+        return (
+            (encoder.topic_frame(topic), MORE_FRAMES),
+            (encoder.publication_header(seq, guarantee), MORE_FRAMES),
+            (payload, LAST_FRAME),
+        )
 
     def _send_frames(self, pub: zmq.Socket[bytes], frames: Frames) -> bool:
         """Send a whole message without waiting: False, nothing sent, if a queue is full
@@ -268,16 +348,13 @@ class PublicationLane:
             SEND(pub, frame, flags)
         return True
 
-    def _send_lossy(self, pub: zmq.Socket[bytes], frames: Frames) -> None:
-        pub.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            for frame, flags in frames:
-                SEND(pub, frame, flags)
-        finally:
-            pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self.dropped += 1
+    def stop_taking(self) -> None:
+        """The node is stopping: refuse users' new publications (NotRunning), so that what
+        its subscribers confirm holding is everything it published."""
+        with self._lock:
+            self._users_pub = None
 
     def close(self) -> None:
         """Refuse further publications; the socket itself is closed by its owner."""
         with self._lock:
-            self._pub = None
+            self._pub = self._users_pub = None
