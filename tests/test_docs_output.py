@@ -200,6 +200,20 @@ def three_nodes(scene: Scene) -> None:
         assert wait_until(lambda node=node: f"{node}=up" in scene.log("n1"), NODE_READY_S)
 
 
+def three_tagged_nodes(scene: Scene) -> None:
+    scene.start(
+        "n1", f"zcluster node --id n1 --bind {scene.address(7000)} --tag role=seed", "listening"
+    )
+    for node, port, zone in (("n2", 7002, "a"), ("n3", 7004, "b")):
+        scene.start(
+            node,
+            f"zcluster node --id {node} --bind {scene.address(port)} --seed 127.0.0.1:7000 "
+            f"--tag role=worker --tag zone={zone}",
+            "listening on",
+        )
+        assert wait_until(lambda node=node: f"{node}=up" in scene.log("n1"), NODE_READY_S)
+
+
 def three_nodes_story(scene: Scene) -> None:
     """getting-started.md's story: the cluster forms, n3 is killed, restarted, n2 leaves."""
     three_nodes(scene)
@@ -285,6 +299,7 @@ SCENES: dict[str, Callable[[Scene], None]] = {
     "one-node": one_node,
     "one-subscriber": one_subscriber,
     "three-nodes": three_nodes,
+    "three-tagged-nodes": three_tagged_nodes,
     "three-nodes-story": three_nodes_story,
     "bad-config-file": bad_config_file,
     "nothing-at-7999": nothing_at_7999,

@@ -34,11 +34,13 @@ from zcluster.clitools import (
     log_option,
     on_stop_signals,
     parse_message,
+    parse_tags,
     quiet_closed_stdout,
     seed_option,
     setup_logging,
     short_lived_node,
     start_interruptibly,
+    tag_option,
 )
 from zcluster.config import NodeConfig, did_you_mean
 from zcluster.delivery import DeliveryGuarantee, DrainReport
@@ -63,6 +65,10 @@ VIEW_SHOWN_MAX_COUNT = 16
 MEMBERS_SETTLE_S = 0.3
 #: zcluster pub lets the loop see signals after this many publications
 PUBLISH_YIELD_EVERY_COUNT = 1000
+
+
+def _tags_text(member: Member) -> str:
+    return ",".join(f"{key}={value}" for key, value in member.tags)
 
 
 def _describe_view(members: Sequence[Member]) -> str:
@@ -94,6 +100,7 @@ def cli() -> None:
 @click.option(
     "--set", "tuning", multiple=True, metavar="KEY=VALUE", help="Override a tuning setting."
 )
+@tag_option("What this node says about itself, gossiped with its record (repeatable).")
 @log_option
 @log_format_option
 def node(
@@ -103,6 +110,7 @@ def node(
     seeds: tuple[str, ...],
     config_file: str | None,
     tuning: tuple[str, ...],
+    tags: tuple[str, ...],
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -117,19 +125,21 @@ def node(
         environ=os.environ,
         log_level=log_level,
     )
+    wanted = parse_tags(tags)
     setup_logging(settings.log_level, log_format)
     for name in settings.ignored_environment:
         log.warning("ignoring %s: no such setting%s", name, did_you_mean(name, environment_names()))
-    asyncio.run(_run_node(settings))
+    asyncio.run(_run_node(settings, wanted))
 
 
-async def _run_node(settings: NodeSettings) -> None:
+async def _run_node(settings: NodeSettings, tags: dict[str, str]) -> None:
     node = AsyncNode(
         settings.node_id,
         settings.bind,
         settings.seeds,
         settings.advertise,
         config=settings.config,
+        tags=tags,
     )
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop)
@@ -300,6 +310,7 @@ async def _run_pub(
 @bind_option
 @advertise_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member.")
+@tag_option("Only members with this tag (repeatable: all of them).")
 @join_timeout_option
 @log_option
 @log_format_option
@@ -308,6 +319,7 @@ def members(
     bind: str | None,
     advertise: str | None,
     as_json: bool,
+    tags: tuple[str, ...],
     join_timeout: float,
     log_level: str | None,
     log_format: str,
@@ -315,11 +327,13 @@ def members(
     """Join the cluster briefly through --seed and print its members as this node sees
     them (itself and members that left or were removed left out), then leave."""
     node = short_lived_node("members", "members", seeds, bind, advertise, log_level, log_format)
-    if not asyncio.run(_run_members(node, as_json, join_timeout)):
+    if not asyncio.run(_run_members(node, as_json, parse_tags(tags), join_timeout)):
         sys.exit(INTERRUPTED_EXIT)
 
 
-async def _run_members(node: AsyncNode, as_json: bool, join_timeout: float) -> bool:
+async def _run_members(
+    node: AsyncNode, as_json: bool, tags: dict[str, str], join_timeout: float
+) -> bool:
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop)
     if not await start_interruptibly(node, stop, join_timeout):
@@ -329,7 +343,7 @@ async def _run_members(node: AsyncNode, as_json: bool, join_timeout: float) -> b
         await asyncio.sleep(MEMBERS_SETTLE_S)
         view = [
             m
-            for m in sorted(node.members(), key=lambda m: m.node_id)
+            for m in sorted(node.members(tags), key=lambda m: m.node_id)
             if m.node_id != node.node_id and not m.status.is_gone
         ]
     finally:
@@ -338,8 +352,11 @@ async def _run_members(node: AsyncNode, as_json: bool, join_timeout: float) -> b
         for member in view:
             click.echo(json.dumps(member.as_dict()))
         return True
-    rows = [("NODE", "STATUS", "ADDRESS", "PUB", "INCARNATION")]
-    rows += [(m.node_id, str(m.status), m.address, m.pub_address, str(m.incarnation)) for m in view]
+    rows = [("NODE", "STATUS", "ADDRESS", "PUB", "INCARNATION", "TAGS")]
+    rows += [
+        (m.node_id, str(m.status), m.address, m.pub_address, str(m.incarnation), _tags_text(m))
+        for m in view
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -136,6 +136,21 @@ advertise_option = click.option(
 )
 
 
+def tag_option(help_text: str) -> Callable[[Any], Any]:
+    return click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help=help_text)
+
+
+def parse_tags(items: tuple[str, ...]) -> dict[str, str]:
+    """``--tag KEY=VALUE`` options as a mapping; ConfigError for one without ``=``."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE, e.g. --tag role=worker")
+        tags[key] = value
+    return tags
+
+
 def short_lived_node(
     command: str,
     prefix: str,

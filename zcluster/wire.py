@@ -28,7 +28,7 @@ from zcluster.address import is_valid_address
 from zcluster.errors import WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus, Tags, checked_tags
 from zcluster.protocol.messages import (
     DIRECT_KINDS,
     MAX_BATCH_COUNT,
@@ -94,8 +94,10 @@ def encode_header(
     )
 
 
-def encode_member(member: Member) -> list[Any]:
-    return [
+def encode_member(member: Member, tags: bool = False) -> list[Any]:
+    """A member record: its six fields of revision 1.0, and its tags as a seventh
+    (revision 1.4) when ``tags`` and it has some."""
+    record: list[Any] = [
         member.node_id,
         member.incarnation,
         member.version,
@@ -103,23 +105,28 @@ def encode_member(member: Member) -> list[Any]:
         member.address,
         member.pub_address,
     ]
+    if tags and member.tags:
+        record.append(dict(member.tags))
+    return record
 
 
-def _members(records: Sequence[Member]) -> list[list[Any]]:
-    return [encode_member(m) for m in records]
+def _members(records: Sequence[Member], tags: bool = False) -> list[list[Any]]:
+    return [encode_member(m, tags) for m in records]
 
 
-def _news(news: Sequence[msg.News]) -> list[tuple[Any, ...]]:
-    return [(encode_member(n.member), n.capabilities, n.suspecters) for n in news]
+def _news(news: Sequence[msg.News], tags: bool = False) -> list[tuple[Any, ...]]:
+    return [(encode_member(n.member, tags), n.capabilities, n.suspecters) for n in news]
 
 
-def _probe(head: tuple[Any, ...], news: Sequence[msg.News], view: str | None) -> tuple[Any, ...]:
+def _probe(
+    head: tuple[Any, ...], news: Sequence[msg.News], view: str | None, tags: bool
+) -> tuple[Any, ...]:
     """A probe's body: the revision 1.0 fields, then gossip and view when set (``swim``)."""
-    return head if view is None else (*head, _news(news), view)
+    return head if view is None else (*head, _news(news, tags), view)
 
 
-def _sync(m: msg.Sync) -> tuple[Any, ...]:
-    head = (_members(m.records), m.want_reply, m.reply_address)
+def _sync(m: msg.Sync, tags: bool = False) -> tuple[Any, ...]:
+    head = (_members(m.records, tags), m.want_reply, m.reply_address)
     if m.announcements is None:
         return head
     return (*head, m.announcements)
@@ -130,14 +137,29 @@ def _code(guarantee: DeliveryGuarantee) -> int:
 
 
 #: per message class: its body, in wire order (tuples pack as msgpack arrays)
-_BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
-    msg.Heartbeat: lambda m: (encode_member(m.me), _members(m.updates), m.digest, m.positions),
+#: per message class that carries member records: its body, with or without their tags
+_RECORD_BODIES: dict[type[Any], Callable[[Any, bool], Sequence[Any]]] = {
+    msg.Heartbeat: lambda m, t: (
+        encode_member(m.me, t),
+        _members(m.updates, t),
+        m.digest,
+        m.positions,
+    ),
     msg.Sync: _sync,
-    msg.Ping: lambda m: _probe((m.probe_id, m.reply_address), m.news, m.view),
-    msg.PingReq: lambda m: _probe((m.probe_id, m.reply_address, m.target), m.news, m.view),
-    msg.Ack: lambda m: _probe((m.probe_id, m.target), m.news, m.view),
+    msg.Ping: lambda m, t: _probe((m.probe_id, m.reply_address), m.news, m.view, t),
+    msg.PingReq: lambda m, t: _probe((m.probe_id, m.reply_address, m.target), m.news, m.view, t),
+    msg.Ack: lambda m, t: _probe((m.probe_id, m.target), m.news, m.view, t),
+    msg.Gossip: lambda m, t: (_news(m.news, t), m.view),
+}
+
+
+def _without_tags(body: Callable[[Any, bool], Sequence[Any]]) -> Callable[[Any], Sequence[Any]]:
+    return lambda message: body(message, False)
+
+
+_BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
+    **{kind: _without_tags(body) for kind, body in _RECORD_BODIES.items()},
     msg.Nack: lambda m: (m.probe_id, m.target),
-    msg.Gossip: lambda m: (_news(m.news), m.view),
     msg.Beacon: lambda m: (m.seq,),
     msg.Flush: lambda m: (m.positions,),
     msg.Flushed: lambda m: (),
@@ -208,6 +230,9 @@ class Encoder:
             )
             for cls, body in _BODIES.items()
         }
+        #: whether member records carry their tags (revision 1.4): set by the host while
+        #: every member it knows reads extra record fields (capability ``fields``)
+        self.tags = False
         self._topic_frames: dict[str, bytes] = {}
         self._one_frame_prefixes: dict[str, bytes] = {}
         unnumbered = msg.Publish(0, DeliveryGuarantee.AT_MOST_ONCE)
@@ -217,6 +242,10 @@ class Encoder:
     def header(self, message: msg.Message) -> bytes:
         prefix, body = self._forms[type(message)]
         pack = self._pack
+        if self.tags and type(message) in _RECORD_BODIES:
+            return (
+                prefix + pack(self._next_seq()) + pack(_RECORD_BODIES[type(message)](message, True))
+            )
         return prefix + pack(self._next_seq()) + pack(body(message))
 
     def publication_header(self, seq: int, guarantee: DeliveryGuarantee) -> bytes:
@@ -455,8 +484,11 @@ def _member(value: Any) -> Member:
         raise WireError(
             f"member record must be a list of {MEMBER_FIELDS_COUNT} to {MAX_FIELDS_COUNT} fields"
         )
-    fields = tuple(value[:MEMBER_FIELDS_COUNT])
+    fields: tuple[Any, ...] = tuple(value[:MEMBER_FIELDS_COUNT])
     node_id, incarnation, version, status, address, pub_address = fields
+    tags = _tags(value[MEMBER_FIELDS_COUNT]) if len(value) > MEMBER_FIELDS_COUNT else ()
+    if tags:
+        fields = (*fields, tags)
     # Gossip repeats each record many times: one seen before is the same Member. (Exact
     # types first: True == 1 and 1.0 == 1 would otherwise find a cached record.)
     if type(incarnation) is int and type(version) is int and type(status) is int:
@@ -475,11 +507,22 @@ def _member(value: Any) -> Member:
         _STATUSES[status],
         _address(address),
         _address(pub_address),
+        tags,
     )
     if len(_valid_members) >= _VALID_CACHE_COUNT:
         _valid_members.clear()
     _valid_members[fields] = member
     return member
+
+
+def _tags(value: Any) -> Tags:
+    """A record's seventh field (revision 1.4): a map of text to text."""
+    if type(value) is not dict:
+        raise WireError("member tags must be a map")
+    try:
+        return checked_tags(value)
+    except ValueError as exc:
+        raise WireError(f"member tags: {exc}") from None
 
 
 #: member statuses by their code (records are decoded by the thousand in a full table)

@@ -34,6 +34,7 @@ from zcluster.wire import (
     MAX_NAME_BYTES,
     MAX_REASON_CHARS,
     MAX_TOPIC_BYTES,
+    MEMBER_FIELDS_COUNT,
     PROTOCOL_VERSION,
     UINT64_MAX,
     Encoder,
@@ -514,10 +515,39 @@ def test_rejects_body_of_more_than_max_fields(kind: Kind) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("count", [7, 8, MAX_FIELDS_COUNT])
-def test_member_record_fields_beyond_the_sixth_are_ignored(count: int) -> None:
+def test_member_tags_travel_as_the_seventh_field_when_the_encoder_says_so() -> None:
+    tagged = dataclasses.replace(M1, tags=(("role", "worker"), ("zone", "a")))
+    heartbeat = msg.Heartbeat(tagged, (tagged,), DIGEST, ())
+    encoder = Encoder("n1", 1)
+    plain = decode_header(encoder.header(heartbeat), MAX).message
+    assert isinstance(plain, msg.Heartbeat) and plain.me == M1  # not sent: not every peer reads
+    encoder.tags = True
+    got = decode_header(encoder.header(heartbeat), MAX).message
+    assert isinstance(got, msg.Heartbeat)
+    assert got.me == tagged and got.updates == (tagged,)
+    assert got.me.as_dict()["tags"] == {"role": "worker", "zone": "a"}
+
+
+@pytest.mark.parametrize(
+    "tags, error",
+    [
+        ([["role", "worker"]], "member tags must be a map"),
+        ({"": "x"}, "a tag key must be text"),
+        ({"k": 1}, "a value must be text"),
+        ({f"k{i}": "v" for i in range(33)}, "at most 32 tags"),
+    ],
+)
+def test_invalid_member_tags_are_refused(tags: Any, error: str) -> None:
+    heartbeat = valid_raw(Kind.HEARTBEAT)
+    heartbeat[5][0] = [*encode_member(M1), tags]
+    with pytest.raises(WireError, match=error):
+        decode_header(msgpack.packb(heartbeat, use_bin_type=True), MAX)
+
+
+@pytest.mark.parametrize("count", [8, 9, MAX_FIELDS_COUNT])
+def test_member_record_fields_beyond_the_seventh_are_ignored(count: int) -> None:
     def record(member: Member) -> list[Any]:
-        fields = encode_member(member)
+        fields = [*encode_member(member), {}]  # the seventh: its tags (none)
         return [*fields, *(EXTRAS[i % len(EXTRAS)] for i in range(count - len(fields)))]
 
     heartbeat = valid_raw(Kind.HEARTBEAT)
@@ -558,10 +588,11 @@ def test_extended_envelope_equals_the_plain_one_but_for_capabilities(kind: Kind)
     raw = valid_raw(kind)
     known = [[]] if kind is Kind.SYNC else []  # SYNC's optional field of revision 1.2
     extended = [*raw[:5], [*body, *known, "future", [1, 2]], {"later": True}]
+    # a record's seventh field is its tags since revision 1.4 (a map); later ones are unknown
     if kind is Kind.HEARTBEAT:
-        extended[5][0] = [*encode_member(M1), "extra"]
+        extended[5][0] = [*encode_member(M1), {}, "extra"]
     else:
-        extended[5][0] = [[*encode_member(m), 0, None] for m in (M2, M1)]
+        extended[5][0] = [[*encode_member(m), {}, 0, None] for m in (M2, M1)]
     caps = encode_capabilities(("fields", "zz-unknown/2"))
     header = msgpack.packb(extended, use_bin_type=True)
     _, envelope, payload = decode_frames(kind, [*frames_for(kind, header)[1][:-1], caps])
@@ -943,6 +974,8 @@ def extend_member_records(message: msg.Message, body: list[Any], extras: list[An
     else:
         return False
     for record in records:
+        if len(record) == MEMBER_FIELDS_COUNT:
+            record.append({})  # the seventh field is the member's tags (revision 1.4)
         record.extend(extras)
     return bool(records)
 

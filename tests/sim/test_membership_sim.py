@@ -283,3 +283,20 @@ def test_a_restarted_seedless_first_node_is_back_in_the_one_cluster_at_once(seed
     ), f"seed={seed}"
     # within the failure-detection time (a probe round of the others)
     assert net.now - began < 2.0, f"seed={seed}: {net.now - began:.2f}s"
+
+
+def test_member_tags_reach_every_member_and_pick_targets() -> None:
+    net = SimNetwork(31)
+    first = net.add_node("n0", tags={"role": "seed"})
+    for i in range(1, 6):
+        role = "worker" if i % 2 else "store"
+        net.add_node(f"n{i}", seeds=[first.core.address], tags={"role": role, "zone": "a"})
+    assert net.run_until(lambda: all_up(net, 6), 30)
+
+    def workers_seen_by(node: str) -> list[str]:
+        return [m.node_id for m in net.nodes[node].members() if m.has_tags({"role": "worker"})]
+
+    assert net.run_until(
+        lambda: all(workers_seen_by(n.node_id) == ["n1", "n3", "n5"] for n in net.live()), 10
+    )
+    assert dict(net.nodes["n4"].member("n2").tags) == {"role": "store", "zone": "a"}

@@ -23,7 +23,7 @@ from zcluster.core.peers import Peers
 from zcluster.errors import UnsupportedGuarantee
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus, Tags
 
 #: what this core can honour; anything else is refused at its door
 SUPPORTED_GUARANTEES = frozenset(
@@ -66,13 +66,14 @@ class NodeContext:
         config: NodeConfig,
         rng: random.Random,
         capabilities: msg.Capabilities,
+        tags: Tags = (),
     ) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
         self.address = address
         self.config = config
         self.rng = rng
-        me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address)
+        me = Member(node_id, incarnation, 0, MemberStatus.JOINING, address, pub_address, tags)
         self.table = MembershipTable(
             me,
             config.gossip_retransmit_count,

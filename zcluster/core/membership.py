@@ -145,6 +145,10 @@ class MembershipTable:
                 return "full", None
         elif not record.supersedes(current):
             return "stale", None
+        elif current.tags and not record.tags and record.incarnation == current.incarnation:
+            # Tags are fixed for an incarnation: a record that passed through a node of an
+            # earlier revision lost them, not the member.
+            record = dataclasses.replace(record, tags=current.tags)
         self._store(record, now, current, first_hand=first_hand, relay=relay or first_hand)
         return "applied", current
 

@@ -36,7 +36,7 @@ from zcluster.core.reliable import ReliableDelivery
 from zcluster.core.subscriber import Subscriber
 from zcluster.protocol import messages as msg
 from zcluster.protocol.capabilities import SUPPORTED
-from zcluster.protocol.members import Member
+from zcluster.protocol.members import Member, Tags
 
 
 class NodeCore:
@@ -53,6 +53,7 @@ class NodeCore:
         config: NodeConfig | None = None,
         rng: random.Random | None = None,
         capabilities: msg.Capabilities = SUPPORTED,
+        tags: Tags = (),
     ) -> None:
         self.config = config or NodeConfig()
         self.node_id = node_id
@@ -66,6 +67,7 @@ class NodeCore:
             self.config,
             rng or random.Random(incarnation),
             capabilities,
+            tags,
         )
         ctx.member_changed = self._member_changed
         self._ctx = ctx
@@ -144,6 +146,11 @@ class NodeCore:
     @property
     def me(self) -> Member:
         return self.table.me
+
+    @property
+    def records_carry_tags(self) -> bool:
+        """Whether member records may carry their tags (every member reads them)."""
+        return self._ctx.peers.records_carry_tags
 
     @property
     def one_frame_publications(self) -> bool:

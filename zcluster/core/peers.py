@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 
 from zcluster.core.membership import MembershipTable
-from zcluster.protocol.capabilities import BATCH, ONE_FRAME, SWIM
+from zcluster.protocol.capabilities import BATCH, FIELDS, ONE_FRAME, SWIM
 from zcluster.protocol.members import Member
 from zcluster.protocol.messages import Announcement, Capabilities
 
@@ -36,6 +36,7 @@ class Peers:
         self._others: dict[str, None] = {}
         #: whether every member reads one-frame publications (recomputed after changes)
         self._one_frame = False
+        self._tags = False
         self._one_frame_stale = True
 
     # ------------------------------------------------------------ queries
@@ -70,14 +71,28 @@ class Peers:
         those gone for good, announced ONE_FRAME (docs/protocol.md 9.4: PUB is read by
         all). Computed again only after a membership or capability change."""
         if self._one_frame_stale:
-            self._one_frame_stale = False
-            me, of = self._table.me.node_id, self._of
-            self._one_frame = all(
-                ONE_FRAME in (of(member) or ())
-                for member in self._table.records()
-                if member.node_id != me and not member.status.is_gone
-            )
+            self._recompute()
         return self._one_frame
+
+    @property
+    def records_carry_tags(self) -> bool:
+        """Whether member records may carry their tags (a seventh field, revision 1.4):
+        every member we know of, but those gone for good, announced ``fields`` (reads
+        extra record fields). Computed again only after a change, as above."""
+        if self._one_frame_stale:
+            self._recompute()
+        return self._tags
+
+    def _recompute(self) -> None:
+        self._one_frame_stale = False
+        me, of = self._table.me.node_id, self._of
+        known = [
+            of(member) or ()
+            for member in self._table.records()
+            if member.node_id != me and not member.status.is_gone
+        ]
+        self._one_frame = all(ONE_FRAME in caps for caps in known)
+        self._tags = all(FIELDS in caps for caps in known)
 
     @property
     def swim(self) -> list[str]:

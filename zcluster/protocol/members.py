@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 
 
 class MemberStatus(enum.IntEnum):
@@ -36,6 +37,13 @@ _LIVE = frozenset(
 )
 _GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
+#: a member's tags: at most this many, keys and values text of at most these lengths
+MAX_TAGS_COUNT = 32
+MAX_TAG_KEY_CHARS = 64
+MAX_TAG_VALUE_CHARS = 256
+#: tags as a record holds them: ``(key, value)`` pairs sorted by key
+Tags = tuple[tuple[str, str], ...]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Member:
@@ -52,6 +60,8 @@ class Member:
     status: MemberStatus
     address: str
     pub_address: str
+    #: what the node says about itself (``role=worker``), fixed for its incarnation
+    tags: Tags = ()
 
     def supersedes(self, other: Member) -> bool:
         """Whether this record replaces ``other`` (same node) when gossip merges."""
@@ -72,4 +82,26 @@ class Member:
             "status": str(self.status),
             "incarnation": self.incarnation,
             "version": self.version,
+            "tags": dict(self.tags),
         }
+
+    def has_tags(self, wanted: Mapping[str, str]) -> bool:
+        """Whether the member carries every ``key=value`` of ``wanted``."""
+        mine = dict(self.tags)
+        return all(mine.get(key) == value for key, value in wanted.items())
+
+
+def checked_tags(tags: Mapping[str, str] | None) -> Tags:
+    """Tags as a record holds them; ValueError for tags a record cannot carry."""
+    if not tags:
+        return ()
+    if len(tags) > MAX_TAGS_COUNT:
+        raise ValueError(f"at most {MAX_TAGS_COUNT} tags, got {len(tags)}")
+    for key, value in tags.items():
+        if type(key) is not str or not 0 < len(key) <= MAX_TAG_KEY_CHARS:
+            raise ValueError(f"a tag key must be text of 1 to {MAX_TAG_KEY_CHARS} characters")
+        if type(value) is not str or len(value) > MAX_TAG_VALUE_CHARS:
+            raise ValueError(
+                f"tag {key!r}: a value must be text of at most {MAX_TAG_VALUE_CHARS} characters"
+            )
+    return tuple(sorted(tags.items()))

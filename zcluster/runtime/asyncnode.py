@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zcluster.address import WILDCARD_HOSTS, format_address, parse_address
@@ -37,7 +37,7 @@ from zcluster.errors import (
     ZclusterError,
 )
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus, Tags, checked_tags
 from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
@@ -118,9 +118,15 @@ class AsyncNode:
         serializer: Serializer | None = None,
         config: NodeConfig | None = None,
         callbacks: RunnerFactory | None = None,
+        tags: Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
+        try:
+            #: what this node says about itself, gossiped with its record (``role=worker``)
+            self.tags: Tags = checked_tags(tags)
+        except ValueError as exc:
+            raise ConfigError(f"tags: {exc}") from None
         parse_address(bind, allow_port_zero=True, allow_wildcard=True)
         if isinstance(seeds, str | bytes):
             raise ConfigError(
@@ -222,6 +228,7 @@ class AsyncNode:
             seeds=self.seeds,
             config=self.config,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
+            tags=self.tags,
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
@@ -390,9 +397,11 @@ class AsyncNode:
     def pub_address(self) -> str:
         return self._require().core.me.pub_address
 
-    def members(self) -> list[Member]:
-        """Every known member with its state, this node included."""
-        return self._require().core.members()
+    def members(self, tags: Mapping[str, str] | None = None) -> list[Member]:
+        """Every known member with its state, this node included; with ``tags``, only
+        those that carry every one of them (``members({"role": "worker"})``)."""
+        members = self._require().core.members()
+        return members if not tags else [m for m in members if m.has_tags(tags)]
 
     def member(self, node_id: str) -> Member | None:
         return self._require().core.member(node_id)

@@ -497,6 +497,7 @@ class Driver:
         the application's, to ``apply`` once the lock is released: a thread that sends
         waits for the core, never for user code or acknowledgements."""
         theirs = self._app_effects
+        self._encoder.tags = self.core.records_carry_tags  # as the core's view now says
         self.apply([effect for effect in effects if type(effect) not in theirs])
         return [effect for effect in effects if type(effect) in theirs]
 

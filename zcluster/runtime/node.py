@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from zcluster.application import (
@@ -60,6 +60,7 @@ class Node:
         *,
         serializer: Serializer | None = None,
         config: NodeConfig | None = None,
+        tags: Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
         self._node = AsyncNode(
@@ -70,6 +71,7 @@ class Node:
             serializer=serializer,
             config=config,
             callbacks=self._make_runner,
+            tags=tags,
             **options,
         )
         self.node_id = self._node.node_id
@@ -195,8 +197,9 @@ class Node:
     def incarnation(self) -> int:
         return self._node.incarnation
 
-    def members(self) -> list[Member]:
-        return self._on_loop(self._node.members)
+    def members(self, tags: Mapping[str, str] | None = None) -> list[Member]:
+        """See AsyncNode.members: every known member, or those carrying ``tags``."""
+        return self._on_loop(lambda: self._node.members(tags))
 
     def member(self, node_id: str) -> Member | None:
         return self._on_loop(lambda: self._node.member(node_id))

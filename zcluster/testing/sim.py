@@ -22,7 +22,7 @@ import hashlib
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zcluster.application import Application
@@ -34,7 +34,7 @@ from zcluster.errors import WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import Member, MemberStatus, checked_tags
 from zcluster.protocol.messages import Capabilities
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Call, Done
@@ -196,6 +196,7 @@ class SimNetwork:
         start: bool = True,
         address_of: str | None = None,
         capabilities: Capabilities = SUPPORTED,
+        tags: Mapping[str, str] | None = None,
     ) -> SimNode:
         """Create a node (a new incarnation if ``node_id`` ran before) and start it.
 
@@ -220,6 +221,7 @@ class SimNetwork:
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
             capabilities=capabilities,
+            tags=checked_tags(tags),
         )
         app = Application(
             node_id, self.config, _RawBytes(), lambda name: node.handler(name), _gate()
@@ -398,6 +400,7 @@ class SimNetwork:
 
     def _feed(self, node: SimNode, event: ev.Event) -> None:
         effects = node.core.handle(event, self.now)
+        node.encoder.tags = node.core.records_carry_tags
         for effect in effects:
             self._apply(node, effect)
         # A tick ends its own turn: unless it did something, nothing is left to flush.
