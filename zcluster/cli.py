@@ -214,6 +214,13 @@ async def _until_joined(node: AsyncNode, stop: asyncio.Event) -> None:
     type=click.FloatRange(0, 3600, min_open=True),
     help="Seconds to wait, before leaving, for subscribers to confirm they have every message.",
 )
+@click.option(
+    "--output",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="The outcome as a line of text, or as one JSON object (for scripts).",
+)
 @format_option
 @join_timeout_option
 @log_option
@@ -229,6 +236,7 @@ def pub(
     guarantee: str,
     wait: float,
     drain_timeout: float,
+    output: str,
     data_format: str,
     join_timeout: float,
     log_level: str | None,
@@ -253,9 +261,29 @@ def pub(
     outcome = asyncio.run(_run_pub(node, topic, value, count, how, wait, join_timeout))
     if outcome is None:
         sys.exit(INTERRUPTED_EXIT)
-    if not outcome.complete:
-        click.echo(f"zcluster: error: not every message was delivered: {outcome}", err=True)
+    receivers, report = outcome
+    if output == "json":
+        click.echo(json.dumps(_pub_outcome(topic, count, receivers, report)))
+    else:
+        click.echo(
+            f"published {count} message(s) on {topic!r} to {receivers} subscriber(s); "
+            f"{len(report.subscribers_confirmed)} confirmed having them all"
+        )
+    if not report.complete:
+        click.echo(f"zcluster: error: not every message was delivered: {report}", err=True)
         sys.exit(1)
+
+
+def _pub_outcome(topic: str, count: int, receivers: int, report: DrainReport) -> dict[str, Any]:
+    return {
+        "topic": topic,
+        "published": count,
+        "subscribers": receivers,
+        "confirmed": list(report.subscribers_confirmed),
+        "unconfirmed": list(report.subscribers_unconfirmed),
+        "dropped": report.publications_dropped,
+        "complete": report.complete,
+    }
 
 
 async def _run_pub(
@@ -266,9 +294,10 @@ async def _run_pub(
     guarantee: DeliveryGuarantee,
     wait: float,
     join_timeout: float,
-) -> DrainReport | None:
-    """Publish ``count`` times, then leave once every subscriber has them all; what the
-    leave could not deliver, or None if SIGINT or SIGTERM came first."""
+) -> tuple[int, DrainReport] | None:
+    """Publish ``count`` times, then leave once every subscriber has them all: how many
+    subscribers there were and what the leave delivered; None if SIGINT or SIGTERM came
+    first."""
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop)
     if not await start_interruptibly(node, stop, join_timeout):
@@ -296,13 +325,7 @@ async def _run_pub(
         await node.stop()
         raise
     receivers = len(node.subscribers(topic))
-    report = await node.stop()
-    confirmed = len(report.subscribers_confirmed)
-    click.echo(
-        f"published {count} message(s) on {topic!r} to {receivers} subscriber(s); "
-        f"{confirmed} confirmed having them all"
-    )
-    return report
+    return receivers, await node.stop()
 
 
 @cli.command(short_help="Print the cluster's members, as a table or JSON.")

@@ -193,24 +193,25 @@ def test_bin_launcher_runs_from_a_checkout() -> None:
 def test_members_prints_the_view_as_a_table_and_as_json(spawn) -> None:  # type: ignore[no-untyped-def]
     seed = f"127.0.0.1:{free_port_pair()}"
     n1 = spawn("n1", "--id", "n1", "--bind", seed)
-    n2 = spawn("n2", "--id", "n2", "--bind", f"127.0.0.1:{free_port_pair()}", "--seed", seed)
+    n2_address = f"127.0.0.1:{free_port_pair()}"
+    n2 = spawn("n2", "--id", "n2", "--bind", n2_address, "--seed", seed, "--tag", "role=worker")
     assert n2.wait_log("view: 2 up of 2", 10), n2.log()
     table = zcluster("members", "--seed", seed)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NODE", "STATUS", "ADDRESS", "PUB", "INCARNATION"]
+    assert lines[0].split() == ["NODE", "STATUS", "ADDRESS", "PUB", "INCARNATION", "TAGS"]
     assert [line.split()[:3] for line in lines[1:]] == [
         ["n1", "up", seed],
-        ["n2", "up", listening_address(n2)],
+        ["n2", "up", n2_address],
     ]
+    assert lines[2].split()[-1] == "role=worker"
     listed = zcluster("members", "--seed", seed, "--json")
     assert listed.returncode == 0, listed.stderr
     entries = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [(e["node_id"], e["status"]) for e in entries] == [("n1", "up"), ("n2", "up")]
+    assert [(e["node_id"], e["status"], e["tags"]) for e in entries] == [
+        ("n1", "up", {}),
+        ("n2", "up", {"role": "worker"}),
+    ]
+    workers = zcluster("members", "--seed", seed, "--tag", "role=worker", "--json")
+    assert [json.loads(line)["node_id"] for line in workers.stdout.splitlines()] == ["n2"]
     assert n1.proc.poll() is None  # the short-lived clients came and left; nothing else changed
-
-
-def listening_address(node) -> str:  # type: ignore[no-untyped-def]
-    """The address a node process logged it listens on."""
-    line = next(line for line in node.log().splitlines() if "listening on" in line)
-    return line.split("listening on ")[1].split()[0]
