@@ -116,7 +116,8 @@ async def _run_request(
     if not await start_interruptibly(node, stop, join_timeout):
         return None
     try:
-        await _until_live(node, target, join_timeout)
+        if await _interruptibly(stop, _until_live(node, target, join_timeout)) is None:
+            return None
         outcome: tuple[Any] | None = await _interruptibly(
             stop, node.request(target, name, value, timeout=timeout)
         )
@@ -220,7 +221,8 @@ async def _run_send(
     if not await start_interruptibly(node, stop, join_timeout):
         return None
     try:
-        await _until_live(node, target, join_timeout)
+        if await _interruptibly(stop, _until_live(node, target, join_timeout)) is None:
+            return None
         acks = []
         for _ in range(count):
             if stop.is_set():
