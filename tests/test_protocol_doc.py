@@ -66,7 +66,7 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("batch", "drain", "fields", "oneframe", "refuse", "swim")
+    assert SUPPORTED == ("batch", "drain", "fields", "oneframe", "prefix", "refuse", "swim")
     # revisions 1.1, 1.2, 1.3 and 1.4
     revision_1_3 = ("batch", "fields", "oneframe", "swim")
     for caps in (("fields",), ("fields", "oneframe", "swim"), revision_1_3, SUPPORTED):

@@ -93,6 +93,8 @@ class Application:
         self.gate = gate
         #: callbacks of each subscribed topic
         self.subscriptions: dict[str, list[SubscriptionCallback]] = {}
+        #: callbacks of each subscribed prefix (every topic that starts with it)
+        self.prefix_subscriptions: dict[str, list[SubscriptionCallback]] = {}
         #: one publication to a topic's only callback; the same object every time, so
         #: that the runner hands a drain's worth over as one call (Runner.run_each)
         self._notify_one = functools.partial(_notify_one, serializer.deserialize)
@@ -242,9 +244,9 @@ class Application:
     ) -> ev.TopicSubscribed | None:
         """Add a callback; returns what to tell the core (first callback, or replay)."""
         callbacks = self.subscriptions.setdefault(topic, [])
-        if len(self.subscriptions) > self.config.subscriptions_max_count:
+        if self._too_many_subscriptions():
             del self.subscriptions[topic]
-            raise ConfigError(f"at most {self.config.subscriptions_max_count} topics per node")
+            raise ConfigError(self._subscriptions_limit())
         callbacks.append(callback)
         self.topic_frames[topic_frame(topic)] = topic
         self.topic_frames[one_frame_prefix(topic)] = topic
@@ -263,9 +265,38 @@ class Application:
             return None
         return ev.TopicUnsubscribed(topic)
 
-    def subscription_events(self) -> list[ev.TopicSubscribed]:
+    def subscribe_prefix(
+        self, prefix: str, callback: SubscriptionCallback
+    ) -> ev.PrefixSubscribed | None:
+        """Add a callback of every topic starting with ``prefix``; returns what to tell the
+        core (the first callback)."""
+        callbacks = self.prefix_subscriptions.setdefault(prefix, [])
+        if self._too_many_subscriptions():
+            del self.prefix_subscriptions[prefix]
+            raise ConfigError(self._subscriptions_limit())
+        callbacks.append(callback)
+        return ev.PrefixSubscribed(prefix) if len(callbacks) == 1 else None
+
+    def unsubscribe_prefix(self, prefix: str) -> ev.PrefixUnsubscribed | None:
+        if self.prefix_subscriptions.pop(prefix, None) is None:
+            return None
+        return ev.PrefixUnsubscribed(prefix)
+
+    def _too_many_subscriptions(self) -> bool:
+        count = len(self.subscriptions) + len(self.prefix_subscriptions)
+        return count > self.config.subscriptions_max_count
+
+    def _subscriptions_limit(self) -> str:
+        limit = self.config.subscriptions_max_count
+        return f"at most {limit} topics and prefixes per node (subscriptions_max_count)"
+
+    def subscription_events(self) -> list[ev.Event]:
         """What a newly started core must be told of the subscriptions made before."""
-        return [ev.TopicSubscribed(t, t in self._replay_topics) for t in self.subscriptions]
+        events: list[ev.Event] = [
+            ev.TopicSubscribed(t, t in self._replay_topics) for t in self.subscriptions
+        ]
+        events += [ev.PrefixSubscribed(p) for p in self.prefix_subscriptions]
+        return events
 
     # ------------------------------------------------------------ requests
 
@@ -363,6 +394,8 @@ class Application:
         order (the core's verdict, or the driver's for unnumbered ones: the fast path,
         docs/architecture.md)."""
         callbacks = self.subscriptions.get(topic)
+        if self.prefix_subscriptions:
+            callbacks = [*(callbacks or ()), *self._prefix_callbacks(topic)]
         runner = self._runner
         if not callbacks or runner is None:
             return
@@ -374,6 +407,14 @@ class Application:
             message = _Lazy(self.serializer.deserialize, payload)
             for callback in tuple(callbacks):
                 runner.run(functools.partial(_notify, callback, topic, sender, message), None)
+
+    def _prefix_callbacks(self, topic: str) -> list[SubscriptionCallback]:
+        return [
+            callback
+            for prefix, callbacks in self.prefix_subscriptions.items()
+            if topic.startswith(prefix)
+            for callback in callbacks
+        ]
 
     def _acknowledged(self, effect: fx.Acknowledged) -> None:
         settled = 0

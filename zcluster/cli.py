@@ -394,6 +394,9 @@ async def _run_members(
 @advertise_option
 @click.option("--count", type=click.IntRange(1), help="Exit after this many messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print each message as a JSON line.")
+@click.option(
+    "--prefix", is_flag=True, help="TOPIC is a prefix: print every topic that starts with it."
+)
 @format_option
 @join_timeout_option
 @log_option
@@ -405,6 +408,7 @@ def sub(
     advertise: str | None,
     count: int | None,
     as_json: bool,
+    prefix: bool,
     data_format: str,
     join_timeout: float,
     log_level: str | None,
@@ -432,7 +436,7 @@ def sub(
         config=config,
         callbacks=printer,
     )
-    printed_all = asyncio.run(_run_sub(node, topic, count, as_json, join_timeout))
+    printed_all = asyncio.run(_run_sub(node, topic, prefix, count, as_json, join_timeout))
     for thread in printers:
         thread.join()  # what was received before the stop is printed
     if not printed_all:
@@ -441,7 +445,12 @@ def sub(
 
 
 async def _run_sub(
-    node: AsyncNode, topic: str, count: int | None, as_json: bool, join_timeout: float
+    node: AsyncNode,
+    topic: str,
+    prefix: bool,
+    count: int | None,
+    as_json: bool,
+    join_timeout: float,
 ) -> bool:
     """Print what arrives until ``count``, SIGINT or SIGTERM; False if stdout's reader
     went away (``zcluster sub ... | head``)."""
@@ -471,11 +480,15 @@ async def _run_sub(
         if count is not None and received >= count:
             loop.call_soon_threadsafe(stop.set)
 
-    await node.subscribe(topic, show)
+    if prefix:
+        await node.subscribe_prefix(topic, show)
+    else:
+        await node.subscribe(topic, show)
     on_stop_signals(loop, stop)
     if not await start_interruptibly(node, stop, join_timeout):
         return True
-    click.echo(f"subscribed to {topic!r} as {node.node_id}", err=True)
+    what = f"topics starting with {topic!r}" if prefix else repr(topic)
+    click.echo(f"subscribed to {what} as {node.node_id}", err=True)
     try:
         await stop.wait()
     finally:

@@ -164,7 +164,7 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Flush: lambda m: (m.positions,),
     msg.Flushed: lambda m: (),
     msg.Refuse: lambda m: (m.code, m.detail),
-    msg.Listen: lambda m: (m.topics,),
+    msg.Listen: lambda m: (m.topics, m.prefixes) if m.prefixes else (m.topics,),
     msg.Listening: lambda m: (m.positions,),
     msg.Send: lambda m: (m.name,),
     msg.Request: lambda m: (m.name, m.request_id, m.reply_address),
@@ -346,6 +346,13 @@ def one_frame_prefix(topic: str) -> bytes:
     return ONE_FRAME_PREFIX + topic.encode() + TOPIC_END
 
 
+def prefix_filters(prefix: str) -> tuple[bytes, bytes]:
+    """The SUB filters, in both forms, of every topic that starts with ``prefix``: the
+    topic frames without their end (ZeroMQ filters match prefixes)."""
+    encoded = prefix.encode()
+    return TOPIC_PREFIX + encoded, ONE_FRAME_PREFIX + encoded
+
+
 def cut_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes] | None:
     """A one-frame publication's ``(prefix up to the topic's end, header, payload)``, or
     None if its lengths do not add up. The pieces are not checked: see split_one_frame."""
@@ -399,7 +406,8 @@ def check_user_topic(topic: object) -> str:
         if char in checked:
             raise WireError(
                 f"topic {checked!r} contains {char!r}: topics match exactly, "
-                "wildcards are not supported"
+                "wildcards are not supported; for every topic that starts with a prefix, "
+                "use subscribe_prefix (zcluster sub --prefix)"
             )
     return checked
 
@@ -716,6 +724,7 @@ _OPTIONAL: dict[Kind, tuple[Parse, ...]] = {
     Kind.PING_REQ: _GOSSIP_FIELDS,
     Kind.ACK: _GOSSIP_FIELDS,
     Kind.SYNC: (_list_of(_announcement),),
+    Kind.LISTEN: (_list_of(_topic),),
 }
 
 #: kinds whose payload frame carries the sender's capabilities

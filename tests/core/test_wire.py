@@ -131,6 +131,7 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
 NEWS = msg.News(M3, ("fields", "swim"), ())
 #: kinds with optional body fields (revision 1.2, ``swim``): every field this revision knows
 FULL: dict[Kind, tuple[list[Any], msg.Message]] = {
+    Kind.LISTEN: ([["news"], ["prices."]], msg.Listen(("news",), ("prices.",))),
     Kind.PING: (
         [42, "127.0.0.1:9", [[encode_member(M3), ["fields", "swim"], []]], DIGEST],
         msg.Ping(42, "127.0.0.1:9", (NEWS,), DIGEST),

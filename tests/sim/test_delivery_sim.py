@@ -376,3 +376,27 @@ def test_a_graceful_stop_lets_running_handlers_finish_and_acknowledge() -> None:
     assert net.run_until(lambda: late in net.nodes["n0"].acks, 5)
     assert net.nodes["n0"].acks[late][0] is AckStatus.FAILED
     assert ran == [b"job"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_prefix_subscriber_gets_each_matching_topic_repaired_and_no_other(seed: int) -> None:
+    net = cluster(2, seed)
+    net.subscribe_prefix("n1", "prices.")
+    net.run_for(0.5)
+    topics = ("prices.eur", "prices.usd", "news")
+    for topic in topics:  # each topic's stream starts where the subscriber first sees it
+        net.publish("n0", topic, f"{topic}:1".encode(), G.AT_LEAST_ONCE)
+    net.run_for(0.2)
+    net.loss_rate = 0.3
+    for i in range(2, 61):
+        for topic in topics:
+            net.publish("n0", topic, f"{topic}:{i}".encode(), G.AT_LEAST_ONCE)
+    net.stop("n0")  # its subscriber confirms holding every one it reads
+    sub = net.nodes["n1"]
+    for topic in ("prices.eur", "prices.usd"):
+        got = {int(p.decode().split(":")[1]) for _, t, p in sub.delivered if t == topic}
+        assert got == set(range(1, 61)), f"{topic}: seed={seed}"
+    assert not [t for _, t, _ in sub.delivered if t == "news"]
+    assert sub.losses == []
+    report = net.nodes["n0"].app.drained
+    assert report is not None and report.subscribers_confirmed == ("n1",), f"seed={seed}"

@@ -48,10 +48,12 @@ class Disconnect:
 
 @dataclasses.dataclass(slots=True)
 class SetSubscription:
-    """Add or remove the SUB filter of a user topic."""
+    """Add or remove the SUB filter of a user topic (``prefix``: of every topic that
+    starts with it)."""
 
     topic: str
     subscribed: bool
+    prefix: bool = False
 
 
 @dataclasses.dataclass(slots=True)

@@ -149,6 +149,18 @@ class TopicUnsubscribed:
 
 
 @dataclasses.dataclass(slots=True)
+class PrefixSubscribed:
+    """Receive every topic that starts with ``prefix``."""
+
+    prefix: str
+
+
+@dataclasses.dataclass(slots=True)
+class PrefixUnsubscribed:
+    prefix: str
+
+
+@dataclasses.dataclass(slots=True)
 class LeaveRequested:
     """A graceful stop: announce leaving, then left."""
 
@@ -169,5 +181,7 @@ Event = (
     | PublishRequested
     | TopicSubscribed
     | TopicUnsubscribed
+    | PrefixSubscribed
+    | PrefixUnsubscribed
     | LeaveRequested
 )

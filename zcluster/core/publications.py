@@ -103,6 +103,11 @@ class Publications:
             logs.move_to_end(topic)
         return log.append(guarantee, payload)
 
+    def topics(self) -> list[str]:
+        """Every topic published with a guarantee, least recently used first."""
+        with self.guard:
+            return list(self._logs)
+
     def positions(self) -> tuple[tuple[str, int], ...]:
         """``(topic, latest seq)`` of the most recently published topics, for heartbeats."""
         with self.guard:

@@ -32,7 +32,7 @@ class _Listener:
     """What one subscriber incarnation told us: its topics, with our latest number on
     each when it first listed it, and the header ``seq`` of the LISTEN that said so."""
 
-    __slots__ = ("confirmed", "incarnation", "seq", "settled", "starts")
+    __slots__ = ("confirmed", "incarnation", "prefixes", "seq", "settled", "starts")
 
     def __init__(self, incarnation: int) -> None:
         self.incarnation = incarnation
@@ -42,6 +42,12 @@ class _Listener:
         self.confirmed: frozenset[str] = frozenset()
         #: whether a LISTEN of it has settled (it receives our PUB)
         self.settled = False
+        #: prefixes of the topics it reads (every topic starting with one)
+        self.prefixes: tuple[str, ...] = ()
+
+    def reads(self, topic: str) -> bool:
+        """Whether it reads ``topic`` through one of its prefixes (once settled)."""
+        return self.settled and any(topic.startswith(prefix) for prefix in self.prefixes)
 
 
 class Publisher(Component):
@@ -75,7 +81,8 @@ class Publisher(Component):
         return frozenset(
             node_id
             for node_id, listener in self._listeners.items()
-            if topic in listener.confirmed and self._is_connected(node_id)
+            if (topic in listener.confirmed or listener.reads(topic))
+            and self._is_connected(node_id)
         )
 
     def listeners(self) -> frozenset[str]:
@@ -91,16 +98,23 @@ class Publisher(Component):
         """Each subscriber incarnation that reads topics of ours, with those topics: those
         we hold down too (they may have missed some), not those that left or were removed."""
         table = self._ctx.table
+        numbered = self.publications.topics()
         out = []
         for node_id, listener in self._listeners.items():
             member = table.get(node_id)
             if (
-                listener.starts
+                (listener.starts or listener.prefixes)
                 and member is not None
                 and member.incarnation == listener.incarnation
                 and not member.status.is_gone
             ):
-                out.append((node_id, listener.incarnation, tuple(listener.starts)))
+                starts = listener.starts
+                through_prefixes = tuple(
+                    t
+                    for t in numbered
+                    if t not in starts and any(t.startswith(p) for p in listener.prefixes)
+                )
+                out.append((node_id, listener.incarnation, (*starts, *through_prefixes)))
         return out
 
     def positions(self) -> tuple[msg.Position, ...]:
@@ -135,6 +149,7 @@ class Publisher(Component):
             ctx.counters["listens_out_of_order"] += 1
             return
         listener.seq = env.seq
+        listener.prefixes = listen.prefixes
         # The subscriber's streams start where each topic stood when it first told us;
         # a repeated LISTEN (our answer was lost) gets the same answer.
         before = listener.starts

@@ -18,6 +18,7 @@ from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.core.publications import Publication
 from zcluster.core.topics import Subscriptions
 from zcluster.protocol import messages as msg
+from zcluster.protocol.capabilities import PREFIX
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
 
@@ -27,6 +28,10 @@ class Subscriber(Component):
         self._ctx = ctx
         self.subscriptions = Subscriptions(ctx.config, ctx.counters)
         self._topics: set[str] = set()
+        #: prefixes of topics read, in the order subscribed
+        self._prefixes: dict[str, None] = {}
+        # A topic read through a prefix only: no LISTENING confirms where its streams start.
+        self.subscriptions.starts_settled = lambda topic: topic not in self._topics
         #: the incarnation of each publisher we told our topics (on its first heartbeat)
         self._listening_to: dict[str, int] = {}
         #: publishers told which topics we read that have not answered yet, and when to retry
@@ -53,11 +58,22 @@ class Subscriber(Component):
         return {
             ev.TopicSubscribed: self._on_subscribed,
             ev.TopicUnsubscribed: self._on_unsubscribed,
+            ev.PrefixSubscribed: self._on_prefix_subscribed,
+            ev.PrefixUnsubscribed: self._on_prefix_unsubscribed,
         }
 
     @property
     def topics(self) -> frozenset[str]:
         return frozenset(self._topics)
+
+    def reads(self, topic: str) -> bool:
+        """Whether this node reads ``topic``: subscribed to it, or to a prefix of it."""
+        if topic in self._topics:
+            return True
+        for prefix in self._prefixes:  # noqa: SIM110 - any() and a generator cost more
+            if topic.startswith(prefix):
+                return True
+        return False
 
     # ------------------------------------------------------------ events
 
@@ -75,8 +91,25 @@ class Subscriber(Component):
             return
         self._topics.discard(event.topic)
         self.subscriptions.replay_topics.discard(event.topic)
-        self.subscriptions.forget_topic(event.topic)
+        if not self.reads(event.topic):  # still read through a prefix: its streams stay
+            self.subscriptions.forget_topic(event.topic)
         self._ctx.emit(fx.SetSubscription(event.topic, False))
+        self._tell_listening(now)
+
+    def _on_prefix_subscribed(self, event: ev.PrefixSubscribed, now: float) -> None:
+        if event.prefix in self._prefixes:
+            return
+        self._prefixes[event.prefix] = None
+        self._ctx.emit(fx.SetSubscription(event.prefix, True, prefix=True))
+        self._tell_listening(now)
+
+    def _on_prefix_unsubscribed(self, event: ev.PrefixUnsubscribed, now: float) -> None:
+        if self._prefixes.pop(event.prefix, "gone") == "gone":
+            return
+        for topic in self.subscriptions.topics():
+            if topic.startswith(event.prefix) and not self.reads(topic):
+                self.subscriptions.forget_topic(topic)
+        self._ctx.emit(fx.SetSubscription(event.prefix, False, prefix=True))
         self._tell_listening(now)
 
     def tick(self, now: float) -> None:
@@ -155,12 +188,13 @@ class Subscriber(Component):
             # Again when it holds us down or gone: it may have forgotten them.
             self._note_listening(env.sender, env.incarnation)
             self._tell_listening_to(env.sender, current.address, now)
-        if self._topics and heartbeat.positions and not current.status.is_gone:
+        reading = self._topics or self._prefixes
+        if reading and heartbeat.positions and not current.status.is_gone:
             # The latest numbers: tail loss shows as a gap. A stream that starts here
             # starts provisionally at that number; LISTENING gives the real start. (Not
             # from a life that is over: its streams were closed, for good.)
             for topic, latest in heartbeat.positions:
-                if topic in self._topics:
+                if self.reads(topic):
                     ready = self.subscriptions.position(
                         env.sender, env.incarnation, topic, latest, latest, now
                     )
@@ -171,7 +205,7 @@ class Subscriber(Component):
         beacon = env.message
         assert isinstance(beacon, msg.Beacon)
         current = self._ctx.table.get(env.sender)
-        if topic not in self._topics or current is None or current.status.is_gone:
+        if topic is None or not self.reads(topic) or current is None or current.status.is_gone:
             return
         if current.incarnation == env.incarnation:
             ready = self.subscriptions.position(
@@ -196,7 +230,7 @@ class Subscriber(Component):
                 self._deliver(env.sender, topic, ready)
 
     def _rx_publish(self, env: msg.Envelope, payload: bytes, topic: str | None, now: float) -> None:
-        if topic is None or topic not in self._topics:
+        if topic is None or not self.reads(topic):
             return
         publication = env.message
         assert isinstance(publication, msg.Publish)
@@ -210,7 +244,7 @@ class Subscriber(Component):
         republish = env.message
         assert isinstance(republish, msg.Republish)
         self._ctx.counters["publications_repaired"] += 1
-        if republish.topic in self._topics:
+        if self.reads(republish.topic):
             item = (republish.seq, republish.guarantee, payload)
             self._take(env.sender, env.incarnation, republish.topic, item, now)
 
@@ -221,7 +255,7 @@ class Subscriber(Component):
         assert isinstance(flush, msg.Flush)
         if self._life_over(env.sender, env.incarnation):
             return
-        positions = tuple(p for p in flush.positions if p[0] in self._topics)
+        positions = tuple(p for p in flush.positions if self.reads(p[0]))
         for topic, last in positions:
             ready = self.subscriptions.position(env.sender, env.incarnation, topic, last, last, now)
             self._deliver(env.sender, topic, ready)
@@ -253,12 +287,12 @@ class Subscriber(Component):
     ) -> None:
         """Numbered publications read on the driver's fast path, as ``_rx_publish`` takes
         them; a run of the next numbers of one stream is taken at once."""
-        topics = self._topics
+        topics, prefixes = self._topics, self._prefixes
         run: list[Publication] = []
         key = ("", 0, "")
         ordered = 0
         for publisher, incarnation, topic, seq, guarantee, payload in numbered:
-            if topic not in topics:
+            if topic not in topics and not (prefixes and self.reads(topic)):
                 continue
             if run and (seq != run[-1][0] + 1 or (publisher, incarnation, topic) != key):
                 self._take_run(key, run, ordered, now)
@@ -333,8 +367,12 @@ class Subscriber(Component):
     def _tell_listening_to(self, node_id: str, address: str, now: float) -> None:
         """Send LISTEN; it is sent again until the publisher answers (LISTENING), since
         where our streams start depends on that answer."""
+        ctx = self._ctx
         topics = tuple(sorted(self._topics))
-        self._ctx.send(address, msg.Listen(topics))
+        prefixes: tuple[str, ...] = ()
+        if self._prefixes and PREFIX in (ctx.peers.capabilities_of(node_id) or ()):
+            prefixes = tuple(self._prefixes)  # earlier releases take topics only
+        ctx.send(address, msg.Listen(topics, prefixes))
         self._listen_sent[node_id] = topics
         self._listen_unanswered[node_id] = now + self._ctx.config.listen_retry_s
 

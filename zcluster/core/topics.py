@@ -11,7 +11,7 @@ comes back as LOST and is reported, never hidden. The publisher's side is
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from zcluster.config import NodeConfig
 from zcluster.core.publications import Publication, Range
@@ -79,6 +79,10 @@ class TopicStream:
 Key = tuple[str, str]  # (publisher, topic)
 
 
+def _never(_: str) -> bool:
+    return False
+
+
 class Loss:
     """A range of publications that can no longer be delivered."""
 
@@ -109,6 +113,9 @@ class Subscriptions:
         #: topics whose new streams start from the oldest buffered publication (only an
         #: incarnation's first stream: one that resumes starts where the last one stopped)
         self.replay_topics: set[str] = set()
+        #: whether a new stream of a topic starts settled where it is first seen: a topic
+        #: read through a prefix only, whose start no publisher answer will confirm
+        self.starts_settled: Callable[[str], bool] = _never
         self.losses: list[Loss] = []
         #: ``(publisher, topic, publications)`` held back by streams closed to make room for
         #: another (a publisher's new life, a stream evicted): deliverable, in order
@@ -304,6 +311,10 @@ class Subscriptions:
                 out.append((key[1], self._close(key, stream)))
         return out
 
+    def topics(self) -> list[str]:
+        """The topics of the streams held, each once, in the order first held."""
+        return list(dict.fromkeys(topic for _, topic in self._streams))
+
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self._streams if k[1] == topic]:
             self._drop(key)
@@ -387,7 +398,7 @@ class Subscriptions:
             replay = key[1] in self.replay_topics
             if replay:
                 start_after = 0
-            final = confirmed or replay
+            final = confirmed or replay or self.starts_settled(key[1])
             stream = streams[key] = TopicStream(incarnation, start_after, highest, final)
             stream.confirmed = final
         if not stream.final:

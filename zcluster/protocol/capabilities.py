@@ -26,5 +26,9 @@ DRAIN = "drain"
 #: reads REFUSE (revision 1.4): a seed may refuse a join, saying why, instead of ignoring it
 REFUSE = "refuse"
 
+#: reads LISTEN's prefixes (revision 1.4): counts a subscriber of a prefix as one of every
+#: topic that starts with it
+PREFIX = "prefix"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, REFUSE, SWIM)
+SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, PREFIX, REFUSE, SWIM)

@@ -159,10 +159,12 @@ class Gossip:
 
 @dataclasses.dataclass(slots=True)
 class Listen:
-    """The topics the sender reads from the receiver's PUB (all of them, each time)."""
+    """The topics the sender reads from the receiver's PUB (all of them, each time), and
+    the prefixes of topics it reads (revision 1.4, capability ``prefix``)."""
 
     KIND: ClassVar[Kind] = Kind.LISTEN
     topics: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)

@@ -488,6 +488,19 @@ class AsyncNode:
     async def unsubscribe(self, topic: str) -> None:
         self._tell_core(self.app.unsubscribe(topic))
 
+    async def subscribe_prefix(self, prefix: str, callback: SubscriptionCallback) -> None:
+        """Receive publications on every topic that starts with ``prefix`` (``"prices."``:
+        ``prices.eur``, ``prices.usd``, ...): ``callback(topic, message, sender)``.
+
+        ZeroMQ filters them at the subscriber by prefix. Numbered publications are
+        repaired per topic, as for ``subscribe``; each topic's stream starts where it
+        is first seen (there is no per-topic answer from the publisher to replay from).
+        """
+        self._tell_core(self.app.subscribe_prefix(validate_topic(prefix), callback))
+
+    async def unsubscribe_prefix(self, prefix: str) -> None:
+        self._tell_core(self.app.unsubscribe_prefix(prefix))
+
     def _tell_core(self, event: ev.Event | None) -> None:
         if event is not None and self._driver is not None:
             self._driver.feed(event)

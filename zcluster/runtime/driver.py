@@ -38,6 +38,7 @@ from zcluster.wire import (
     decode_direct,
     decode_published,
     one_frame_prefix,
+    prefix_filters,
     read_publish,
     topic_frame,
 )
@@ -570,8 +571,12 @@ class Driver:
 
     def _set_subscription(self, effect: fx.SetSubscription) -> None:
         # Either form a publisher may use (one frame once every member reads it).
-        self.transport.set_subscription(topic_frame(effect.topic), effect.subscribed)
-        self.transport.set_subscription(one_frame_prefix(effect.topic), effect.subscribed)
+        if effect.prefix:
+            filters = prefix_filters(effect.topic)
+        else:
+            filters = (topic_frame(effect.topic), one_frame_prefix(effect.topic))
+        for topic_filter in filters:
+            self.transport.set_subscription(topic_filter, effect.subscribed)
         self.loop.call_soon(self._read_sub)
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:

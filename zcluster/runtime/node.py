@@ -259,6 +259,16 @@ class Node:
     def unsubscribe(self, topic: str) -> None:
         self._call_or_now(self._node.unsubscribe(topic))
 
+    def subscribe_prefix(self, prefix: str, callback: SubscriptionCallback) -> None:
+        """Receive publications on every topic starting with ``prefix``; see
+        AsyncNode.subscribe_prefix."""
+        _reject_coroutine(callback)
+        validate_topic(prefix)
+        self._call_or_now(self._node.subscribe_prefix(prefix, callback))
+
+    def unsubscribe_prefix(self, prefix: str) -> None:
+        self._call_or_now(self._node.unsubscribe_prefix(prefix))
+
     def _call_or_now(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a registration on the loop, or here while there is no loop: it only
         touches the loop's state when the node runs."""

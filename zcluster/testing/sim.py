@@ -74,6 +74,12 @@ class SimNode:
     subscribed_to: dict[str, set[str]] = dataclasses.field(default_factory=dict)
     #: user topics this node's SUB lets through (membership traffic always passes)
     filters: set[str] = dataclasses.field(default_factory=set)
+    #: and prefixes of user topics it lets through
+    prefix_filters: dict[str, None] = dataclasses.field(default_factory=dict)
+
+    def lets_through(self, topic: str) -> bool:
+        return topic in self.filters or any(topic.startswith(p) for p in self.prefix_filters)
+
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
     delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
     completed: dict[int, fx.CompleteRequest] = dataclasses.field(default_factory=dict)
@@ -363,6 +369,9 @@ class SimNetwork:
     def subscribe(self, node_id: str, topic: str, *, replay: bool = False) -> None:
         self._feed(self.nodes[node_id], ev.TopicSubscribed(topic, replay))
 
+    def subscribe_prefix(self, node_id: str, prefix: str) -> None:
+        self._feed(self.nodes[node_id], ev.PrefixSubscribed(prefix))
+
     # ------------------------------------------------------------ internals
 
     def _run(self, until: float, predicate: Callable[[], bool] | None) -> bool:
@@ -460,7 +469,7 @@ class SimNetwork:
                     other = nodes[node_id]
                     if other is node or pub not in other.subscribed_to:
                         continue
-                    if topic is not None and topic not in other.filters:
+                    if topic is not None and not other.lets_through(topic):
                         continue
                     for delay in self._fate(node, other):
                         self._deliver_later(other, delay, event)
@@ -476,6 +485,11 @@ class SimNetwork:
                 readers.discard(peer)
                 if not readers:
                     node.subscribed_to.pop(pub, None)
+            case fx.SetSubscription(topic=topic, subscribed=on, prefix=True):
+                if on:
+                    node.prefix_filters[topic] = None
+                else:
+                    node.prefix_filters.pop(topic, None)
             case fx.SetSubscription(topic=topic, subscribed=on):
                 if on:
                     node.filters.add(topic)
