@@ -34,19 +34,20 @@ def pack(value: Any) -> bytes:
 
 
 def _extended_records(kind: Kind, body: list[Any]) -> list[Any]:
-    """Member records with a field today's nodes do not know."""
+    """Member records with their tags (none, the seventh field), then a field today's
+    nodes do not know."""
     if kind is Kind.HEARTBEAT:
         me, updates, *rest = body
-        return [[*me, EXTRA], [[*r, EXTRA] for r in updates], *rest]
+        return [[*me, {}, EXTRA], [[*r, {}, EXTRA] for r in updates], *rest]
     if kind is Kind.SYNC:
         records, *rest = body
-        return [[[*r, EXTRA] for r in records], *rest]
+        return [[[*r, {}, EXTRA] for r in records], *rest]
     return body
 
 
 class FuturePeer(V1Peer):
     """A strict peer that sends what a later revision would send: after the optional
-    fields revision 1.2 defines (it must send them to send any later one), its own."""
+    fields revisions 1.2 and 1.4 define (it must send them to send any later one), its own."""
 
     def _header(self, kind: Kind, body: list[Any]) -> bytes:
         self._seq += 1
@@ -56,10 +57,11 @@ class FuturePeer(V1Peer):
         return pack(header)
 
     def _optional_fields(self, kind: Kind) -> list[Any]:
-        """Revision 1.2's optional fields, empty: no gossip, no members' capabilities."""
+        """The optional fields of revisions 1.2 and 1.4, empty: no gossip, no members'
+        capabilities, no prefixes."""
         if kind in (Kind.PING, Kind.PING_REQ, Kind.ACK):
             return [[], digest_of([self.me, *self.members.values()])]
-        return [[]] if kind is Kind.SYNC else []
+        return [[]] if kind in (Kind.SYNC, Kind.LISTEN) else []
 
     def _send(self, address: str, kind: Kind, body: list[Any], payload: bytes = b"") -> None:
         super()._send(address, kind, body, _announce(kind, payload))

@@ -14,7 +14,8 @@ Direct sends (guaranteed):
   tick while its sender runs (an EXPIRED one not before its ttl);
 - DELIVERED only if the receiver's handler ran it and returned; FAILED with a
   handler's reason only if the handler ran it and raised; FAILED at once only
-  for a non-member or a full outbox; "left the cluster" only for a stopped node;
+  for a non-member or a full outbox; "left the cluster" (or "was leaving") only for a
+  stopped node;
 - an EXACTLY_ONCE handler runs at most once per message per receiver incarnation;
 - once an ORDERED message of a sender has run on a receiver incarnation, no
   earlier message of that sender runs there again or later (so ORDERED messages
@@ -634,7 +635,7 @@ class Swarm:
         elif "handler raised" in reason:
             if not sent.fails or not runs:
                 self.violation(f"a handler failure that did not happen: {what}")
-        elif "left the cluster" in reason:
+        elif "left the cluster" in reason or "leaving the cluster" in reason:
             if sent.receiver not in self.stopped_ids:
                 self.violation(f"'left' for a node never stopped: {what}")
         elif "removed from the cluster" not in reason:
