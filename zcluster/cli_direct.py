@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -37,10 +38,30 @@ from zcluster.runtime.asyncnode import AsyncNode
 #: timeout: the reply may be on its way
 _SETTLE_MARGIN_S = 1.0
 
-message_argument = click.argument("message", required=False)
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="MESSAGE is JSON, not a plain string."
+
+def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator applying several, the first outermost (as written above a function)."""
+
+    def apply(command: Any) -> Any:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+#: NODE NAME [MESSAGE], and where to join: the arguments of both commands
+to_a_member = _stacked(
+    click.argument("node_id", metavar="NODE"),
+    click.argument("name"),
+    click.argument("message", required=False),
+    seed_option,
+    bind_option,
+    advertise_option,
+    click.option("--json", "as_json", is_flag=True, help="MESSAGE is JSON, not a plain string."),
 )
+#: how the short-lived node speaks and logs
+short_lived_options = _stacked(format_option, join_timeout_option, log_option, log_format_option)
 
 
 def _shown(value: Any) -> str:
@@ -63,13 +84,7 @@ async def _interruptibly(stop: asyncio.Event, work: Any) -> Any:
 
 
 @click.command(short_help="Call handler NAME on member NODE; print its reply.")
-@click.argument("node_id", metavar="NODE")
-@click.argument("name")
-@message_argument
-@seed_option
-@bind_option
-@advertise_option
-@json_option
+@to_a_member
 @click.option(
     "--timeout",
     default=5.0,
@@ -77,10 +92,7 @@ async def _interruptibly(stop: asyncio.Event, work: Any) -> Any:
     type=click.FloatRange(0, 3600, min_open=True),
     help="Seconds to wait for the reply.",
 )
-@format_option
-@join_timeout_option
-@log_option
-@log_format_option
+@short_lived_options
 def request(
     node_id: str,
     name: str,
@@ -141,13 +153,7 @@ async def _until_live(node: AsyncNode, target: str, timeout: float) -> None:
 
 
 @click.command(short_help="Send MESSAGE to handler NAME on member NODE.")
-@click.argument("node_id", metavar="NODE")
-@click.argument("name")
-@message_argument
-@seed_option
-@bind_option
-@advertise_option
-@json_option
+@to_a_member
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option(
     "--guarantee",
@@ -161,10 +167,7 @@ async def _until_live(node: AsyncNode, target: str, timeout: float) -> None:
     type=click.FloatRange(0, 3600, min_open=True),
     help="Seconds a guaranteed send is retried before it expires (default: message_ttl_s).",
 )
-@format_option
-@join_timeout_option
-@log_option
-@log_format_option
+@short_lived_options
 def send(
     node_id: str,
     name: str,

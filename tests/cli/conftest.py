@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.commands import NodeProcess
+from zcluster.testing.processes import free_port_pair
 
 
 @pytest.fixture
@@ -23,3 +24,12 @@ def spawn(tmp_path: Path) -> Iterator[object]:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def seed(spawn) -> str:  # type: ignore[no-untyped-def]
+    """The address of a running ``zcluster node --id n1`` to join through."""
+    address = f"127.0.0.1:{free_port_pair()}"
+    node = spawn("n1", "--id", "n1", "--bind", address)
+    assert node.wait_log("listening on", 10), node.log()
+    return address

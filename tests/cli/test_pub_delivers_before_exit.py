@@ -13,17 +13,8 @@ import pytest
 
 from tests.cli.commands import PROCESS_EXIT_TIMEOUT_S, zcluster
 from tests.helpers import wait_until
-from zcluster.testing.processes import free_port_pair
 
 COUNT = 200_000
-
-
-@pytest.fixture
-def seed(spawn) -> str:  # type: ignore[no-untyped-def]
-    address = f"127.0.0.1:{free_port_pair()}"
-    node = spawn("n1", "--id", "n1", "--bind", address)
-    assert node.wait_log("listening on", 10), node.log()
-    return address
 
 
 @pytest.fixture

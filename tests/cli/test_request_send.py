@@ -18,14 +18,6 @@ from zcluster.testing.processes import free_port_pair
 SUB = [sys.executable, "-m", "zcluster", "sub"]
 
 
-@pytest.fixture
-def seed(spawn) -> str:  # type: ignore[no-untyped-def]
-    address = f"127.0.0.1:{free_port_pair()}"
-    node = spawn("n1", "--id", "n1", "--bind", address)
-    assert node.wait_log("listening on", 10), node.log()
-    return address
-
-
 def test_request_prints_the_reply(seed: str) -> None:
     result = zcluster("request", "n1", "zcluster.view", "--seed", seed)
     assert result.returncode == 0, result.stderr
