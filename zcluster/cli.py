@@ -281,6 +281,7 @@ def _pub_outcome(topic: str, count: int, receivers: int, report: DrainReport) ->
         "subscribers": receivers,
         "confirmed": list(report.subscribers_confirmed),
         "unconfirmed": list(report.subscribers_unconfirmed),
+        "at_stake": report.at_stake,
         "dropped": report.publications_dropped,
         "complete": report.complete,
     }

@@ -190,6 +190,9 @@ class DrainReport:
     subscribers_confirmed: tuple[str, ...] = ()
     #: subscribers that did not confirm in time or stopped being reachable
     subscribers_unconfirmed: tuple[str, ...] = ()
+    #: for each of those, the numbered topics it reads and this node's last number on
+    #: each: it may lack any of those publications (``{"s": {"prices": 5000}}``)
+    at_stake: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     #: guaranteed sends to live members neither acknowledged nor failed
     sends_unacknowledged: int = 0
     #: handlers of guaranteed messages still running
@@ -219,7 +222,7 @@ class DrainReport:
             return f"everything delivered ({confirmed} subscriber(s) confirmed)"
         parts = []
         if self.subscribers_unconfirmed:
-            names = ", ".join(self.subscribers_unconfirmed)
+            names = ", ".join(self._stake_of(node_id) for node_id in self.subscribers_unconfirmed)
             parts.append(
                 f"{len(self.subscribers_unconfirmed)} subscriber(s) did not confirm ({names})"
             )
@@ -234,6 +237,13 @@ class DrainReport:
         if not self.left:
             parts.append("the leave did not finish")
         return "; ".join(parts)
+
+    def _stake_of(self, node_id: str) -> str:
+        topics = self.at_stake.get(node_id)
+        if not topics:
+            return node_id
+        shown = ", ".join(f"{topic} up to {last}" for topic, last in topics.items())
+        return f"{node_id}: may lack {shown}"
 
 
 class MessageDeduplicator:

@@ -66,7 +66,8 @@ class Departure(Component):
         #: subscribers yet to confirm, with their incarnation and topics (in the order found)
         self._awaiting: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._confirmed: list[str] = []
-        self._unreachable: list[str] = []
+        #: subscribers that stopped being reachable, with the topics they read from us
+        self._unreachable: dict[str, tuple[str, ...]] = {}
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Flushed: self._rx_flushed}
@@ -103,9 +104,8 @@ class Departure(Component):
             self._drop_unreachable()
         if self._awaiting and now >= self._next_flush:
             self._next_flush = now + ctx.config.drain_retry_s
-            latest = self._latest
             for node_id, (_, topics) in self._awaiting.items():
-                positions = tuple((t, seq) for t in topics if (seq := latest(t)))
+                positions = self._positions(topics)
                 ctx.emit(fx.Publish(None, msg.Flush(positions, to=node_id), b""))
                 ctx.counters["flushes_sent"] += 1
         handlers = self._handlers_running()
@@ -116,19 +116,27 @@ class Departure(Component):
             return
         self._draining = False
         unconfirmed = (*self._unreachable, *self._awaiting)
+        read = {**self._unreachable, **{n: topics for n, (_, topics) in self._awaiting.items()}}
         ctx.counters["leave_handlers_unfinished"] += handlers
         ctx.counters["leave_sends_unacknowledged"] += sends
         ctx.counters["leave_subscribers_unconfirmed"] += len(unconfirmed)
+        at_stake = tuple((node_id, self._positions(read[node_id])) for node_id in unconfirmed)
+        waited_s = now - self._began
         ctx.emit(
-            fx.Drained(tuple(self._confirmed), unconfirmed, sends, handlers, now - self._began)
+            fx.Drained(tuple(self._confirmed), unconfirmed, at_stake, sends, handlers, waited_s)
         )
         self._announce_leaving(now)
+
+    def _positions(self, topics: tuple[str, ...]) -> tuple[msg.Position, ...]:
+        """Our last number on each of these topics that we number."""
+        latest = self._latest
+        return tuple((t, seq) for t in topics if (seq := latest(t)))
 
     def _drop_unreachable(self) -> None:
         """Subscribers that leave are not waited for (they chose to stop reading); those no
         longer live in the incarnation we wait for cannot confirm: reported."""
         table = self._ctx.table
-        for node_id, (incarnation, _) in list(self._awaiting.items()):
+        for node_id, (incarnation, topics) in list(self._awaiting.items()):
             member = table.get(node_id)
             if member is not None and member.incarnation == incarnation:
                 if member.status in _LEAVING_OR_LEFT:
@@ -137,7 +145,7 @@ class Departure(Component):
                 if member.status.is_live:
                     continue
             del self._awaiting[node_id]
-            self._unreachable.append(node_id)
+            self._unreachable[node_id] = topics
 
     def _rx_flushed(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         waited = self._awaiting.get(env.sender)

@@ -9,7 +9,7 @@ import dataclasses
 
 from zcluster.protocol.guarantees import AckStatus
 from zcluster.protocol.members import Member
-from zcluster.protocol.messages import Message
+from zcluster.protocol.messages import Message, Position
 
 
 @dataclasses.dataclass(slots=True)
@@ -136,6 +136,9 @@ class Drained:
     subscribers_confirmed: tuple[str, ...]
     #: subscribers that did not confirm in time, or became unreachable meanwhile
     subscribers_unconfirmed: tuple[str, ...]
+    #: for each of those, our last number on each numbered topic it reads: it may lack any
+    #: publication up to it
+    at_stake: tuple[tuple[str, tuple[Position, ...]], ...]
     #: guaranteed sends neither acknowledged nor failed
     sends_unacknowledged: int
     #: handlers of guaranteed messages still running

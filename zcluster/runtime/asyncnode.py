@@ -317,6 +317,7 @@ class AsyncNode:
         return DrainReport(
             drained.subscribers_confirmed,
             drained.subscribers_unconfirmed,
+            {node_id: dict(positions) for node_id, positions in drained.at_stake},
             drained.sends_unacknowledged,
             drained.handlers_unfinished,
             dropped,
