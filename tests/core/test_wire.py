@@ -987,6 +987,8 @@ def with_every_field(message: msg.Message) -> msg.Message:
         return dataclasses.replace(message, view=DIGEST)
     if isinstance(message, msg.Sync) and message.announcements is None:
         return dataclasses.replace(message, announcements=())
+    if isinstance(message, msg.Listen) and not message.prefixes:
+        return dataclasses.replace(message, prefixes=("p.",))
     return message
 
 
