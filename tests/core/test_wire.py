@@ -870,7 +870,7 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.NACK: st.builds(msg.Nack, uint64, names),
     Kind.GOSSIP: st.builds(msg.Gossip, small(news_items), digests),
     Kind.BEACON: st.builds(msg.Beacon, uint64),
-    Kind.LISTEN: st.builds(msg.Listen, small(topics)),
+    Kind.LISTEN: st.builds(msg.Listen, small(topics), small(topics)),
     Kind.LISTENING: st.builds(msg.Listening, small(positions)),
     Kind.SEND: st.builds(msg.Send, names),
     Kind.REQUEST: st.builds(msg.Request, names, uint64, addresses),
