@@ -130,6 +130,8 @@ class NodeContext:
                 self.refuted()
             elif outcome == "conflict":
                 self.counters["node_id_conflicts"] += 1
+            elif outcome == "unrefutable":
+                self.counters["suspicions_unrefutable"] += 1
             elif outcome == "full":
                 self.counters["members_refused_table_full"] += 1
 

@@ -19,7 +19,7 @@ from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.protocol import messages as msg
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import MAX_VERSION, Member, MemberStatus
 
 
 class Gossip(Component):
@@ -223,7 +223,8 @@ class Gossip(Component):
     def _set_my_status(self, status: MemberStatus, now: float) -> None:
         ctx = self._ctx
         me = ctx.me
-        changed = dataclasses.replace(me, status=status, version=me.version + 1)
+        version = min(me.version + 1, MAX_VERSION)  # never past what the wire carries
+        changed = dataclasses.replace(me, status=status, version=version)
         previous = ctx.table.set_me(changed, now)
         ctx.emit(fx.MemberChanged(ctx.me, previous))
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 from zcluster.core.rumors import Rumors
-from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.members import MAX_VERSION, Member, MemberStatus
 
-MergeOutcome = Literal["applied", "stale", "refuted", "conflict", "full"]
+MergeOutcome = Literal["applied", "stale", "refuted", "unrefutable", "conflict", "full"]
 
 
 class MembershipTable:
@@ -243,6 +243,10 @@ class MembershipTable:
         if me.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
             return "stale", None
         # Someone suspects us, or believes us down or removed: refute with a newer version.
+        if record.version >= MAX_VERSION:
+            # No newer version exists to refute it with (such a record is forged: no node
+            # counts that far); told, and kept out of our own record, which stays sendable.
+            return "unrefutable", None
         refuted = dataclasses.replace(me, version=record.version + 1)
         self.set_me(refuted, now)
         return "refuted", me

@@ -143,6 +143,10 @@ class NodeCore:
         out, self._ctx.out = self._ctx.out, []
         return out
 
+    def discard_effects(self) -> None:
+        """Forget what an event that raised had decided: the host drops that event."""
+        self._ctx.out = []
+
     @property
     def me(self) -> Member:
         return self.table.me

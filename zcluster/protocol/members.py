@@ -37,6 +37,9 @@ _LIVE = frozenset(
 )
 _GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 
+#: the largest version a record may carry (an unsigned 64-bit integer on the wire): a
+#: node saturates its own version there rather than send one the wire cannot carry
+MAX_VERSION = 2**64 - 1
 #: a member's tags: at most this many, keys and values text of at most these lengths
 MAX_TAGS_COUNT = 32
 MAX_TAG_KEY_CHARS = 64

@@ -170,6 +170,8 @@ class Driver:
         self._reading_router = False
         self._held: list[ev.Event] = []
         self._closed = False
+        #: kinds of events and effects whose failure was logged (once each: there are few)
+        self._failures_told: set[str] = set()
         #: whether protocol messages are logged as they come and go (``--log-level debug``)
         self._debug = log.isEnabledFor(logging.DEBUG)
         #: fault injection for tests (zcluster.testing): the delays after which each
@@ -250,7 +252,10 @@ class Driver:
             with self.core_lock:
                 now = self.clock()
                 for event in events:
-                    effects += on_sockets(handle(event, now))
+                    try:
+                        effects += on_sockets(handle(event, now))
+                    except Exception as exc:  # one event's failure must not stop the node
+                        self._event_failed(event, exc)
         finally:  # what earlier events decided is carried out whatever a later one raised
             self.apply(effects)
         self.lane.one_frame = self.core.one_frame_publications
@@ -509,10 +514,40 @@ class Driver:
                 appliers[type(effect)](effect)
             except zmq.ZMQError as exc:  # one bad address or a full socket table, not a crash
                 self._failed(type(effect).__name__, exc)
+            except Exception as exc:  # a defect: counted, told once, the node goes on
+                self.counters["effects_failed"] += 1
+                self._first_failure(f"carrying out {type(effect).__name__}", exc)
 
     def _failed(self, what: str, exc: zmq.ZMQError) -> None:
         self.counters["effects_failed"] += 1
         log.warning("could not carry out %s: %s", what, exc)
+
+    def _event_failed(self, event: ev.Event, exc: Exception) -> None:
+        """The core raised on one event: the event is dropped (and what it had decided so
+        far), counted, and told once per kind of event, with its sender; the node's own
+        protocol goes on."""
+        self.core.discard_effects()
+        what = type(event).__name__
+        if isinstance(event, ev.EnvelopeReceived):
+            envelope = event.envelope
+            what = f"{type(envelope.message).__name__} from {envelope.sender}"
+        self.counters["events_failed"] += 1
+        kind = what.split()[0]
+        self._first_failure(f"handling {what}", exc, kind)
+
+    def _first_failure(self, what: str, exc: Exception, kind: str | None = None) -> None:
+        key = kind or what
+        if key in self._failures_told:
+            return
+        self._failures_told.add(key)
+        log.error(
+            "node %s: %s raised %s: %s (counted; told once per kind)",
+            self.core.node_id,
+            what,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
     def _publish(self, effect: fx.Publish) -> None:
         if self._debug and type(effect.message) is not msg.Publish:
