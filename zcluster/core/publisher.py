@@ -164,12 +164,19 @@ class Publisher(Component):
         ctx = self._ctx
         fetch = env.message
         assert isinstance(fetch, msg.Fetch)
+        # Answered to the address our table holds for a live member in that incarnation,
+        # whatever the FETCH names: up to fetch_max_count publications for one small
+        # message must not be aimed at a third party.
+        address = ctx.live_address(env.sender) if ctx.is_current(env) else None
+        if address is None:
+            ctx.counters["fetches_refused_not_a_member"] += 1
+            return
         found, lost = self.publications.lookup(fetch.topic, fetch.ranges)
         ctx.counters["publications_resent"] += len(found)
         for seq, guarantee, payload in found:
-            ctx.send(fetch.reply_address, msg.Republish(fetch.topic, seq, guarantee), payload)
+            ctx.send(address, msg.Republish(fetch.topic, seq, guarantee), payload)
         if lost:
-            ctx.send(fetch.reply_address, msg.Lost(fetch.topic, tuple(lost)))
+            ctx.send(address, msg.Lost(fetch.topic, tuple(lost)))
 
     def tick(self, now: float) -> None:
         if self._settling:
