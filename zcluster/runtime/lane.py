@@ -253,11 +253,10 @@ class PublicationLane:
     ) -> Waiting | None:
         """A user's publication: sent now, unless others wait for room or a queue is full
         (then in line)."""
-        if self._backlog:
-            frames = self._publication_frames(topic, prefix, seq, guarantee, payload)
-            return self._in_line(frames, numbered=bool(seq))
-        unsent = self._send_publication(pub, topic, prefix, seq, guarantee, payload)
-        return None if unsent is None else self._in_line(unsent, numbered=bool(seq))
+        frames = self._publication_frames(topic, prefix, seq, guarantee, payload)
+        if not self._backlog and self._send_frames(pub, frames):
+            return None
+        return self._in_line(frames, numbered=bool(seq))
 
     # ------------------------------------------------------------ internals
 
@@ -295,10 +294,10 @@ class PublicationLane:
             encoder = self._encoder
             if topic is not None and type(message) is msg.Publish:  # not a BEACON
                 prefix = encoder.one_frame_prefix_of(topic)
-                unsent = self._send_publication(
-                    pub, topic, prefix, message.seq, message.guarantee, payload
+                frames = self._publication_frames(
+                    topic, prefix, message.seq, message.guarantee, payload
                 )
-                sent = unsent is None
+                sent = self._send_frames(pub, frames)
             elif type(message) is msg.Flush and self._backlog:
                 sent = False  # publications still wait for room: it must not overtake them
             else:
@@ -308,25 +307,12 @@ class PublicationLane:
             if not sent:
                 self.skipped += 1
 
-    def _send_publication(
-        self,
-        pub: zmq.Socket[bytes],
-        topic: str,
-        prefix: bytes,
-        seq: int,
-        guarantee: DeliveryGuarantee,
-        payload: bytes,
-    ) -> Frames | None:
-        """Send ``Publish(seq, guarantee)`` on ``topic`` (whose one-frame form starts with
-        ``prefix``): in one frame as a rule, in three while some member does not read
-        that form or the payload is too large to join. None once sent, else its frames
-        (a subscriber's queue is full)."""
-        frames = self._publication_frames(topic, prefix, seq, guarantee, payload)
-        return None if self._send_frames(pub, frames) else frames
-
     def _publication_frames(
         self, topic: str, prefix: bytes, seq: int, guarantee: DeliveryGuarantee, payload: bytes
     ) -> Frames:
+        """``Publish(seq, guarantee)`` on ``topic`` (whose one-frame form starts with
+        ``prefix``): in one frame as a rule, in three while some member does not read
+        that form or the payload is too large to join."""
         encoder = self._encoder
         if self.one_frame and len(payload) <= self._one_frame_max_bytes:
             return ((encoder.publication_frame(prefix, seq, guarantee, payload), LAST_FRAME),)
