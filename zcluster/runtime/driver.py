@@ -134,6 +134,7 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation, check_user_topic)
+        self._encoder.tags = core.records_carry_tags
         #: the PUB socket, shared with threads that publish
         self.lane = PublicationLane(
             core.node_id,
@@ -258,7 +259,9 @@ class Driver:
                         self._event_failed(event, exc)
         finally:  # what earlier events decided is carried out whatever a later one raised
             self.apply(effects)
+        # What every member reads, as the core's view now says (after each batch).
         self.lane.one_frame = self.core.one_frame_publications
+        self._encoder.tags = self.core.records_carry_tags
         self._end_turn_later()
 
     def feed_soon(self, event: ev.Event) -> None:
@@ -503,7 +506,6 @@ class Driver:
         the application's, to ``apply`` once the lock is released: a thread that sends
         waits for the core, never for user code or acknowledgements."""
         theirs = self._app_effects
-        self._encoder.tags = self.core.records_carry_tags  # as the core's view now says
         self.apply([effect for effect in effects if type(effect) not in theirs])
         return [effect for effect in effects if type(effect) in theirs]
 
