@@ -21,6 +21,7 @@ from zcluster.clitools import (
     advertise_option,
     bind_option,
     format_option,
+    interruptibly,
     join_timeout_option,
     log_format_option,
     log_option,
@@ -66,18 +67,6 @@ short_lived_options = _stacked(format_option, join_timeout_option, log_option, l
 
 def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=repr)
-
-
-async def _interruptibly(stop: asyncio.Event, work: Any) -> Any:
-    """``await work`` unless ``stop`` is set first (then None, and ``work`` is cancelled)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if task.done():
-        return (task.result(),)
-    task.cancel()
-    return None
 
 
 # ---------------------------------------------------------------- request
@@ -128,9 +117,9 @@ async def _run_request(
     if not await start_interruptibly(node, stop, join_timeout):
         return None
     try:
-        if await _interruptibly(stop, _until_live(node, target, join_timeout)) is None:
+        if await interruptibly(stop, _until_live(node, target, join_timeout)) is None:
             return None
-        outcome: tuple[Any] | None = await _interruptibly(
+        outcome: tuple[Any] | None = await interruptibly(
             stop, node.request(target, name, value, timeout=timeout)
         )
         return outcome
@@ -224,7 +213,7 @@ async def _run_send(
     if not await start_interruptibly(node, stop, join_timeout):
         return None
     try:
-        if await _interruptibly(stop, _until_live(node, target, join_timeout)) is None:
+        if await interruptibly(stop, _until_live(node, target, join_timeout)) is None:
             return None
         acks = []
         for _ in range(count):
@@ -233,7 +222,7 @@ async def _run_send(
             ack = await node.send(target, name, value, guarantee=guarantee, ttl=ttl)
             if ack is not None:
                 acks.append(ack)
-        settled = await _interruptibly(stop, asyncio.gather(*acks))
+        settled = await interruptibly(stop, asyncio.gather(*acks))
         if settled is None:
             return None
         statuses: list[AckStatus] = list(settled[0])

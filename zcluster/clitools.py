@@ -11,8 +11,8 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ from zcluster.errors import ConfigError
 from zcluster.runtime.asyncnode import AsyncNode
 from zcluster.serialization import JsonSerializer, MsgpackSerializer, Serializer
 from zcluster.settings import DEFAULT_BIND, LOG_LEVELS
+
+T = TypeVar("T")
 
 #: the serializers a short-lived node may speak, by their command-line names
 SERIALIZERS: dict[str, Callable[[], Serializer]] = {
@@ -188,17 +190,24 @@ def parse_message(text: str, as_json: bool) -> Any:
         raise ConfigError(f"MESSAGE is not valid JSON: {exc}") from None
 
 
+async def interruptibly(stop: asyncio.Event, work: Awaitable[T]) -> tuple[T] | None:
+    """``(await work,)`` unless ``stop`` is set first: then None, and ``work`` cancelled."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return (task.result(),)
+    task.cancel()
+    return None
+
+
 async def start_interruptibly(
     node: AsyncNode, stop: asyncio.Event, join_timeout: float = SHORT_LIVED_JOIN_TIMEOUT_S
 ) -> bool:
-    """Join, unless ``stop`` is set first; returns whether the node is running."""
-    starting = asyncio.ensure_future(node.start(timeout=join_timeout))
-    interrupted = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
-    interrupted.cancel()
-    if starting.done():
-        starting.result()  # raises JoinTimeout
+    """Join, unless ``stop`` is set first; returns whether the node is running (raises
+    JoinTimeout or JoinRefused)."""
+    if await interruptibly(stop, node.start(timeout=join_timeout)) is not None:
         return True
-    starting.cancel()
     await node.stop()
     return False
