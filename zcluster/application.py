@@ -42,6 +42,7 @@ from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.errorlog import ErrorLog
 from zcluster.runtime.gate import OutboxGate
+from zcluster.runtime.ledger import PUBLICATIONS, Ledger
 from zcluster.runtime.runners import AnyThread, Runner
 from zcluster.serialization import Serializer
 from zcluster.wire import one_frame_prefix, topic_frame
@@ -98,6 +99,13 @@ class Application:
         #: one publication to a topic's only callback; the same object every time, so
         #: that the runner hands a drain's worth over as one call (Runner.run_each)
         self._notify_one = functools.partial(_notify_one, serializer.deserialize)
+        #: payload bytes handed to user code and not yet done with (runtime/ledger.py)
+        self.ledger = Ledger(
+            config.callback_queue_max_bytes, config.callback_queue_sender_max_bytes
+        )
+        #: whose share of the ledger a sender's messages are charged to (the host tells
+        #: members from strangers); by default every sender has its own
+        self.share_of: Callable[[str], str] = lambda sender: sender
         #: each subscribed topic by how its publications start (either form), for the
         #: fast path of fan-out
         self.topic_frames: dict[bytes, str] = {}
@@ -347,11 +355,18 @@ class Application:
             elif effect.receipt is not None:
                 self._finished(effect, text)
             return
-        deserialize = self.serializer.deserialize
+        if type(handler) is MessageIgnored:  # the node's own: its payload is never decoded
 
-        def call() -> Any:
-            return handler(deserialize(effect.payload), effect.sender)
+            def call() -> Any:
+                return handler(None, effect.sender)
 
+        else:
+            deserialize = self.serializer.deserialize
+
+            def call() -> Any:
+                return handler(deserialize(effect.payload), effect.sender)
+
+        call = self.ledger.charged(self.share_of(effect.sender), len(effect.payload), call)
         if effect.request_id is not None:
             runner.run(call, AnyThread(lambda result, exc: self._handled(effect, result, exc)))
         elif effect.receipt is not None:
@@ -399,14 +414,18 @@ class Application:
         runner = self._runner
         if not callbacks or runner is None:
             return
+        # Charged for the run, released once its last callback returned (in order).
+        ledger = self.ledger
+        cost = ledger.charge(PUBLICATIONS, sum(map(len, payloads)))
         if len(callbacks) == 1:
             one = callbacks[0]
             runner.run_each(self._notify_one, [(one, topic, sender, p) for p in payloads])
-            return
-        for payload in payloads:
-            message = _Lazy(self.serializer.deserialize, payload)
-            for callback in tuple(callbacks):
-                runner.run(functools.partial(_notify, callback, topic, sender, message), None)
+        else:
+            for payload in payloads:
+                message = _Lazy(self.serializer.deserialize, payload)
+                for callback in tuple(callbacks):
+                    runner.run(functools.partial(_notify, callback, topic, sender, message), None)
+        runner.run(functools.partial(ledger.release, PUBLICATIONS, cost), None)
 
     def _prefix_callbacks(self, topic: str) -> list[SubscriptionCallback]:
         return [
@@ -457,6 +476,19 @@ class Application:
 #: steps on the way that the next change completes (joining -> up, leaving -> left), and
 #: bookkeeping (removed: a tombstone expires)
 _ON_THE_WAY = frozenset({MemberStatus.JOINING, MemberStatus.LEAVING, MemberStatus.REMOVED})
+
+
+class MessageIgnored:
+    """A handler that does not read the message it is sent (the node's built-in ones):
+    its payload is not decoded, whatever it holds."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, answer: Callable[[str], Any]) -> None:
+        self._answer = answer
+
+    def __call__(self, _message: Any, sender: str) -> Any:
+        return self._answer(sender)
 
 
 def notable_change(member: Member, previous: Member | None) -> bool:

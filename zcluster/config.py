@@ -108,8 +108,9 @@ class NodeConfig:
     request_timeout_s: float = 5.0
     #: most requests awaiting a reply at once
     pending_requests_max_count: int = 10_000
-    #: largest frame accepted or sent (also set as zmq.MAXMSGSIZE)
-    max_message_bytes: int = 16 * 1024 * 1024
+    #: largest frame accepted or sent (also set as zmq.MAXMSGSIZE); with
+    #: receive_queue_max_bytes it sets how many messages ZeroMQ queues per connection
+    max_message_bytes: int = 1024 * 1024
     #: publications with a payload up to this size go out as one frame when every member
     #: reads that form (ZeroMQ's cost is per frame); larger ones as three, with no copy
     one_frame_max_bytes: int = 64 * 1024
@@ -165,10 +166,17 @@ class NodeConfig:
     topic_streams_max_count: int = 100_000
 
     # --- sockets and queues ---
-    #: ZeroMQ high-water marks (messages queued per peer) for PUB and SUB
+    #: ZeroMQ high-water mark (messages queued per subscriber) of the PUB
     pubsub_hwm_count: int = 100_000
-    #: ZeroMQ high-water marks for ROUTER and DEALER
+    #: ZeroMQ high-water mark (messages queued per connection) of each DEALER
     direct_hwm_count: int = 10_000
+    #: what ZeroMQ holds received from one connection (ROUTER, SUB) at most: its high-water
+    #: mark is this divided by max_message_bytes (docs/architecture.md, "Memory")
+    receive_queue_max_bytes: int = 64 * 1024 * 1024
+    #: payload bytes of received messages waiting for handlers and subscribers, at most ...
+    callback_queue_max_bytes: int = 256 * 1024 * 1024
+    #: ... and of those, one sender's (all non-members together count as one sender)
+    callback_queue_sender_max_bytes: int = 32 * 1024 * 1024
     #: a publication that finds a subscriber's queue full waits this long for room, then
     #: goes to the others and is dropped for that subscriber (zcluster/runtime/lane.py)
     publish_block_max_s: float = 10.0
@@ -177,8 +185,10 @@ class NodeConfig:
     #: a failing handler's or callback's traceback is logged at most once per this; the
     #: failures in between are counted (callback_errors) and told with the next report
     callback_error_log_interval_s: float = 10.0
-    #: messages read from one socket before yielding to other work
+    #: messages read from one socket before yielding to other work ...
     receive_batch_count: int = 256
+    #: ... or as long as this, whichever comes first (timers and the other socket wait)
+    receive_batch_max_s: float = 0.005
     #: calls queued from the blocking API to the node's loop before callers wait
     submit_queue_max_count: int = 50_000
     #: received messages queued for blocking-API callbacks before reading pauses
@@ -198,6 +208,9 @@ class NodeConfig:
     idle_connection_s: float = 30.0
     #: most open connections to non-members; the least recently used closes first
     non_member_connections_max_count: int = 256
+    #: memory freed after a burst (large frames, a flood) is given back to the system this
+    #: often (glibc's malloc_trim; runtime/memory.py)
+    memory_trim_interval_s: float = 10.0
     #: ZMTP-level heartbeat that drops dead TCP connections (complements detection)
     zmtp_heartbeat_s: float = 1.0
 
@@ -230,6 +243,14 @@ class NodeConfig:
             )
         if self.direct_probe_timeout_s >= self.probe_timeout_s:
             raise ConfigError("direct_probe_timeout_s must be shorter than probe_timeout_s")
+        if self.max_header_bytes > self.max_message_bytes:
+            raise ConfigError("max_header_bytes must not exceed max_message_bytes")
+        if self.receive_queue_max_bytes < self.max_message_bytes:
+            raise ConfigError("receive_queue_max_bytes must be at least max_message_bytes")
+        if self.callback_queue_sender_max_bytes > self.callback_queue_max_bytes:
+            raise ConfigError(
+                "callback_queue_sender_max_bytes must not exceed callback_queue_max_bytes"
+            )
         if self.data_batch_max_count > MAX_BATCH_COUNT:
             raise ConfigError(f"data_batch_max_count must be at most {MAX_BATCH_COUNT}")
         if self.suspect_confirmations_count >= MAX_SUSPECTERS_COUNT:
@@ -242,6 +263,12 @@ class NodeConfig:
         then leaving."""
         drain_s = max(self.leave_timeout_s, self.drain_timeout_s)
         return drain_s + self.leave_timeout_s + self.heartbeat_interval_s
+
+    @property
+    def receive_hwm_count(self) -> int:
+        """ZeroMQ's high-water mark of the ROUTER and the SUB: what one connection may
+        have queued, at the largest message size, stays within receive_queue_max_bytes."""
+        return self.receive_queue_max_bytes // self.max_message_bytes
 
     @property
     def dedup_retention_s(self) -> float:

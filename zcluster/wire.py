@@ -80,7 +80,16 @@ MAX_FIELDS_COUNT = 64
 MAX_CAPABILITIES_COUNT = 64
 MAX_CAPABILITY_CHARS = 64
 
-_unpack_header = functools.partial(msgpack.unpackb, raw=False, use_list=True, strict_map_key=True)
+#: a header's lists and maps are refused by their declared length, before any element
+#: is built (a list of a million numbers costs the decoder more than a hundred headers)
+_unpack_header = functools.partial(
+    msgpack.unpackb,
+    raw=False,
+    use_list=True,
+    strict_map_key=True,
+    max_array_len=MAX_LIST_COUNT,
+    max_map_len=MAX_LIST_COUNT,
+)
 
 
 # ---------------------------------------------------------------- encoding
@@ -738,6 +747,13 @@ def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> E
         raise WireError(f"header of {len(data)} bytes exceeds {max_header_bytes}")
     try:
         raw = _unpack_header(data)
+    except ValueError as exc:
+        if "exceeds max_" in str(exc):
+            raise WireError(
+                f"expected a bounded list: a list or map in the header declares more than "
+                f"{MAX_LIST_COUNT} entries"
+            ) from None
+        raise WireError(f"header is not valid msgpack: {type(exc).__name__}") from None
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise WireError(f"header is not valid msgpack: {type(exc).__name__}") from None
     if type(raw) is not list or not HEADER_FIELDS_COUNT <= len(raw) <= MAX_FIELDS_COUNT:

@@ -20,6 +20,7 @@ from zcluster.application import (
     Handler,
     LossCallback,
     MemberCallback,
+    MessageIgnored,
     SubscriptionCallback,
     checked_guarantee,
     reply_payload,
@@ -95,10 +96,6 @@ def validate_topic(topic: str) -> str:
     return _checked(check_user_topic, topic)
 
 
-def _inline(loop: asyncio.AbstractEventLoop, _: ReadControl, on_error: OnError) -> Runner:
-    return InlineRunner(loop, on_error)
-
-
 class AsyncNode:
     """A cluster node for asyncio programs (``async with AsyncNode(...) as node``).
 
@@ -144,7 +141,7 @@ class AsyncNode:
         self.config = (
             (config or NodeConfig()).replace(**options) if options else (config or NodeConfig())
         )
-        self._handlers: dict[str, Handler] = {VIEW_HANDLER: self._describe_view}
+        self._handlers: dict[str, Handler] = {VIEW_HANDLER: MessageIgnored(self._describe_view)}
         #: the application layer: handlers, subscribers, acknowledgements, callbacks
         self.app = Application(
             self.node_id,
@@ -160,7 +157,7 @@ class AsyncNode:
         #: what connecting to each seed showed, while no seed admits us ("" before a look)
         self._seed_report = ""
         self._join_watch: asyncio.Task[None] | None = None
-        self._callbacks = callbacks or _inline
+        self._callbacks = callbacks or functools.partial(InlineRunner.for_node, config=self.config)
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
         self._driver: Driver | None = None
         self._submitter: Submitter | None = None
@@ -687,7 +684,7 @@ class AsyncNode:
             state = "unknown" if member is None else str(member.status)
             raise UnknownMember(f"{node_id!r} is not a member that can receive ({state})")
 
-    def _describe_view(self, _message: Any, _sender: str) -> dict[str, Any]:
+    def _describe_view(self, _sender: str) -> dict[str, Any]:
         core = self._require().core
         return {
             "node_id": self.node_id,

@@ -28,6 +28,8 @@ from zcluster.errors import ConfigError, WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
+from zcluster.runtime.ledger import STRANGERS, Ledger
+from zcluster.runtime.memory import return_free_memory
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.serialization import Serializer
 from zcluster.wire import (
@@ -47,6 +49,9 @@ log = logging.getLogger("zcluster.driver")
 
 #: a rejected frame is logged the first time and then once per this many
 REJECT_LOG_EVERY_COUNT = 1000
+#: a batch of reads looks at the clock (receive_batch_max_s) every 16 messages: the fast
+#: path of fan-out takes about a microsecond per message, a clock reading a twentieth
+_CLOCK_EVERY_MASK = 15
 
 
 class Application(Protocol):
@@ -61,6 +66,10 @@ class Application(Protocol):
 
     #: how the application serializes messages
     serializer: Serializer
+    #: payload bytes handed to user code and not yet done with
+    ledger: Ledger
+    #: whose share of the ledger a sender's messages are charged to
+    share_of: Callable[[str], str]
 
 
 def resolve_seeds(seeds: Sequence[str]) -> tuple[str, ...]:
@@ -162,14 +171,22 @@ class Driver:
         #: events to feed together later in this turn (feed_soon)
         self._soon: list[ev.Event] = []
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._next_trim = clock() + self._config.memory_trim_interval_s
         self._resolving = False
         self._turn_end_scheduled = False
         #: whether publications are read (a full callback queue pauses it)
         self._reading = False
-        #: whether the ROUTER is read: it goes on while publications pause, holding back
-        #: what would queue more callbacks (``_held``), until that is full too
+        #: whether the ROUTER is read: from start to close, also while publications pause
         self._reading_router = False
-        self._held: list[ev.Event] = []
+        #: why publications are not read: the callbacks' queue is full by count
+        #: ("callbacks", the runner's) or by bytes ("bytes", the ledger's)
+        self._pauses: set[str] = set()
+        #: SEND and REQUEST held while publications pause, with their shares and charges
+        self._held: list[tuple[ev.EnvelopeReceived, str, int]] = []
+        self._ledger = app.ledger
+        app.share_of = self.share_of
+        self._ledger.on_full = lambda: self.pause_reading("bytes")
+        self._ledger.on_room = lambda: self._call_on_loop(self.resume_reading, "bytes")
         self._closed = False
         #: kinds of events and effects whose failure was logged (once each: there are few)
         self._failures_told: set[str] = set()
@@ -206,19 +223,21 @@ class Driver:
         with self.core_lock:
             self.transport.close()
 
-    def pause_reading(self) -> None:
-        """The callbacks' queue is full: stop reading publications. The ROUTER is still
-        read, so that probes, acknowledgements and membership are answered and a busy
-        node is not declared down, but what would queue more callbacks is not taken:
-        SEND and REQUEST are held back (up to ``direct_hwm_count`` messages; then the
-        ROUTER waits too), what is sent again until taken (DATA, REPUBLISH, LOST) is
-        dropped and comes again."""
+    def pause_reading(self, why: str = "callbacks") -> None:
+        """The callbacks' queue is full (``why``: by count or by bytes): stop reading
+        publications. The ROUTER is still read, always, so that probes,
+        acknowledgements and membership are answered and a busy node is not declared
+        down; of what would queue more callbacks, SEND and REQUEST are held back
+        within their sender's share of the ledger (refused past it), what is sent
+        again until taken (DATA, REPUBLISH, LOST) is dropped and comes again."""
+        self._pauses.add(why)
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self._sub_fd)
 
-    def resume_reading(self) -> None:
-        if self._reading or self._closed:
+    def resume_reading(self, why: str = "callbacks") -> None:
+        self._pauses.discard(why)
+        if self._reading or self._closed or self._pauses:
             return
         self._reading = True
         self.loop.add_reader(self._sub_fd, self._read_sub)
@@ -227,7 +246,9 @@ class Driver:
             self.loop.add_reader(self._router_fd, self._read_router)
         held, self._held = self._held, []
         if held:
-            self.feed_many(held)
+            self.feed_many([event for event, _, _ in held])
+            for _, share, cost in held:  # charged again as they are handed to user code
+                self._ledger.release(share, cost)
         # The descriptors are edge-triggered: messages may already be waiting.
         self.loop.call_soon(self._read_router)
         self.loop.call_soon(self._read_sub)
@@ -320,8 +341,12 @@ class Driver:
         self._debug = log.isEnabledFor(logging.DEBUG)  # a level may change at run time
         self._take_quiet()
         self.feed(ev.TimerFired())
+        now = self.clock()
         with self.core_lock:
-            self.transport.close_idle(self.clock())
+            self.transport.close_idle(now)
+        if now >= self._next_trim:
+            self._next_trim = now + self._config.memory_trim_interval_s
+            return_free_memory()
 
     def _read_router(self) -> None:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
@@ -360,8 +385,11 @@ class Driver:
                 event = ev.PublicationsReceived(tuple(heard.items()), unnumbered_count, batch)
                 self.feed(event)
 
+        deadline = time.perf_counter() + self._config.receive_batch_max_s
         try:
-            for _ in range(self._config.receive_batch_count):
+            for i in range(self._config.receive_batch_count):
+                if not i & _CLOCK_EVERY_MASK and time.perf_counter() > deadline:
+                    break
                 # Three plain reads for the three-frame form; the frame count is checked
                 # only off the fast path (transport.receive_rest): a well-formed peer
                 # never breaks it.
@@ -445,8 +473,11 @@ class Driver:
             return
         limit, quiet = self._config.max_header_bytes, self._quiet
         read: list[ev.Event] = []
+        deadline = time.perf_counter() + self._config.receive_batch_max_s
         try:
-            for _ in range(self._config.receive_batch_count):
+            for i in range(self._config.receive_batch_count):
+                if not i & _CLOCK_EVERY_MASK and time.perf_counter() > deadline:
+                    break
                 try:
                     frames = receive_message(sock)
                 except zmq.Again:
@@ -466,14 +497,7 @@ class Driver:
                     sender, shown = envelope.sender, _shown(envelope.message)
                     log.debug("%s <- %s %s", self.core.node_id, sender, shown)
                 kind = type(event.envelope.message)
-                if router and not self._reading and kind in _CALLING:
-                    if kind in _SENT_AGAIN:  # held, they would pile up: they come again
-                        self.counters["messages_dropped_while_paused"] += 1
-                        continue
-                    self._held.append(event)
-                    if len(self._held) >= self._config.direct_hwm_count:
-                        self._stop_reading_router()
-                        return
+                if router and kind in _CALLING and not self._admitted(event, kind):
                     continue
                 if self.inbound_faults is None:
                     read.append(event)
@@ -484,6 +508,45 @@ class Driver:
             if read:
                 taken, read = read, []
                 self.feed_many(taken)
+
+    def share_of(self, sender: str) -> str:
+        """Whose share of the ledger ``sender``'s messages take: its own if it is a live
+        member, the one of all strangers if not."""
+        member = self.core.member(sender)
+        return sender if member is not None and member.status.is_live else STRANGERS
+
+    def _admitted(self, event: ev.EnvelopeReceived, kind: type) -> bool:
+        """Whether a message that would queue callbacks is handed on now (False: held
+        back while publications pause, or refused because its sender's share of the
+        ledger is full: docs/architecture.md, "Memory")."""
+        share = self.share_of(event.envelope.sender)
+        if not self._ledger.has_room(share):
+            self._refuse_busy(event, share)
+            return False
+        if self._reading:
+            return True
+        if kind in _SENT_AGAIN:  # held, they would pile up: they come again
+            self.counters["messages_dropped_while_paused"] += 1
+        else:
+            self._held.append((event, share, self._ledger.charge(share, len(event.payload))))
+        return False
+
+    def _refuse_busy(self, event: ev.EnvelopeReceived, share: str) -> None:
+        """A sender's share is full: its message is dropped (DATA comes again, later); a
+        member's REQUEST is answered at once, at the address the table holds for it."""
+        self.counters["messages_refused_busy"] += 1
+        message = event.envelope.message
+        if type(message) is not msg.Request or share == STRANGERS:
+            return
+        member = self.core.member(share)
+        if member is not None and member.address == message.reply_address:
+            reason = f"node {self.core.node_id} is busy: its handlers are behind; try again"
+            reply = msg.Reply(message.request_id, False)
+            self._transmit(member.address, reply, reason.encode())
+
+    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the node has stopped
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def _feed_with_faults(self, event: ev.EnvelopeReceived, delays: tuple[float, ...]) -> None:
         for delay in delays:

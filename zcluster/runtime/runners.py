@@ -26,11 +26,11 @@ OnError = Callable[[BaseException], None]
 
 
 class ReadControl(Protocol):
-    """Stopping and resuming reading the sockets (a full callback queue pauses it)."""
+    """Stopping and resuming reading publications (a full callback queue pauses it)."""
 
-    def pause_reading(self) -> None: ...
+    def pause_reading(self, why: str = ...) -> None: ...
 
-    def resume_reading(self) -> None: ...
+    def resume_reading(self, why: str = ...) -> None: ...
 
 
 class AnyThread:
@@ -61,12 +61,35 @@ class Runner(Protocol):
 
 
 class InlineRunner:
-    """Runs callbacks on the event loop; coroutines become tasks."""
+    """Runs callbacks on the event loop; coroutines become tasks. While ``max_count``
+    tasks are unfinished, the node stops reading publications (as ThreadRunner does
+    while that many calls wait), until half of them finished."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: OnError) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_error: OnError,
+        max_count: int | None = None,
+        reading: ReadControl | None = None,
+    ) -> None:
         self._loop = loop
         self._on_error = on_error
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._max_count = max_count
+        self._reading = reading
+        self._paused = False
+
+    @classmethod
+    def for_node(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        reading: ReadControl,
+        on_error: OnError,
+        *,
+        config: NodeConfig,
+    ) -> InlineRunner:
+        """The runner of a node's callbacks (a RunnerFactory, given the node's config)."""
+        return cls(loop, on_error, config.callback_queue_max_count, reading)
 
     def run(self, call: Call, done: Done | None) -> None:
         try:
@@ -78,6 +101,9 @@ class InlineRunner:
             task = self._loop.create_task(_await(result))
             self._tasks.add(task)
             task.add_done_callback(lambda t: self._task_done(t, done))
+            if self._reading is not None and len(self._tasks) == self._max_count:
+                self._paused = True
+                self._reading.pause_reading()
         else:
             self._finish(done, result, None)
 
@@ -87,6 +113,10 @@ class InlineRunner:
 
     def _task_done(self, task: asyncio.Task[Any], done: Done | None) -> None:
         self._tasks.discard(task)
+        if self._paused and self._max_count and len(self._tasks) <= self._max_count // 2:
+            self._paused = False
+            if self._reading is not None:
+                self._reading.resume_reading()
         if task.cancelled():
             return
         exc = task.exception()
