@@ -103,6 +103,16 @@ class NodeConfig:
     #: while it waits, a FLUSH goes again this often to subscribers yet to confirm
     drain_retry_s: float = 0.25
 
+    # --- answers (docs/architecture.md, "Answers") ---
+    #: answers to non-members (ACK, REPLY, REFUSE, a table), all together, at most this
+    #: many a second: their reply addresses are only claims
+    stranger_answers_per_s: float = 200.0
+    #: answers that carry this node's member table (SYNC replies), at most this many a
+    #: second: a small SYNC asks for up to max_header_bytes
+    table_answers_per_s: float = 50.0
+    #: publications resent to one member (its FETCHes), at most this many a second
+    member_resends_per_s: float = 16_384.0
+
     # --- messaging ---
     #: default timeout of request()
     request_timeout_s: float = 5.0

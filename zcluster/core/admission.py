@@ -68,7 +68,7 @@ class Admission(Component):
         if joiner is None or joiner.incarnation != env.incarnation:
             return True
         if current is ctx.me:
-            self._refuse(sync, current)  # our own id: we are the live holder
+            self._refuse(env, sync, current, now)  # our own id: we are the live holder
             return False
         if joiner.address == current.address:
             return True  # the holder's own port: it is gone, this is its restart
@@ -81,7 +81,7 @@ class Admission(Component):
         if current.status is MemberStatus.LEAVING:
             return False  # a restart overlapping the old process's leave: admitted once LEFT
         if claim.live:
-            self._refuse(sync, current)
+            self._refuse(env, sync, current, now)
             return False
         if now < claim.asked_at + ctx.config.id_claim_timeout_s:
             self._ask(current)  # again with each join attempt: one question may be lost
@@ -90,11 +90,14 @@ class Admission(Component):
         ctx.counters["id_claims_restarts"] += 1
         return True
 
-    def _refuse(self, sync: msg.Sync, holder: Member) -> None:
+    def _refuse(self, env: msg.Envelope, sync: msg.Sync, holder: Member, now: float) -> None:
         ctx = self._ctx
         ctx.counters["joins_refused_id_in_use"] += 1
-        if REFUSE in sync.capabilities:
-            ctx.send(sync.reply_address, msg.Refuse(msg.REFUSED_ID_IN_USE, holder.address))
+        if REFUSE not in sync.capabilities:
+            return
+        address = ctx.answer_address(env, sync.reply_address, now)  # a stranger: rate-bound
+        if address is not None:
+            ctx.send(address, msg.Refuse(msg.REFUSED_ID_IN_USE, holder.address))
 
     def tick(self, now: float) -> None:
         if not self._claims:

@@ -18,6 +18,7 @@ from typing import Any
 
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
+from zcluster.core.limits import TokenBucket
 from zcluster.core.membership import MembershipTable
 from zcluster.core.peers import Peers
 from zcluster.errors import UnsupportedGuarantee
@@ -91,6 +92,10 @@ class NodeContext:
         self.member_changed: Callable[[Member, Member | None, float], None] = _unset
         #: reports that this node refuted a suspicion of itself (set by NodeCore)
         self.refuted: Callable[[], None] = _nothing
+        self._stranger_answers = TokenBucket(
+            config.stranger_answers_per_s, config.stranger_answers_per_s
+        )
+        self._table_answers = TokenBucket(config.table_answers_per_s, config.table_answers_per_s)
 
     @property
     def me(self) -> Member:
@@ -134,6 +139,27 @@ class NodeContext:
                 self.counters["suspicions_unrefutable"] += 1
             elif outcome == "full":
                 self.counters["members_refused_table_full"] += 1
+
+    def answer_address(self, envelope: msg.Envelope, named: str, now: float) -> str | None:
+        """Where an answer to ``envelope`` goes, whose sender ``named`` a reply address: the
+        address our table holds for the sender in that incarnation, whatever it names
+        (no reflection to a third party); to a stranger (a joining node, a restart not
+        yet known), the named one, within ``stranger_answers_per_s`` for all strangers
+        together. None: not answered (counted)."""
+        member = self.table.get(envelope.sender)
+        if member is not None and member.incarnation == envelope.incarnation:
+            return member.address
+        if self._stranger_answers.take(now):
+            return named
+        self.counters["answers_refused_stranger_rate"] += 1
+        return None
+
+    def may_send_table(self, now: float) -> bool:
+        """Whether an answer may carry our member table now (``table_answers_per_s``)."""
+        if self._table_answers.take(now):
+            return True
+        self.counters["answers_refused_table_rate"] += 1
+        return False
 
     def is_current(self, envelope: msg.Envelope) -> bool:
         """The sender is a member we know, in the incarnation that sent this."""

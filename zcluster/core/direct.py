@@ -74,19 +74,19 @@ class DirectMessages(Component):
         assert isinstance(send, msg.Send)
         self._ctx.emit(fx.Deliver(env.sender, send.name, payload))
 
-    def _rx_request(self, env: msg.Envelope, payload: bytes, _: str | None, __: float) -> None:
+    def _rx_request(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
         ctx = self._ctx
         request = env.message
         assert isinstance(request, msg.Request)
+        address = ctx.answer_address(env, request.reply_address, now)
+        if address is None:
+            return  # a stranger past its rate: no work done that could not be answered
         if self._leaving():
             ctx.counters["messages_refused_leaving"] += 1
             text = f"node {ctx.node_id} is leaving the cluster".encode()
-            ctx.send(request.reply_address, msg.Reply(request.request_id, False), text)
+            ctx.send(address, msg.Reply(request.request_id, False), text)
             return
-        deliver = fx.Deliver(
-            env.sender, request.name, payload, request.request_id, request.reply_address
-        )
-        ctx.emit(deliver)
+        ctx.emit(fx.Deliver(env.sender, request.name, payload, request.request_id, address))
 
     def _rx_reply(self, env: msg.Envelope, payload: bytes, _: str | None, __: float) -> None:
         ctx = self._ctx

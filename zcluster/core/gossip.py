@@ -215,8 +215,10 @@ class Gossip(Component):
             # A table that already holds us: we were admitted (by a seed's answer, or by a
             # member pushing its table to us because our seed died before it answered).
             self._set_my_status(MemberStatus.UP, now)
-        if sync.want_reply and sync.reply_address != ctx.address:
-            self._send_sync(sync.reply_address, env.sender, want_reply=False)
+        if sync.want_reply and sync.reply_address != ctx.address and ctx.may_send_table(now):
+            address = ctx.answer_address(env, sync.reply_address, now)
+            if address is not None:
+                self._send_sync(address, env.sender, want_reply=False)
 
     # ------------------------------------------------------------ internals
 

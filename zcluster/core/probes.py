@@ -263,20 +263,23 @@ class FailureDetection(Component):
     def _rx_ping(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ping = env.message
         assert isinstance(ping, msg.Ping)
-        self._ctx.send(ping.reply_address, self._ack(ping.probe_id, self._ctx.node_id, env.sender))
+        address = self._ctx.answer_address(env, ping.reply_address, now)
+        if address is not None:
+            self._ctx.send(address, self._ack(ping.probe_id, self._ctx.node_id, env.sender))
 
     def _rx_ping_req(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ctx = self._ctx
         request = env.message
         assert isinstance(request, msg.PingReq)
         address = ctx.live_address(request.target)
-        if address is None:
+        requester_address = ctx.answer_address(env, request.reply_address, now)
+        if address is None or requester_address is None:
             return
         probe_id = self._next_probe_id()
         nack_at = now + ctx.config.direct_probe_timeout_s
         self._relays[probe_id] = _Relay(
             env.sender,
-            request.reply_address,
+            requester_address,
             request.probe_id,
             request.target,
             now + ctx.config.probe_timeout_s,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver, check_guarantee
+from zcluster.core.limits import PeerBuckets
 from zcluster.core.publications import Publications
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
@@ -64,6 +65,9 @@ class Publisher(Component):
         self._purged: dict[str, None] = {}
         #: subscribers whose latest topics are confirmed at the given time, in LISTEN order
         self._settling: dict[str, float] = {}
+        #: publications resent to each member (its FETCHes), at most member_resends_per_s
+        rate = ctx.config.member_resends_per_s
+        self._resends = PeerBuckets(rate, rate, ctx.config.members_max_count)
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Listen: self._rx_listen, msg.Fetch: self._rx_fetch}
@@ -160,7 +164,7 @@ class Publisher(Component):
         self._settling[env.sender] = now + ctx.config.listen_settle_s
         ctx.send(current.address, msg.Listening(tuple(starts.items())))
 
-    def _rx_fetch(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+    def _rx_fetch(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ctx = self._ctx
         fetch = env.message
         assert isinstance(fetch, msg.Fetch)
@@ -172,6 +176,10 @@ class Publisher(Component):
             ctx.counters["fetches_refused_not_a_member"] += 1
             return
         found, lost = self.publications.lookup(fetch.topic, fetch.ranges)
+        allowed = self._resends.of(env.sender).take_up_to(now, len(found))
+        if allowed < len(found):  # the rest is fetched again (member_resends_per_s)
+            ctx.counters["resends_deferred_rate"] += len(found) - allowed
+            del found[allowed:]
         ctx.counters["publications_resent"] += len(found)
         for seq, guarantee, payload in found:
             ctx.send(address, msg.Republish(fetch.topic, seq, guarantee), payload)
