@@ -7,6 +7,7 @@ both ends use a compatible one.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import threading
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgpack
 
 from zcluster.errors import DeserializeError, SerializationError
+from zcluster.uncollected import decode_large
 
 Migration = Callable[[bytes], bytes]
 
@@ -31,6 +33,11 @@ class Serializer(Protocol):
     def serialize(self, value: Any) -> bytes: ...
 
     def deserialize(self, data: bytes) -> Any: ...
+
+
+#: msgpack's own limits apply: no list, map, string or binary longer than the payload,
+#: nesting at most 1024 deep (StackError past it)
+_unpack_payload = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 class MsgpackSerializer:
@@ -54,7 +61,7 @@ class MsgpackSerializer:
 
     def deserialize(self, data: bytes) -> Any:
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+            return decode_large(_unpack_payload, data)
         except Exception as exc:  # msgpack raises several unrelated types
             raise DeserializeError(f"invalid msgpack data: {exc}") from exc
 
@@ -70,7 +77,7 @@ class JsonSerializer:
 
     def deserialize(self, data: bytes) -> Any:
         try:
-            return json.loads(data)
+            return decode_large(json.loads, data)
         except (ValueError, RecursionError) as exc:
             raise DeserializeError(f"invalid JSON data: {exc}") from exc
 

@@ -37,6 +37,7 @@ from zcluster.protocol.messages import (
     Envelope,
     Kind,
 )
+from zcluster.uncollected import decode_large
 
 __all__ = ["DIRECT_KINDS", "MAX_REASON_CHARS", "Envelope", "Kind"]
 
@@ -746,7 +747,7 @@ def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> E
     if len(data) > max_header_bytes:
         raise WireError(f"header of {len(data)} bytes exceeds {max_header_bytes}")
     try:
-        raw = _unpack_header(data)
+        raw = decode_large(_unpack_header, data)
     except ValueError as exc:
         if "exceeds max_" in str(exc):
             raise WireError(

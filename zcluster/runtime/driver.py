@@ -474,9 +474,10 @@ class Driver:
         limit, quiet = self._config.max_header_bytes, self._quiet
         read: list[ev.Event] = []
         deadline = time.perf_counter() + self._config.receive_batch_max_s
+        clock = time.perf_counter
         try:
-            for i in range(self._config.receive_batch_count):
-                if not i & _CLOCK_EVERY_MASK and time.perf_counter() > deadline:
+            for _ in range(self._config.receive_batch_count):
+                if clock() > deadline:  # a header may take a while to decode: each time
                     break
                 try:
                     frames = receive_message(sock)

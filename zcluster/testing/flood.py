@@ -58,6 +58,12 @@ def huge_declared_length(rng: random.Random, sender: str) -> list[bytes]:
     return [rng.choice((b"\xdd", b"\xdb", b"\xc6")) + b"\xff\xff\xff\xff" + b"\x00" * 16, b""]
 
 
+def nested_lists(rng: random.Random, sender: str) -> list[bytes]:
+    """A 1 MiB header of ten lists of 100,000 empty lists: a million objects to build."""
+    body: list[object] = [[[]] * (MAX_LIST_COUNT - 1)] * 10
+    return [_header(Kind.LISTEN, sender, body), b""]
+
+
 def long_list(rng: random.Random, sender: str) -> list[bytes]:
     items = list(range(MAX_LIST_COUNT + 1))
     return [_header(Kind.LISTEN, sender, [items]), b""]
@@ -116,6 +122,7 @@ SHAPES: dict[str, Shape] = {
     "deep": deep_nesting,
     "declared": huge_declared_length,
     "long": long_list,
+    "nested": nested_lists,
     "stale": stale_acks,
     "fetch": many_ranges,
     "truncated": truncated_header,
