@@ -39,6 +39,14 @@ def test_request_reply() -> None:
     assert "error from inventory: KeyError: 'plum'" in out
 
 
+def test_hostile_peer() -> None:
+    out = run_example("hostile_peer.py", "--seconds", "3")
+    answered = int(out.split("requests answered during the flood: ")[1].split(",")[0])
+    assert answered >= 20, out
+    assert int(out.split("frames rejected as malformed: ")[1].split()[0]) > 0, out
+    assert "service still sees the client: up" in out
+
+
 def test_embedded_script() -> None:
     out = run_example("embedded_script.py")
     assert "sensor-1 is up at 127.0.0.1:" in out
