@@ -182,7 +182,12 @@ class ReliableDelivery(Component):
         """Whether DATA from this sender may be taken at all (counted if not)."""
         ctx = self._ctx
         known = ctx.table.get(env.sender)
-        if known is not None and known.incarnation == env.incarnation and known.status.is_gone:
+        if known is None or known.incarnation != env.incarnation:
+            # Not a member we know in that incarnation (a stranger, or news not heard yet):
+            # nothing is held or acknowledged for it; a member's copy comes again.
+            ctx.counters["reliable_sender_unknown"] += 1
+            return False
+        if known.status.is_gone:
             # That incarnation left or was removed: its stream is retired, and a copy must
             # not start a new one (it would run again). Not taken, not acknowledged; if a
             # removed sender refutes and comes back, its stream goes on where it was.

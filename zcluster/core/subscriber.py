@@ -243,6 +243,8 @@ class Subscriber(Component):
     def _rx_republish(self, env: msg.Envelope, payload: bytes, _: str | None, now: float) -> None:
         republish = env.message
         assert isinstance(republish, msg.Republish)
+        if not self._from_member(env):
+            return
         self._ctx.counters["publications_repaired"] += 1
         if self.reads(republish.topic):
             item = (republish.seq, republish.guarantee, payload)
@@ -277,10 +279,20 @@ class Subscriber(Component):
     def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
         lost = env.message
         assert isinstance(lost, msg.Lost)
+        if not self._from_member(env):
+            return
         ready = self.subscriptions.lost(env.sender, env.incarnation, lost.topic, lost.ranges)
         self._deliver(env.sender, lost.topic, ready)
 
     # ------------------------------------------------------------ internals
+
+    def _from_member(self, env: msg.Envelope) -> bool:
+        """Whether an answer to our FETCH comes from a member in the incarnation we asked
+        (we fetch from members only): what a stranger sends is not held (counted)."""
+        if self._ctx.is_current(env):
+            return True
+        self._ctx.counters["repairs_refused_not_a_member"] += 1
+        return False
 
     def take_numbered(
         self, numbered: list[tuple[str, int, str, int, DeliveryGuarantee, bytes]], now: float
