@@ -172,6 +172,9 @@ class NodeConfig:
     listen_settle_s: float = 0.05
     #: a subscriber holds back at most this many publications behind one gap
     topic_holdback_max_count: int = 10_000
+    #: payload bytes held back behind gaps (ORDERED), at most, over every stream: this much
+    #: for guaranteed sends and as much for publications; past it, their senders send again
+    holdback_max_bytes: int = 64 * 1024 * 1024
     #: (publisher, topic) streams one subscriber tracks; the least recently heard goes
     topic_streams_max_count: int = 100_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zcluster.core.sequences import HoldBack, SeqSet
+from zcluster.core.sequences import HeldBytes, HoldBack, SeqSet
 
 PROPERTY = settings(max_examples=300, deadline=None, database=None)
 
@@ -60,13 +60,56 @@ def test_gaps_treat_held_numbers_as_present() -> None:
 
 
 def test_holdback_releases_in_order_once_the_gap_fills() -> None:
-    present, held = SeqSet(), HoldBack[str]()
-    held.hold(3, "c")
-    held.hold(2, "b")
-    held.hold(5, "e")
+    present, held = SeqSet(), HoldBack[str](HeldBytes(100))
+    held.hold(3, "c", 1)
+    held.hold(2, "b", 1)
+    held.hold(5, "e", 1)
     assert list(held.release(present)) == []
     present.add(1)
     assert list(held.release(present)) == [(2, "b"), (3, "c")]
     assert present.upto == 3 and len(held) == 1
     assert held.drop_through(5) == [(5, "e")]
     assert len(held) == 0
+
+
+holdback_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("hold"), st.integers(0, 2), st.integers(1, 40), st.integers(0, 30)),
+        st.tuples(st.just("fill"), st.integers(0, 2), st.integers(0, 40), st.just(0)),
+        st.tuples(st.just("drop"), st.integers(0, 2), st.integers(0, 40), st.just(0)),
+        st.tuples(st.just("clear"), st.integers(0, 2), st.just(0), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@PROPERTY
+@given(holdback_operations)
+def test_hold_backs_sharing_a_budget_charge_exactly_what_they_hold(
+    operations: list[tuple[str, int, int, int]],
+) -> None:
+    budget = HeldBytes(100)
+    streams = [(SeqSet(), HoldBack[int](budget)) for _ in range(3)]
+    sizes: list[dict[int, int]] = [{}, {}, {}]  # the model: what each holds, by number
+    for op, which, seq, size in operations:
+        present, held = streams[which]
+        model = sizes[which]
+        if op == "hold" and seq not in present:
+            fits = sum(map(sum, (m.values() for m in sizes))) + size <= 100
+            assert held.hold(seq, seq, size) == (fits or seq in model)
+            if fits and seq not in model:
+                model[seq] = size
+        elif op == "fill":  # the gap up to seq fills: what follows in order is released
+            for number in range(present.upto + 1, seq + 1):
+                if number not in model:  # a held number is never present besides
+                    present.add(number)
+            for number, _ in held.release(present):
+                del model[number]
+        elif op == "drop":
+            for number, _ in held.drop_through(seq):
+                del model[number]
+        elif op == "clear":
+            held.clear()
+            model.clear()
+        assert budget.used == sum(map(sum, (m.values() for m in sizes))) <= 100
+        assert all(len(h) == len(m) for (_, h), m in zip(streams, sizes, strict=True))

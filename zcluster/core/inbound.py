@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict
 
 from zcluster.config import NodeConfig
 from zcluster.core.dedup import DedupWindow
-from zcluster.core.sequences import HoldBack, SeqSet
+from zcluster.core.sequences import HeldBytes, HoldBack, SeqSet
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.messages import MAX_REASON_CHARS, Data, DataAck
 
@@ -44,13 +44,15 @@ class InboundStream:
 
     __slots__ = ("delivered", "epoch", "failures", "finished", "held", "incarnation", "stream_id")
 
-    def __init__(self, incarnation: int, epoch: int, low: int, stream_id: int) -> None:
+    def __init__(
+        self, incarnation: int, epoch: int, low: int, stream_id: int, held_bytes: HeldBytes
+    ) -> None:
         self.incarnation = incarnation
         self.epoch = epoch
         self.stream_id = stream_id
         self.delivered = SeqSet(low - 1)
         self.finished = SeqSet(low - 1)
-        self.held: HoldBack[Arrival] = HoldBack()
+        self.held: HoldBack[Arrival] = HoldBack(held_bytes)
         #: handler failures the sender may not have heard of yet, by sequence number
         self.failures: dict[int, str] = {}
 
@@ -98,6 +100,8 @@ class DirectReceiver:
         self._counters = counters
         self._streams: OrderedDict[str, InboundStream] = OrderedDict()
         self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_retention_s)
+        #: what every stream holds back behind gaps, in payload bytes
+        self.held_bytes = HeldBytes(config.holdback_max_bytes)
         #: EXACTLY_ONCE messages handed to a handler that has not reported back:
         #: (sender, incarnation, epoch, seq) as in the receipt -> the message's number
         self._running: dict[tuple[str, int, int, int], int] = {}
@@ -138,6 +142,10 @@ class DirectReceiver:
         if seq > stream.finished.upto + self._config.outbox_max_count:
             self._count("reliable_beyond_window")
             return []
+        later = guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1
+        if later and not self.held_bytes.room_for(len(payload)):
+            self._count("reliable_holdback_full")  # not taken: the sender sends it again
+            return []
         arrival = Arrival(seq, name, payload, epoch)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
             known = self._dedup.recall((sender, incarnation, number), now)
@@ -149,8 +157,8 @@ class DirectReceiver:
                     stream.finish(seq, known.error)
                 return self._release(stream, [])
             self._running[(sender, incarnation, epoch, seq)] = number
-        if guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1:
-            stream.held.hold(seq, arrival)
+        if later:
+            stream.held.hold(seq, arrival, len(payload))  # room checked above
             return self._release(stream, [])
         stream.delivered.add(seq)
         return self._release(stream, [arrival])
@@ -173,7 +181,9 @@ class DirectReceiver:
         self.ack_due[sender] = None
 
     def forget(self, sender: str) -> None:
-        self._streams.pop(sender, None)
+        stream = self._streams.pop(sender, None)
+        if stream is not None:
+            stream.held.clear()
         self.ack_due.pop(sender, None)
 
     def retire(self, sender: str) -> None:
@@ -188,8 +198,7 @@ class DirectReceiver:
         self.ack_due.pop(sender, None)
         if stream is None:
             return
-        if len(stream.held):
-            stream.held = HoldBack()
+        stream.held.clear()
         self._stream_ids += 1
         stream.stream_id = self._stream_ids
         self._streams.move_to_end(sender, last=False)
@@ -209,13 +218,17 @@ class DirectReceiver:
                 return None  # an older numbering than the one we follow
             streams.move_to_end(sender)
             return stream
-        if stream is None and len(streams) >= self._config.inbound_streams_max_count:
+        if stream is not None:
+            stream.held.clear()  # a later numbering replaces it
+        elif len(streams) >= self._config.inbound_streams_max_count:
             evicted = self._evictable()
-            del streams[evicted]
+            streams.pop(evicted).held.clear()
             self.ack_due.pop(evicted, None)
             self._count("reliable_streams_evicted")
         self._stream_ids += 1
-        stream = streams[sender] = InboundStream(incarnation, epoch, low, self._stream_ids)
+        stream = streams[sender] = InboundStream(
+            incarnation, epoch, low, self._stream_ids, self.held_bytes
+        )
         return stream
 
     def _evictable(self) -> str:

@@ -92,13 +92,33 @@ class SeqSet:
         return out
 
 
+class HeldBytes:
+    """What every hold-back of one component holds, in payload bytes: at most ``max_bytes``
+    (a message that would pass it is not held; its sender sends it again)."""
+
+    __slots__ = ("max_bytes", "used")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def room_for(self, size: int) -> bool:
+        return self.used + size <= self.max_bytes
+
+
 class HoldBack(Generic[T]):
-    """Messages that arrived ahead of a gap, released in sequence order once it fills."""
+    """Messages that arrived ahead of a gap, released in sequence order once it fills.
 
-    __slots__ = ("_held",)
+    Each held message's ``size`` is charged to the shared ``HeldBytes`` and given back
+    when it leaves: released, dropped, or cleared with a stream that is discarded.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_budget", "_held", "_sizes")
+
+    def __init__(self, budget: HeldBytes) -> None:
+        self._budget = budget
         self._held: dict[int, T] = {}
+        self._sizes: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -109,8 +129,17 @@ class HoldBack(Generic[T]):
     def seqs(self) -> Iterable[int]:
         return self._held.keys()
 
-    def hold(self, seq: int, item: T) -> None:
+    def hold(self, seq: int, item: T, size: int) -> bool:
+        """Hold ``item`` of ``size`` bytes; False (not held) if the budget has no room."""
+        if seq in self._held:
+            return True
+        budget = self._budget
+        if not budget.room_for(size):
+            return False
         self._held[seq] = item
+        self._sizes[seq] = size
+        budget.used += size
+        return True
 
     def release(self, present: SeqSet) -> Iterator[tuple[int, T]]:
         """Yield held messages that are next in order, marking each present as it goes."""
@@ -120,6 +149,7 @@ class HoldBack(Generic[T]):
             item = held.pop(seq, None)
             if item is None:
                 return
+            self._budget.used -= self._sizes.pop(seq)
             present.add(seq)
             yield seq, item
 
@@ -128,7 +158,14 @@ class HoldBack(Generic[T]):
         gone = sorted(((s, item) for s, item in self._held.items() if s <= seq), key=_first)
         for s, _ in gone:
             del self._held[s]
+            self._budget.used -= self._sizes.pop(s)
         return gone
+
+    def clear(self) -> None:
+        """Drop everything held (its stream is discarded)."""
+        self._budget.used -= sum(self._sizes.values())
+        self._held.clear()
+        self._sizes.clear()
 
 
 def _first(pair: tuple[int, object]) -> int:

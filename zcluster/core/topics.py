@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from zcluster.config import NodeConfig
 from zcluster.core.publications import Publication, Range
-from zcluster.core.sequences import HoldBack, SeqSet
+from zcluster.core.sequences import HeldBytes, HoldBack, SeqSet
 from zcluster.protocol.guarantees import DeliveryGuarantee
 
 #: a stream's provisional start (where its first publication or heartbeat position was)
@@ -39,7 +39,9 @@ class TopicStream:
         "start_after",
     )
 
-    def __init__(self, incarnation: int, start_after: int, highest: int, final: bool) -> None:
+    def __init__(
+        self, incarnation: int, start_after: int, highest: int, final: bool, held_bytes: HeldBytes
+    ) -> None:
         self.incarnation = incarnation
         #: numbers up to this are not ours (published before we subscribed)
         self.start_after = start_after
@@ -48,7 +50,7 @@ class TopicStream:
         #: still move earlier and add numbers that must be delivered before them
         self.final = final or start_after == 0
         self.delivered = SeqSet(start_after)
-        self.held: HoldBack[Publication] = HoldBack()
+        self.held: HoldBack[Publication] = HoldBack(held_bytes)
         #: the highest number known to exist, from a publication or a heartbeat
         self.highest = max(highest, start_after)
         #: the highest ORDERED number delivered: nothing below it may be delivered after it
@@ -99,6 +101,8 @@ class Subscriptions:
         self._config = config
         self._counters = counters
         self._streams: OrderedDict[Key, TopicStream] = OrderedDict()
+        #: what every stream holds back behind gaps, in payload bytes
+        self.held_bytes = HeldBytes(config.holdback_max_bytes)
         #: streams with a gap, in the order found (a dict: its order reaches effects)
         self._gappy: dict[Key, None] = {}
         #: streams whose start is provisional, and until when it waits for the publisher's
@@ -163,9 +167,8 @@ class Subscriptions:
         if guarantee is DeliveryGuarantee.ORDERED and (
             seq != stream.delivered.upto + 1 or not stream.final
         ):
-            if len(stream.held) < self._config.topic_holdback_max_count:
-                stream.held.hold(seq, item)
-            else:
+            held = len(stream.held) < self._config.topic_holdback_max_count
+            if not (held and stream.held.hold(seq, item, len(item[2]))):
                 self._counters["publications_holdback_full"] += 1  # fetched again later
         else:
             stream.delivered.add(seq)
@@ -317,6 +320,7 @@ class Subscriptions:
 
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self._streams if k[1] == topic]:
+            self._streams[key].held.clear()  # unsubscribed: nothing of it is delivered
             self._drop(key)
         for key in [k for k in self._stopped if k[1] == topic]:
             del self._stopped[key]  # a later subscription to it starts afresh
@@ -390,7 +394,7 @@ class Subscriptions:
             # unless that one's start was never confirmed: nothing below it was delivered.)
             del self._stopped[key]
             _, done, unconfirmed = stopped
-            stream = streams[key] = TopicStream(incarnation, done, highest, True)
+            stream = streams[key] = TopicStream(incarnation, done, highest, True, self.held_bytes)
             stream.confirmed = unconfirmed is None
             if unconfirmed is not None:
                 stream.start_after = unconfirmed
@@ -399,7 +403,8 @@ class Subscriptions:
             if replay:
                 start_after = 0
             final = confirmed or replay or self.starts_settled(key[1])
-            stream = streams[key] = TopicStream(incarnation, start_after, highest, final)
+            stream = TopicStream(incarnation, start_after, highest, final, self.held_bytes)
+            streams[key] = stream
             stream.confirmed = final
         if not stream.final:
             self._provisional[key] = now + self.start_wait_s
