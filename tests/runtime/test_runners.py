@@ -100,6 +100,38 @@ def test_inline_runner_calls_each_at_once() -> None:
     run_on_a_loop(body)
 
 
+class _Reading:
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def pause_reading(self, why: str = "callbacks") -> None:
+        self.told.append("pause")
+
+    def resume_reading(self, why: str = "callbacks") -> None:
+        self.told.append("resume")
+
+
+def test_inline_runner_pauses_reading_while_too_many_coroutines_run() -> None:
+    reading = _Reading()
+
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        runner = InlineRunner(loop, lambda exc: None, max_count=4, reading=reading)
+        gates = [asyncio.Event() for _ in range(4)]
+        for gate in gates:
+            runner.run(gate.wait, None)
+        assert reading.told == ["pause"]
+        for gate in gates[:2]:
+            gate.set()
+        await asyncio.sleep(0.01)
+        assert reading.told == ["pause", "resume"]  # half of them finished
+        for gate in gates[2:]:
+            gate.set()
+        await asyncio.sleep(0.01)
+        assert reading.told == ["pause", "resume"]
+
+    run_on_a_loop(body)
+
+
 def test_calls_handed_over_while_the_worker_is_busy_run_in_order() -> None:
     """Later hand-overs wait for the busy worker without waking it, and all run in order,
     the last ones too when the runner closes."""

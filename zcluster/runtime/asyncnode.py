@@ -157,7 +157,7 @@ class AsyncNode:
         #: what connecting to each seed showed, while no seed admits us ("" before a look)
         self._seed_report = ""
         self._join_watch: asyncio.Task[None] | None = None
-        self._callbacks = callbacks or functools.partial(InlineRunner.for_node, config=self.config)
+        self._callbacks = callbacks or self._inline_runner
         self._request_ids = itertools.count(random.SystemRandom().getrandbits(32))
         self._driver: Driver | None = None
         self._submitter: Submitter | None = None
@@ -683,6 +683,13 @@ class AsyncNode:
             member = self._require().core.member(node_id)
             state = "unknown" if member is None else str(member.status)
             raise UnknownMember(f"{node_id!r} is not a member that can receive ({state})")
+
+    def _inline_runner(
+        self, loop: asyncio.AbstractEventLoop, reading: ReadControl, on_error: OnError
+    ) -> Runner:
+        """Callbacks on the loop (the default), reading paused while too many coroutine
+        callbacks are unfinished."""
+        return InlineRunner(loop, on_error, self.config.callback_queue_max_count, reading)
 
     def _describe_view(self, _sender: str) -> dict[str, Any]:
         core = self._require().core

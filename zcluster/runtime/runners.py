@@ -79,18 +79,6 @@ class InlineRunner:
         self._reading = reading
         self._paused = False
 
-    @classmethod
-    def for_node(
-        cls,
-        loop: asyncio.AbstractEventLoop,
-        reading: ReadControl,
-        on_error: OnError,
-        *,
-        config: NodeConfig,
-    ) -> InlineRunner:
-        """The runner of a node's callbacks (a RunnerFactory, given the node's config)."""
-        return cls(loop, on_error, config.callback_queue_max_count, reading)
-
     def run(self, call: Call, done: Done | None) -> None:
         try:
             result = call()
