@@ -81,6 +81,10 @@ MAX_FIELDS_COUNT = 64
 MAX_CAPABILITIES_COUNT = 64
 MAX_CAPABILITY_CHARS = 64
 
+#: most lists and maps in one header, all together: one list of MAX_LIST_COUNT lists (a
+#: LOST of that many ranges) and room besides; a megabyte of nested empty lists holds a
+#: million, and building them all would hold the node's loop for 84 ms
+MAX_CONTAINERS_COUNT = MAX_LIST_COUNT + 1024
 #: a header's lists and maps are refused by their declared length, before any element
 #: is built (a list of a million numbers costs the decoder more than a hundred headers)
 _unpack_header = functools.partial(
@@ -91,6 +95,21 @@ _unpack_header = functools.partial(
     max_array_len=MAX_LIST_COUNT,
     max_map_len=MAX_LIST_COUNT,
 )
+
+
+def _unpack_large_header(data: bytes) -> Any:
+    """``_unpack_header`` for a frame large enough to hold more than MAX_CONTAINERS_COUNT
+    lists and maps: they are counted as they are built, and the frame refused past it."""
+    left = MAX_CONTAINERS_COUNT
+
+    def counted(container: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise ValueError(f"exceeds max_containers ({MAX_CONTAINERS_COUNT})")
+        return container
+
+    return _unpack_header(data, list_hook=counted, object_hook=counted)
 
 
 # ---------------------------------------------------------------- encoding
@@ -747,8 +766,15 @@ def decode_header(data: bytes, max_header_bytes: int, payload: bytes = b"") -> E
     if len(data) > max_header_bytes:
         raise WireError(f"header of {len(data)} bytes exceeds {max_header_bytes}")
     try:
-        raw = decode_large(_unpack_header, data)
+        if len(data) > MAX_CONTAINERS_COUNT:  # (each list or map takes a byte at least)
+            raw = decode_large(_unpack_large_header, data)
+        else:
+            raw = _unpack_header(data)
     except ValueError as exc:
+        if "exceeds max_containers" in str(exc):
+            raise WireError(
+                f"a header holds at most {MAX_CONTAINERS_COUNT} lists and maps in all"
+            ) from None
         if "exceeds max_" in str(exc):
             raise WireError(
                 f"expected a bounded list: a list or map in the header declares more than "

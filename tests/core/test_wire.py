@@ -29,6 +29,7 @@ from zcluster.wire import (
     MAX_CAPABILITIES_BYTES,
     MAX_CAPABILITIES_COUNT,
     MAX_CAPABILITY_CHARS,
+    MAX_CONTAINERS_COUNT,
     MAX_FIELDS_COUNT,
     MAX_LIST_COUNT,
     MAX_NAME_BYTES,
@@ -445,6 +446,19 @@ def test_header_of_exactly_max_header_bytes_is_accepted() -> None:
         WireError, match=rf"header of {len(header)} bytes exceeds {len(header) - 1}"
     ):
         decode_header(header, len(header) - 1)
+
+
+def test_container_count_bound() -> None:
+    """A header may hold one list of MAX_LIST_COUNT ranges, not a million empty lists."""
+    ranges = [[i, i] for i in range(1, MAX_LIST_COUNT + 1)]
+    lost = decode_header(encode_header(Kind.LOST, "n1", 0, 0, ["t", ranges]), 10 * MAX).message
+    assert isinstance(lost, msg.Lost) and len(lost.ranges) == MAX_LIST_COUNT
+    bomb = raw_header(PROTOCOL_VERSION, int(Kind.LISTEN), "n1", 0, 0, [[[]] * 50_000] * 3)
+    with pytest.raises(WireError, match=f"at most {MAX_CONTAINERS_COUNT} lists and maps"):
+        decode_header(bomb, 10 * MAX)
+    maps = raw_header(PROTOCOL_VERSION, int(Kind.LISTEN), "n1", 0, 0, [[{}] * 50_000] * 3)
+    with pytest.raises(WireError, match="lists and maps in all"):
+        decode_header(maps, 10 * MAX)
 
 
 def test_list_count_bound() -> None:

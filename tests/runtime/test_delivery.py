@@ -23,6 +23,7 @@ from zcluster import (
     PublicationLoss,
     UnknownMember,
 )
+from zcluster.testing.processes import free_port_pair
 
 G = DeliveryGuarantee
 
@@ -189,7 +190,8 @@ def test_a_down_receiver_that_comes_back_gets_what_was_sent_meanwhile(
     make_node: NodeFactory,
 ) -> None:
     a = make_node("a")
-    b = make_node("b", a)
+    # Ports taken together: the restart binds the same pair (the PUB at the next port).
+    b = make_node("b", a, bind=f"127.0.0.1:{free_port_pair()}")
     assert wait_until(lambda: all_up([a, b]), 5)
     address = b.address
     b.abort()
