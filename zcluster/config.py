@@ -183,9 +183,12 @@ class NodeConfig:
     pubsub_hwm_count: int = 100_000
     #: ZeroMQ high-water mark (messages queued per connection) of each DEALER
     direct_hwm_count: int = 10_000
-    #: what ZeroMQ holds received from one connection (ROUTER, SUB) at most: its high-water
+    #: what ZeroMQ holds received from one connection to the ROUTER at most: its high-water
     #: mark is this divided by max_message_bytes (docs/architecture.md, "Memory")
     receive_queue_max_bytes: int = 64 * 1024 * 1024
+    #: ... and from one publisher, on the SUB (members' PUBs only): fan-out needs about a
+    #: thousand messages of queue to keep its pace (64 cost it a quarter, measured)
+    subscribe_queue_max_bytes: int = 1024 * 1024 * 1024
     #: payload bytes of received messages waiting for handlers and subscribers, at most ...
     callback_queue_max_bytes: int = 256 * 1024 * 1024
     #: ... and of those, one sender's (all non-members together count as one sender)
@@ -258,8 +261,9 @@ class NodeConfig:
             raise ConfigError("direct_probe_timeout_s must be shorter than probe_timeout_s")
         if self.max_header_bytes > self.max_message_bytes:
             raise ConfigError("max_header_bytes must not exceed max_message_bytes")
-        if self.receive_queue_max_bytes < self.max_message_bytes:
-            raise ConfigError("receive_queue_max_bytes must be at least max_message_bytes")
+        for queue in ("receive_queue_max_bytes", "subscribe_queue_max_bytes"):
+            if getattr(self, queue) < self.max_message_bytes:
+                raise ConfigError(f"{queue} must be at least max_message_bytes")
         if self.callback_queue_sender_max_bytes > self.callback_queue_max_bytes:
             raise ConfigError(
                 "callback_queue_sender_max_bytes must not exceed callback_queue_max_bytes"
@@ -279,9 +283,14 @@ class NodeConfig:
 
     @property
     def receive_hwm_count(self) -> int:
-        """ZeroMQ's high-water mark of the ROUTER and the SUB: what one connection may
-        have queued, at the largest message size, stays within receive_queue_max_bytes."""
+        """ZeroMQ's high-water mark of the ROUTER: what one connection may have queued, at
+        the largest message size, stays within receive_queue_max_bytes."""
         return self.receive_queue_max_bytes // self.max_message_bytes
+
+    @property
+    def subscribe_hwm_count(self) -> int:
+        """The SUB's, per publisher, within subscribe_queue_max_bytes."""
+        return self.subscribe_queue_max_bytes // self.max_message_bytes
 
     @property
     def dedup_retention_s(self) -> float:

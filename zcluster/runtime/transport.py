@@ -99,15 +99,14 @@ class Transport:
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self.context.set(zmq.MAX_SOCKETS, config.sockets_max_count)
-        receive_hwm = config.receive_hwm_count
         # The ROUTER and the SUB only receive, the PUB and DEALERs only send: each queue
         # is sized for its direction, the received ones in bytes (docs/architecture.md).
-        self.router = self._socket(zmq.ROUTER, receive_hwm, heartbeats=False)
+        self.router = self._socket(zmq.ROUTER, config.receive_hwm_count, heartbeats=False)
         self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
         # A full subscriber queue refuses (EAGAIN) instead of dropping: publishers wait
         # for room (runtime/lane.py).
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self.sub = self._socket(zmq.SUB, receive_hwm, heartbeats=False)
+        self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
         self._dealers: dict[str, _Dealer] = {}
