@@ -86,17 +86,19 @@ def test_strangers_answers_are_bounded_in_rate_together() -> None:
 
 
 def test_table_answers_are_bounded_in_rate() -> None:
+    """Past the rate, a SYNC is answered with our record and the sender's only: a joining
+    node is admitted all the same, and a small SYNC no longer brings a whole table."""
     config = CONFIG.replace(table_answers_per_s=3.0)
     a = peer("a")
-    core = core_in(a, config=config)
-    tables = 0
+    core = core_in(a, peer("b"), peer("c"), config=config)
+    sizes = []
     for i in range(10):
-        tables += len(
-            sends(core.handle(envelope(a, msg.Sync((a,), True, a.address), i), 0.1), msg.Sync)
-        )
-    assert tables == 3
-    assert core.counters["answers_refused_table_rate"] == 7
-    assert sends(core.handle(envelope(a, msg.Sync((a,), True, a.address), 99), 0.5), msg.Sync)
+        sync = envelope(a, msg.Sync((a,), True, a.address), i)
+        sizes += [len(s.message.records) for s in sends(core.handle(sync, 0.1), msg.Sync)]
+    assert sizes == [4] * 3 + [2] * 7
+    assert core.counters["table_answers_withheld"] == 7
+    later = sends(core.handle(envelope(a, msg.Sync((a,), True, a.address), 99), 0.5), msg.Sync)
+    assert [len(s.message.records) for s in later] == [4]
 
 
 @pytest.mark.parametrize("rate", [1.0, 50.0, 1000.0])

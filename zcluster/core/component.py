@@ -158,7 +158,7 @@ class NodeContext:
         """Whether an answer may carry our member table now (``table_answers_per_s``)."""
         if self._table_answers.take(now):
             return True
-        self.counters["answers_refused_table_rate"] += 1
+        self.counters["table_answers_withheld"] += 1
         return False
 
     def is_current(self, envelope: msg.Envelope) -> bool:

@@ -215,10 +215,18 @@ class Gossip(Component):
             # A table that already holds us: we were admitted (by a seed's answer, or by a
             # member pushing its table to us because our seed died before it answered).
             self._set_my_status(MemberStatus.UP, now)
-        if sync.want_reply and sync.reply_address != ctx.address and ctx.may_send_table(now):
+        if sync.want_reply and sync.reply_address != ctx.address:
             address = ctx.answer_address(env, sync.reply_address, now)
-            if address is not None:
+            if address is None:
+                return
+            if ctx.may_send_table(now):
                 self._send_sync(address, env.sender, want_reply=False)
+                return
+            # Past the rate of table answers: our record and the sender's, which admits a
+            # joining node all the same; the rest reaches it by gossip and push-pull.
+            sender = ctx.table.get(env.sender)
+            records = (ctx.me,) if sender is None else (ctx.me, sender)
+            self._send_sync(address, env.sender, want_reply=False, records=records)
 
     # ------------------------------------------------------------ internals
 
