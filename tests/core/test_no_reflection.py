@@ -116,3 +116,9 @@ def test_peer_buckets_forget_the_least_recently_used() -> None:
     buckets.of("c")  # "a" is forgotten
     assert buckets.of("a").take(0.0)
     assert not buckets.of("a").take(0.0)
+
+
+def test_a_rate_below_one_a_second_still_lets_one_through_now_and_then() -> None:
+    bucket = TokenBucket(0.5, burst=0.5)
+    assert bucket.take(0.0) and not bucket.take(1.0)
+    assert bucket.take(2.0)

@@ -3,6 +3,7 @@ are bounded, reading pauses at the total and resumes at half of it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -58,3 +59,29 @@ def test_charges_and_releases_from_two_threads_balance() -> None:
         ledger.release("a", cost)
     releaser.join()
     assert ledger.total_bytes == 0 and ledger.held_by("a") == 0
+
+
+def test_a_coroutine_callback_is_charged_until_it_is_done() -> None:
+    ledger = Ledger(max_bytes=10_000, sender_max_bytes=10_000)
+    gate = asyncio.Event()
+
+    async def handler() -> str:
+        await gate.wait()
+        return "done"
+
+    async def body() -> None:
+        task = asyncio.ensure_future(ledger.charged("a", 100, handler)())  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert ledger.held_by("a") == 100 + MESSAGE_OVERHEAD_BYTES  # created, not done
+        gate.set()
+        assert await task == "done"
+        assert ledger.total_bytes == 0
+        stopped = asyncio.ensure_future(ledger.charged("b", 100, handler)())  # type: ignore[arg-type]
+        gate.clear()
+        await asyncio.sleep(0)
+        stopped.cancel()  # the node stopping
+        with pytest.raises(asyncio.CancelledError):
+            await stopped
+        assert ledger.total_bytes == 0
+
+    asyncio.run(body())

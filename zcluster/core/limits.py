@@ -11,14 +11,15 @@ from collections import OrderedDict
 
 
 class TokenBucket:
-    """At most ``rate_per_s`` on average, ``burst`` at once."""
+    """At most ``rate_per_s`` on average, ``burst`` at once (at least one: a rate below one
+    a second must still let one through now and then)."""
 
     __slots__ = ("_last", "_tokens", "burst", "rate_per_s")
 
     def __init__(self, rate_per_s: float, burst: float) -> None:
         self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._tokens = burst
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
         self._last: float | None = None
 
     def _refill(self, now: float) -> None:

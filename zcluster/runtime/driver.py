@@ -28,7 +28,7 @@ from zcluster.errors import ConfigError, WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
-from zcluster.runtime.ledger import STRANGERS, Ledger
+from zcluster.runtime.ledger import MESSAGE_OVERHEAD_BYTES, STRANGERS, Ledger
 from zcluster.runtime.memory import return_free_memory
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.serialization import Serializer
@@ -181,8 +181,11 @@ class Driver:
         #: why publications are not read: the callbacks' queue is full by count
         #: ("callbacks", the runner's) or by bytes ("bytes", the ledger's)
         self._pauses: set[str] = set()
-        #: SEND and REQUEST held while publications pause, with their shares and charges
-        self._held: list[tuple[ev.EnvelopeReceived, str, int]] = []
+        #: SEND and REQUEST held while publications pause; their payload bytes, in all and
+        #: per share, are bounded as the ledger's are, but kept apart from it: the ledger
+        #: must be able to empty (and resume reading) while they wait
+        self._held: list[ev.EnvelopeReceived] = []
+        self._held_bytes: dict[str, int] = {}
         self._ledger = app.ledger
         app.share_of = self.share_of
         self._ledger.on_full = lambda: self.pause_reading("bytes")
@@ -236,6 +239,8 @@ class Driver:
             self.loop.remove_reader(self._sub_fd)
 
     def resume_reading(self, why: str = "callbacks") -> None:
+        if why == "bytes" and self._ledger.full:
+            return  # full again before this call came: its next on_room resumes
         self._pauses.discard(why)
         if self._reading or self._closed or self._pauses:
             return
@@ -245,10 +250,9 @@ class Driver:
             self._reading_router = True
             self.loop.add_reader(self._router_fd, self._read_router)
         held, self._held = self._held, []
+        self._held_bytes.clear()
         if held:
-            self.feed_many([event for event, _, _ in held])
-            for _, share, cost in held:  # charged again as they are handed to user code
-                self._ledger.release(share, cost)
+            self.feed_many(held)
         # The descriptors are edge-triggered: messages may already be waiting.
         self.loop.call_soon(self._read_router)
         self.loop.call_soon(self._read_sub)
@@ -521,15 +525,25 @@ class Driver:
         back while publications pause, or refused because its sender's share of the
         ledger is full: docs/architecture.md, "Memory")."""
         share = self.share_of(event.envelope.sender)
-        if not self._ledger.has_room(share):
+        ledger = self._ledger
+        if not ledger.has_room(share):
             self._refuse_busy(event, share)
             return False
         if self._reading:
             return True
         if kind in _SENT_AGAIN:  # held, they would pile up: they come again
             self.counters["messages_dropped_while_paused"] += 1
-        else:
-            self._held.append((event, share, self._ledger.charge(share, len(event.payload))))
+            return False
+        held_bytes, size = self._held_bytes, len(event.payload) + MESSAGE_OVERHEAD_BYTES
+        mine = held_bytes.get(share, 0) + size
+        if (
+            sum(held_bytes.values()) + size > ledger.max_bytes
+            or mine + ledger.held_by(share) > ledger.sender_max_bytes
+        ):
+            self._refuse_busy(event, share)
+            return False
+        held_bytes[share] = mine
+        self._held.append(event)
         return False
 
     def _refuse_busy(self, event: ev.EnvelopeReceived, share: str) -> None:
@@ -543,7 +557,10 @@ class Driver:
         if member is not None and member.address == message.reply_address:
             reason = f"node {self.core.node_id} is busy: its handlers are behind; try again"
             reply = msg.Reply(message.request_id, False)
-            self._transmit(member.address, reply, reason.encode())
+            try:
+                self._transmit(member.address, reply, reason.encode())
+            except zmq.ZMQError as exc:  # the read goes on: this answer is only a courtesy
+                self._failed("Reply", exc)
 
     def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the node has stopped

@@ -12,8 +12,9 @@ claiming a new name per message.
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 #: the one share of every sender that is not a live member (no node id is empty) ...
 STRANGERS = ""
@@ -75,14 +76,31 @@ class Ledger:
         if room:
             self.on_room()
 
+    @property
+    def full(self) -> bool:
+        """Whether the total reached max_bytes and has not come down to half of it since."""
+        return self._full
+
     def charged(self, sender: str, size: int, call: Callable[[], object]) -> Callable[[], object]:
-        """``call``, charged now and released when it returns or raises."""
+        """``call``, charged now and released when it returns or raises; when it returns an
+        awaitable (a coroutine callback), when that is done."""
         cost = self.charge(sender, size)
 
         def run() -> object:
             try:
-                return call()
-            finally:
+                result = call()
+            except BaseException:
                 self.release(sender, cost)
+                raise
+            if inspect.isawaitable(result):
+                return self._released_after(result, sender, cost)
+            self.release(sender, cost)
+            return result
 
         return run
+
+    async def _released_after(self, awaitable: Awaitable[object], sender: str, cost: int) -> object:
+        try:
+            return await awaitable
+        finally:  # done, failed or cancelled (the node stopping)
+            self.release(sender, cost)
