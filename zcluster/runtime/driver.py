@@ -186,6 +186,7 @@ class Driver:
         #: must be able to empty (and resume reading) while they wait
         self._held: list[ev.EnvelopeReceived] = []
         self._held_bytes: dict[str, int] = {}
+        self._held_total_bytes = 0
         self._ledger = app.ledger
         app.share_of = self.share_of
         self._ledger.on_full = lambda: self.pause_reading("bytes")
@@ -251,6 +252,7 @@ class Driver:
             self.loop.add_reader(self._router_fd, self._read_router)
         held, self._held = self._held, []
         self._held_bytes.clear()
+        self._held_total_bytes = 0
         if held:
             self.feed_many(held)
         # The descriptors are edge-triggered: messages may already be waiting.
@@ -537,12 +539,13 @@ class Driver:
         held_bytes, size = self._held_bytes, len(event.payload) + MESSAGE_OVERHEAD_BYTES
         mine = held_bytes.get(share, 0) + size
         if (
-            sum(held_bytes.values()) + size > ledger.max_bytes
+            self._held_total_bytes + size > ledger.max_bytes
             or mine + ledger.held_by(share) > ledger.sender_max_bytes
         ):
             self._refuse_busy(event, share)
             return False
         held_bytes[share] = mine
+        self._held_total_bytes += size
         self._held.append(event)
         return False
 
