@@ -88,6 +88,26 @@ def test_topics_match_exactly_and_unsubscribe_stops_delivery(trio: list[Node]) -
     assert got[1] == ("marker", "end", "a")
 
 
+def test_more_topics_than_the_subscribe_queue_holds_messages(make_node: NodeFactory) -> None:
+    # The SUB's queue holds two messages here; its subscriptions (two of its own, then
+    # one per topic) must still all reach the publisher, before and after it connects.
+    small = {"subscribe_queue_max_bytes": 2 * 1024 * 1024}
+    sub = make_node("s", **small)
+    got: list[str] = []
+    early = [f"early.{i}" for i in range(20)]
+    for topic in early:
+        sub.subscribe(topic, lambda topic, message, sender: got.append(topic))
+    pub = make_node("p", sub, **small)
+    late = [f"late.{i}" for i in range(20)]
+    for topic in late:
+        sub.subscribe(topic, lambda topic, message, sender: got.append(topic))
+    assert wait_until(lambda: all("s" in pub.subscribers(t) for t in early + late), 5)
+    for topic in early + late:
+        pub.publish(topic, None)
+    assert wait_until(lambda: len(got) >= 40, 5), got
+    assert sorted(got) == sorted(early + late)
+
+
 def test_publish_fan_out_in_order(trio: list[Node]) -> None:
     a, b, c = trio
     received: dict[str, list[int]] = {"b": [], "c": []}

@@ -53,15 +53,16 @@ def test_stop_reports_the_subscribers_that_confirmed(make_node: NodeFactory) -> 
 def test_a_subscriber_that_stops_reading_is_reported_after_the_drain_time(
     make_node: NodeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sub = make_node("s", **TIGHT)
+    # Its SUB queue holds two messages.
+    sub = make_node("s", subscribe_queue_max_bytes=2 * 1024 * 1024, **TIGHT)
     release = threading.Event()
     sub.subscribe("t", lambda topic, message, sender: release.wait(10))
     pub = make_node("p", sub, drain_timeout_s=0.5, publish_block_max_s=0.2, **TIGHT)
     assert wait_until(lambda: "s" in pub.subscribers("t"), 5)
     try:
         began = time.monotonic()
-        for _ in range(20_000):  # 20 MB: more than every queue on the way holds
-            pub.publish("t", "x" * 1000)
+        for _ in range(10_000):  # 100 MB: several times what every queue on the way holds
+            pub.publish("t", "x" * 10_000)
         publishing_s = time.monotonic() - began
         with caplog.at_level(logging.WARNING, logger="zcluster.node"):
             report = pub.stop()

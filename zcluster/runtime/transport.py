@@ -107,6 +107,9 @@ class Transport:
         # for room (runtime/lane.py).
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
         self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
+        # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
+        # unlimited, they are as many as the topics subscribed to.
+        self.sub.setsockopt(zmq.SNDHWM, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
         self._dealers: dict[str, _Dealer] = {}
@@ -119,7 +122,7 @@ class Transport:
         self.pub_port = 0
 
     def _socket(self, kind: int, hwm: int, *, heartbeats: bool = True) -> zmq.Socket[bytes]:
-        """A socket with ``hwm`` as its high-water mark (the other direction is unused)."""
+        """A socket with ``hwm`` as its high-water mark, both ways."""
         sock: zmq.Socket[bytes] = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, self._linger_ms)
         sock.setsockopt(zmq.SNDHWM, hwm)
