@@ -230,6 +230,23 @@ class NodeConfig:
     #: ZMTP-level heartbeat that drops dead TCP connections (complements detection)
     zmtp_heartbeat_s: float = 1.0
 
+    # --- security (docs/security.md) ---
+    #: a connection's handshake (and its ZAP verdict) must finish within this; one kept
+    #: waiting for longer is closed and tried again by its client
+    auth_handshake_timeout_s: float = 5.0
+    #: refused handshakes from one address: past this rate (and a burst as large), its
+    #: handshakes are refused without being examined
+    auth_failures_per_s: float = 20.0
+    #: clock difference tolerated when checking a token's exp, nbf and iat
+    auth_token_leeway_s: float = 30.0
+    #: how long the tokens this node presents are valid; a connection is renewed with a
+    #: fresh token when half of it has passed
+    auth_token_ttl_s: float = 600.0
+    #: one-time token ids remembered (until they expire) to refuse a replayed handshake
+    auth_replay_max_count: int = 100_000
+    #: key and token files are checked for changes this often (also on SIGHUP)
+    auth_reload_interval_s: float = 2.0
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)

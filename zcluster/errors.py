@@ -58,3 +58,15 @@ class RemoteError(ZclusterError):
 
 class Backpressure(ZclusterError):
     """A bounded queue is full and the caller chose not to wait."""
+
+
+class AuthError(ZclusterError):
+    """A peer, key, certificate or token failed authentication or authorization.
+
+    ``reason`` names the check that failed (``token_expired``, ``key_unknown``, ...):
+    it is the name of the counter that counts such refusals (docs/security.md)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{detail} ({reason})")
+        self.reason = reason
+        self.detail = detail

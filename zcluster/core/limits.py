@@ -35,6 +35,11 @@ class TokenBucket:
         self._tokens -= count
         return True
 
+    def has(self, now: float, count: float = 1.0) -> bool:
+        """Whether ``count`` tokens are there, without taking them."""
+        self._refill(now)
+        return self._tokens >= count
+
     def take_up_to(self, now: float, count: int) -> int:
         """Take as many whole tokens as there are, up to ``count``; how many were taken."""
         self._refill(now)

@@ -42,9 +42,12 @@ from zcluster.protocol.members import Member, MemberStatus, Tags, checked_tags
 from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
+from zcluster.runtime.secured import SecuredConnections
 from zcluster.runtime.seedcheck import diagnose_seeds
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
+from zcluster.security.config import SecurityConfig, SecurityMode
+from zcluster.security.policy import AuthenticationHandler
 from zcluster.serialization import MsgpackSerializer, Serializer
 from zcluster.wire import check_name, check_user_topic
 
@@ -116,9 +119,14 @@ class AsyncNode:
         config: NodeConfig | None = None,
         callbacks: RunnerFactory | None = None,
         tags: Mapping[str, str] | None = None,
+        security: SecurityConfig | None = None,
         **options: Any,
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
+        #: how this node secures its connections (docs/security.md)
+        self.security = security or SecurityConfig()
+        #: what the security settings' files hold (read again to rotate keys)
+        self._credentials = self.security.load()
         try:
             #: what this node says about itself, gossiped with its record (``role=worker``)
             self.tags: Tags = checked_tags(tags)
@@ -209,7 +217,10 @@ class AsyncNode:
         if self._driver is not None:
             return
         loop = asyncio.get_running_loop()
-        transport = Transport(self.config, self.node_id)
+        secured = self._secured()
+        transport = Transport(self.config, self.node_id, secured)
+        if secured is not None:
+            secured.start(transport.context, loop)
         try:
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)
@@ -225,12 +236,12 @@ class AsyncNode:
             seeds=self.seeds,
             config=self.config,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
-            tags=self.tags,
+            tags=self._own_tags(secured),
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
         self._seed_report = ""
-        self._driver = driver = Driver(core, transport, self.app, loop)
+        self._driver = driver = Driver(core, transport, self.app, loop, security=secured)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
         runner = self._callbacks(loop, driver, self.app.callback_failed)
@@ -332,6 +343,31 @@ class AsyncNode:
             driver.transport.abandon()
             self._shut(driver)
 
+    def _secured(self) -> SecuredConnections | None:
+        """The security policy for a run of this node (None in mode none)."""
+        if self._credentials.mode is SecurityMode.NONE:
+            return None
+        policy = AuthenticationHandler(
+            self.node_id,
+            self._credentials,
+            self.config,
+            cluster=self.security.cluster,
+            authorized_nodes=self.security.authorized_nodes,
+            members=self._member_record,
+        )
+        return SecuredConnections(policy, self.config.non_member_connections_max_count)
+
+    def _member_record(self, node_id: str) -> tuple[dict[str, str], bool] | None:
+        driver = self._driver
+        member = driver.core.member(node_id) if driver is not None else None
+        return None if member is None else (dict(member.tags), member.status.is_live)
+
+    def _own_tags(self, secured: SecuredConnections | None) -> Tags:
+        """Our tags, with what the security mode says of us (our public key)."""
+        if secured is None:
+            return self.tags
+        return checked_tags({**dict(self.tags), **secured.policy.my_tags()})
+
     async def _warn_until_joined(self, joined: asyncio.Event) -> None:
         """Say, every ``join_warning_interval_s``, that no seed has admitted us yet, and
         what connecting to each seed shows (seedcheck.py)."""
@@ -424,6 +460,8 @@ class AsyncNode:
         with driver.core_lock:  # a caller's thread may open a DEALER meanwhile
             gauges = driver.transport.gauges()
         stats = {**driver.counters, **gauges}
+        if driver.security is not None:
+            stats.update(driver.security.policy.counters)
         stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published
         stats["publications_dropped_queue_full"] = driver.lane.dropped
         stats["control_skipped_queue_full"] = driver.lane.skipped

@@ -30,6 +30,7 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.runtime.lane import PublicationLane
 from zcluster.runtime.ledger import MESSAGE_OVERHEAD_BYTES, STRANGERS, Ledger
 from zcluster.runtime.memory import return_free_memory
+from zcluster.runtime.secured import SecuredConnections, receive_with_user_id
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.serialization import Serializer
 from zcluster.wire import (
@@ -134,8 +135,12 @@ class Driver:
         app: Application,
         loop: asyncio.AbstractEventLoop,
         clock: Callable[[], float] = time.monotonic,
+        security: SecuredConnections | None = None,
     ) -> None:
         self.core = core
+        #: the security policy carried out (None: security mode none)
+        self.security = security
+        self._receive_router = receive_message if security is None else receive_with_user_id
         self.transport = transport
         self.app = app
         self.loop = loop
@@ -225,6 +230,8 @@ class Driver:
             self._tick_handle.cancel()
         self.lane.close()
         with self.core_lock:
+            if self.security is not None:
+                self.security.close()
             self.transport.close()
 
     def pause_reading(self, why: str = "callbacks") -> None:
@@ -486,7 +493,7 @@ class Driver:
                 if clock() > deadline:  # a header may take a while to decode: each time
                     break
                 try:
-                    frames = receive_message(sock)
+                    frames = self._receive_router(sock) if router else receive_message(sock)
                 except zmq.Again:
                     return
                 if quiet:  # after the read: what was queued before this message was sent
@@ -503,6 +510,9 @@ class Driver:
                     envelope = event.envelope
                     sender, shown = envelope.sender, _shown(envelope.message)
                     log.debug("%s <- %s %s", self.core.node_id, sender, shown)
+                security = self.security
+                if router and security and security.refusal(frames[0], event.envelope):
+                    continue  # counted and told by the policy
                 kind = type(event.envelope.message)
                 if router and kind in _CALLING and not self._admitted(event, kind):
                     continue
@@ -683,12 +693,18 @@ class Driver:
             self.counters["sends_dropped_queue_full"] += 1
 
     def _connect(self, effect: fx.Connect) -> None:
+        if self.security is not None:
+            member = self.core.member(effect.node_id)
+            tags = dict(member.tags) if member is not None else {}
+            self.security.member_connected(effect.node_id, effect.address, tags)
         self.transport.connect_member(
             effect.node_id, effect.address, effect.pub_address, self.clock()
         )
 
     def _disconnect(self, effect: fx.Disconnect) -> None:
         self.transport.disconnect_member(effect.node_id, effect.address, effect.pub_address)
+        if self.security is not None:
+            self.security.member_disconnected(effect.address)
 
     def _set_subscription(self, effect: fx.SetSubscription) -> None:
         # Either form a publisher may use (one frame once every member reads it).

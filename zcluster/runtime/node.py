@@ -40,6 +40,7 @@ from zcluster.protocol.members import Member
 from zcluster.runtime.asyncnode import AsyncNode, validate_topic
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import OnError, ReadControl, ThreadRunner
+from zcluster.security.config import SecurityConfig
 from zcluster.serialization import Serializer
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ class Node:
         serializer: Serializer | None = None,
         config: NodeConfig | None = None,
         tags: Mapping[str, str] | None = None,
+        security: SecurityConfig | None = None,
         **options: Any,
     ) -> None:
         self._node = AsyncNode(
@@ -72,6 +74,7 @@ class Node:
             config=config,
             callbacks=self._make_runner,
             tags=tags,
+            security=security,
             **options,
         )
         self.node_id = self._node.node_id

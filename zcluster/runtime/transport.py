@@ -18,13 +18,15 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import zmq
 
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.errors import BindError, ConfigError
+from zcluster.security.config import SecurityMode
+from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN
 from zcluster.wire import CONTROL_TOPIC, personal_frame
 
 T = TypeVar("T")
@@ -83,19 +85,46 @@ def endpoint(address: str) -> str:
     return f"tcp://{format_address(host, port)}"
 
 
+class ConnectionSecurity(Protocol):
+    """What the transport needs to secure its connections (docs/security.md)."""
+
+    mode: SecurityMode
+
+    @property
+    def public_key(self) -> bytes | None: ...
+
+    @property
+    def secret_key(self) -> bytes | None: ...
+
+    def server_key(self, address: str) -> bytes | None:
+        """The Curve key of the node at ``address`` (None: unknown, do not connect)."""
+
+    def token(self) -> tuple[bytes, bytes, float]:
+        """A PLAIN username and password to present, and for how many seconds they are
+        valid."""
+
+
 @dataclasses.dataclass(slots=True)
 class _Dealer:
     socket: zmq.Socket[bytes]
     members: set[str]
     last_used: float
+    #: the server key it was connected with (curve modes)
+    server_key: bytes | None = None
+    #: when to connect again with a fresh token (jwt): half its life
+    renew_at: float = float("inf")
 
 
 class Transport:
     """Owns every socket of one node; used from the node's event loop thread, but for
     ``send_if_connected`` (any thread) and the PUB (``lane.PublicationLane``)."""
 
-    def __init__(self, config: NodeConfig, node_id: str) -> None:
+    def __init__(
+        self, config: NodeConfig, node_id: str, security: ConnectionSecurity | None = None
+    ) -> None:
         self._config = config
+        self._security = security
+        self._mode = security.mode if security is not None else SecurityMode.NONE
         self._linger_ms = int(config.socket_linger_s * 1000)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self.context.set(zmq.MAX_SOCKETS, config.sockets_max_count)
@@ -112,6 +141,8 @@ class Transport:
         self.sub.setsockopt(zmq.SNDHWM, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
         self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
+        self._serve_securely(self.router, DIRECT_DOMAIN)
+        self._serve_securely(self.pub, PUBSUB_DOMAIN)
         self._dealers: dict[str, _Dealer] = {}
         #: held while a DEALER sends or closes: replies are sent from the callback thread
         self.dealers_lock = threading.Lock()
@@ -137,6 +168,43 @@ class Transport:
         sock.setsockopt(zmq.IPV6, 1)
         return sock
 
+    def _serve_securely(self, sock: zmq.Socket[bytes], domain: str) -> None:
+        """Make a bound socket a Curve or PLAIN server whose clients the ZAP handler
+        (runtime/zap.py) lets in, or not."""
+        if self._mode is SecurityMode.NONE:
+            return
+        assert self._security is not None
+        if self._mode.uses_curve:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._security.secret_key or b"")
+        else:
+            sock.setsockopt(zmq.PLAIN_SERVER, 1)
+        sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(self._config.auth_handshake_timeout_s * 1000))
+
+    def _connect_securely(
+        self, sock: zmq.Socket[bytes], address: str, now: float
+    ) -> tuple[bytes | None, float] | None:
+        """Set a client socket's credentials for its next connect (libzmq keeps them for
+        that connection's reconnects), to ``address``: the server key expected there and
+        when to renew the token presented. None when the key of the node there is
+        unknown: then it must not connect."""
+        security = self._security
+        if security is None:
+            return None, float("inf")
+        if self._mode.uses_curve:
+            server_key = security.server_key(address)
+            if server_key is None:
+                return None
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, security.public_key or b"")
+            sock.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key or b"")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            return server_key, float("inf")
+        username, password, valid_s = security.token()
+        sock.setsockopt(zmq.PLAIN_USERNAME, username)
+        sock.setsockopt(zmq.PLAIN_PASSWORD, password)
+        return None, now + valid_s / 2
+
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
         host, port = parse_address(bind, allow_port_zero=True, allow_wildcard=True)
@@ -158,8 +226,9 @@ class Transport:
     # ------------------------------------------------------------ sending
 
     def send(self, address: str, frames: tuple[bytes, bytes], now: float) -> bool:
-        """Queue frames to the ROUTER at ``address``; False when the queue is full."""
-        dealer = self._dealers.get(address) or self._open_dealer(address, now)
+        """Queue frames to the ROUTER at ``address``; False when the queue is full (or,
+        secured, the key of the node there is unknown)."""
+        dealer = self._current_dealer(address, now)
         if dealer is None:
             return False
         dealer.last_used = now
@@ -179,12 +248,14 @@ class Transport:
     # ------------------------------------------------------------ connections
 
     def connect_member(self, node_id: str, address: str, pub_address: str, now: float) -> None:
-        dealer = self._dealers.get(address) or self._open_dealer(address, now)
+        dealer = self._current_dealer(address, now)
         if dealer is not None:
             dealer.members.add(node_id)
         readers = self._subscribed_pubs.get(pub_address)
         if readers is None:
             try:
+                if self._connect_securely(self.sub, address, now) is None:
+                    return  # counted by the policy
                 self.sub.connect(endpoint(pub_address))
             except zmq.ZMQError as exc:
                 log.warning("cannot subscribe to %s (%s): %s", node_id, pub_address, exc)
@@ -210,11 +281,36 @@ class Transport:
         self.sub.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, topic_frame)
 
     def close_idle(self, now: float) -> None:
-        """Close connections to non-members (seeds, requesters) unused for a while."""
+        """Close connections to non-members (seeds, requesters) unused for a while; renew
+        those whose token is half spent (jwt)."""
         idle = self._config.idle_connection_s
         for address, dealer in list(self._dealers.items()):
             if not dealer.members and now - dealer.last_used > idle:
                 self._close_dealer(address)
+            elif now >= dealer.renew_at:
+                self._renew_dealer(address, dealer, now)
+
+    def _current_dealer(self, address: str, now: float) -> _Dealer | None:
+        """The DEALER to ``address``, opened if there is none; opened again if the node
+        there now has another key (curve: a restart with a fresh key pair)."""
+        dealer = self._dealers.get(address)
+        if dealer is not None and self._mode.uses_curve:
+            assert self._security is not None
+            if self._security.server_key(address) != dealer.server_key:
+                self._renew_dealer(address, dealer, now)
+                dealer = self._dealers.get(address)
+        return dealer or self._open_dealer(address, now)
+
+    def _renew_dealer(self, address: str, dealer: _Dealer, now: float) -> None:
+        """Replace a DEALER by one connected afresh; the old one sends what it holds
+        before it closes (its linger)."""
+        with self.dealers_lock:
+            del self._dealers[address]
+            dealer.socket.close(linger=self._linger_ms)
+        renewed = self._open_dealer(address, now)
+        if renewed is not None:
+            renewed.members = dealer.members
+            renewed.last_used = dealer.last_used
 
     def _open_dealer(self, address: str, now: float) -> _Dealer | None:
         """A DEALER connected to ``address``; None if libzmq refuses the address or socket."""
@@ -228,12 +324,17 @@ class Transport:
             log.warning("cannot open a connection to %s: %s", address, exc)
             return None
         try:
+            secured = self._connect_securely(sock, address, now)
+            if secured is None:
+                sock.close(linger=0)
+                return None
             sock.connect(endpoint(address))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             log.warning("cannot connect to %s: %s", address, exc)
             return None
-        dealer = self._dealers[address] = _Dealer(sock, set(), now)
+        server_key, renew_at = secured
+        dealer = self._dealers[address] = _Dealer(sock, set(), now, server_key, renew_at)
         return dealer
 
     def _close_dealer(self, address: str) -> None:

@@ -1,0 +1,111 @@
+"""Carries out the security policy on a running node (docs/security.md).
+
+Holds what the policy needs from the running node and the sockets need from the
+policy: which server key to expect at each address (members' from their records,
+seeds' from the configuration, a stranger's from the key it spoke with), the
+token to present, the ZAP handler, and the check of every message read on the
+ROUTER against the connection it came on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import zmq
+
+from zcluster.protocol import messages as msg
+from zcluster.runtime.transport import NOWAIT, RECV
+from zcluster.runtime.zap import ZapResponder
+from zcluster.security.config import SecurityMode
+from zcluster.security.policy import AuthenticationHandler
+
+
+class SecuredConnections:
+    """A node's security, as the transport and the driver use it."""
+
+    def __init__(self, policy: AuthenticationHandler, stranger_keys_max_count: int) -> None:
+        self.policy = policy
+        self.mode: SecurityMode = policy.mode
+        #: address -> key of the member there (from its record, as the policy allows)
+        self._member_keys: dict[str, bytes] = {}
+        #: reply address -> the key of the stranger that named it (curve: whoever we
+        #: answer at an address must hold the key that asked; no reflection to others)
+        self._stranger_keys: OrderedDict[str, bytes] = OrderedDict()
+        self._stranger_keys_max_count = stranger_keys_max_count
+        self._zap: ZapResponder | None = None
+
+    def start(
+        self, context: zmq.Context[zmq.Socket[bytes]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Answer ZAP requests from now on (before the sockets bind: libzmq refuses
+        every handshake while no handler is bound)."""
+        self._zap = ZapResponder(context, self.policy, loop)
+
+    def close(self) -> None:
+        if self._zap is not None:
+            self._zap.close()
+            self._zap = None
+
+    # ------------------------------------------------------------ for the transport
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self.policy.public_key
+
+    @property
+    def secret_key(self) -> bytes | None:
+        return self.policy.secret_key
+
+    def server_key(self, address: str) -> bytes | None:
+        key = self._member_keys.get(address) or self.policy.seed_key(address)
+        return key or self._stranger_keys.get(address)
+
+    def token(self) -> tuple[bytes, bytes, float]:
+        username, password, expires_at = self.policy.token(time.time())
+        return username, password, expires_at - time.time()
+
+    # ------------------------------------------------------------ for the driver
+
+    def member_connected(self, node_id: str, address: str, tags: Mapping[str, str]) -> None:
+        key = self.policy.member_key(node_id, tags)
+        if key is None:
+            self._member_keys.pop(address, None)
+        else:
+            self._member_keys[address] = key
+
+    def member_disconnected(self, address: str) -> None:
+        self._member_keys.pop(address, None)
+
+    def refusal(self, user_id: bytes, envelope: msg.Envelope) -> str | None:
+        """Why a message read on the ROUTER from a connection let in as ``user_id`` must
+        be dropped (None: it may be taken)."""
+        text = user_id.decode("ascii", "replace")
+        reason = self.policy.check_speaker(text, envelope.sender, time.time())
+        if reason is None and self.mode.uses_curve:
+            named = getattr(envelope.message, "reply_address", None)
+            if named is not None:
+                self._remember_stranger(named, user_id)
+        return reason
+
+    def _remember_stranger(self, address: str, key: bytes) -> None:
+        keys = self._stranger_keys
+        keys[address] = key
+        keys.move_to_end(address)
+        if len(keys) > self._stranger_keys_max_count:
+            keys.popitem(last=False)
+
+
+def receive_with_user_id(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """Read one waiting message from a secured ROUTER; its first frame (the routing id,
+    which decoding skips) replaced by the User-Id its connection was let in with."""
+    RECV(sock, NOWAIT, False)  # the routing id
+    frame = RECV(sock, NOWAIT, False)  # libzmq gives the peer's properties to its frames
+    user_id = str(frame.get("User-Id") or "").encode()
+    parts = [user_id, frame.bytes]
+    while frame.more:
+        frame = RECV(sock, NOWAIT, False)
+        parts.append(frame.bytes)
+    return parts

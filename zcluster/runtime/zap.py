@@ -1,0 +1,82 @@
+"""The node's ZAP handler (ZeroMQ RFC 27): libzmq asks it, for every connection made to
+our ROUTER or PUB, whether to let the client in; the policy answers.
+
+It runs on the node's loop: a ROUTER bound at ``inproc://zeromq.zap.01`` in the node's
+own context, read when readable like the other sockets. A request is answered at once;
+libzmq holds the connection's handshake until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import cast
+
+import zmq
+
+from zcluster.security.policy import Allow, AuthenticationHandler
+
+log = logging.getLogger("zcluster.security")
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_VERSION = b"1.0"
+#: requests answered per turn of the loop, before others get their turn
+_BATCH_COUNT = 64
+#: request frames: [routing id, empty, version, request id, domain, address, identity,
+#: mechanism, credentials...]
+_FIXED_FRAMES_COUNT = 8
+_MAX_CREDENTIALS_COUNT = 2
+
+
+class ZapResponder:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        policy: AuthenticationHandler,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy
+        self._loop = loop
+        self._clock = clock
+        self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(ZAP_ENDPOINT)
+        self._fd = cast(int, self._socket.getsockopt(zmq.FD))
+        loop.add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        sock = self._socket
+        for _ in range(_BATCH_COUNT):
+            if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            reply = self._answer(frames)
+            if reply is not None:
+                sock.send_multipart(reply, zmq.NOBLOCK)
+        self._loop.call_soon(self._read)  # more may wait: the edge will not fire again
+
+    def _answer(self, frames: list[bytes]) -> list[bytes] | None:
+        if len(frames) < _FIXED_FRAMES_COUNT or frames[1] != b"":
+            return None  # not from libzmq: nobody to answer
+        credentials = frames[_FIXED_FRAMES_COUNT:]
+        routing, _, version, request_id, domain, address, _identity, mechanism = frames[:8]
+        head = [routing, b"", _VERSION, request_id]
+        if version != _VERSION or len(credentials) > _MAX_CREDENTIALS_COUNT:
+            return [*head, b"500", b"unsupported ZAP request", b"", b""]
+        verdict = self._policy.check_handshake(
+            domain.decode("ascii", "replace"),
+            address.decode("ascii", "replace"),
+            mechanism.decode("ascii", "replace"),
+            credentials,
+            self._clock(),
+        )
+        if isinstance(verdict, Allow):
+            return [*head, b"200", b"OK", verdict.user_id.encode(), b""]
+        return [*head, b"400", verdict.reason.encode(), b"", b""]
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self._socket.close(linger=0)
