@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -209,7 +210,14 @@ class Driver:
         #: Reentrant: an inline callback (asyncio API) may feed the core from within.
         self.core_lock = threading.RLock()
         self._router_fd = cast(int, transport.router.getsockopt(zmq.FD))
-        self._sub_fd = cast(int, transport.sub.getsockopt(zmq.FD))
+        #: each SUB read, by its descriptor, with the members whose PUB it reads: one
+        #: SUB for all of them (security mode none), or one per PUB when secured, so
+        #: that the connection names the publisher (runtime/transport.py)
+        self._subs: dict[int, tuple[zmq.Socket[bytes], set[str] | None]] = {}
+        if security is None:
+            self._subs[cast(int, transport.sub.getsockopt(zmq.FD))] = (transport.sub, None)
+        transport.on_subscribed = self._sub_opened
+        transport.on_unsubscribed = self._sub_closed
 
     # ------------------------------------------------------------ life cycle
 
@@ -244,7 +252,8 @@ class Driver:
         self._pauses.add(why)
         if self._reading:
             self._reading = False
-            self.loop.remove_reader(self._sub_fd)
+            for fd in self._subs:
+                self.loop.remove_reader(fd)
 
     def resume_reading(self, why: str = "callbacks") -> None:
         if why == "bytes" and self._ledger.full:
@@ -253,7 +262,8 @@ class Driver:
         if self._reading or self._closed or self._pauses:
             return
         self._reading = True
-        self.loop.add_reader(self._sub_fd, self._read_sub)
+        for fd in self._subs:
+            self.loop.add_reader(fd, self._read_sub, fd)
         if not self._reading_router:
             self._reading_router = True
             self.loop.add_reader(self._router_fd, self._read_router)
@@ -264,7 +274,23 @@ class Driver:
             self.feed_many(held)
         # The descriptors are edge-triggered: messages may already be waiting.
         self.loop.call_soon(self._read_router)
-        self.loop.call_soon(self._read_sub)
+        self._read_subs_soon()
+
+    def _read_subs_soon(self) -> None:
+        for fd in self._subs:
+            self.loop.call_soon(self._read_sub, fd)
+
+    def _sub_opened(self, sock: zmq.Socket[bytes], readers: set[str]) -> None:
+        fd = cast(int, sock.getsockopt(zmq.FD))
+        self._subs[fd] = (sock, readers)
+        if self._reading:
+            self.loop.add_reader(fd, self._read_sub, fd)
+            self.loop.call_soon(self._read_sub, fd)
+
+    def _sub_closed(self, sock: zmq.Socket[bytes]) -> None:
+        fd = cast(int, sock.getsockopt(zmq.FD))
+        if self._subs.pop(fd, None) is not None and self._reading:
+            self.loop.remove_reader(fd)
 
     def _stop_reading_router(self) -> None:
         if self._reading_router:
@@ -364,19 +390,22 @@ class Driver:
     def _read_router(self) -> None:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
 
-    def _read_sub(self) -> None:
-        """Read a batch from the SUB on the fast path of fan-out (docs/architecture.md):
+    def _read_sub(self, fd: int) -> None:
+        """Read a batch from a SUB on the fast path of fan-out (docs/architecture.md):
         publications on subscribed topics with a plain header are read without building
         an envelope; unnumbered ones go straight to the application, one call per run of
         them from one publisher on one topic, numbered ones to the core in one event per
         run of them. Everything else takes the full decoder. Whatever came first is
-        handed on first."""
-        if not self._reading:
+        handed on first. A SUB of one PUB (secured) takes only what its members send."""
+        sub = self._subs.get(fd)
+        if not self._reading or sub is None:
             return
+        sock, readers = sub
         if self.inbound_faults is not None:  # tests: every message through the faults
-            self._drain(self.transport.sub, "sub", _decode_sub, self._read_sub)
+            again = functools.partial(self._read_sub, fd)
+            self._drain(sock, "sub", _decode_sub, again, readers)
             return
-        sock, routes = self.transport.sub, self.app.topic_frames
+        routes = self.app.topic_frames
         deliver = self.app.deliver_publications
         limit = self._config.max_header_bytes
         heard: dict[str, int] = {}
@@ -426,7 +455,7 @@ class Driver:
                 if topic is None or publication is None:
                     hand_on_run()
                     hand_on_numbered()
-                    self._take_slowly(sock, first, header, one_frame, limit)
+                    self._take_slowly(sock, first, header, one_frame, limit, readers)
                     continue
                 if not one_frame:
                     last = self._last_frame(sock)
@@ -434,6 +463,9 @@ class Driver:
                         return
                     payload = last
                 publisher, incarnation, seq, guarantee = publication
+                if readers is not None and publisher not in readers:
+                    self._forged(publisher, readers)
+                    continue
                 heard[publisher] = incarnation
                 if seq:
                     if run:
@@ -448,7 +480,7 @@ class Driver:
                     run_from, run_topic = publisher, topic
                 run.append(payload)
                 unnumbered += 1
-            self.loop.call_soon(self._read_sub)
+            self.loop.call_soon(self._read_sub, fd)
         except zmq.Again:
             pass
         finally:
@@ -456,14 +488,31 @@ class Driver:
             hand_on_numbered(unnumbered)
 
     def _take_slowly(
-        self, sock: zmq.Socket[bytes], first: bytes, header: bytes, one_frame: bool, limit: int
+        self,
+        sock: zmq.Socket[bytes],
+        first: bytes,
+        header: bytes,
+        one_frame: bool,
+        limit: int,
+        readers: set[str] | None,
     ) -> None:
         """The full decoder and the core, for whatever the fast path does not take."""
         try:
             frames = [first] if one_frame else receive_rest(sock, [first, header])
-            self.feed(_decode_sub(frames, limit))
+            event = _decode_sub(frames, limit)
         except WireError as exc:
             self._reject("sub", exc)
+            return
+        if readers is not None and event.envelope.sender not in readers:
+            self._forged(event.envelope.sender, readers)
+            return
+        self.feed(event)
+
+    def _forged(self, claimed: str, readers: set[str]) -> None:
+        """A PUB sent a message in the name of another node than its own: dropped."""
+        if self.security is not None:
+            behind = ", ".join(sorted(readers))
+            self.security.policy.refused("publisher", f"the PUB of {behind} spoke as {claimed}")
 
     def _last_frame(self, sock: zmq.Socket[bytes]) -> bytes | None:
         try:
@@ -478,9 +527,10 @@ class Driver:
         channel: str,
         decode: Callable[[list[bytes], int], ev.EnvelopeReceived],
         again: Callable[[], None],
+        readers: set[str] | None = None,
     ) -> None:
         """Read up to one batch of waiting messages, fed to the core together; schedule
-        another turn if more wait."""
+        another turn if more wait. ``readers``: the members a secured SUB reads."""
         router = channel == "router"
         if not (self._reading_router if router else self._reading):
             return
@@ -513,6 +563,9 @@ class Driver:
                 security = self.security
                 if router and security and security.refusal(frames[0], event.envelope):
                     continue  # counted and told by the policy
+                if readers is not None and event.envelope.sender not in readers:
+                    self._forged(event.envelope.sender, readers)
+                    continue
                 kind = type(event.envelope.message)
                 if router and kind in _CALLING and not self._admitted(event, kind):
                     continue
@@ -714,7 +767,7 @@ class Driver:
             filters = (topic_frame(effect.topic), one_frame_prefix(effect.topic))
         for topic_filter in filters:
             self.transport.set_subscription(topic_filter, effect.subscribed)
-        self.loop.call_soon(self._read_sub)
+        self._read_subs_soon()
 
     def _resolve(self, seeds: tuple[str, ...]) -> None:
         if self._resolving:

@@ -13,6 +13,7 @@ connection whose peer has gone; the membership protocol watches peers there.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -139,8 +140,15 @@ class Transport:
         # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
         # unlimited, they are as many as the topics subscribed to.
         self.sub.setsockopt(zmq.SNDHWM, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, CONTROL_TOPIC)
-        self.sub.setsockopt(zmq.SUBSCRIBE, personal_frame(node_id))  # heartbeats to us alone
+        #: secured, each PUB is read by its own SUB (see connect_member), by PUB address
+        self._subs: dict[str, zmq.Socket[bytes]] = {}
+        #: what every SUB subscribes to, with how many times (libzmq counts them too)
+        self._filters: collections.Counter[bytes] = collections.Counter()
+        self.set_subscription(CONTROL_TOPIC, True)
+        self.set_subscription(personal_frame(node_id), True)  # heartbeats to us alone
+        #: told when such a SUB opens (with the members it reads) and before it closes
+        self.on_subscribed: Callable[[zmq.Socket[bytes], set[str]], None] = _ignore
+        self.on_unsubscribed: Callable[[zmq.Socket[bytes]], None] = _ignore
         self._serve_securely(self.router, DIRECT_DOMAIN)
         self._serve_securely(self.pub, PUBSUB_DOMAIN)
         self._dealers: dict[str, _Dealer] = {}
@@ -253,15 +261,44 @@ class Transport:
             dealer.members.add(node_id)
         readers = self._subscribed_pubs.get(pub_address)
         if readers is None:
+            readers = set()
             try:
-                if self._connect_securely(self.sub, address, now) is None:
-                    return  # counted by the policy
-                self.sub.connect(endpoint(pub_address))
+                sock = self._subscriber_for(pub_address, address, now)
             except zmq.ZMQError as exc:
                 log.warning("cannot subscribe to %s (%s): %s", node_id, pub_address, exc)
                 return
-            readers = self._subscribed_pubs[pub_address] = set()
+            if sock is None:
+                return  # the key of the node there is unknown: counted by the policy
+            self._subscribed_pubs[pub_address] = readers
+            if sock is not self.sub:
+                self.on_subscribed(sock, readers)
         readers.add(node_id)
+
+    def _subscriber_for(
+        self, pub_address: str, address: str, now: float
+    ) -> zmq.Socket[bytes] | None:
+        """The SUB connected to the PUB at ``pub_address`` (of the node whose ROUTER is at
+        ``address``). Unsecured, the one SUB of the node; secured, one of its own: a
+        SUB cannot tell which connection a message came on, its own SUB can, and Curve
+        authenticates that connection's server as the member (docs/security.md)."""
+        if self._mode is SecurityMode.NONE:
+            self.sub.connect(endpoint(pub_address))
+            return self.sub
+        sock = self._socket(zmq.SUB, self._config.subscribe_hwm_count, heartbeats=False)
+        sock.setsockopt(zmq.SNDHWM, 0)  # its subscriptions are never dropped (see __init__)
+        for topic_filter, count in self._filters.items():
+            for _ in range(count):
+                sock.setsockopt(zmq.SUBSCRIBE, topic_filter)
+        try:
+            if self._connect_securely(sock, address, now) is None:
+                sock.close(linger=0)
+                return None
+            sock.connect(endpoint(pub_address))
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        self._subs[pub_address] = sock
+        return sock
 
     def disconnect_member(self, node_id: str, address: str, pub_address: str) -> None:
         dealer = self._dealers.get(address)
@@ -274,11 +311,25 @@ class Transport:
             readers.discard(node_id)
             if not readers:
                 del self._subscribed_pubs[pub_address]
+                sock = self._subs.pop(pub_address, None)
+                if sock is not None:
+                    self.on_unsubscribed(sock)
+                    sock.close(linger=0)
+                    return
                 with contextlib.suppress(zmq.ZMQError):  # libzmq already dropped it
                     self.sub.disconnect(endpoint(pub_address))
 
     def set_subscription(self, topic_frame: bytes, subscribed: bool) -> None:
-        self.sub.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, topic_frame)
+        option = zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE
+        filters = self._filters
+        if subscribed:
+            filters[topic_frame] += 1
+        elif filters[topic_frame] > 0:
+            filters[topic_frame] -= 1
+            if not filters[topic_frame]:
+                del filters[topic_frame]
+        for sock in (self.sub, *self._subs.values()):
+            sock.setsockopt(option, topic_frame)
 
     def close_idle(self, now: float) -> None:
         """Close connections to non-members (seeds, requesters) unused for a while; renew
@@ -359,9 +410,13 @@ class Transport:
             for address in list(self._dealers):
                 dealer = self._dealers.pop(address)
                 dealer.socket.close(linger=self._linger_ms)
-        for sock in (self.router, self.pub, self.sub):
+        for sock in (self.router, self.pub, self.sub, *self._subs.values()):
             sock.close(linger=self._linger_ms)
         self.context.term()
+
+
+def _ignore(*_: object) -> None:
+    pass
 
 
 def _bound(bind: str, what: str, do_bind: Callable[[], T]) -> T:
