@@ -239,11 +239,18 @@ class NodeConfig:
     auth_failures_per_s: float = 20.0
     #: clock difference tolerated when checking a token's exp, nbf and iat
     auth_token_leeway_s: float = 30.0
-    #: how long the tokens this node presents are valid; a connection is renewed with a
-    #: fresh token when half of it has passed
+    #: how long the tokens this node makes for itself are valid
     auth_token_ttl_s: float = 600.0
     #: one-time token ids remembered (until they expire) to refuse a replayed handshake
     auth_replay_max_count: int = 100_000
+    #: connections bound to a node id by AUTH, remembered at most (the least recently
+    #: bound forgotten first: its node says AUTH again within auth_resend_interval_s)
+    auth_bindings_max_count: int = 16_384
+    #: a connection says AUTH again this often (and when half its credential's life
+    #: has passed), so that a peer that forgot it learns it again
+    auth_resend_interval_s: float = 30.0
+    #: handshakes to our PUB held until their client's AUTH arrives, at most
+    auth_pending_max_count: int = 1024
     #: key and token files are checked for changes this often (also on SIGHUP)
     auth_reload_interval_s: float = 2.0
 

@@ -193,6 +193,7 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Flush: lambda m: (m.positions,),
     msg.Flushed: lambda m: (),
     msg.Refuse: lambda m: (m.code, m.detail),
+    msg.Auth: lambda m: (m.scheme,),
     msg.Listen: lambda m: (m.topics, m.prefixes) if m.prefixes else (m.topics,),
     msg.Listening: lambda m: (m.positions,),
     msg.Send: lambda m: (m.name,),
@@ -741,6 +742,7 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.FLUSH: (msg.Flush, (_list_of(_position),)),
     Kind.FLUSHED: (msg.Flushed, ()),
     Kind.REFUSE: (msg.Refuse, (_uint, _text)),
+    Kind.AUTH: (msg.Auth, (_text,)),
 }
 
 #: the kinds this revision reads, by code (a dict lookup, not the enum's constructor)

@@ -14,13 +14,20 @@ from pathlib import Path
 
 import pytest
 import zmq
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.helpers import all_up, wait_until
 from zcluster import MemberStatus, Node
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member
 from zcluster.security.config import SecurityConfig
-from zcluster.security.keys import CurveKeyPair, load_curve_key_pair, write_curve_key_pair
+from zcluster.security.keys import (
+    CertificateAuthority,
+    CurveKeyPair,
+    load_curve_key_pair,
+    write_curve_key_pair,
+)
 from zcluster.security.tokens import generate_token, load_signing_key
 from zcluster.wire import Encoder
 
@@ -43,31 +50,74 @@ def _configs(mode: str, keys: Path, seed: Node | None) -> Callable[[str], Securi
         seed_keys = {seed.address: load_curve_key_pair(keys / "a.key").public.decode()}
 
     def config(node_id: str) -> SecurityConfig:
+        key = keys / f"{node_id}.key_secret"
         if mode == "jwt":
             return SecurityConfig("jwt", jwt_key=keys / "secret")
+        if mode == "curve+jwt":
+            return SecurityConfig(
+                "curve+jwt",
+                key=key,
+                seed_keys=seed_keys,
+                jwt_key=keys / "ec.pem",
+                jwt_algorithm="ES256",
+                jwt_verify_keys=(keys / "ec.pub",),
+            )
         if mode == "curve":
-            return SecurityConfig("curve", key=keys / f"{node_id}.key_secret", seed_keys=seed_keys)
+            return SecurityConfig("curve", key=key, seed_keys=seed_keys)
+        if mode == "curve-mutual-ca":
+            return SecurityConfig(
+                "curve-mutual",
+                key=key,
+                seed_keys=seed_keys,
+                ca=(keys / "ca.ca_public",),
+                certificate=keys / f"{node_id}.cert",
+            )
         return SecurityConfig(
-            "curve-mutual",
-            key=keys / f"{node_id}.key_secret",
-            seed_keys=seed_keys,
-            authorized_keys=keys / "authorized",
+            "curve-mutual", key=key, seed_keys=seed_keys, authorized_keys=keys / "authorized"
         )
 
     return config
 
 
-@pytest.fixture(params=["curve", "curve-mutual", "jwt"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    mode = request.param
-    keys = tmp_path / "keys"
+def _make_keys(keys: Path) -> None:
+    """Key pairs for a, b, c and an intruder; an authorized directory of a, b and c; a
+    CA that certified a, b and c; an HS256 secret; an ES256 key pair."""
     for node_id in ("a", "b", "c", "intruder"):
         write_curve_key_pair(keys, node_id)
     authorized = keys / "authorized"
     authorized.mkdir()
+    ca = CertificateAuthority.generate()
+    ca.save(keys)
     for node_id in ("a", "b", "c"):  # the public halves only: the intruder's is not there
         (authorized / f"{node_id}.key").write_bytes((keys / f"{node_id}.key").read_bytes())
+        public = load_curve_key_pair(keys / f"{node_id}.key").public
+        ca.sign("zcluster", node_id, public, int(time.time()) + 3600).write(
+            keys / f"{node_id}.cert"
+        )
     (keys / "secret").write_bytes(SECRET)
+    private = ec.generate_private_key(ec.SECP256R1())
+    (keys / "ec.pem").write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (keys / "ec.pub").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+MODES = ["curve", "curve-mutual", "curve-mutual-ca", "jwt", "curve+jwt"]
+
+
+@pytest.fixture(params=MODES)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    mode = request.param
+    keys = tmp_path / "keys"
+    _make_keys(keys)
     nodes: list[Node] = []
     try:
         a = Node("a", security=_configs(mode, keys, None)("a"))
@@ -136,7 +186,9 @@ def _refused(node: Node, reason: str) -> int:
     return node.stats().get(f"auth_refused_{reason}", 0)
 
 
-@pytest.mark.parametrize("cluster", ["curve", "curve-mutual"], indirect=True)
+@pytest.mark.parametrize(
+    "cluster", ["curve", "curve-mutual", "curve-mutual-ca", "curve+jwt"], indirect=True
+)
 def test_a_key_cannot_speak_for_another_members_id(cluster: Cluster) -> None:
     """A member's own key (c's) sends a record, as b, that says b is down: refused as
     an identity claim, counted; b stays up everywhere."""
@@ -196,10 +248,13 @@ def test_a_node_without_a_valid_token_cannot_join(tmp_path: Path) -> None:
 
 
 def test_a_token_for_another_node_cannot_claim_its_id(tmp_path: Path) -> None:
-    """A valid token, but for c: presented under the name b, it is refused."""
+    """A valid token, but for c: said in AUTH under the name b, it binds nothing, and
+    what follows on that connection is refused."""
     secret = tmp_path / "secret"
     secret.write_bytes(SECRET)
     with Node("a", security=SecurityConfig("jwt", jwt_key=secret)) as a:
+        got: list[object] = []
+        a.register("inbox", lambda message, sender: got.append(message))
         key = load_signing_key(secret, "HS256")
         token = generate_token(key, "c", "zcluster", 60, time.time())
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -207,9 +262,13 @@ def test_a_token_for_another_node_cannot_claim_its_id(tmp_path: Path) -> None:
             sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.PLAIN_USERNAME, b"b")
-            sock.setsockopt(zmq.PLAIN_PASSWORD, token.encode())
+            sock.setsockopt(zmq.PLAIN_PASSWORD, b"0123456789abcdef0123456789abcdef")
             sock.connect(f"tcp://{a.address}")
-            sock.send_multipart(Encoder("b", 1).direct(msg.Send("inbox"), b"\xa3hey"))
-            assert wait_until(lambda: _refused(a, "token_subject") >= 1, 5), a.stats()
+            encoder = Encoder("b", 1)
+            sock.send_multipart(encoder.direct(msg.Auth("jwt"), token.encode()))
+            sock.send_multipart(encoder.direct(msg.Send("inbox"), b"\xa3hey"))
+            assert wait_until(lambda: _refused(a, "unauthenticated") >= 1, 5), a.stats()
+            assert _refused(a, "token_subject") == 1
         finally:
             context.destroy(linger=0)
+        assert got == []

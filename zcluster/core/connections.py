@@ -10,16 +10,19 @@ from zcluster.protocol.members import Member, Tags
 class Connections(Component):
     def __init__(self, ctx: NodeContext) -> None:
         self._ctx = ctx
-        #: each connected member's (address, pub_address) and tags: a member that comes
-        #: back at the same addresses with other tags (a new public key) is connected anew
-        self._connected: dict[str, tuple[str, str, Tags]] = {}
+        #: each connected member's addresses, incarnation and tags: a member that comes
+        #: back at the same addresses is connected anew (its new run knows nothing of
+        #: the old connection: a secured one says AUTH again; a new key is used)
+        self._connected: dict[str, tuple[str, str, int, Tags]] = {}
 
     def is_connected(self, node_id: str) -> bool:
         return node_id in self._connected
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
-        want = (member.address, member.pub_address, member.tags) if member.status.is_live else None
+        want = None
+        if member.status.is_live:
+            want = (member.address, member.pub_address, member.incarnation, member.tags)
         have = self._connected.get(node_id)
         if want == have:
             return

@@ -123,7 +123,11 @@ class NodeCore:
         self._enders = tuple(
             c for c in self._components if type(c).end_turn is not Component.end_turn
         )
-        self._receivers: dict[type[msg.Message], tuple[Receiver, ...]] = {}
+        #: AUTH is taken by the runtime (runtime/secured.py) in the modes that use it;
+        #: one that reaches the core came where nobody asked for it
+        self._receivers: dict[type[msg.Message], tuple[Receiver, ...]] = {
+            msg.Auth: (self._unexpected_auth,)
+        }
         for component in self._components:
             for event_type, command in component.commands().items():
                 assert event_type not in self._commands, event_type
@@ -236,6 +240,9 @@ class NodeCore:
         for component in self._tickers:
             component.tick(now)
         self._on_turn_ended(None, now)
+
+    def _unexpected_auth(self, envelope: msg.Envelope, *_: object) -> None:
+        self.counters["auth_unexpected"] += 1
 
     def _on_envelope(self, event: ev.EnvelopeReceived, now: float) -> None:
         envelope = event.envelope

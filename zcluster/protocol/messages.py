@@ -62,6 +62,7 @@ class Kind(enum.IntEnum):
     FLUSH = 24
     FLUSHED = 25
     REFUSE = 26
+    AUTH = 27
 
 
 @dataclasses.dataclass(slots=True)
@@ -252,6 +253,16 @@ class Refuse:
 
 
 @dataclasses.dataclass(slots=True)
+class Auth:
+    """Who the sender is, said on a connection before anything else is taken from it (in
+    the security modes that need it): the payload is a credential of ``scheme``, a JWT
+    (``jwt``) or a node certificate (``certificate``). Sent again before it expires."""
+
+    KIND: ClassVar[Kind] = Kind.AUTH
+    scheme: str
+
+
+@dataclasses.dataclass(slots=True)
 class Data:
     """A guaranteed direct message: number ``seq`` of the sender's stream ``epoch`` to us.
 
@@ -331,7 +342,8 @@ class Lost:
 
 
 Message = (
-    Heartbeat
+    Auth
+    | Heartbeat
     | Sync
     | Ping
     | PingReq

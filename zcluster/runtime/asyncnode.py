@@ -217,17 +217,19 @@ class AsyncNode:
         if self._driver is not None:
             return
         loop = asyncio.get_running_loop()
+        self.incarnation = new_incarnation()
         secured = self._secured()
         transport = Transport(self.config, self.node_id, secured)
-        if secured is not None:
-            secured.start(transport.context, loop)
+        if secured is not None:  # before binding: a handshake needs its handler
+            secured.start(transport.context, loop, self.incarnation)
         try:
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)
         except BaseException:
+            if secured is not None:
+                secured.close()
             transport.close()
             raise
-        self.incarnation = new_incarnation()
         core = NodeCore(
             self.node_id,
             self.incarnation,
@@ -355,7 +357,7 @@ class AsyncNode:
             authorized_nodes=self.security.authorized_nodes,
             members=self._member_record,
         )
-        return SecuredConnections(policy, self.config.non_member_connections_max_count)
+        return SecuredConnections(policy, self.config)
 
     def _member_record(self, node_id: str) -> tuple[dict[str, str], bool] | None:
         driver = self._driver

@@ -561,8 +561,8 @@ class Driver:
                     sender, shown = envelope.sender, _shown(envelope.message)
                     log.debug("%s <- %s %s", self.core.node_id, sender, shown)
                 security = self.security
-                if router and security and security.refusal(frames[0], event.envelope):
-                    continue  # counted and told by the policy
+                if router and security and not security.admits(frames[0], event):
+                    continue  # AUTH, taken; or refused: counted and told by the policy
                 if readers is not None and event.envelope.sender not in readers:
                     self._forged(event.envelope.sender, readers)
                     continue

@@ -2,9 +2,9 @@
 
 Holds what the policy needs from the running node and the sockets need from the
 policy: which server key to expect at each address (members' from their records,
-seeds' from the configuration, a stranger's from the key it spoke with), the
-token to present, the ZAP handler, and the check of every message read on the
-ROUTER against the connection it came on.
+seeds' from the configuration, a stranger's from the key it spoke with), what our
+connections say first (AUTH), the ZAP handler, and the check of every message read
+on the ROUTER against the connection it came on.
 """
 
 from __future__ import annotations
@@ -16,33 +16,41 @@ from collections.abc import Mapping
 
 import zmq
 
+from zcluster.config import NodeConfig
+from zcluster.core import events as ev
 from zcluster.protocol import messages as msg
 from zcluster.runtime.transport import NOWAIT, RECV
 from zcluster.runtime.zap import ZapResponder
 from zcluster.security.config import SecurityMode
 from zcluster.security.policy import AuthenticationHandler
+from zcluster.wire import Encoder
 
 
 class SecuredConnections:
     """A node's security, as the transport and the driver use it."""
 
-    def __init__(self, policy: AuthenticationHandler, stranger_keys_max_count: int) -> None:
+    def __init__(self, policy: AuthenticationHandler, config: NodeConfig) -> None:
         self.policy = policy
         self.mode: SecurityMode = policy.mode
+        self._config = config
         #: address -> key of the member there (from its record, as the policy allows)
         self._member_keys: dict[str, bytes] = {}
         #: reply address -> the key of the stranger that named it (curve: whoever we
         #: answer at an address must hold the key that asked; no reflection to others)
         self._stranger_keys: OrderedDict[str, bytes] = OrderedDict()
-        self._stranger_keys_max_count = stranger_keys_max_count
         self._zap: ZapResponder | None = None
+        self._encoder: Encoder | None = None
 
     def start(
-        self, context: zmq.Context[zmq.Socket[bytes]], loop: asyncio.AbstractEventLoop
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        loop: asyncio.AbstractEventLoop,
+        incarnation: int,
     ) -> None:
         """Answer ZAP requests from now on (before the sockets bind: libzmq refuses
         every handshake while no handler is bound)."""
-        self._zap = ZapResponder(context, self.policy, loop)
+        self._zap = ZapResponder(context, self.policy, self._config, loop)
+        self._encoder = Encoder(self.policy.node_id, incarnation)
 
     def close(self) -> None:
         if self._zap is not None:
@@ -63,14 +71,25 @@ class SecuredConnections:
         key = self._member_keys.get(address) or self.policy.seed_key(address)
         return key or self._stranger_keys.get(address)
 
-    def token(self) -> tuple[bytes, bytes, float]:
-        username, password, expires_at = self.policy.token(time.time())
-        return username, password, expires_at - time.time()
+    def plain_credentials(self) -> tuple[bytes, bytes]:
+        return self.policy.plain_credentials()
+
+    def greeting(self) -> tuple[tuple[bytes, bytes], float] | None:
+        """What a new connection says first (AUTH), and in how many seconds to say it
+        again: at half the credential's life, and at least every auth_resend_interval_s.
+        None when the mode binds no connection in band."""
+        now = time.time()
+        credential = self.policy.credential(now)
+        if credential is None or self._encoder is None:
+            return None
+        scheme, secret, expires_at = credential
+        again_s = min((expires_at - now) / 2, self._config.auth_resend_interval_s)
+        return self._encoder.direct(msg.Auth(scheme), secret), max(again_s, 1.0)
 
     # ------------------------------------------------------------ for the driver
 
     def member_connected(self, node_id: str, address: str, tags: Mapping[str, str]) -> None:
-        key = self.policy.member_key(node_id, tags)
+        key = self.policy.member_key(node_id, tags, time.time())
         if key is None:
             self._member_keys.pop(address, None)
         else:
@@ -79,22 +98,32 @@ class SecuredConnections:
     def member_disconnected(self, address: str) -> None:
         self._member_keys.pop(address, None)
 
-    def refusal(self, user_id: bytes, envelope: msg.Envelope) -> str | None:
-        """Why a message read on the ROUTER from a connection let in as ``user_id`` must
-        be dropped (None: it may be taken)."""
+    def admits(self, user_id: bytes, event: ev.EnvelopeReceived) -> bool:
+        """Whether a message read on the ROUTER from a connection let in as ``user_id``
+        goes on to the core. AUTH never does: it binds the connection, here."""
         text = user_id.decode("ascii", "replace")
-        reason = self.policy.check_speaker(text, envelope.sender, time.time())
-        if reason is None and self.mode.uses_curve:
-            named = getattr(envelope.message, "reply_address", None)
+        envelope = event.envelope
+        message = envelope.message
+        if type(message) is msg.Auth:
+            refusal = self.policy.authenticate(
+                text, envelope.sender, message.scheme, event.payload, time.time()
+            )
+            if refusal is None and self._zap is not None:
+                self._zap.release(text)
+            return False
+        if self.policy.check_speaker(text, envelope.sender, time.time()) is not None:
+            return False
+        if self.mode.uses_curve:
+            named = getattr(message, "reply_address", None)
             if named is not None:
                 self._remember_stranger(named, user_id)
-        return reason
+        return True
 
     def _remember_stranger(self, address: str, key: bytes) -> None:
         keys = self._stranger_keys
         keys[address] = key
         keys.move_to_end(address)
-        if len(keys) > self._stranger_keys_max_count:
+        if len(keys) > self._config.non_member_connections_max_count:
             keys.popitem(last=False)
 
 

@@ -100,9 +100,12 @@ class ConnectionSecurity(Protocol):
     def server_key(self, address: str) -> bytes | None:
         """The Curve key of the node at ``address`` (None: unknown, do not connect)."""
 
-    def token(self) -> tuple[bytes, bytes, float]:
-        """A PLAIN username and password to present, and for how many seconds they are
-        valid."""
+    def plain_credentials(self) -> tuple[bytes, bytes]:
+        """The PLAIN username and password to connect with."""
+
+    def greeting(self) -> tuple[tuple[bytes, bytes], float] | None:
+        """The message a new connection sends first (AUTH), and in how many seconds to
+        send it again; None if it sends none."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -112,8 +115,8 @@ class _Dealer:
     last_used: float
     #: the server key it was connected with (curve modes)
     server_key: bytes | None = None
-    #: when to connect again with a fresh token (jwt): half its life
-    renew_at: float = float("inf")
+    #: when to say its greeting (AUTH) again
+    greet_at: float = float("inf")
 
 
 class Transport:
@@ -188,30 +191,29 @@ class Transport:
         else:
             sock.setsockopt(zmq.PLAIN_SERVER, 1)
         sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler: nobody in (not everybody)
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(self._config.auth_handshake_timeout_s * 1000))
 
-    def _connect_securely(
-        self, sock: zmq.Socket[bytes], address: str, now: float
-    ) -> tuple[bytes | None, float] | None:
+    def _connect_securely(self, sock: zmq.Socket[bytes], address: str) -> bytes | None:
         """Set a client socket's credentials for its next connect (libzmq keeps them for
-        that connection's reconnects), to ``address``: the server key expected there and
-        when to renew the token presented. None when the key of the node there is
+        that connection's reconnects), to ``address``. Returns the server key expected
+        there (curve modes), b"" if none is; None when the key of the node there is
         unknown: then it must not connect."""
         security = self._security
         if security is None:
-            return None, float("inf")
-        if self._mode.uses_curve:
-            server_key = security.server_key(address)
-            if server_key is None:
-                return None
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, security.public_key or b"")
-            sock.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key or b"")
-            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
-            return server_key, float("inf")
-        username, password, valid_s = security.token()
-        sock.setsockopt(zmq.PLAIN_USERNAME, username)
-        sock.setsockopt(zmq.PLAIN_PASSWORD, password)
-        return None, now + valid_s / 2
+            return b""
+        if not self._mode.uses_curve:
+            username, password = security.plain_credentials()
+            sock.setsockopt(zmq.PLAIN_USERNAME, username)
+            sock.setsockopt(zmq.PLAIN_PASSWORD, password)
+            return b""
+        server_key = security.server_key(address)
+        if server_key is None:
+            return None
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, security.public_key or b"")
+        sock.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key or b"")
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        return server_key
 
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
@@ -290,7 +292,7 @@ class Transport:
             for _ in range(count):
                 sock.setsockopt(zmq.SUBSCRIBE, topic_filter)
         try:
-            if self._connect_securely(sock, address, now) is None:
+            if self._connect_securely(sock, address) is None:
                 sock.close(linger=0)
                 return None
             sock.connect(endpoint(pub_address))
@@ -332,14 +334,24 @@ class Transport:
             sock.setsockopt(option, topic_frame)
 
     def close_idle(self, now: float) -> None:
-        """Close connections to non-members (seeds, requesters) unused for a while; renew
-        those whose token is half spent (jwt)."""
+        """Close connections to non-members (seeds, requesters) unused for a while; say
+        AUTH again on those due to."""
         idle = self._config.idle_connection_s
         for address, dealer in list(self._dealers.items()):
             if not dealer.members and now - dealer.last_used > idle:
                 self._close_dealer(address)
-            elif now >= dealer.renew_at:
-                self._renew_dealer(address, dealer, now)
+            elif now >= dealer.greet_at:
+                self._greet(dealer, now)
+
+    def _greet(self, dealer: _Dealer, now: float) -> None:
+        """Send the connection's greeting (AUTH), ahead of what is sent after it."""
+        greeting = self._security.greeting() if self._security is not None else None
+        if greeting is None:
+            return
+        frames, again_s = greeting
+        dealer.greet_at = now + again_s
+        with self.dealers_lock:
+            _send_direct(dealer.socket, frames)  # a full queue: said again at greet_at
 
     def _current_dealer(self, address: str, now: float) -> _Dealer | None:
         """The DEALER to ``address``, opened if there is none; opened again if the node
@@ -353,11 +365,10 @@ class Transport:
         return dealer or self._open_dealer(address, now)
 
     def _renew_dealer(self, address: str, dealer: _Dealer, now: float) -> None:
-        """Replace a DEALER by one connected afresh; the old one sends what it holds
-        before it closes (its linger)."""
+        """Replace a DEALER by one connected afresh (its server's key changed)."""
         with self.dealers_lock:
             del self._dealers[address]
-            dealer.socket.close(linger=self._linger_ms)
+            dealer.socket.close(linger=0)  # its server's key changed: nobody would read it
         renewed = self._open_dealer(address, now)
         if renewed is not None:
             renewed.members = dealer.members
@@ -375,8 +386,8 @@ class Transport:
             log.warning("cannot open a connection to %s: %s", address, exc)
             return None
         try:
-            secured = self._connect_securely(sock, address, now)
-            if secured is None:
+            server_key = self._connect_securely(sock, address)
+            if server_key is None:
                 sock.close(linger=0)
                 return None
             sock.connect(endpoint(address))
@@ -384,8 +395,8 @@ class Transport:
             sock.close(linger=0)
             log.warning("cannot connect to %s: %s", address, exc)
             return None
-        server_key, renew_at = secured
-        dealer = self._dealers[address] = _Dealer(sock, set(), now, server_key, renew_at)
+        dealer = self._dealers[address] = _Dealer(sock, set(), now, server_key or None)
+        self._greet(dealer, now)
         return dealer
 
     def _close_dealer(self, address: str) -> None:

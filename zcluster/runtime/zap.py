@@ -2,13 +2,17 @@
 our ROUTER or PUB, whether to let the client in; the policy answers.
 
 It runs on the node's loop: a ROUTER bound at ``inproc://zeromq.zap.01`` in the node's
-own context, read when readable like the other sockets. A request is answered at once;
-libzmq holds the connection's handshake until then.
+own context, read when readable like the other sockets. libzmq holds a connection's
+handshake until its request is answered: most are answered at once; one the policy
+defers (a subscriber whose AUTH has not arrived yet) waits until ``release`` or until
+``auth_handshake_timeout_s``, when libzmq gives the handshake up and the client tries
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +20,8 @@ from typing import cast
 
 import zmq
 
-from zcluster.security.policy import Allow, AuthenticationHandler
+from zcluster.config import NodeConfig
+from zcluster.security.policy import Allow, AuthenticationHandler, Defer
 
 log = logging.getLogger("zcluster.security")
 
@@ -35,10 +40,14 @@ class ZapResponder:
         self,
         context: zmq.Context[zmq.Socket[bytes]],
         policy: AuthenticationHandler,
+        config: NodeConfig,
         loop: asyncio.AbstractEventLoop,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
+        self._config = config
+        #: deferred requests: (principal, when asked, the reply's head), oldest first
+        self._pending: list[tuple[str, float, list[bytes]]] = []
         self._loop = loop
         self._clock = clock
         self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
@@ -66,17 +75,47 @@ class ZapResponder:
         head = [routing, b"", _VERSION, request_id]
         if version != _VERSION or len(credentials) > _MAX_CREDENTIALS_COUNT:
             return [*head, b"500", b"unsupported ZAP request", b"", b""]
+        now = self._clock()
         verdict = self._policy.check_handshake(
             domain.decode("ascii", "replace"),
             address.decode("ascii", "replace"),
             mechanism.decode("ascii", "replace"),
             credentials,
-            self._clock(),
+            now,
         )
         if isinstance(verdict, Allow):
-            return [*head, b"200", b"OK", verdict.user_id.encode(), b""]
+            return _allowed(head, verdict.user_id)
+        if isinstance(verdict, Defer):
+            self._forget_stale(now)
+            if len(self._pending) < self._config.auth_pending_max_count:
+                self._pending.append((verdict.user_id, now, head))
+                return None
+            reason = self._policy.refused("handshake_busy", "too many handshakes waiting")
+            return [*head, b"400", reason.encode(), b"", b""]
         return [*head, b"400", verdict.reason.encode(), b"", b""]
 
+    def release(self, user_id: str) -> None:
+        """``user_id`` was bound: let in the handshakes that waited for it."""
+        self._forget_stale(self._clock())
+        waiting = [entry for entry in self._pending if entry[0] == user_id]
+        if not waiting:
+            return
+        self._pending = [entry for entry in self._pending if entry[0] != user_id]
+        for _, _, head in waiting:
+            with contextlib.suppress(zmq.ZMQError):  # gone: its client tries again
+                self._socket.send_multipart(_allowed(head, user_id), zmq.NOBLOCK)
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop requests whose handshake libzmq has given up on."""
+        oldest = now - self._config.auth_handshake_timeout_s
+        if self._pending and self._pending[0][1] < oldest:
+            self._pending = [entry for entry in self._pending if entry[1] >= oldest]
+
     def close(self) -> None:
+        self._pending.clear()
         self._loop.remove_reader(self._fd)
         self._socket.close(linger=0)
+
+
+def _allowed(head: list[bytes], user_id: str) -> list[bytes]:
+    return [*head, b"200", b"OK", user_id.encode(), b""]

@@ -16,9 +16,11 @@ from zcluster.address import parse_address
 from zcluster.errors import ConfigError, WireError
 from zcluster.security.keys import (
     CurveKeyPair,
+    NodeCertificate,
     check_curve_key,
     generate_curve_key_pair,
     load_authorized_keys,
+    load_ca_public_keys,
     load_curve_key_pair,
 )
 from zcluster.security.tokens import (
@@ -40,10 +42,13 @@ class SecurityMode(enum.Enum):
     #: CurveZMQ on every socket: encrypted, servers authenticated by their public key;
     #: any client may connect (TLS without client certificates)
     CURVE = "curve"
-    #: CurveZMQ, and clients authorized by a directory of public keys (mutual TLS)
+    #: CurveZMQ, and clients authorized by a directory of public keys or a certificate
+    #: signed by the cluster's CA (mutual TLS)
     CURVE_MUTUAL = "curve-mutual"
-    #: a JWT presented on every connection (ZeroMQ PLAIN): authenticated, not encrypted
+    #: a JWT presented on every connection: authenticated, not encrypted
     JWT = "jwt"
+    #: CurveZMQ for confidentiality and server authentication, a JWT for the client
+    CURVE_JWT = "curve+jwt"
 
     @classmethod
     def parse(cls, value: str | SecurityMode) -> SecurityMode:
@@ -57,24 +62,31 @@ class SecurityMode(enum.Enum):
 
     @property
     def uses_curve(self) -> bool:
-        return self in (SecurityMode.CURVE, SecurityMode.CURVE_MUTUAL)
+        return self in (SecurityMode.CURVE, SecurityMode.CURVE_MUTUAL, SecurityMode.CURVE_JWT)
+
+    @property
+    def uses_tokens(self) -> bool:
+        return self in (SecurityMode.JWT, SecurityMode.CURVE_JWT)
 
 
 @dataclasses.dataclass(frozen=True)
 class SecurityConfig:
-    """The security settings of one node; see docs/security.md for a setup per mode.
+    """The security settings of one node; docs/security.md has a setup per mode.
 
-    Paths may be given as text. Which ones a mode needs:
+    Paths may be given as text. What each mode needs:
 
     - ``curve``: ``key`` (this node's ``.key_secret`` file; a fresh key pair is made for
-      each run when omitted, fine for nodes nobody uses as a seed) and the seeds' public
-      keys (``seed_keys`` or ``known_hosts``).
-    - ``curve-mutual``: as ``curve`` with ``key`` required, plus ``authorized_keys``: a
-      directory of ``NAME.key`` certificates (``zmq.auth`` format), NAME being the node
-      id the key may speak for. Seeds' keys come from there too when not given.
-    - ``jwt``: ``jwt_key`` (the key this node signs its tokens with), ``jwt_algorithm``,
-      and ``jwt_verify_keys`` (default: ``jwt_key``, right for HS256); optionally
-      ``authorized_nodes``.
+      each run when omitted, fine for a node nobody uses as a seed) and the seeds'
+      public keys (``seed_keys`` or ``known_hosts``).
+    - ``curve-mutual``: as ``curve`` with ``key`` required, and who may connect: a
+      directory of ``NAME.key`` certificates (``authorized_keys``, ``zmq.auth`` format;
+      NAME is the node id the key speaks for), or the cluster CA's public key (``ca``)
+      with this node's ``certificate`` signed by it, or both.
+    - ``jwt``: the key this node signs its tokens with (``jwt_key``, with
+      ``jwt_algorithm``), or a token issued for it (``jwt_token``); the keys that
+      verify others' tokens (``jwt_verify_keys``, default ``jwt_key``);
+      optionally ``authorized_nodes``.
+    - ``curve+jwt``: both ``curve``'s and ``jwt``'s.
     """
 
     mode: SecurityMode | str = SecurityMode.NONE
@@ -86,45 +98,69 @@ class SecurityConfig:
     known_hosts: Path | str | None = None
     #: curve-mutual: a directory of authorized public-key certificates
     authorized_keys: Path | str | None = None
-    #: jwt: the key this node signs its handshake tokens with
+    #: curve-mutual: the public keys of the cluster CA (several while it is rotated)
+    ca: tuple[Path | str, ...] = ()
+    #: curve-mutual: this node's certificate, signed by the CA (``zcluster keygen --sign``)
+    certificate: Path | str | None = None
+    #: jwt: the key this node signs its tokens with
     jwt_key: Path | str | None = None
+    #: jwt: a token issued for this node (``zcluster token issue``), instead of jwt_key
+    jwt_token: Path | str | None = None
     jwt_algorithm: str = "HS256"
     #: jwt: the key id written in tokens' headers (and matched when verifying)
     jwt_kid: str | None = None
     #: jwt: keys that verify peers' tokens (default: jwt_key)
     jwt_verify_keys: tuple[Path | str, ...] = ()
-    #: jwt: the node ids that may connect (None: any holder of a valid token)
+    #: the node ids that may connect (None: any that passes the mode's checks)
     authorized_nodes: frozenset[str] | None = None
-    #: the cluster's name: every token's audience
+    #: the cluster's name: every token's audience, every certificate's cluster
     cluster: str = DEFAULT_CLUSTER
 
     def __post_init__(self) -> None:
         mode = SecurityMode.parse(self.mode)
         object.__setattr__(self, "mode", mode)
-        if mode is SecurityMode.CURVE_MUTUAL:
-            if self.key is None:
-                raise ConfigError("security mode curve-mutual needs this node's key file (key)")
-            if self.authorized_keys is None:
-                raise ConfigError(
-                    "security mode curve-mutual needs a directory of authorized public keys "
-                    "(authorized_keys)"
-                )
-        if mode is SecurityMode.JWT and self.jwt_key is None:
-            raise ConfigError(
-                "security mode jwt needs the key this node signs tokens with (jwt_key)"
-            )
-        if not mode.uses_curve and (self.key or self.seed_keys or self.known_hosts):
-            raise ConfigError(f"security mode {mode.value} uses no Curve keys (key, seed keys)")
-        if mode is not SecurityMode.JWT and (self.jwt_key or self.jwt_verify_keys):
-            raise ConfigError(f"security mode {mode.value} uses no JWT keys")
-        if mode is not SecurityMode.CURVE_MUTUAL and self.authorized_keys is not None:
-            raise ConfigError("authorized_keys is for security mode curve-mutual")
+        object.__setattr__(self, "ca", tuple(self.ca))
+        object.__setattr__(self, "jwt_verify_keys", tuple(self.jwt_verify_keys))
+        if self.authorized_nodes is not None:
+            object.__setattr__(self, "authorized_nodes", frozenset(self.authorized_nodes))
+        for problem in self._problems(mode):
+            raise ConfigError(problem)
         try:
             check_name(self.cluster, "cluster name")
             for node_id in self.authorized_nodes or ():
                 check_name(node_id, "authorized node id")
         except WireError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _problems(self, mode: SecurityMode) -> list[str]:
+        """What is missing or out of place for ``mode``, each said in a sentence."""
+        name = f"security mode {mode.value}"
+        problems = []
+        if not mode.uses_curve and (self.key or self.seed_keys or self.known_hosts):
+            problems.append(f"{name} uses no Curve keys (key, seed_keys, known_hosts)")
+        if mode is SecurityMode.CURVE_MUTUAL:
+            if self.key is None:
+                problems.append(f"{name} needs this node's key file (key)")
+            if self.authorized_keys is None and not self.ca:
+                problems.append(
+                    f"{name} needs who may connect: a directory of authorized public keys "
+                    "(authorized_keys), or the cluster CA's public key (ca)"
+                )
+            if self.ca and self.certificate is None:
+                problems.append(f"{name} with a CA needs this node's certificate (certificate)")
+        elif self.authorized_keys is not None or self.ca or self.certificate is not None:
+            problems.append("authorized_keys, ca and certificate are for mode curve-mutual")
+        if mode.uses_tokens:
+            if (self.jwt_key is None) == (self.jwt_token is None):
+                problems.append(
+                    f"{name} needs one of: the key this node signs its tokens with "
+                    "(jwt_key), or a token issued for it (jwt_token)"
+                )
+            if self.jwt_key is None and not self.jwt_verify_keys:
+                problems.append(f"{name} needs the keys that verify tokens (jwt_verify_keys)")
+        elif self.jwt_key or self.jwt_token or self.jwt_verify_keys:
+            problems.append(f"{name} uses no JWT keys or tokens")
+        return problems
 
     @property
     def security_mode(self) -> SecurityMode:
@@ -135,7 +171,6 @@ class SecurityConfig:
         """Read every file this mode names; ConfigError names the first bad one."""
         mode = self.security_mode
         pair: CurveKeyPair | None = None
-        authorized: dict[bytes, str] = {}
         seeds: dict[str, bytes] = {}
         if mode.uses_curve:
             pair = (
@@ -143,24 +178,32 @@ class SecurityConfig:
                 if self.key is not None
                 else generate_curve_key_pair()
             )
-            if self.authorized_keys is not None:
-                authorized = load_authorized_keys(Path(self.authorized_keys))
             if self.known_hosts is not None:
                 seeds.update(read_known_hosts(Path(self.known_hosts)))
             for address, key in self.seed_keys.items():
                 parse_address(address)
                 seeds[address] = check_curve_key(key, f"public key of seed {address}")
+        authorized: dict[bytes, str] = {}
+        if self.authorized_keys is not None:
+            authorized = load_authorized_keys(Path(self.authorized_keys))
+        ca_keys = load_ca_public_keys([Path(path) for path in self.ca])
+        certificate = None
+        if self.certificate is not None:
+            certificate = NodeCertificate.read(Path(self.certificate))
         signing: SigningKey | None = None
         verifying: tuple[VerificationKey, ...] = ()
-        if mode is SecurityMode.JWT:
-            assert self.jwt_key is not None
-            signing = load_signing_key(Path(self.jwt_key), self.jwt_algorithm, self.jwt_kid)
-            paths = self.jwt_verify_keys or (self.jwt_key,)
-            verifying = tuple(
-                load_verification_key(Path(path), self.jwt_algorithm, self.jwt_kid)
-                for path in paths
-            )
-        return Credentials(mode, pair, seeds, authorized, signing, verifying)
+        token: str | None = None
+        if mode.uses_tokens:
+            algorithm, kid = self.jwt_algorithm, self.jwt_kid
+            if self.jwt_key is not None:
+                signing = load_signing_key(Path(self.jwt_key), algorithm, kid)
+            else:
+                token = _read_token(Path(str(self.jwt_token)))
+            paths = self.jwt_verify_keys or (str(self.jwt_key),)
+            verifying = tuple(load_verification_key(Path(path), algorithm, kid) for path in paths)
+        return Credentials(
+            mode, pair, seeds, authorized, ca_keys, certificate, signing, token, verifying
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +217,32 @@ class Credentials:
     seed_keys: Mapping[str, bytes]
     #: authorized public key -> the node id it may speak for (curve-mutual)
     authorized_keys: Mapping[bytes, str]
-    #: the key this node signs its tokens with (jwt)
+    #: the cluster CA's public keys (curve-mutual)
+    ca_keys: tuple[bytes, ...]
+    #: this node's certificate, signed by the CA (curve-mutual)
+    certificate: NodeCertificate | None
+    #: the key this node signs its tokens with (jwt modes)
     signing_key: SigningKey | None
-    #: keys that verify peers' tokens (jwt)
+    #: or the token issued for it
+    token: str | None
+    #: keys that verify peers' tokens (jwt modes)
     verification_keys: tuple[VerificationKey, ...]
+
+    @property
+    def binds_in_band(self) -> bool:
+        """Whether a connection says who it is in its first message (AUTH), with a token
+        or a certificate, rather than by the key it connected with alone."""
+        return self.mode.uses_tokens or bool(self.ca_keys)
+
+
+def _read_token(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc}") from None
+    if not text or len(text.split()) != 1:
+        raise ConfigError(f"the token file {path} must hold one token (zcluster token issue)")
+    return text
 
 
 def read_known_hosts(path: Path) -> dict[str, bytes]:

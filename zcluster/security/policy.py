@@ -1,22 +1,28 @@
 """Who may talk to this node: the one place that decides (docs/security.md).
 
 Pure: the runtime asks, this answers, and the runtime carries the verdict out.
-Two questions come from the receiving side:
 
-- a ZeroMQ handshake (through ZAP) on our ROUTER or PUB: may this client connect,
-  and under which User-Id (:meth:`AuthenticationHandler.check_handshake`);
-- a message read on our ROUTER under that User-Id: may it speak as the node it
-  names as its sender (:meth:`AuthenticationHandler.check_speaker`)?
+Every connection made to our ROUTER or PUB is first a ZeroMQ handshake, which
+libzmq hands to our ZAP handler; :meth:`AuthenticationHandler.check_handshake`
+answers it with a verdict and the connection's *principal* (its User-Id): the
+client's Curve public key, or in mode ``jwt`` the node id and session secret it
+gave as its PLAIN username and password. Some modes know from that alone who the
+client is (``curve-mutual`` with an authorized keys directory); the others let a
+connection to the ROUTER in and wait for its first message, AUTH, to bind the
+principal to a node id with a token or a CA certificate
+(:meth:`AuthenticationHandler.authenticate`); a connection to the PUB waits for
+that binding (``Defer``). Every message read on the ROUTER is then checked
+against the principal it came from (:meth:`AuthenticationHandler.check_speaker`).
 
-and two from the connecting side: which server key to expect at a member's or a
-seed's address, and which token to present. Refusals are counted per reason
-(``auth_refused_<reason>``) and logged once per reason.
+Refusals are counted per reason (``auth_refused_<reason>``), the first of each
+logged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -24,25 +30,32 @@ from zmq.utils import z85  # a codec: no sockets
 
 from zcluster.config import NodeConfig
 from zcluster.core.limits import PeerBuckets
-from zcluster.errors import AuthError, ConfigError
+from zcluster.errors import AuthError, ConfigError, WireError
 from zcluster.security.config import Credentials, SecurityMode
-from zcluster.security.keys import check_curve_key
-from zcluster.security.tokens import TokenVerifier, generate_token
+from zcluster.security.keys import NodeCertificate, check_curve_key, verify_certificate
+from zcluster.security.tokens import TokenVerifier, generate_token, token_expiry
+from zcluster.wire import check_name
 
 log = logging.getLogger("zcluster.security")
 
-#: the tag that carries a node's Curve public key in its member record
+#: the tags that carry a node's Curve public key and its CA signature in its record
 KEY_TAG = "zcluster.key"
+CERTIFICATE_TAG = "zcluster.cert"
 #: ZAP domains: one per bound socket, so that a verdict knows what it lets in
 DIRECT_DOMAIN = "direct"
 PUBSUB_DOMAIN = "pubsub"
+#: AUTH schemes
+JWT_SCHEME = "jwt"
+CERTIFICATE_SCHEME = "certificate"
+#: the replay scope of tokens presented in AUTH
+_AUTH_SCOPE = "auth"
 #: what a member record looks like to the policy: its tags, and whether it is live
 MemberLookup = Callable[[str], "tuple[Mapping[str, str], bool] | None"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Allow:
-    """Let the connection in; its messages carry ``user_id``."""
+    """Let the connection in; its messages carry ``user_id`` (its principal)."""
 
     user_id: str
 
@@ -53,7 +66,15 @@ class Deny:
     detail: str
 
 
-Verdict = Allow | Deny
+@dataclasses.dataclass(frozen=True, slots=True)
+class Defer:
+    """Hold the handshake until ``user_id`` is bound by an AUTH (then allow it), or
+    until the handshake times out (then its client tries again)."""
+
+    user_id: str
+
+
+Verdict = Allow | Deny | Defer
 
 
 class AuthenticationHandler:
@@ -73,45 +94,48 @@ class AuthenticationHandler:
         self.node_id = node_id
         self.mode = credentials.mode
         self._config = config
-        #: refusals per reason (``auth_refused_<reason>``), read into the node's stats
-        self.counters: Counter[str] = Counter()
         self._cluster = cluster
         self._members = members
+        #: refusals per reason (``auth_refused_<reason>``), read into the node's stats
+        self.counters: Counter[str] = Counter()
         #: refused handshakes per peer address: past the rate, refused unexamined
         self._failures = PeerBuckets(
             config.auth_failures_per_s, config.auth_failures_per_s, config.members_max_count
         )
-        #: User-Id -> (node id, token expiry) of connections let in with a token
-        self._principals: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: principal -> (node id, until when) bound by an AUTH
+        self._bound: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: this run's PLAIN password (mode jwt): the principal a token is bound to
+        self.session_secret = secrets.token_hex(16)
         self._credentials = credentials
         self._authorized_nodes = authorized_nodes
-        self._verifier: TokenVerifier | None = None
-        #: node id -> its authorized key (curve-mutual)
         self._key_of: dict[str, bytes] = {}
+        self._verifier: TokenVerifier | None = None
+        if self.mode.uses_tokens:
+            self._verifier = TokenVerifier(
+                credentials.verification_keys,
+                cluster,
+                config.auth_token_leeway_s,
+                authorized_nodes,
+                replay_max_count=config.auth_replay_max_count,
+            )
         self.replace(credentials, authorized_nodes)
 
     def replace(self, credentials: Credentials, authorized_nodes: frozenset[str] | None) -> None:
         """Decide with these from now on: a key or node no longer authorized is refused
         at its next message (the runtime also cuts its subscriptions)."""
         if credentials.mode is not self.mode:
-            raise ValueError("the security mode cannot change at run time")
+            raise ConfigError("the security mode cannot change while the node runs")
         self._credentials = credentials
         self._authorized_nodes = authorized_nodes
+        #: node id -> its authorized key (curve-mutual)
         self._key_of = {node_id: key for key, node_id in credentials.authorized_keys.items()}
-        if self.mode is SecurityMode.JWT:
-            config = self._config
-            if self._verifier is None:
-                self._verifier = TokenVerifier(
-                    credentials.verification_keys,
-                    self._cluster,
-                    config.auth_token_leeway_s,
-                    authorized_nodes,
-                    replay_max_count=config.auth_replay_max_count,
-                )
-            else:
-                self._verifier.replace_keys(credentials.verification_keys)
-                self._verifier.replace_authorized_nodes(authorized_nodes)
-            self._principals.clear()  # looked up again, against the new keys
+        if self._verifier is not None:
+            self._verifier.replace_keys(credentials.verification_keys)
+            self._verifier.replace_authorized_nodes(authorized_nodes)
+
+    @property
+    def binds_in_band(self) -> bool:
+        return self._credentials.binds_in_band
 
     # ------------------------------------------------------------ connecting side
 
@@ -126,37 +150,66 @@ class AuthenticationHandler:
         return pair.secret if pair is not None else None
 
     def my_tags(self) -> dict[str, str]:
-        """What our own record must carry: our public key, where peers connect with it."""
+        """What our own record must carry: our public key, and the CA's signature of it,
+        with which peers check whom they connect to."""
+        tags = {}
         key = self.public_key
-        return {KEY_TAG: key.decode()} if key is not None else {}
+        if key is not None:
+            tags[KEY_TAG] = key.decode()
+        certificate = self._credentials.certificate
+        if certificate is not None:
+            tags[CERTIFICATE_TAG] = certificate.signature_text()
+        return tags
 
     def seed_key(self, address: str) -> bytes | None:
         return self._credentials.seed_keys.get(address)
 
-    def member_key(self, node_id: str, tags: Mapping[str, str]) -> bytes | None:
+    def member_key(self, node_id: str, tags: Mapping[str, str], now: float) -> bytes | None:
         """The server key to expect at a member's sockets; None: not to connect to (its
-        key is unknown or not authorized: counted)."""
+        key is unknown, not authorized, or its certificate does not hold: counted)."""
         if not self.mode.uses_curve:
             return None
-        if self.mode is SecurityMode.CURVE_MUTUAL:
-            key = self._key_of.get(node_id)
-            if key is None:
-                self.refused("member_key_unknown", f"no authorized key for member {node_id}")
+        key = self._key_of.get(node_id)
+        if key is not None:
             return key
         try:
-            return check_curve_key(tags.get(KEY_TAG, ""), f"key of member {node_id}")
-        except ConfigError:  # a record without a usable key
+            key = check_curve_key(tags.get(KEY_TAG, ""), f"key of member {node_id}")
+        except ConfigError:
             self.refused("member_key_missing", f"member {node_id} announced no usable key")
             return None
+        if self.mode is not SecurityMode.CURVE_MUTUAL:
+            return key
+        if not self._credentials.ca_keys:
+            self.refused("member_key_unknown", f"no authorized key for member {node_id}")
+            return None
+        try:
+            self._check_certificate(node_id, key, tags.get(CERTIFICATE_TAG, ""), now)
+        except AuthError as exc:
+            self.refused(exc.reason, f"member {node_id}: {exc.detail}")
+            return None
+        return key
 
-    def token(self, now: float) -> tuple[bytes, bytes, float]:
-        """The PLAIN username and password to present on a new connection, and when the
-        token in it expires (jwt)."""
-        key = self._credentials.signing_key
-        assert key is not None
-        ttl_s = self._config.auth_token_ttl_s
-        token = generate_token(key, self.node_id, self._cluster, ttl_s, now)
-        return self.node_id.encode(), token.encode(), now + ttl_s
+    def plain_credentials(self) -> tuple[bytes, bytes]:
+        """The PLAIN username and password our connections present (mode jwt)."""
+        return self.node_id.encode(), self.session_secret.encode()
+
+    def credential(self, now: float) -> tuple[str, bytes, float] | None:
+        """What our connections say in AUTH: the scheme, the credential, and until when
+        it holds (wall clock). None when the mode binds no connection in band."""
+        credentials = self._credentials
+        if self.mode.uses_tokens:
+            key = credentials.signing_key
+            if key is None:  # a token issued for us
+                token = credentials.token or ""
+                return JWT_SCHEME, token.encode(), token_expiry(token)
+            ttl_s = self._config.auth_token_ttl_s
+            token = generate_token(key, self.node_id, self._cluster, ttl_s, now, one_time=True)
+            return JWT_SCHEME, token.encode(), now + ttl_s
+        certificate = credentials.certificate
+        if certificate is not None:
+            text = certificate.signature_text().encode()
+            return CERTIFICATE_SCHEME, text, float(certificate.not_after)
+        return None
 
     # ------------------------------------------------------------ receiving side
 
@@ -183,73 +236,98 @@ class AuthenticationHandler:
     ) -> Verdict:
         if domain not in (DIRECT_DOMAIN, PUBSUB_DOMAIN):
             return Deny("handshake_malformed", f"unknown domain {domain!r}")
-        expected = "PLAIN" if self.mode is SecurityMode.JWT else "CURVE"
+        expected = "CURVE" if self.mode.uses_curve else "PLAIN"
         if mechanism != expected or self.mode is SecurityMode.NONE:
             return Deny("mechanism", f"{mechanism} handshake, {expected} expected")
-        if self.mode is SecurityMode.JWT:
-            if len(credentials) != 2:
-                return Deny("handshake_malformed", "PLAIN without username and password")
-            return self._token_verdict(credentials[0], credentials[1], domain, now)
-        if len(credentials) != 1 or len(credentials[0]) != 32:
-            return Deny("handshake_malformed", "CURVE without a 32-byte client key")
-        key = z85.encode(credentials[0])
-        if self.mode is SecurityMode.CURVE_MUTUAL and key not in self._credentials.authorized_keys:
-            return Deny("key_unknown", f"key {key.decode()} is not authorized")
-        return Allow(key.decode())
+        principal = _principal(self.mode, credentials)
+        if principal is None:
+            return Deny("handshake_malformed", f"{mechanism} credentials of the wrong shape")
+        if self.mode is SecurityMode.CURVE:
+            return Allow(principal)
+        if principal.encode() in self._credentials.authorized_keys:
+            return Allow(principal)
+        if not self.binds_in_band:
+            return Deny("key_unknown", f"key {principal} is not authorized")
+        # Said in the connection's first message (AUTH) on the ROUTER; the PUB waits.
+        if domain == DIRECT_DOMAIN or self._binding(principal, now) is not None:
+            return Allow(principal)
+        return Defer(principal)
 
-    def _token_verdict(self, username: bytes, password: bytes, domain: str, now: float) -> Verdict:
-        assert self._verifier is not None
+    def authenticate(
+        self, user_id: str, sender: str, scheme: str, credential: bytes, now: float
+    ) -> str | None:
+        """An AUTH read on the ROUTER from the connection let in as ``user_id``: bind it
+        to ``sender`` until the credential expires. None if bound, else the reason
+        (counted)."""
         try:
-            claimed = username.decode()
-        except UnicodeDecodeError:
-            return Deny("handshake_malformed", "username is not UTF-8")
-        try:
-            verified = self._verifier.verify(password, now, subject=claimed, scope=domain)
+            expires_at = self._check_credential(user_id, sender, scheme, credential, now)
         except AuthError as exc:
-            return Deny(exc.reason, f"{claimed!r}: {exc.detail}")
-        user_id = f"{verified.subject} {verified.expires_at!r}"
-        self._remember(user_id, verified.subject, verified.expires_at)
-        return Allow(user_id)
+            return self.refused(exc.reason, f"AUTH as {sender}: {exc.detail}")
+        bound = self._bound
+        bound[user_id] = (sender, expires_at)
+        bound.move_to_end(user_id)
+        while len(bound) > self._config.auth_bindings_max_count:
+            bound.popitem(last=False)
+        return None
 
-    def _remember(self, user_id: str, node_id: str, expires_at: float) -> None:
-        principals = self._principals
-        principals[user_id] = (node_id, expires_at)
-        principals.move_to_end(user_id)
-        while len(principals) > self._config.members_max_count * 4:
-            principals.popitem(last=False)
+    def _check_credential(
+        self, user_id: str, sender: str, scheme: str, credential: bytes, now: float
+    ) -> float:
+        """Until when ``credential`` binds the principal ``user_id`` to ``sender``."""
+        if not self.binds_in_band:
+            raise AuthError("auth_unexpected", "this node takes no AUTH in its mode")
+        if self.mode is SecurityMode.JWT and user_id.partition(" ")[0] != sender:
+            raise AuthError("identity", f"a connection of {user_id.partition(' ')[0]}")
+        if scheme == JWT_SCHEME and self._verifier is not None:
+            token = self._verifier.verify(credential, now, subject=sender, scope=_AUTH_SCOPE)
+            return token.expires_at
+        if scheme == CERTIFICATE_SCHEME and self._credentials.ca_keys:
+            try:
+                text = credential.decode("ascii")
+            except UnicodeDecodeError:
+                raise AuthError("certificate_malformed", "not ASCII") from None
+            return self._check_certificate(sender, user_id.encode(), text, now)
+        raise AuthError("auth_scheme", f"scheme {scheme[:40]!r} is not this node's")
+
+    def _check_certificate(self, node_id: str, key: bytes, text: str, now: float) -> float:
+        certificate = NodeCertificate.from_signature_text(self._cluster, node_id, key, text)
+        ca_keys = self._credentials.ca_keys
+        verify_certificate(certificate, ca_keys, self._cluster, node_id, key, now)
+        nodes = self._authorized_nodes
+        if nodes is not None and node_id not in nodes:
+            raise AuthError("not_authorized", f"{node_id} is not an authorized node")
+        return float(certificate.not_after)
+
+    def _binding(self, user_id: str, now: float) -> str | None:
+        """The node id ``user_id`` is bound to now (None: unbound, or expired)."""
+        binding = self._bound.get(user_id)
+        if binding is None or now > binding[1] + self._config.auth_token_leeway_s:
+            return None
+        return binding[0]
 
     def check_speaker(self, user_id: str, sender: str, now: float) -> str | None:
         """Whether a message read on our ROUTER from a connection let in as ``user_id``
         may speak as ``sender``: None if so, else the reason (counted, logged once)."""
-        mode = self.mode
-        if mode is SecurityMode.JWT:
-            principal = self._principals.get(user_id)
-            if principal is None:  # forgotten (bounded) or keys replaced: read it again
-                principal = _principal_of(user_id)
-            node_id, expires_at = principal
-            if node_id != sender:
-                return self.refused("identity", f"{node_id} sent a message as {sender}")
-            if now > expires_at + self._config.auth_token_leeway_s:
-                return self.refused("token_expired", f"{node_id}'s connection token expired")
-            nodes = self._authorized_nodes
-            if nodes is not None and node_id not in nodes:
-                return self.refused("token_not_authorized", f"{node_id} is no longer authorized")
+        if self.mode is SecurityMode.CURVE:
+            # Any key may join under a name nobody live holds; a live member's name is
+            # spoken only with the key its record announced.
+            member = self._members(sender)
+            if member is not None:
+                tags, live = member
+                if live and tags.get(KEY_TAG) != user_id:
+                    return self.refused("identity", f"a key other than {sender}'s spoke as it")
             return None
-        key = user_id.encode()
-        if mode is SecurityMode.CURVE_MUTUAL:
-            holder = self._credentials.authorized_keys.get(key)
+        holder = self._credentials.authorized_keys.get(user_id.encode())
+        if holder is None:
+            holder = self._binding(user_id, now)
             if holder is None:
-                return self.refused("key_unknown", f"key {user_id} is no longer authorized")
-            if holder != sender:
-                return self.refused("identity", f"the key of {holder} sent a message as {sender}")
-            return None
-        # curve: any key may join under a name nobody live holds; a live member's name
-        # is spoken only with the key its record announced.
-        member = self._members(sender)
-        if member is not None:
-            tags, live = member
-            if live and tags.get(KEY_TAG) != user_id:
-                return self.refused("identity", f"a key other than {sender}'s spoke as {sender}")
+                why = "expired, revoked or never given" if self.binds_in_band else "unknown"
+                return self.refused("unauthenticated", f"{sender}'s credential is {why}")
+        if holder != sender:
+            return self.refused("identity", f"the connection of {holder} spoke as {sender}")
+        nodes = self._authorized_nodes
+        if nodes is not None and holder not in nodes:
+            return self.refused("not_authorized", f"{holder} is no longer authorized")
         return None
 
     def refused(self, reason: str, detail: str) -> str:
@@ -264,10 +342,18 @@ class AuthenticationHandler:
         return Deny(reason, detail)
 
 
-def _principal_of(user_id: str) -> tuple[str, float]:
-    """The node id and token expiry a User-Id of ours names ("NODE EXPIRY")."""
-    node_id, _, expires_at = user_id.rpartition(" ")
+def _principal(mode: SecurityMode, credentials: Sequence[bytes]) -> str | None:
+    """Who a handshake's credentials say the client is: its Curve key (z85), or (mode
+    jwt) "NODE SECRET" from its PLAIN username and password; None if malformed."""
+    if mode.uses_curve:
+        if len(credentials) != 1 or len(credentials[0]) != 32:
+            return None
+        return z85.encode(credentials[0]).decode()
+    if len(credentials) != 2 or not 16 <= len(credentials[1]) <= 64:
+        return None
     try:
-        return node_id, float(expires_at)
-    except ValueError:
-        return "", 0.0
+        node_id = check_name(credentials[0].decode(), "node id")
+        secret = credentials[1].decode("ascii")
+    except (UnicodeDecodeError, WireError):
+        return None
+    return f"{node_id} {secret}" if secret.isalnum() else None

@@ -164,6 +164,19 @@ def generate_token(
     return jwt.encode(claims, key.key, algorithm=key.algorithm, headers=headers)
 
 
+def token_expiry(token: str) -> float:
+    """When a token of our own says it expires (unverified: it is ours to present, not
+    to trust), to present a fresh one before then; ConfigError if it says nothing."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        expiry = _instant(claims, "exp")
+    except (jwt_errors.PyJWTError, AuthError) as exc:
+        raise ConfigError(f"the token given to this node is malformed: {exc}") from None
+    if expiry is None:
+        raise ConfigError("the token given to this node has no expiry (exp)")
+    return expiry
+
+
 class TokenVerifier:
     """Checks tokens: form, algorithm, signature, time, audience, subject, authorization
     and, for one-time tokens, replay.
