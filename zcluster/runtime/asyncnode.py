@@ -43,7 +43,7 @@ from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
 from zcluster.runtime.secured import SecuredConnections
-from zcluster.runtime.seedcheck import diagnose_seeds
+from zcluster.runtime.seedcheck import Secure, diagnose_seeds
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.security.config import SecurityConfig, SecurityMode
@@ -244,6 +244,8 @@ class AsyncNode:
         self._refusal = None
         self._seed_report = ""
         self._driver = driver = Driver(core, transport, self.app, loop, security=secured)
+        if secured is not None:
+            secured.on_revocation(driver.cut_subscribers, driver.reconnect)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
         runner = self._callbacks(loop, driver, self.app.callback_failed)
@@ -278,7 +280,10 @@ class AsyncNode:
         except TimeoutError:
             if not self._seed_report:
                 self._seed_report = await asyncio.to_thread(
-                    diagnose_seeds, self.seeds, self.config.seed_check_timeout_s
+                    diagnose_seeds,
+                    self.seeds,
+                    self.config.seed_check_timeout_s,
+                    self._seed_check_credentials(),
                 )
             why = f"no seed admitted it ({self._seed_report or NOT_ADMITTED_HINT})"
             if driver.counters["node_id_conflicts"]:
@@ -357,7 +362,7 @@ class AsyncNode:
             authorized_nodes=self.security.authorized_nodes,
             members=self._member_record,
         )
-        return SecuredConnections(policy, self.config)
+        return SecuredConnections(policy, self.config, self.security)
 
     def _member_record(self, node_id: str) -> tuple[dict[str, str], bool] | None:
         driver = self._driver
@@ -381,8 +386,15 @@ class AsyncNode:
             waited += interval
             if joined.is_set():
                 return
+            driver = self._driver
+            if driver is not None and driver.security is not None:
+                with driver.core_lock:  # a seed may have authorized us since
+                    driver.transport.forget_strangers()
             self._seed_report = await asyncio.to_thread(
-                diagnose_seeds, self.seeds, self.config.seed_check_timeout_s
+                diagnose_seeds,
+                self.seeds,
+                self.config.seed_check_timeout_s,
+                self._seed_check_credentials(),
             )
             if not joined.is_set():
                 log.warning(
@@ -391,6 +403,13 @@ class AsyncNode:
                     waited,
                     self._seed_report,
                 )
+
+    def _seed_check_credentials(self) -> Secure | None:
+        """How the seed check connects: with this node's credentials when secured."""
+        driver = self._driver
+        if driver is None or driver.security is None:
+            return None
+        return driver.transport.secure_client
 
     def _shut(self, driver: Driver) -> None:
         """Close everything, whatever happened during the leave."""
@@ -453,6 +472,16 @@ class AsyncNode:
     def listeners(self) -> frozenset[str]:
         """Members that confirmed they receive this node's publications (any topic)."""
         return self._require().core.listeners()
+
+    def reload_security(self) -> bool:
+        """Read the security settings' files again and decide with them from now on
+        (what ``zcluster node`` does on SIGHUP; a running node also does it by itself
+        within ``auth_reload_interval_s`` of a change). A key, CA or node no longer
+        authorized is refused from its next message, and cut from this node's PUB.
+        False if a file is bad: the old settings stay (counted ``auth_reload_failed``).
+        This node's own key pair is read at start only."""
+        driver = self._require()
+        return driver.security.reload() if driver.security is not None else False
 
     def stats(self) -> dict[str, int]:
         """Counters (messages, rejected frames, probes, suspicions, ...) and connection gauges."""

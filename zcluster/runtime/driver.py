@@ -386,6 +386,23 @@ class Driver:
         if now >= self._next_trim:
             self._next_trim = now + self._config.memory_trim_interval_s
             return_free_memory()
+        if self.security is not None:
+            self.security.check_files(now)
+
+    def reconnect(self, node_id: str, address: str, pub_address: str, connect: bool) -> None:
+        """Open (``connect``) or close our connections to a member, its membership
+        unchanged: its key was revoked, or authorized again."""
+        if connect:
+            self.transport.connect_member(node_id, address, pub_address, self.clock())
+        else:
+            self.transport.disconnect_member(node_id, address, pub_address)
+
+    def cut_subscribers(self) -> None:
+        """Close the connections to our PUB: each subscriber is let in again only if the
+        policy still allows it (keys were revoked)."""
+        with self.lane.lock:
+            self.transport.cut_subscribers()
+        self.counters["subscribers_cut"] += 1
 
     def _read_router(self) -> None:
         self._drain(self.transport.router, "router", _decode_router, self._read_router)
@@ -749,7 +766,7 @@ class Driver:
         if self.security is not None:
             member = self.core.member(effect.node_id)
             tags = dict(member.tags) if member is not None else {}
-            self.security.member_connected(effect.node_id, effect.address, tags)
+            self.security.member_connected(effect.node_id, effect.address, effect.pub_address, tags)
         self.transport.connect_member(
             effect.node_id, effect.address, effect.pub_address, self.clock()
         )

@@ -340,6 +340,11 @@ class PublicationLane:
         with self._lock:
             self._users_pub = None
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while the PUB is used: by whoever must change the socket itself."""
+        return self._lock
+
     def close(self) -> None:
         """Refuse further publications; the socket itself is closed by its owner."""
         with self._lock:

@@ -219,6 +219,10 @@ class Node:
     def stats(self) -> dict[str, int]:
         return self._on_loop(self._node.stats)
 
+    def reload_security(self) -> bool:
+        """See AsyncNode.reload_security: read the security files again, now."""
+        return self._on_loop(self._node.reload_security)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Poll ``predicate()`` in this thread until true; False once ``timeout`` seconds pass.
 

@@ -10,31 +10,52 @@ on the ROUTER against the connection it came on.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import zmq
 
 from zcluster.config import NodeConfig
 from zcluster.core import events as ev
+from zcluster.errors import ConfigError
 from zcluster.protocol import messages as msg
 from zcluster.runtime.transport import NOWAIT, RECV
 from zcluster.runtime.zap import ZapResponder
-from zcluster.security.config import SecurityMode
+from zcluster.security.config import SecurityConfig, SecurityMode
 from zcluster.security.policy import AuthenticationHandler
 from zcluster.wire import Encoder
+
+log = logging.getLogger("zcluster.security")
 
 
 class SecuredConnections:
     """A node's security, as the transport and the driver use it."""
 
-    def __init__(self, policy: AuthenticationHandler, config: NodeConfig) -> None:
+    def __init__(
+        self, policy: AuthenticationHandler, config: NodeConfig, settings: SecurityConfig
+    ) -> None:
         self.policy = policy
         self.mode: SecurityMode = policy.mode
         self._config = config
+        self._settings = settings
+        #: what the settings' files looked like when last read
+        self._fingerprint = fingerprint(settings)
+        self._next_check = 0.0
+        #: cuts the connections to our PUB; connects to and disconnects from a member
+        #: (set by the driver)
+        self._cut_subscribers: Callable[[], None] = _nothing
+        self._reconnect: Callable[[str, str, str, bool], None] = _nothing
         #: address -> key of the member there (from its record, as the policy allows)
         self._member_keys: dict[str, bytes] = {}
+        #: connected members by address: (node id, PUB address, tags), to check again
+        #: when the keys are replaced
+        self._members: dict[str, tuple[str, str, Mapping[str, str]]] = {}
+        #: members whose connections a reload cut (their key was revoked), by address
+        self._cut: set[str] = set()
         #: reply address -> the key of the stranger that named it (curve: whoever we
         #: answer at an address must hold the key that asked; no reflection to others)
         self._stranger_keys: OrderedDict[str, bytes] = OrderedDict()
@@ -51,6 +72,60 @@ class SecuredConnections:
         every handshake while no handler is bound)."""
         self._zap = ZapResponder(context, self.policy, self._config, loop)
         self._encoder = Encoder(self.policy.node_id, incarnation)
+
+    def on_revocation(
+        self,
+        cut_subscribers: Callable[[], None],
+        reconnect: Callable[[str, str, str, bool], None],
+    ) -> None:
+        """``cut_subscribers()`` closes the connections to our PUB; ``reconnect(node_id,
+        address, pub_address, connect)`` opens or closes ours to a member."""
+        self._cut_subscribers = cut_subscribers
+        self._reconnect = reconnect
+
+    def reload(self) -> bool:
+        """Read the settings' files again and decide with them from now on; False (the
+        old ones kept, counted ``auth_reload_failed``) if one is bad."""
+        self._fingerprint = fingerprint(self._settings)
+        try:
+            credentials = self._settings.load()
+        except ConfigError as exc:
+            self.policy.counters["auth_reload_failed"] += 1
+            log.error("node %s: security files not reloaded: %s", self.policy.node_id, exc)
+            return False
+        now = time.time()
+        if self.policy.replace(credentials, self._settings.authorized_nodes, now):
+            self._cut_subscribers()
+        self._check_members(now)
+        self.policy.counters["auth_reloads"] += 1
+        log.info("node %s: security files reloaded", self.policy.node_id)
+        return True
+
+    def _check_members(self, now: float) -> None:
+        """Close our connections to members whose key is no longer authorized (their
+        heartbeats no longer reach us: they are soon suspected), and open them again
+        to those authorized again."""
+        for address, (node_id, pub_address, tags) in self._members.items():
+            key = self.policy.member_key(node_id, tags, now)
+            allowed = key is not None
+            if key is not None:
+                self._member_keys[address] = key
+            else:
+                self._member_keys.pop(address, None)
+            if allowed == (address in self._cut):
+                if allowed:
+                    self._cut.discard(address)
+                else:
+                    self._cut.add(address)
+                self._reconnect(node_id, address, pub_address, allowed)
+
+    def check_files(self, now: float) -> None:
+        """Reload when a file changed (checked every auth_reload_interval_s)."""
+        if now < self._next_check:
+            return
+        self._next_check = now + self._config.auth_reload_interval_s
+        if fingerprint(self._settings) != self._fingerprint:
+            self.reload()
 
     def close(self) -> None:
         if self._zap is not None:
@@ -88,7 +163,11 @@ class SecuredConnections:
 
     # ------------------------------------------------------------ for the driver
 
-    def member_connected(self, node_id: str, address: str, tags: Mapping[str, str]) -> None:
+    def member_connected(
+        self, node_id: str, address: str, pub_address: str, tags: Mapping[str, str]
+    ) -> None:
+        self._members[address] = (node_id, pub_address, tags)
+        self._cut.discard(address)
         key = self.policy.member_key(node_id, tags, time.time())
         if key is None:
             self._member_keys.pop(address, None)
@@ -97,6 +176,8 @@ class SecuredConnections:
 
     def member_disconnected(self, address: str) -> None:
         self._member_keys.pop(address, None)
+        self._members.pop(address, None)
+        self._cut.discard(address)
 
     def admits(self, user_id: bytes, event: ev.EnvelopeReceived) -> bool:
         """Whether a message read on the ROUTER from a connection let in as ``user_id``
@@ -138,3 +219,24 @@ def receive_with_user_id(sock: zmq.Socket[bytes]) -> list[bytes]:
         frame = RECV(sock, NOWAIT, False)
         parts.append(frame.bytes)
     return parts
+
+
+def fingerprint(settings: SecurityConfig) -> tuple[tuple[str, int, int], ...]:
+    """The files ``settings`` names (a directory's ``*.key`` files), as (path, change
+    time, size): a change to any of them is a reason to read them again."""
+    paths = [Path(p) for p in settings.files()]
+    if settings.authorized_keys is not None:
+        directory = Path(settings.authorized_keys)
+        paths += sorted(directory.glob("*.key")) if directory.is_dir() else [directory]
+    seen = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            seen.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            seen.append((str(path), -1, -1))
+    return tuple(seen)
+
+
+def _nothing(*_: object) -> None:
+    pass

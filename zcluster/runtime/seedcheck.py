@@ -5,13 +5,15 @@ typo, another program's port, or the PUB port of a node (the ROUTER port is
 the one before it). When a node has waited a while, it connects to each seed
 once more with a monitored DEALER and reads what ZeroMQ saw: a refused
 connection, no answer at all, a listener that does not speak ZeroMQ, a
-ZeroMQ socket that drops a DEALER (a PUB), or a ROUTER that accepted the
-connection and still did not admit us.
+ZeroMQ socket that drops a DEALER (a PUB), a node that refused our key or
+token, or a ROUTER that accepted the connection and still did not admit us.
+A secured node connects with its own credentials (``secure``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -24,28 +26,51 @@ _ENDS = frozenset(
         zmq.EVENT_HANDSHAKE_SUCCEEDED,
         zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH,
         zmq.EVENT_DISCONNECTED,
     }
 )
+#: sets a DEALER's credentials to connect to the address given; False if it has none
+Secure = Callable[[zmq.Socket[bytes], str], bool]
 
 
-def diagnose_seeds(seeds: tuple[str, ...], timeout_s: float) -> str:
+def diagnose_seeds(seeds: tuple[str, ...], timeout_s: float, secure: Secure | None = None) -> str:
     """``seed: what connecting to it shows`` for each seed (blocking: at most about
     ``timeout_s`` per seed)."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        return "; ".join(f"{seed}: {diagnose_seed(context, seed, timeout_s)}" for seed in seeds)
+        return "; ".join(
+            f"{seed}: {diagnose_seed(context, seed, timeout_s, secure)}" for seed in seeds
+        )
     finally:
         context.term()
 
 
-def diagnose_seed(context: zmq.Context[zmq.Socket[bytes]], seed: str, timeout_s: float) -> str:
+def diagnose_seed(
+    context: zmq.Context[zmq.Socket[bytes]],
+    seed: str,
+    timeout_s: float,
+    secure: Secure | None = None,
+) -> str:
     """What connecting to ``seed`` (``host:port``) shows, in a few words."""
     try:
         target = endpoint(seed)
     except ConfigError as exc:
         return str(exc)
-    seen = _events(context, target, timeout_s)
+    seen = _events(context, seed, target, timeout_s, secure)
+    if seen is None:
+        return "its public key is not known (give it with --seed-key or --known-hosts)"
+    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:
+        return (
+            "the node there refused this node's credentials (its key is not authorized "
+            "there; authorize it, then start this node again)"
+        )
+    if secure is not None and zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL in seen:
+        return (
+            "our secured handshake failed there: the seed's public key is not the one "
+            "given, it runs another security mode, or it is a node's PUB port (its "
+            "ROUTER, the seed to give, is the port before)"
+        )
     if zmq.EVENT_HANDSHAKE_SUCCEEDED in seen:
         return (
             "a ZeroMQ ROUTER answers there but has not admitted this node (a node of another "
@@ -63,9 +88,20 @@ def diagnose_seed(context: zmq.Context[zmq.Socket[bytes]], seed: str, timeout_s:
     return f"no answer within {timeout_s:g}s (host down, unreachable or filtered?)"
 
 
-def _events(context: zmq.Context[zmq.Socket[bytes]], target: str, timeout_s: float) -> set[int]:
+def _events(
+    context: zmq.Context[zmq.Socket[bytes]],
+    seed: str,
+    target: str,
+    timeout_s: float,
+    secure: Secure | None,
+) -> set[int] | None:
+    """What a DEALER connecting to ``target`` saw; None if it could not try (no
+    credentials for it)."""
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if secure is not None and not secure(sock, seed):
+        sock.close(linger=0)
+        return None
     monitor = sock.get_monitor_socket()
     seen: set[int] = set()
     try:

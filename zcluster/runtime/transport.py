@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -31,6 +32,10 @@ from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN
 from zcluster.wire import CONTROL_TOPIC, personal_frame
 
 T = TypeVar("T")
+
+#: binding the PUB again after cutting its connections: tried this often, this long
+_REBIND_PAUSE_S = 0.005
+_REBIND_MAX_S = 2.0
 
 log = logging.getLogger("zcluster.transport")
 
@@ -193,6 +198,18 @@ class Transport:
         sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler: nobody in (not everybody)
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(self._config.auth_handshake_timeout_s * 1000))
+
+    def secure_client(self, sock: zmq.Socket[bytes], address: str) -> bool:
+        """Give ``sock`` (any context's) the credentials to connect to ``address``; False
+        if the key of the node there is unknown."""
+        return self._connect_securely(sock, address) is not None
+
+    def forget_strangers(self) -> None:
+        """Close the connections to non-members (seeds): the next send connects anew,
+        with a new handshake (libzmq does not try again one its peer refused)."""
+        for address, dealer in list(self._dealers.items()):
+            if not dealer.members:
+                self._close_dealer(address)
 
     def _connect_securely(self, sock: zmq.Socket[bytes], address: str) -> bytes | None:
         """Set a client socket's credentials for its next connect (libzmq keeps them for
@@ -403,6 +420,24 @@ class Transport:
         with self.dealers_lock:
             dealer = self._dealers.pop(address)
             dealer.socket.close(linger=0)
+
+    def cut_subscribers(self) -> None:
+        """Close every connection to our PUB, by binding it again: each subscriber
+        connects anew, and is let in again only if still allowed. (libzmq cannot close
+        one connection of a bound socket.) The caller holds the PUB's lock."""
+        last = self.pub.getsockopt(zmq.LAST_ENDPOINT)
+        assert isinstance(last, bytes)
+        endpoint = last.decode()
+        self.pub.unbind(endpoint)
+        deadline = time.monotonic() + _REBIND_MAX_S
+        while True:  # the port is free once libzmq's I/O thread has closed it
+            try:
+                self.pub.bind(endpoint)
+                return
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_REBIND_PAUSE_S)
 
     def gauges(self) -> dict[str, int]:
         """Open connections: DEALERs (to members and others) and PUBs our SUB reads."""

@@ -162,6 +162,15 @@ class SecurityConfig:
             problems.append(f"{name} uses no JWT keys or tokens")
         return problems
 
+    def files(self) -> tuple[Path | str, ...]:
+        """Every file these settings name (not the authorized keys directory)."""
+        named = (self.key, self.known_hosts, self.certificate, self.jwt_key, self.jwt_token)
+        return (
+            *(path for path in named if path is not None),
+            *self.ca,
+            *self.jwt_verify_keys,
+        )
+
     @property
     def security_mode(self) -> SecurityMode:
         assert isinstance(self.mode, SecurityMode)

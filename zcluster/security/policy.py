@@ -77,6 +77,14 @@ class Defer:
 Verdict = Allow | Deny | Defer
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Binding:
+    node_id: str
+    expires_at: float
+    #: the AUTH's scheme and credential
+    credential: tuple[str, bytes]
+
+
 class AuthenticationHandler:
     """The security policy of one node, for one set of :class:`Credentials` at a time
     (``replace`` swaps them: rotation without a restart)."""
@@ -102,13 +110,15 @@ class AuthenticationHandler:
         self._failures = PeerBuckets(
             config.auth_failures_per_s, config.auth_failures_per_s, config.members_max_count
         )
-        #: principal -> (node id, until when) bound by an AUTH
-        self._bound: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        #: principal -> what an AUTH bound it to, and with what (to check it again when
+        #: the keys are replaced)
+        self._bound: OrderedDict[str, _Binding] = OrderedDict()
         #: this run's PLAIN password (mode jwt): the principal a token is bound to
         self.session_secret = secrets.token_hex(16)
         self._credentials = credentials
         self._authorized_nodes = authorized_nodes
-        self._key_of: dict[str, bytes] = {}
+        #: node id -> its authorized key (curve-mutual)
+        self._key_of = {node_id: key for key, node_id in credentials.authorized_keys.items()}
         self._verifier: TokenVerifier | None = None
         if self.mode.uses_tokens:
             self._verifier = TokenVerifier(
@@ -118,20 +128,45 @@ class AuthenticationHandler:
                 authorized_nodes,
                 replay_max_count=config.auth_replay_max_count,
             )
-        self.replace(credentials, authorized_nodes)
 
-    def replace(self, credentials: Credentials, authorized_nodes: frozenset[str] | None) -> None:
-        """Decide with these from now on: a key or node no longer authorized is refused
-        at its next message (the runtime also cuts its subscriptions)."""
+    def replace(
+        self, credentials: Credentials, authorized_nodes: frozenset[str] | None, now: float
+    ) -> bool:
+        """Decide with these from now on. A key or node no longer authorized is refused
+        at its next message, and a connection bound by a credential that no longer holds
+        is unbound (counted ``auth_revoked``). True if anything allowed before may be
+        refused now: the runtime then cuts the connections to our PUB, to admit again
+        only those still allowed."""
         if credentials.mode is not self.mode:
             raise ConfigError("the security mode cannot change while the node runs")
+        old, old_nodes = self._credentials, self._authorized_nodes
+        if credentials.key_pair != old.key_pair:
+            # Our record announces our key for the whole run: a new one is for the next.
+            log.warning("node %s: its own new key pair takes effect at restart", self.node_id)
+            credentials = dataclasses.replace(credentials, key_pair=old.key_pair)
         self._credentials = credentials
         self._authorized_nodes = authorized_nodes
-        #: node id -> its authorized key (curve-mutual)
         self._key_of = {node_id: key for key, node_id in credentials.authorized_keys.items()}
         if self._verifier is not None:
             self._verifier.replace_keys(credentials.verification_keys)
             self._verifier.replace_authorized_nodes(authorized_nodes)
+        revoked = 0
+        for user_id, binding in list(self._bound.items()):
+            try:
+                self._check_credential(user_id, binding.node_id, *binding.credential, now, None)
+            except AuthError:
+                del self._bound[user_id]
+                revoked += 1
+        if revoked:
+            self.counters["auth_revoked"] += revoked
+            log.warning("node %s: %d connection(s) no longer authorized", self.node_id, revoked)
+        narrowed = (
+            not set(old.authorized_keys) <= set(credentials.authorized_keys)
+            or not set(old.ca_keys) <= set(credentials.ca_keys)
+            or any(key not in credentials.verification_keys for key in old.verification_keys)
+            or (authorized_nodes is not None and not (old_nodes or set()) <= authorized_nodes)
+        )
+        return bool(revoked) or narrowed
 
     @property
     def binds_in_band(self) -> bool:
@@ -264,22 +299,29 @@ class AuthenticationHandler:
         except AuthError as exc:
             return self.refused(exc.reason, f"AUTH as {sender}: {exc.detail}")
         bound = self._bound
-        bound[user_id] = (sender, expires_at)
+        bound[user_id] = _Binding(sender, expires_at, (scheme, credential))
         bound.move_to_end(user_id)
         while len(bound) > self._config.auth_bindings_max_count:
             bound.popitem(last=False)
         return None
 
     def _check_credential(
-        self, user_id: str, sender: str, scheme: str, credential: bytes, now: float
+        self,
+        user_id: str,
+        sender: str,
+        scheme: str,
+        credential: bytes,
+        now: float,
+        scope: str | None = _AUTH_SCOPE,
     ) -> float:
-        """Until when ``credential`` binds the principal ``user_id`` to ``sender``."""
+        """Until when ``credential`` binds the principal ``user_id`` to ``sender``
+        (``scope`` None: checking again one accepted before)."""
         if not self.binds_in_band:
             raise AuthError("auth_unexpected", "this node takes no AUTH in its mode")
         if self.mode is SecurityMode.JWT and user_id.partition(" ")[0] != sender:
             raise AuthError("identity", f"a connection of {user_id.partition(' ')[0]}")
         if scheme == JWT_SCHEME and self._verifier is not None:
-            token = self._verifier.verify(credential, now, subject=sender, scope=_AUTH_SCOPE)
+            token = self._verifier.verify(credential, now, subject=sender, scope=scope)
             return token.expires_at
         if scheme == CERTIFICATE_SCHEME and self._credentials.ca_keys:
             try:
@@ -301,9 +343,9 @@ class AuthenticationHandler:
     def _binding(self, user_id: str, now: float) -> str | None:
         """The node id ``user_id`` is bound to now (None: unbound, or expired)."""
         binding = self._bound.get(user_id)
-        if binding is None or now > binding[1] + self._config.auth_token_leeway_s:
+        if binding is None or now > binding.expires_at + self._config.auth_token_leeway_s:
             return None
-        return binding[0]
+        return binding.node_id
 
     def check_speaker(self, user_id: str, sender: str, now: float) -> str | None:
         """Whether a message read on our ROUTER from a connection let in as ``user_id``

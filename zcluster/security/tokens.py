@@ -231,10 +231,17 @@ class TokenVerifier:
         return len(self._seen)
 
     def verify(
-        self, token: str | bytes, now: float, *, subject: str | None = None, scope: str = ""
+        self,
+        token: str | bytes,
+        now: float,
+        *,
+        subject: str | None = None,
+        scope: str | None = "",
     ) -> VerifiedToken:
         """The verified claims of ``token`` at time ``now``, if it is issued to
-        ``subject`` (when given); AuthError otherwise, whatever ``token`` is."""
+        ``subject`` (when given); AuthError otherwise, whatever ``token`` is. A one-time
+        token is accepted once per ``scope``; ``scope`` None checks again a token already
+        accepted (keys were replaced), without counting it as a use."""
         text = self._text(token)
         try:
             header = jwt.get_unverified_header(text)
@@ -248,7 +255,8 @@ class TokenVerifier:
             return VerifiedToken(node, expires_at, None)
         if not isinstance(token_id, str):
             raise AuthError("token_malformed", "token 'jti' claim is not a string")
-        self._remember(scope, token_id, expires_at + self._leeway, now)
+        if scope is not None:
+            self._remember(scope, token_id, expires_at + self._leeway, now)
         return VerifiedToken(node, expires_at, token_id)
 
     def _text(self, token: object) -> str:
