@@ -21,7 +21,7 @@ from typing import cast
 import zmq
 
 from zcluster.config import NodeConfig
-from zcluster.security.policy import Allow, AuthenticationHandler, Defer
+from zcluster.security.policy import Allow, AuthenticationHandler, Defer, Ignore
 
 log = logging.getLogger("zcluster.security")
 
@@ -85,6 +85,8 @@ class ZapResponder:
         )
         if isinstance(verdict, Allow):
             return _allowed(head, verdict.user_id)
+        if isinstance(verdict, Ignore):
+            return None
         if isinstance(verdict, Defer):
             self._forget_stale(now)
             if len(self._pending) < self._config.auth_pending_max_count:

@@ -67,6 +67,15 @@ class Deny:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Ignore:
+    """Give no answer: libzmq ends the handshake after auth_handshake_timeout_s, and its
+    client tries again then (a refusal would stop it for good: not for a client that
+    only shares an address with a flood)."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Defer:
     """Hold the handshake until ``user_id`` is bound by an AUTH (then allow it), or
     until the handshake times out (then its client tries again)."""
@@ -74,7 +83,7 @@ class Defer:
     user_id: str
 
 
-Verdict = Allow | Deny | Defer
+Verdict = Allow | Deny | Defer | Ignore
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -259,7 +268,8 @@ class AuthenticationHandler:
         """A ZAP request: a client of our ROUTER (``direct``) or PUB (``pubsub``) domain,
         connecting from ``address``."""
         if not self._failures.of(address).has(now):
-            return self._deny("handshake_rate", f"too many refused handshakes from {address}")
+            reason = self.refused("handshake_rate", f"too many refused handshakes from {address}")
+            return Ignore(reason)
         verdict = self._verdict(domain, mechanism, credentials, now)
         if isinstance(verdict, Deny):
             self._failures.of(address).take(now)
