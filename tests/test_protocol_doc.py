@@ -1,18 +1,30 @@
-"""The worked examples in docs/protocol.md are the bytes the code produces."""
+"""docs/protocol.md against the code: its worked examples are the bytes the code produces,
+and its tables (message kinds, revisions, defaults, security vocabulary) say what the code does."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import re
 from pathlib import Path
 
+import nacl.signing
+import pytest
+
+from zcluster.config import NodeConfig
 from zcluster.core.membership import MembershipTable
 from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.protocol.messages import Heartbeat, Publish
+from zcluster.protocol.messages import MAX_REASON_CHARS, Auth, Heartbeat, Publish
+from zcluster.security import policy
+from zcluster.security.config import DEFAULT_CLUSTER, SecurityMode
+from zcluster.security.keys import CERTIFICATE_CONTEXT, CertificateAuthority, check_curve_key
+from zcluster.security.tokens import SUPPORTED_ALGORITHMS
 from zcluster.serialization import MsgpackSerializer
 from zcluster.wire import (
     CONTROL_TOPIC,
+    DIRECT_KINDS,
     Encoder,
     Kind,
     encode_body,
@@ -75,6 +87,123 @@ def test_capabilities_example_matches_the_encoder() -> None:
         assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC
 
 
+#: the current revision: the title, the revision table and the kinds it added
+REVISION = "1.5"
+
+
+def section(title: str) -> str:
+    """The text of the section whose heading starts with ``title`` (up to the next heading
+    of the same or a higher level)."""
+    match = re.search(rf"^(#+) {re.escape(title)}.*?$", SPEC, re.M)
+    assert match is not None, f"no section {title!r}"
+    level = len(match[1])
+    rest = SPEC[match.end() :]
+    end = re.search(rf"^#{{1,{level}}} ", rest, re.M)
+    return rest if end is None else rest[: end.start()]
+
+
+def kind_rows() -> dict[str, tuple[int, str, str, str]]:
+    """Section 4's table: name -> (value, carried, body, payload)."""
+    rows = re.findall(
+        r"^\| (\d+) \| ([A-Z_]+) \| ([^|]+) \| (.+?) \| ([^|]+) \| .+ \|$",
+        section("4. Message kinds"),
+        re.M,
+    )
+    return {
+        name: (int(value), carried, body, payload) for value, name, carried, body, payload in rows
+    }
+
+
 def test_every_message_kind_is_specified() -> None:
     for kind in Kind:
         assert f"| {int(kind)} | {kind.name} |" in SPEC, kind
+    rows = kind_rows()
+    assert {name: row[0] for name, row in rows.items()} == {k.name: int(k) for k in Kind}
+    for kind in Kind:  # direct exactly for the kinds read from a ROUTER
+        assert (rows[kind.name][1] == "direct") == (kind in DIRECT_KINDS), kind
+    # the first value nobody defined yet is an unknown kind
+    assert f"values not listed (0, 2, 8, 9, {max(Kind) + 1} and above)" in section("4. Message")
+
+
+def test_auth_is_specified_as_the_code_reads_it() -> None:
+    assert Kind.AUTH == 27
+    value, carried, body, payload = kind_rows()["AUTH"]
+    assert (value, carried, body, payload) == (27, "direct", "`[str scheme]`", "credential")
+    assert "| AUTH | the sender's credential" in section("2. Frames")
+    # the scheme is text of the reason limit, as the wire reads it
+    assert f"`str` of at most {MAX_REASON_CHARS} characters" in section("7.2 Field types")
+    assert f"`scheme` is text of at most {MAX_REASON_CHARS} characters" in SPEC
+    for scheme in (policy.JWT_SCHEME, policy.CERTIFICATE_SCHEME):
+        assert f"| `{scheme}` |" in section("6.11.3 AUTH"), scheme
+    assert "Revision 1.5 defines AUTH (27) under no capability" in section("9.5")
+
+
+def test_the_revision_is_the_current_one() -> None:
+    assert SPEC.startswith(f"# zcluster wire protocol, version 1 (revision {REVISION})\n")
+    assert f"protocol version 1, revision {REVISION}," in SPEC
+    rows = re.findall(r"^\| (1\.\d)( \(this document\))? \|", section("9.1"), re.M)
+    assert [number for number, _ in rows] == ["1.0", "1.1", "1.2", "1.3", "1.4", REVISION]
+    assert [number for number, current in rows if current] == [REVISION]
+    assert f"| {REVISION} (this document) | as 1.4, and kind 27, AUTH" in SPEC
+
+
+def test_documented_defaults_match_the_config() -> None:
+    defaults = {field.name: field.default for field in dataclasses.fields(NodeConfig)}
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.,]+) \|", section("6.10 Defaults"), re.M)
+    assert len(rows) > 50
+    for name, value in rows:
+        assert name in defaults, f"section 6.10 names no setting {name}"
+        assert float(value.replace(",", "")) == defaults[name], name
+    documented = {name for name, _ in rows}
+    for name in defaults:  # what AUTH and handshakes depend on is documented
+        if name.startswith("auth_") and name != "auth_reload_interval_s":
+            assert name in documented, name
+
+
+def test_security_vocabulary_matches_the_code() -> None:
+    security = section("6.11 Security: handshakes and identity")
+    for mode in SecurityMode:
+        assert f"\n| `{mode.value}` |" in security, mode
+    for domain in (policy.DIRECT_DOMAIN, policy.PUBSUB_DOMAIN):
+        assert f"ZAP domain `{domain}`" in security, domain
+    for tag in (policy.KEY_TAG, policy.CERTIFICATE_TAG):
+        assert f"| `{tag}` |" in security, tag
+    algorithms = ", ".join(f"`{a}`" for a in SUPPORTED_ALGORITHMS[:-1])
+    assert f"{algorithms} or `{SUPPORTED_ALGORITHMS[-1]}`" in security
+    assert f"(default `{DEFAULT_CLUSTER}`" in security
+    context = CERTIFICATE_CONTEXT.rstrip(b"\0").decode()
+    assert context.encode() + b"\0" == CERTIFICATE_CONTEXT
+    assert f'"{context}" 0x00 | msgpack [str cluster, str node_id, bin curve_public,' in security
+
+
+#: the certificate of the worked example in section 6.11.6
+EXAMPLE_KEY = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+EXAMPLE_NOT_AFTER = 1893456000
+
+
+def test_certificate_example_matches_the_code() -> None:
+    ca = CertificateAuthority(nacl.signing.SigningKey(bytes(range(32))))
+    key = check_curve_key(EXAMPLE_KEY)
+    certificate = ca.sign(DEFAULT_CLUSTER, "a", key, EXAMPLE_NOT_AFTER)
+    security = section("6.11.6")
+    assert f"key `{EXAMPLE_KEY}`, `not_after`\n{EXAMPLE_NOT_AFTER}" in security
+    signed = certificate.signed_bytes()
+    blocks = re.findall(r"```\n((?:[0-9a-f]{2}[ \n])+)```", security)
+    assert [" ".join(block.split()) for block in blocks] == [spaced(signed)]
+    assert f"signed as these {len(signed)} bytes" in security
+    assert f"`{base64.b64encode(ca.public_key).decode()}`" in security
+    text = certificate.signature_text()
+    assert f"signature text\n`{text}`" in security
+    assert len(text) == len(str(EXAMPLE_NOT_AFTER)) + 1 + 86
+
+
+@pytest.mark.parametrize("scheme", [policy.JWT_SCHEME, policy.CERTIFICATE_SCHEME])
+def test_auth_example_matches_the_encoder(scheme: str) -> None:
+    header, _ = Encoder("a", 1).direct(Auth(scheme), b"credential")
+    assert header == encode_header(Kind.AUTH, "a", 1, 1, [scheme])
+    example = section("11. Worked examples").split("AUTH from sender")[1]
+    if scheme == policy.JWT_SCHEME:  # annotated, a byte group per line
+        annotated = re.findall(r"^((?:[0-9a-f]{2} )*[0-9a-f]{2})  ", example, re.M)
+        assert " ".join(annotated) == spaced(header)
+    else:
+        assert f"`{spaced(header)}`" in example

@@ -127,6 +127,7 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
     Kind.FLUSH: ([[["news", 9], ["b", 2]]], msg.Flush((("news", 9), ("b", 2)))),
     Kind.FLUSHED: ([], msg.Flushed()),
     Kind.REFUSE: ([1, "127.0.0.1:7003"], msg.Refuse(1, "127.0.0.1:7003")),
+    Kind.AUTH: (["jwt"], msg.Auth("jwt")),
 }
 
 NEWS = msg.News(M3, ("fields", "swim"), ())
@@ -254,6 +255,7 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "FLUSH": 24,
         "FLUSHED": 25,
         "REFUSE": 26,
+        "AUTH": 27,
     }
 
 
@@ -437,6 +439,48 @@ def test_publication_is_numbered_exactly_when_guaranteed(body: list[int]) -> Non
     header = encode_header(Kind.PUBLISH, "n1", 1, 1, body)
     with pytest.raises(WireError, match="numbered exactly when"):
         decode_published([topic_frame("t"), header, b""], MAX)
+
+
+#: a compact JWT and a node certificate's signature text, as AUTH carries them
+CREDENTIALS = {
+    "jwt": b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJuMSJ9.c2lnbmF0dXJl",
+    "certificate": b"1893456000." + b"A" * 85 + b"Q",
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(CREDENTIALS))
+def test_auth_carries_its_credential_in_the_payload(scheme: str) -> None:
+    """AUTH (revision 1.5) is direct: ``[scheme]``, the credential its payload frame, as
+    is (the protocol layer never reads it; the receiving runtime does)."""
+    frames = list(Encoder("n1", 3).direct(msg.Auth(scheme), CREDENTIALS[scheme]))
+    assert frames == [encode_header(Kind.AUTH, "n1", 3, 1, [scheme]), CREDENTIALS[scheme]]
+    envelope, payload = decode_direct(frames, MAX)
+    assert envelope == Envelope("n1", 3, 1, msg.Auth(scheme))
+    assert payload == CREDENTIALS[scheme]
+    with pytest.raises(WireError, match="AUTH cannot be sent on the control topic"):
+        decode_published([CONTROL_TOPIC, frames[0], frames[1]], MAX)
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    ["", "jwt", "a scheme of a later release", "ü" * MAX_REASON_CHARS],
+    ids=["empty", "jwt", "unknown", "longest"],
+)
+def test_auth_scheme_is_any_text_up_to_the_reason_limit(scheme: str) -> None:
+    """Which schemes a node takes is the runtime's business, not the wire's."""
+    header = encode_header(Kind.AUTH, "n1", 1, 1, [scheme])
+    assert decode_header(header, MAX).message == msg.Auth(scheme)
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    ["x" * (MAX_REASON_CHARS + 1), b"jwt", 1, None, ["jwt"]],
+    ids=["too-long", "bin", "int", "nil", "list"],
+)
+def test_auth_scheme_must_be_text_of_at_most_the_reason_limit(scheme: Any) -> None:
+    header = encode_header(Kind.AUTH, "n1", 1, 1, [scheme])
+    with pytest.raises(WireError, match=f"text of at most {MAX_REASON_CHARS} characters"):
+        decode_header(header, MAX)
 
 
 def test_header_of_exactly_max_header_bytes_is_accepted() -> None:
@@ -921,6 +965,11 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.FLUSH: st.builds(msg.Flush, small(positions), names),
     Kind.FLUSHED: st.just(msg.Flushed()),
     Kind.REFUSE: st.builds(msg.Refuse, uint64, st.text(max_size=20)),
+    # the schemes nodes send, and any other text a later release might (its credential
+    # is the payload)
+    Kind.AUTH: st.builds(
+        msg.Auth, st.sampled_from(["jwt", "certificate"]) | st.text(max_size=MAX_REASON_CHARS)
+    ),
 }
 #: (kind, one of its messages)
 messages = st.sampled_from(list(Kind)).flatmap(lambda k: st.tuples(st.just(k), MESSAGES[k]))
@@ -1207,7 +1256,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 27, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 28, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind

@@ -8,6 +8,7 @@ the members' ids, addresses and public keys, but not their secret keys or tokens
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -272,3 +273,18 @@ def test_a_token_for_another_node_cannot_claim_its_id(tmp_path: Path) -> None:
         finally:
             context.destroy(linger=0)
         assert got == []
+
+
+def test_mode_none_warns_when_it_listens_beyond_loopback(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    write_curve_key_pair(tmp_path, "a")
+    secured = SecurityConfig("curve", key=tmp_path / "a.key_secret")
+    with caplog.at_level(logging.WARNING, logger="zcluster.node"):
+        for security in (None, secured):
+            with Node("a", bind="0.0.0.0:0", advertise="127.0.0.1:0", security=security):
+                pass
+        with Node("b"):  # 127.0.0.1 by default
+            pass
+    warnings = [r for r in caplog.records if "with security mode none" in r.getMessage()]
+    assert len(warnings) == 1 and "0.0.0.0:0" in warnings[0].getMessage()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import itertools
 import logging
 import os
@@ -79,6 +80,14 @@ class JoinTimeout(ZclusterError, TimeoutError):
 
 class JoinRefused(ZclusterError):
     """A seed refused to admit the node, e.g. because a live member has its node id."""
+
+
+def _is_loopback(bind: str) -> bool:
+    host, _ = parse_address(bind, allow_port_zero=True, allow_wildcard=True)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: "localhost" is the loopback one
+        return host == "localhost"
 
 
 def new_incarnation() -> int:
@@ -221,7 +230,7 @@ class AsyncNode:
         secured = self._secured()
         transport = Transport(self.config, self.node_id, secured)
         if secured is not None:  # before binding: a handshake needs its handler
-            secured.start(transport.context, loop, self.incarnation)
+            secured.start(transport, loop)
         try:
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)
@@ -246,6 +255,7 @@ class AsyncNode:
         self._driver = driver = Driver(core, transport, self.app, loop, security=secured)
         if secured is not None:
             secured.on_revocation(driver.cut_subscribers, driver.reconnect)
+            secured.use_encoder(driver.encoder)
         driver.inbound_faults = self.inbound_faults
         counters = core.counters
         runner = self._callbacks(loop, driver, self.app.callback_failed)
@@ -256,6 +266,14 @@ class AsyncNode:
         driver.start()
         driver.feed_many(self.app.subscription_events())
         log.info("node %s listening on %s (pub %s)", self.node_id, address, pub_address)
+        if secured is None and not _is_loopback(self.bind):
+            log.warning(
+                "node %s listens on %s with security mode none: anyone who can reach it "
+                "can join, read every publication and speak as any node (see "
+                "docs/security.md: --security curve-mutual, jwt or curve+jwt)",
+                self.node_id,
+                self.bind,
+            )
         if self.seeds:
             self._join_watch = loop.create_task(self._warn_until_joined(self._joined))
         if not wait:

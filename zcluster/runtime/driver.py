@@ -149,6 +149,8 @@ class Driver:
         self.counters = core.counters
         self._config = core.config
         self._encoder = Encoder(core.node_id, core.incarnation, check_user_topic)
+        #: the node's encoder, shared by whatever else sends in its name (AUTH)
+        self.encoder = self._encoder
         self._encoder.tags = core.records_carry_tags
         #: the PUB socket, shared with threads that publish
         self.lane = PublicationLane(

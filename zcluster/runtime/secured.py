@@ -65,15 +65,16 @@ class SecuredConnections:
         self._bound_sockets: dict[str, zmq.Socket[bytes]] = {}
         self._encoder: Encoder | None = None
 
-    def start(
-        self, transport: Transport, loop: asyncio.AbstractEventLoop, incarnation: int
-    ) -> None:
+    def start(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ZAP requests and watch handshakes from now on (before the sockets
         bind: libzmq refuses every handshake while no handler is bound)."""
         self._zap = ZapResponder(transport.context, self.policy, self._config, loop)
         self._bound_sockets = {DIRECT_DOMAIN: transport.router, PUBSUB_DOMAIN: transport.pub}
         self._watch = HandshakeWatch(self._bound_sockets, self.policy, loop)
-        self._encoder = Encoder(self.policy.node_id, incarnation)
+
+    def use_encoder(self, encoder: Encoder) -> None:
+        """Number AUTH with the node's other messages (one ``seq`` per sender)."""
+        self._encoder = encoder
 
     def on_revocation(
         self,

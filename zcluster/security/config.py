@@ -92,8 +92,8 @@ class SecurityConfig:
     mode: SecurityMode | str = SecurityMode.NONE
     #: this node's Curve key pair (a ``zmq.auth`` ``.key_secret`` file)
     key: Path | str | None = None
-    #: seeds' public keys: "HOST:PORT" -> z85 key
-    seed_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: seeds' public keys: "HOST:PORT" -> z85 key, or the path of its ``.key`` file
+    seed_keys: Mapping[str, str | Path] = dataclasses.field(default_factory=dict)
     #: a file of "HOST:PORT KEY" lines, one seed per line (a line starting "#" is a comment)
     known_hosts: Path | str | None = None
     #: curve-mutual: a directory of authorized public-key certificates
@@ -191,7 +191,7 @@ class SecurityConfig:
                 seeds.update(read_known_hosts(Path(self.known_hosts)))
             for address, key in self.seed_keys.items():
                 parse_address(address)
-                seeds[address] = check_curve_key(key, f"public key of seed {address}")
+                seeds[address] = _seed_key(address, key)
         authorized: dict[bytes, str] = {}
         if self.authorized_keys is not None:
             authorized = load_authorized_keys(Path(self.authorized_keys))
@@ -242,6 +242,13 @@ class Credentials:
         """Whether a connection says who it is in its first message (AUTH), with a token
         or a certificate, rather than by the key it connected with alone."""
         return self.mode.uses_tokens or bool(self.ca_keys)
+
+
+def _seed_key(address: str, key: str | Path) -> bytes:
+    """A seed's public key given as z85 text, or as the path of its ``.key`` file."""
+    if isinstance(key, str) and len(key) == 40 and not Path(key).exists():
+        return check_curve_key(key, f"public key of seed {address}")
+    return load_curve_key_pair(Path(key)).public
 
 
 def _read_token(path: Path) -> str:

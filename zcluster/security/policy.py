@@ -327,7 +327,7 @@ class AuthenticationHandler:
         """Until when ``credential`` binds the principal ``user_id`` to ``sender``
         (``scope`` None: checking again one accepted before)."""
         if not self.binds_in_band:
-            raise AuthError("auth_unexpected", "this node takes no AUTH in its mode")
+            raise AuthError("unexpected", "this node takes no AUTH in its mode")
         if self.mode is SecurityMode.JWT and user_id.partition(" ")[0] != sender:
             raise AuthError("identity", f"a connection of {user_id.partition(' ')[0]}")
         if scheme == JWT_SCHEME and self._verifier is not None:
@@ -339,7 +339,7 @@ class AuthenticationHandler:
             except UnicodeDecodeError:
                 raise AuthError("certificate_malformed", "not ASCII") from None
             return self._check_certificate(sender, user_id.encode(), text, now)
-        raise AuthError("auth_scheme", f"scheme {scheme[:40]!r} is not this node's")
+        raise AuthError("scheme", f"scheme {scheme[:40]!r} is not this node's")
 
     def _check_certificate(self, node_id: str, key: bytes, text: str, now: float) -> float:
         certificate = NodeCertificate.from_signature_text(self._cluster, node_id, key, text)
