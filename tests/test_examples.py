@@ -47,6 +47,16 @@ def test_hostile_peer() -> None:
     assert "service still sees the client: up" in out
 
 
+def test_secure_cluster() -> None:
+    out = run_example("secure_cluster.py")
+    assert "billed order 1 for store" in out
+    assert "audit received store: order 1 (encrypted on the wire)" in out
+    assert "intruder refused: node billing could not join" in out
+    assert "refused this node's credentials" in out
+    assert int(out.split("handshakes refused by store (key unknown): ")[1].split()[0]) >= 1
+    assert "members after the attempt: audit, billing, store" in out
+
+
 def test_embedded_script() -> None:
     out = run_example("embedded_script.py")
     assert "sensor-1 is up at 127.0.0.1:" in out

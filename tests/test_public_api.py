@@ -28,6 +28,10 @@ PROMISED = {
     "NotRunning",
     "Backpressure",
     "JoinTimeout",
+    "SecurityMode",
+    "SecurityConfig",
+    "AuthenticationHandler",
+    "AuthError",
 }
 
 

@@ -11,6 +11,7 @@ from zcluster.delivery import (
     PublicationLoss,
 )
 from zcluster.errors import (
+    AuthError,
     Backpressure,
     BindError,
     ConfigError,
@@ -26,6 +27,8 @@ from zcluster.errors import (
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode, JoinRefused, JoinTimeout
 from zcluster.runtime.node import Node
+from zcluster.security.config import SecurityConfig, SecurityMode
+from zcluster.security.policy import AuthenticationHandler
 from zcluster.serialization import (
     JsonSerializer,
     MsgpackSerializer,
@@ -40,6 +43,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AckStatus",
     "AsyncNode",
+    "AuthError",
+    "AuthenticationHandler",
     "Backpressure",
     "BindError",
     "ConfigError",
@@ -61,6 +66,8 @@ __all__ = [
     "PublicationLoss",
     "RemoteError",
     "RequestTimeout",
+    "SecurityConfig",
+    "SecurityMode",
     "SerializationError",
     "Serializer",
     "UnknownMember",

@@ -237,6 +237,18 @@ class AuthenticationHandler:
         """The PLAIN username and password our connections present (mode jwt)."""
         return self.node_id.encode(), self.session_secret.encode()
 
+    def generate_token(
+        self, node_id: str | None = None, *, now: float, ttl_s: float | None = None
+    ) -> str:
+        """A token for ``node_id`` (default: this node), signed with this node's key,
+        valid for ``ttl_s`` (default ``auth_token_ttl_s``) from ``now`` (unix time).
+        ConfigError if this node holds no signing key."""
+        key = self._credentials.signing_key
+        if key is None:
+            raise ConfigError(f"node {self.node_id} holds no JWT signing key (jwt_key)")
+        ttl_s = self._config.auth_token_ttl_s if ttl_s is None else ttl_s
+        return generate_token(key, node_id or self.node_id, self._cluster, ttl_s, now)
+
     def credential(self, now: float) -> tuple[str, bytes, float] | None:
         """What our connections say in AUTH: the scheme, the credential, and until when
         it holds (wall clock). None when the mode binds no connection in band."""
