@@ -1,4 +1,8 @@
-"""The ``zcluster`` command line: node, pub, sub, members, request, send, demo, bench.
+"""The ``zcluster`` command line: node, pub, sub, members, request, send, keygen, token,
+demo, bench.
+
+Every command that starts a node takes the security flags (``--security MODE``,
+``--key FILE``, ...: :func:`zcluster.clitools.security_options`).
 
 Errors in arguments, config files or the environment print one line,
 ``zcluster: error: ...``, and exit with status 2; never a traceback.
@@ -21,6 +25,8 @@ from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
 from zcluster.cli_direct import request, send
+from zcluster.cli_keys import keygen
+from zcluster.cli_token import token
 from zcluster.clitools import (
     BROKEN_PIPE_EXIT,
     GUARANTEE_NAMES,
@@ -36,6 +42,8 @@ from zcluster.clitools import (
     parse_message,
     parse_tags,
     quiet_closed_stdout,
+    security_flags,
+    security_options,
     seed_option,
     setup_logging,
     short_lived_node,
@@ -48,10 +56,12 @@ from zcluster.errors import ConfigError, ZclusterError
 from zcluster.protocol.members import Member, MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode, JoinRefused, JoinTimeout
 from zcluster.runtime.runners import OnError, ReadControl, Runner, ThreadRunner
+from zcluster.security.config import SecurityMode
 from zcluster.settings import (
     NodeSettings,
     environment_names,
     resolve,
+    resolve_security,
 )
 
 log = logging.getLogger("zcluster.cli")
@@ -101,6 +111,7 @@ def cli() -> None:
     "--set", "tuning", multiple=True, metavar="KEY=VALUE", help="Override a tuning setting."
 )
 @tag_option("What this node says about itself, gossiped with its record (repeatable).")
+@security_options
 @log_option
 @log_format_option
 def node(
@@ -124,6 +135,7 @@ def node(
         tuning=tuning,
         environ=os.environ,
         log_level=log_level,
+        security=security_flags(),
     )
     wanted = parse_tags(tags)
     setup_logging(settings.log_level, log_format)
@@ -140,6 +152,7 @@ async def _run_node(settings: NodeSettings, tags: dict[str, str]) -> None:
         settings.advertise,
         config=settings.config,
         tags=tags,
+        security=settings.security,
     )
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop)
@@ -157,6 +170,8 @@ async def _run_node(settings: NodeSettings, tags: dict[str, str]) -> None:
     node.on_member_change(log_view)
     await node.start(wait=False)
     log.info("node %s incarnation %d", node.node_id, node.incarnation)
+    if settings.security.security_mode is not SecurityMode.NONE:
+        log.info("node %s security mode %s", node.node_id, settings.security.security_mode.value)
     joining = asyncio.ensure_future(_until_joined(node, stop))
     try:
         await stop.wait()
@@ -223,6 +238,7 @@ async def _until_joined(node: AsyncNode, stop: asyncio.Event) -> None:
 )
 @format_option
 @join_timeout_option
+@security_options
 @log_option
 @log_format_option
 def pub(
@@ -336,6 +352,7 @@ async def _run_pub(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per member.")
 @tag_option("Only members with this tag (repeatable: all of them).")
 @join_timeout_option
+@security_options
 @log_option
 @log_format_option
 def members(
@@ -400,6 +417,7 @@ async def _run_members(
 )
 @format_option
 @join_timeout_option
+@security_options
 @log_option
 @log_format_option
 def sub(
@@ -503,12 +521,20 @@ async def _run_sub(
 @cli.command(short_help="Run a local cluster doing fan-out.")
 @click.option("--subscribers", default=3, show_default=True, type=click.IntRange(1, 16))
 @click.option("--messages", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
-def demo(subscribers: int, messages: int) -> None:
+@click.option(
+    "--security",
+    "security_mode",
+    type=click.Choice(tuple(mode.value for mode in SecurityMode)),
+    default=SecurityMode.NONE.value,
+    show_default=True,
+    help="Security mode, with throw-away keys and secrets made for the run.",
+)
+def demo(subscribers: int, messages: int, security_mode: str) -> None:
     """Start a local cluster, fan a stream out to subscriber processes, show what each got."""
     from zcluster.demo import run_demo
 
     setup_logging("warning")
-    sys.exit(run_demo(subscribers, messages))
+    sys.exit(run_demo(subscribers, messages, security_mode))
 
 
 @cli.command("demo-subscriber", hidden=True)
@@ -517,6 +543,7 @@ def demo(subscribers: int, messages: int) -> None:
 @click.option("--topic", required=True)
 @click.option("--count", required=True, type=click.IntRange(1))
 @click.option("--timeout", default=60.0, type=click.FloatRange(0.1, 3600))
+@security_options
 def demo_subscriber(
     node_id: str, seeds: tuple[str, ...], topic: str, count: int, timeout: float
 ) -> None:
@@ -524,7 +551,8 @@ def demo_subscriber(
     from zcluster.demo import run_subscriber
 
     setup_logging("warning")
-    asyncio.run(run_subscriber(node_id, seeds, topic, count, timeout))
+    security = resolve_security(security_flags(), {})  # the demo's flags, not the environment
+    asyncio.run(run_subscriber(node_id, seeds, topic, count, timeout, security))
 
 
 # ---------------------------------------------------------------- bench
@@ -585,8 +613,11 @@ def bench(
 # ---------------------------------------------------------------- entry point
 
 
-cli.add_command(request)
-cli.add_command(send)
+# request and send are made in cli_direct; their security flags are added here
+cli.add_command(security_options(request))
+cli.add_command(security_options(send))
+cli.add_command(keygen)
+cli.add_command(token)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -96,7 +96,7 @@ def token() -> None:
 @click.option(
     "--one-time",
     is_flag=True,
-    help="Add a random jti: a verifier accepts the token only once per connection.",
+    help="Add a random jti: a verifier accepts the token only once (a replay is refused).",
 )
 def issue(
     node_id: str,
