@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -172,6 +173,8 @@ async def _run_node(settings: NodeSettings, tags: dict[str, str]) -> None:
     log.info("node %s incarnation %d", node.node_id, node.incarnation)
     if settings.security.security_mode is not SecurityMode.NONE:
         log.info("node %s security mode %s", node.node_id, settings.security.security_mode.value)
+        # SIGHUP: read the key and token files again (rotation without a restart)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, node.reload_security)
     joining = asyncio.ensure_future(_until_joined(node, stop))
     try:
         await stop.wait()

@@ -5,6 +5,7 @@ flags are one line and exit status 2."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -250,3 +251,27 @@ def test_the_demo_runs_in_a_security_mode(mode: str) -> None:
     lines = result.stdout.splitlines()
     assert lines[1].startswith(f"  security mode {mode}: "), result.stdout
     assert "demo-subscriber-1: 10/10 messages, in order" in result.stdout
+
+
+def test_sighup_reads_the_security_files_again(spawn: Spawn, tmp_path: Path) -> None:
+    """A node given a key file whose key it cannot use (garbage) keeps its old keys and
+    says so; once the file is good again, SIGHUP takes it."""
+    keys = tmp_path / "keys"
+    write_curve_key_pair(keys, "n1")
+    authorized = keys / "authorized"
+    authorized.mkdir()
+    seed = f"127.0.0.1:{free_port_pair()}"
+    node = spawn(
+        "n1",
+        *("--id", "n1", "--bind", seed, "--security", "curve-mutual"),
+        *("--key", str(keys / "n1.key_secret"), "--authorized-keys", str(authorized)),
+        "--set=auth_reload_interval_s=3600",  # only SIGHUP reads them here
+    )
+    assert node.wait_log("listening on", FORM_TIMEOUT_S), node.log()
+    (authorized / "broken.key").write_text("not a certificate\n")
+    node.proc.send_signal(signal.SIGHUP)
+    assert node.wait_log("security files not reloaded", FORM_TIMEOUT_S), node.log()
+    (authorized / "broken.key").unlink()
+    node.proc.send_signal(signal.SIGHUP)
+    assert node.wait_log("security files reloaded", FORM_TIMEOUT_S), node.log()
+    assert node.proc.poll() is None
