@@ -5,9 +5,8 @@ OS process (``zcluster demo-subscriber``) that joins through it, so the
 stream crosses real sockets between processes.
 
 With ``--security MODE`` the cluster runs in that security mode, with keys and
-secrets made for the run in a temporary directory (removed at the end): a Curve
-key pair per node, an authorized-keys directory of their public halves
-(curve-mutual), an HS256 secret of 32 random bytes (jwt modes).
+secrets made for the run in a temporary directory, removed at the end
+(``zcluster.testing.credentials``).
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,8 +22,7 @@ from typing import Any
 from zcluster.protocol.members import MemberStatus
 from zcluster.runtime.asyncnode import AsyncNode
 from zcluster.security.config import SecurityConfig, SecurityMode
-from zcluster.security.keys import write_curve_key_pair
-from zcluster.settings import SECURITY_FLAGS
+from zcluster.testing.credentials import ThrowawayCredentials
 
 TOPIC = "demo.stream"
 #: how long subscriber processes get to start and join
@@ -37,96 +33,27 @@ PUBLISHER = "demo-publisher"
 
 
 def run_demo(subscribers: int, messages: int, security: str = "none") -> int:
-    mode = SecurityMode.parse(security)
-    if mode is SecurityMode.NONE:
-        return asyncio.run(_demo(subscribers, messages, DemoSecurity(mode, None)))
     with tempfile.TemporaryDirectory(prefix="zcluster-demo-") as scratch:
-        return asyncio.run(_demo(subscribers, messages, DemoSecurity(mode, Path(scratch))))
+        credentials = ThrowawayCredentials(security, Path(scratch))
+        return asyncio.run(_demo(subscribers, messages, credentials))
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-class DemoSecurity:
-    """Throw-away credentials for the demo's nodes in ``mode``, kept in ``directory``."""
-
-    def __init__(self, mode: SecurityMode, directory: Path | None) -> None:
-        self.mode = mode
-        self.directory = directory
-
-    @property
-    def keys(self) -> Path:
-        assert self.directory is not None
-        return self.directory / "keys"
-
-    def make(self, names: list[str]) -> None:
-        """Write what the nodes ``names`` need, before any of them starts."""
-        if self.mode is SecurityMode.NONE:
-            return
-        self.keys.mkdir()
-        if self.mode.uses_curve:
-            for name in names:
-                write_curve_key_pair(self.keys, name)
-        if self.mode is SecurityMode.CURVE_MUTUAL:  # every node may connect
-            authorized = self.keys / "authorized"
-            authorized.mkdir()
-            for name in names:
-                shutil.copyfile(self.keys / f"{name}.key", authorized / f"{name}.key")
-        if self.mode.uses_tokens:
-            secret = self.keys / "hs256.secret"
-            secret.touch(0o600)
-            secret.write_text(secrets.token_hex(32) + "\n")  # 32 random bytes, as hex
-
-    def config(self, name: str) -> SecurityConfig:
-        """The security of the node ``name`` (the publisher: the seed of the others)."""
-        return SecurityConfig(**self.fields(name, None))
-
-    def fields(self, name: str, seed: str | None) -> dict[str, Any]:
-        """SecurityConfig's fields for node ``name`` joining through ``seed``."""
-        mode = self.mode
-        fields: dict[str, Any] = {"mode": mode.value}
-        if mode.uses_curve:
-            fields["key"] = str(self.keys / f"{name}.key_secret")
-            if seed is not None:
-                fields["seed_keys"] = {seed: str(self.keys / f"{PUBLISHER}.key")}
-        if mode is SecurityMode.CURVE_MUTUAL:
-            fields["authorized_keys"] = str(self.keys / "authorized")
-        if mode.uses_tokens:
-            fields["jwt_key"] = str(self.keys / "hs256.secret")
-        return fields
-
-    def flags(self, name: str, seed: str) -> list[str]:
-        """The ``zcluster demo-subscriber`` flags of subscriber ``name``."""
-        args = []
-        for field, value in self.fields(name, seed).items():
-            if field == "seed_keys":
-                args += [f"--seed-key={address}={key}" for address, key in value.items()]
-            else:
-                args.append(f"{SECURITY_FLAGS[field]}={value}")
-        return args
-
-    def describe(self) -> str:
-        made = {
-            SecurityMode.CURVE: "a Curve key pair per node",
-            SecurityMode.CURVE_MUTUAL: "a Curve key pair per node, all of them authorized",
-            SecurityMode.JWT: "one HS256 secret that signs every node's tokens",
-            SecurityMode.CURVE_JWT: "a Curve key pair per node and one HS256 secret",
-        }[self.mode]
-        return f"security mode {self.mode.value}: {made}, made for this run in {self.directory}"
-
-
-async def _demo(subscribers: int, messages: int, security: DemoSecurity) -> int:
+async def _demo(subscribers: int, messages: int, security: ThrowawayCredentials) -> int:
     _say(f"zcluster demo: 1 publisher + {subscribers} subscriber processes on 127.0.0.1")
     names = [f"demo-subscriber-{i}" for i in range(1, subscribers + 1)]
     if security.mode is not SecurityMode.NONE:
-        security.make([PUBLISHER, *names])
         _say(f"  {security.describe()}")
     publisher = AsyncNode(PUBLISHER, security=security.config(PUBLISHER))
     await publisher.start()
     _say(f"  publisher {publisher.node_id} formed the cluster at {publisher.address}")
     processes = [
-        await _spawn(name, publisher.address, messages, security.flags(name, publisher.address))
+        await _spawn(
+            name, publisher.address, messages, security.flags(name, {publisher.address: PUBLISHER})
+        )
         for name in names
     ]
     try:

@@ -191,3 +191,30 @@ def test_async_form(backend: str) -> None:
             )
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.parametrize("mode", ["curve", "curve-mutual", "jwt", "curve+jwt"])
+def test_a_secured_cluster_crashes_and_restarts(zcluster_harness, mode: str) -> None:  # type: ignore[no-untyped-def]
+    harness = zcluster_harness(3, backend="zmq", security=mode)
+    assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
+    harness.simulate_node_failure(2, mode="crash")
+    assert harness.run_until_satisfied(
+        lambda: all(n.member("n2").status is DOWN for n in harness.live_nodes), timeout=10
+    )
+    harness.restart_node(2)  # a new run of n2 says who it is again (AUTH) to every member
+    assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
+    assert not any(
+        name.startswith("auth_refused") for node in harness.live_nodes for name in node.stats()
+    ), [node.stats() for node in harness.live_nodes]
+
+
+def test_secured_node_processes(zcluster_harness) -> None:  # type: ignore[no-untyped-def]
+    harness = zcluster_harness(3, backend="zmq", processes=True, security="curve-mutual")
+    assert harness.run_until_satisfied(lambda: harness.verify_cluster_stability(), timeout=15)
+    for process in harness.nodes:
+        assert "security mode curve-mutual" in process.log()
+
+
+def test_the_simulator_takes_no_security_mode() -> None:
+    with pytest.raises(ConfigError, match="needs backend='zmq'"):
+        ClusterTestHarness(backend="sim", security="curve")

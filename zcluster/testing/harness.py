@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from zcluster.core import events as ev
@@ -28,6 +31,8 @@ from zcluster.errors import ConfigError
 from zcluster.protocol.members import MemberStatus
 from zcluster.runtime.asyncnode import JoinTimeout
 from zcluster.runtime.node import Node
+from zcluster.security.config import SecurityMode
+from zcluster.testing.credentials import ThrowawayCredentials
 from zcluster.testing.faults import PERFECT, FaultModel, NetworkConditions
 from zcluster.testing.processes import ProcessNode, free_port_pair
 from zcluster.testing.sim import SimNetwork, SimNode
@@ -54,12 +59,20 @@ class ClusterTestHarness:
         seed: int | None = None,
         *,
         processes: bool = False,
+        security: SecurityMode | str = SecurityMode.NONE,
         **node_options: Any,
     ) -> None:
         if backend not in ("zmq", "sim"):
             raise ConfigError(f"backend must be 'zmq' or 'sim', got {backend!r}")
         if processes and (backend != "zmq" or node_options):
             raise ConfigError("processes=True needs backend='zmq' and takes no node options")
+        mode = SecurityMode.parse(security)
+        if mode is not SecurityMode.NONE and backend != "zmq":
+            raise ConfigError("a security mode needs backend='zmq' (the simulator has no sockets)")
+        #: throw-away keys and secrets for the nodes, in security mode ``security``
+        self.credentials = ThrowawayCredentials(
+            mode, Path(tempfile.mkdtemp(prefix="zcluster-harness-"))
+        )
         self.processes = processes
         self._observer: Node | None = None
         self.backend: Backend = backend
@@ -89,16 +102,18 @@ class ClusterTestHarness:
         seed: int | None = None,
         *,
         processes: bool = False,
+        security: SecurityMode | str = SecurityMode.NONE,
         **node_options: Any,
     ) -> ClusterTestHarness:
         """Start ``node_count`` nodes (``n0`` … ``nN-1``), each joining through a running one.
 
         ``processes=True`` (zmq backend) runs each node as a separate ``zcluster node``
         OS process, so that ``simulate_node_failure(i, "crash")`` is a real SIGKILL.
+        ``security`` (zmq backend) runs the cluster in that mode, with throw-away keys.
         """
         if node_count < 1:
             raise ConfigError("node_count must be at least 1")
-        harness = cls(backend, seed, processes=processes, **node_options)
+        harness = cls(backend, seed, processes=processes, security=security, **node_options)
         try:
             for index in range(node_count):
                 harness._start(index, f"n{index}")
@@ -115,6 +130,7 @@ class ClusterTestHarness:
         seed: int | None = None,
         *,
         processes: bool = False,
+        security: SecurityMode | str = SecurityMode.NONE,
         **node_options: Any,
     ) -> ClusterTestHarness:
         """``create_test_cluster`` for asyncio tests: starts nodes without blocking the loop."""
@@ -124,6 +140,7 @@ class ClusterTestHarness:
             backend,
             seed,
             processes=processes,
+            security=security,
             **node_options,
         )
 
@@ -162,6 +179,10 @@ class ClusterTestHarness:
         others = [i for i in range(len(self.nodes)) if i != index and self._alive[i]]
         return [self._address(others[0])] if others else []
 
+    def _seed_ids(self, seeds: list[str]) -> dict[str, str]:
+        """Each seed address with the node id there (whose key a secured node needs)."""
+        return {address: self._ids[self._addresses.index(address)] for address in seeds}
+
     def _address(self, index: int) -> str:
         return self._addresses[index]
 
@@ -184,7 +205,8 @@ class ClusterTestHarness:
             bind = bind or f"127.0.0.1:{free_port_pair()}"
             node = self._start_process(node_id, bind, seeds) if self.processes else None
             if node is None:
-                node = Node(node_id, bind=bind, seeds=seeds, **self.node_options)
+                security = self.credentials.config(node_id, self._seed_ids(seeds))
+                node = Node(node_id, bind=bind, seeds=seeds, security=security, **self.node_options)
                 node.inbound_faults = self._fault_hook(index)  # from the first message
                 node.start(wait=wait, timeout=NODE_START_TIMEOUT_S)
         address = str(node.core.address if self._sim is not None else node.address)
@@ -198,10 +220,12 @@ class ClusterTestHarness:
             self._addresses.append(address)
 
     def _start_process(self, node_id: str, bind: str, seeds: list[str]) -> ProcessNode:
-        node = ProcessNode(node_id, bind, seeds, self._observer)
+        flags = self.credentials.flags(node_id, self._seed_ids(seeds))
+        node = ProcessNode(node_id, bind, seeds, self._observer, flags)
         if self._observer is None:
             try:
-                self._observer = Node(OBSERVER_ID, seeds=[bind])
+                security = self.credentials.config(OBSERVER_ID, {bind: node_id})
+                self._observer = Node(OBSERVER_ID, seeds=[bind], security=security)
                 self._observer.start(timeout=NODE_START_TIMEOUT_S)
             except BaseException:
                 self._observer = None
@@ -338,6 +362,7 @@ class ClusterTestHarness:
         if self._observer is not None:
             self._observer.abort()
             self._observer = None
+        shutil.rmtree(self.credentials.directory, ignore_errors=True)
         if errors:
             raise errors[0]
 

@@ -37,7 +37,14 @@ POLL_INTERVAL_S = 0.02
 class ProcessNode:
     """One ``zcluster node`` process, queried through an observer node."""
 
-    def __init__(self, node_id: str, bind: str, seeds: list[str], observer: Node | None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        bind: str,
+        seeds: list[str],
+        observer: Node | None,
+        flags: list[str] | None = None,
+    ) -> None:
         self.node_id = node_id
         self.address = bind
         self._observer = observer
@@ -48,6 +55,7 @@ class ProcessNode:
         args = [sys.executable, "-m", "zcluster", "node", "--id", node_id, "--bind", bind]
         for seed in seeds:
             args += ["--seed", seed]
+        args += flags or []  # security
         self.process = subprocess.Popen(
             args, stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
