@@ -24,6 +24,7 @@ import click
 from zcluster import __version__
 from zcluster.application import notable_change
 from zcluster.bench import GROUPS as BENCH_GROUPS
+from zcluster.bench import OPTIONAL_GROUPS as OPTIONAL_BENCH_GROUPS
 from zcluster.bench import workload as bench_sizes
 from zcluster.cli_direct import request, send
 from zcluster.cli_keys import keygen
@@ -574,7 +575,12 @@ def _sizes_text(sizes: Sequence[int]) -> str:
     f"{bench_sizes.QUICK_REPEAT_COUNT} with --quick].",
 )
 @click.option(
-    "--scenarios", metavar="GROUP,...", help=f"Groups to run [default: {','.join(BENCH_GROUPS)}]."
+    "--scenarios",
+    metavar="GROUP,...",
+    help=(
+        f"Groups to run [default: {','.join(BENCH_GROUPS)}; "
+        f"also: {','.join(OPTIONAL_BENCH_GROUPS)}]."
+    ),
 )
 @click.option(
     "--messages",

@@ -28,13 +28,16 @@ SMALL_RUN = ("--quick", "--scenarios", "pubsub,direct,rtt", "--messages", "500")
 RATIO = re.compile(r"\s\d+\.\d\dx\s+\d+\.\d\d-\d+\.\d\d\s")
 
 
-def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def bench(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "zcluster", "bench", *args],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
         cwd=cwd,
+        env=env,
     )
 
 

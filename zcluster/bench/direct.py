@@ -6,7 +6,9 @@ the receiver is done with the last. A guaranteed send is timed until every
 acknowledgement is final (DELIVERED once the receiver's handler returned and
 the sender heard so); an ``AT_MOST_ONCE`` one until the handler saw the last
 message. The receiver counts what its handler got: losses, duplicates and
-order are checked against the guarantee.
+order are checked against the guarantee. In a security mode (the ``security``
+group) the receiver is the seed, and the sender joins it with the mode's
+configuration (``bench.modes``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from typing import Any
 
 from zcluster import AckStatus, DeliveryGuarantee, MessageAcknowledgement, Node
 from zcluster.bench import workload
-from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
-from zcluster.bench.samples import BenchError, Sample, best_burst, order_problems
+from zcluster.bench.modes import NO_SECURITY, Secured
+from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers, cpu_s
+from zcluster.bench.samples import (
+    CPU_PER_MESSAGE,
+    BenchError,
+    Sample,
+    best_burst,
+    cpu_per_message_us,
+    order_problems,
+)
 from zcluster.bench.stats import rate_per_s
 from zcluster.bench.steps import acquire_all, is_up, stats_delta, warm_up
 from zcluster.bench.tally import IDLE_TIMEOUT_S, REPAIR_IDLE_TIMEOUT_S, Tally, burst_counts
@@ -55,9 +65,10 @@ def _receiver(
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
+    security: Secured,
 ) -> None:
     tallies = {name: Tally(count * bursts, warmup) for name in guarantee_names}
-    node = Node(RECEIVER_ID)
+    node = Node(RECEIVER_ID, security=security.for_seed())
     for name, tally in tallies.items():
         node.register(handler_of(DeliveryGuarantee[name]), tally.on_direct)
     with node:
@@ -67,17 +78,18 @@ def _receiver(
                 raise BenchError(f"{name}: no warm-up arrived")
             reliable = DeliveryGuarantee[name].is_reliable
             idle_s = REPAIR_IDLE_TIMEOUT_S if reliable else IDLE_TIMEOUT_S
-            stats, counts = node.stats(), tally.counts()
+            stats, counts, cpu_before_s = node.stats(), tally.counts(), cpu_s()
             warmed.release()
             for burst in range(bursts):
                 tally.wait_received((burst + 1) * count, idle_s, READY_TIMEOUT_S)
-                stats_after, counts_after = node.stats(), tally.counts()
+                stats_after, counts_after, cpu_after_s = node.stats(), tally.counts(), cpu_s()
                 link.report(
                     "received",
                     stats=stats_delta(stats, stats_after, RECEIVER_STATS),
+                    cpu_s=cpu_after_s - cpu_before_s,
                     **burst_counts(counts, counts_after),
                 )
-                stats, counts = stats_after, counts_after
+                stats, counts, cpu_before_s = stats_after, counts_after, cpu_after_s
                 done.release()  # the next burst starts once the receiver is done
 
 
@@ -111,9 +123,10 @@ def _sender(
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
+    security: Secured,
 ) -> None:
     payload = workload.body()
-    with Node(SENDER_ID, seeds=[seed]) as node:
+    with Node(SENDER_ID, seeds=[seed], security=security.for_joiner(seed)) as node:
         if not node.wait_for(functools.partial(is_up, node, RECEIVER_ID), READY_TIMEOUT_S):
             raise BenchError(f"{RECEIVER_ID} not up within {READY_TIMEOUT_S:g} s")
         for name in guarantee_names:
@@ -122,7 +135,7 @@ def _sender(
             warm_round = functools.partial(_warm_round, node, handler, guarantee, warmup, payload)
             warm_up(warm_round, warmed, 1)
             for burst in range(bursts):
-                before = node.stats()
+                before, cpu_before_s = node.stats(), cpu_s()
                 start_s = time.perf_counter()
                 seqs = range(burst * count, (burst + 1) * count)
                 acks = _send(node, handler, guarantee, seqs, payload)
@@ -136,19 +149,25 @@ def _sender(
                     end_s=end_s,
                     acked_s=acked_s,
                     statuses=statuses,
+                    cpu_s=cpu_s() - cpu_before_s,
                     stats=stats_delta(before, node.stats(), SENDER_STATS),
                 )
 
 
 def direct(
-    guarantees: Sequence[DeliveryGuarantee], count: int, bursts: int, warmup: int
+    guarantees: Sequence[DeliveryGuarantee],
+    count: int,
+    bursts: int,
+    warmup: int,
+    *,
+    security: Secured = NO_SECURITY,
 ) -> dict[str, Sample]:
     """A sender process and a receiver process: a sample per guarantee, its fastest burst
     of ``bursts`` of ``count`` messages."""
     names = [g.name for g in guarantees]
-    with Workers("zcluster direct") as workers:
+    with Workers(f"zcluster direct{security.label}") as workers:
         warmed, done = workers.semaphore(), workers.semaphore()
-        args = (names, count, bursts, warmup, warmed, done)
+        args = (names, count, bursts, warmup, warmed, done, security)
         workers.start(_receiver, "receiver", *args)
         seed = workers.expect("ready", READY_TIMEOUT_S, "receiver")["address"]
         workers.start(_sender, "sender", seed, *args)
@@ -187,6 +206,9 @@ def _sample(
         extra={
             "guarantee": guarantee.name,
             "messages_count": count,
+            CPU_PER_MESSAGE: cpu_per_message_us(
+                (sent["cpu_s"], received["cpu_s"]), received["received"]
+            ),
             "out_of_order": received["out_of_order"],
             "send_calls_per_s": round(rate_per_s(count, sent["start_s"], sent["end_s"])),
             "acknowledgements": sent["statuses"],

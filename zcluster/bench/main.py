@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from zcluster.bench import GROUPS, report, runner, scenarios, workload
+from zcluster.bench import ALL_GROUPS, GROUPS, costs, modes, report, runner, scenarios, workload
 from zcluster.errors import ConfigError
 
 MIN_CLUSTER_SIZE = 2
@@ -34,11 +34,11 @@ class BenchOptions:
 def parse_groups(text: str) -> tuple[str, ...]:
     """``"pubsub,rtt"`` -> the groups, or ConfigError naming the unknown ones."""
     groups = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [g for g in groups if g not in GROUPS]
+    unknown = [g for g in groups if g not in ALL_GROUPS]
     if unknown or not groups:
         raise ConfigError(
             f"unknown scenario group(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {','.join(GROUPS)}"
+            f"choose from {','.join(ALL_GROUPS)}"
         )
     return groups
 
@@ -89,7 +89,9 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
     wall_s = time.monotonic() - started_s
     loads = [load_before, os.getloadavg()[0]]
     reports = report.summarize(runs)
-    print(report.text(reports, _heading(machine, repeat, sizes, loads, wall_s)), file=out)
+    cost_rows = costs.summarize(reports)
+    sections = [costs.text(cost_rows)] if cost_rows else []
+    print(report.text(reports, _heading(machine, repeat, sizes, loads, wall_s), sections), file=out)
     document = {
         "tool": "zcluster bench",
         "started_utc": started.isoformat(timespec="seconds"),
@@ -97,6 +99,7 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout, err: TextIO = sys
         "machine": {**machine, "load_average_1min": loads},
         "settings": settings,
         "scenarios": [report.row_json(r) for r in reports],
+        "security_costs": [costs.cost_json(c) for c in cost_rows],
     }
     json_path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nresults: {json_path.resolve()}", file=out)
@@ -149,5 +152,7 @@ def _settings(
         "fanout_subscribers_count": workload.FANOUT_SUBSCRIBERS_COUNT,
         "cluster_sizes": list(cluster_sizes),
         "once_per_run": ["membership", "memory"],
+        "security_modes": [mode.value for mode in modes.SECURITY_MODES],
+        "security_guarantees": [g.name for g in scenarios.SECURITY_GUARANTEES],
         "bind": "127.0.0.1, random ports",
     }

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -166,6 +167,13 @@ class Workers:
         with contextlib.suppress(queue.Empty, OSError, EOFError):
             while True:
                 self._reports.get_nowait()
+
+
+def cpu_s() -> float:
+    """CPU time this process has used so far, all its threads (libzmq's I/O threads and a
+    node's loop too), user and system: waiting costs none, so a window may span waits."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_bytes(pid: int) -> int:

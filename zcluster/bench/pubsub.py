@@ -8,6 +8,9 @@ tail is not cut off and gaps can still be repaired. Each guarantee has its
 own topic and runs in turn in the same processes; a subscriber waits for a
 burst until none of its messages came for a while (longer when gaps may
 still be repaired).
+
+In a security mode (the ``security`` group) the publisher is the seed, and the
+subscribers join it with the mode's configuration (``bench.modes``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, NamedTuple
 
 from zcluster import DeliveryGuarantee, Node, PublicationLoss
 from zcluster.bench import workload
-from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
+from zcluster.bench.modes import NO_SECURITY, Secured
+from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers, cpu_s
 from zcluster.bench.samples import (
     BenchError,
     Sample,
@@ -67,9 +71,10 @@ def _publisher(
     body_bytes: int,
     warmed: Semaphore,
     done: Semaphore,
+    security: Secured,
 ) -> None:
     payload = workload.body(body_bytes)
-    with Node(PUBLISHER_ID) as node:
+    with Node(PUBLISHER_ID, security=security.for_seed()) as node:
         link.report("ready", address=node.address)
         topics = [topic_of(DeliveryGuarantee[name]) for name in guarantee_names]
 
@@ -86,7 +91,7 @@ def _publisher(
             )
             warm_up(warm_round, warmed, len(subscriber_ids))
             for burst in range(bursts):
-                before = node.stats()
+                before, cpu_before_s = node.stats(), cpu_s()
                 start_s = time.perf_counter()
                 _publish(node, topic, guarantee, range(burst * count, (burst + 1) * count), payload)
                 end_s = time.perf_counter()
@@ -95,6 +100,7 @@ def _publisher(
                     "published",
                     start_s=start_s,
                     end_s=end_s,
+                    cpu_s=cpu_s() - cpu_before_s,
                     stats=stats_delta(before, node.stats(), PUBLISHER_STATS),
                 )
 
@@ -105,6 +111,7 @@ class _Progress(NamedTuple):
     stats: dict[str, int]
     lost_reported: int
     counts: dict[str, Any]
+    cpu_s: float
 
 
 def _subscriber(
@@ -116,6 +123,7 @@ def _subscriber(
     warmup: int,
     warmed: Semaphore,
     done: Semaphore,
+    security: Secured,
 ) -> None:
     tallies = {
         topic_of(DeliveryGuarantee[name]): Tally(count * bursts, warmup) for name in guarantee_names
@@ -125,7 +133,7 @@ def _subscriber(
     def on_loss(loss: PublicationLoss) -> None:
         lost_reported[loss.topic] += loss.count
 
-    node = Node(link.role, seeds=[seed])
+    node = Node(link.role, seeds=[seed], security=security.for_joiner(seed))
     for topic, tally in tallies.items():
         node.subscribe(topic, tally.on_publication)
     node.on_publication_loss(on_loss)
@@ -137,15 +145,16 @@ def _subscriber(
             if not tally.warmed.wait(READY_TIMEOUT_S + RUN_TIMEOUT_S):
                 raise BenchError(f"{name}: no warm-up arrived")
             idle_s = REPAIR_IDLE_TIMEOUT_S if guarantee.is_reliable else IDLE_TIMEOUT_S
-            before = _Progress(node.stats(), lost_reported[topic], tally.counts())
+            before = _Progress(node.stats(), lost_reported[topic], tally.counts(), cpu_s())
             warmed.release()
             for burst in range(bursts):
                 tally.wait_received((burst + 1) * count, idle_s, READY_TIMEOUT_S)
-                after = _Progress(node.stats(), lost_reported[topic], tally.counts())
+                after = _Progress(node.stats(), lost_reported[topic], tally.counts(), cpu_s())
                 link.report(
                     "received",
                     stats=stats_delta(before.stats, after.stats, SUBSCRIBER_STATS),
                     lost_reported=after.lost_reported - before.lost_reported,
+                    cpu_s=after.cpu_s - before.cpu_s,
                     **burst_counts(before.counts, after.counts),
                 )
                 before = after
@@ -159,18 +168,20 @@ def pubsub(
     bursts: int,
     warmup: int,
     body_bytes: int,
+    *,
+    security: Secured = NO_SECURITY,
 ) -> dict[str, Sample]:
     """One publisher process, ``subscribers_count`` subscriber processes: a sample per
     guarantee, its fastest burst of ``bursts`` of ``count`` messages."""
     names = [g.name for g in guarantees]
-    with Workers(f"zcluster pub/sub 1->{subscribers_count}") as workers:
+    with Workers(f"zcluster pub/sub 1->{subscribers_count}{security.label}") as workers:
         warmed, done = workers.semaphore(), workers.semaphore()
         subscriber_ids = [f"bench-sub-{index}" for index in range(subscribers_count)]
         args = (names, count, bursts, warmup)
-        workers.start(_publisher, "pub", subscriber_ids, *args, body_bytes, warmed, done)
+        workers.start(_publisher, "pub", subscriber_ids, *args, body_bytes, warmed, done, security)
         seed = workers.expect("ready", READY_TIMEOUT_S, "pub")["address"]
         for node_id in subscriber_ids:
-            workers.start(_subscriber, node_id, seed, *args, warmed, done)
+            workers.start(_subscriber, node_id, seed, *args, warmed, done, security)
         samples = {}
         timeout_s = READY_TIMEOUT_S + RUN_TIMEOUT_S
         for guarantee in guarantees:
@@ -186,7 +197,7 @@ def pubsub(
 def _sample(
     guarantee: DeliveryGuarantee, sent: dict[str, Any], results: list[dict[str, Any]], count: int
 ) -> Sample:
-    sample = delivery_sample(sent["start_s"], results, count)
+    sample = delivery_sample(sent["start_s"], results, count, sent["cpu_s"])
     duplicates = sum(r["duplicates"] for r in results)
     out_of_order = sum(r["out_of_order"] for r in results)
     lost_reported = sum(r["lost_reported"] for r in results)

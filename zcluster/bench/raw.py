@@ -8,6 +8,10 @@ process and throughput is the messages received divided by the time from
 the first send to the last receive. High-water marks are set above the
 message count, so the raw side drops nothing by design; what it does lose
 is still counted.
+
+With ``curve`` the throughput sessions' sockets speak CURVE (the server's key set,
+no ZAP handler: libzmq lets every client in), the baseline of the ``security``
+group; the synchronization sockets stay plain.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import zmq
 import zmq.asyncio
 
 from zcluster.bench import workload
-from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers
+from zcluster.bench.modes import CurveKeys, connect_curve, serve_curve
+from zcluster.bench.processes import READY_TIMEOUT_S, RUN_TIMEOUT_S, Link, Workers, cpu_s
 from zcluster.bench.samples import (
     BenchError,
     Sample,
@@ -85,12 +90,18 @@ def _send(send: Callable[[bytes], Any], count: int, body_bytes: int) -> float:
 
 
 def _publisher(
-    link: Link, subscribers_count: int, count: int, body_bytes: int, bursts: int
+    link: Link,
+    subscribers_count: int,
+    count: int,
+    body_bytes: int,
+    bursts: int,
+    keys: CurveKeys | None,
 ) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = _socket(ctx, zmq.PUB, count + _HWM_MARGIN_COUNT)
     sync = _socket(ctx, zmq.PULL)
     try:
+        serve_curve(pub, keys)
         port = pub.bind_to_random_port(LOOPBACK)
         sync_port = sync.bind_to_random_port(LOOPBACK)
         link.report("ready", port=port, sync_port=sync_port)
@@ -103,24 +114,29 @@ def _publisher(
                 while sync.poll(0):
                     ready += sync.recv() == _READY
         for _ in range(bursts):
+            cpu_before_s = cpu_s()
             pub.send(_START)
-            link.report("published", start_s=_send(pub.send, count, body_bytes))
+            start_s = _send(pub.send, count, body_bytes)
             done, deadline = 0, time.monotonic() + RUN_TIMEOUT_S
             while done < subscribers_count and time.monotonic() < deadline:  # keep the tail
                 if sync.poll(_SYNC_POLL_MS):
                     done += sync.recv() == _DONE
+            link.report("published", start_s=start_s, cpu_s=cpu_s() - cpu_before_s)
     finally:
         pub.close()
         sync.close()
         ctx.term()
 
 
-def _subscriber(link: Link, port: int, sync_port: int, count: int, bursts: int) -> None:
+def _subscriber(
+    link: Link, port: int, sync_port: int, count: int, bursts: int, keys: CurveKeys | None
+) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = _socket(ctx, zmq.SUB, count + _HWM_MARGIN_COUNT)
     sync = _socket(ctx, zmq.PUSH)
     sync.linger = _SYNC_LINGER_MS
     try:
+        connect_curve(sub, keys)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(_endpoint(port))
         sync.connect(_endpoint(sync_port))
@@ -128,85 +144,100 @@ def _subscriber(link: Link, port: int, sync_port: int, count: int, bursts: int) 
         sub.recv()
         sync.send(_READY)
         for _ in range(bursts):
+            cpu_before_s = cpu_s()
             sub.rcvtimeo = int(READY_TIMEOUT_S * 1000)
             while sub.recv() != _START:
                 pass
             sub.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
             received, last_s = _receive(sub, count, routed=False)
+            spent_s = cpu_s() - cpu_before_s
             sync.send(_DONE)
-            link.report("received", received=received, last_arrival_s=last_s)
+            link.report("received", received=received, last_arrival_s=last_s, cpu_s=spent_s)
     finally:
         sub.close()
         sync.close()
         ctx.term()
 
 
-def pubsub(subscribers_count: int, count: int, body_bytes: int) -> dict[str, Sample]:
+def pubsub(
+    subscribers_count: int, count: int, body_bytes: int, *, curve: bool = False
+) -> dict[str, Sample]:
     """PUB -> ``subscribers_count`` SUB processes: deliveries per second, all subscribers."""
     bursts = []
-    with Workers(f"raw PUB->SUB 1->{subscribers_count}") as workers:
-        workers.start(
-            _publisher, "pub", subscribers_count, count, body_bytes, workload.RAW_BURSTS_COUNT
-        )
+    keys = CurveKeys.generate() if curve else None
+    label = f"raw PUB->SUB 1->{subscribers_count}{' (CURVE)' if curve else ''}"
+    with Workers(label) as workers:
+        bursts_count = workload.RAW_BURSTS_COUNT
+        workers.start(_publisher, "pub", subscribers_count, count, body_bytes, bursts_count, keys)
         ports = workers.expect("ready", READY_TIMEOUT_S, "pub")
         for index in range(subscribers_count):
-            args = (ports["port"], ports["sync_port"], count, workload.RAW_BURSTS_COUNT)
+            args = (ports["port"], ports["sync_port"], count, bursts_count, keys)
             workers.start(_subscriber, f"sub{index}", *args)
         for _ in range(workload.RAW_BURSTS_COUNT):
             sent = workers.expect("published", READY_TIMEOUT_S + RUN_TIMEOUT_S, "pub")
             results = [workers.expect("received", RUN_TIMEOUT_S) for _ in range(subscribers_count)]
-            bursts.append(delivery_sample(sent["start_s"], results, count))
+            bursts.append(delivery_sample(sent["start_s"], results, count, sent["cpu_s"]))
     return {"delivered": best_burst(bursts)}
 
 
 # ---------------------------------------------------------------- DEALER -> ROUTER
 
 
-def _sink(link: Link, count: int, bursts: int) -> None:
+def _sink(link: Link, count: int, bursts: int, keys: CurveKeys | None) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     router = _socket(ctx, zmq.ROUTER, count + _HWM_MARGIN_COUNT)
     try:
+        serve_curve(router, keys)
         link.report("ready", port=router.bind_to_random_port(LOOPBACK))
         router.rcvtimeo = int(READY_TIMEOUT_S * 1000)
         identity, _ = router.recv_multipart()
         router.rcvtimeo = int(IDLE_TIMEOUT_S * 1000)
         for _ in range(bursts):
+            cpu_before_s = cpu_s()
             router.send_multipart([identity, _GO])
             received, last_s = _receive(router, count, routed=True)
-            link.report("received", received=received, last_arrival_s=last_s)
+            spent_s = cpu_s() - cpu_before_s
+            link.report("received", received=received, last_arrival_s=last_s, cpu_s=spent_s)
+        router.send_multipart([identity, _GO])  # the source's last burst is over
+        link.wait_over(RUN_TIMEOUT_S)
     finally:
         router.close()
         ctx.term()
 
 
-def _source(link: Link, port: int, count: int, bursts: int) -> None:
+def _source(link: Link, port: int, count: int, bursts: int, keys: CurveKeys | None) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = _socket(ctx, zmq.DEALER, count + _HWM_MARGIN_COUNT)
     dealer.linger = int(RUN_TIMEOUT_S * 1000)  # what is queued at the end is still sent
     dealer.sndtimeo = dealer.rcvtimeo = int(RUN_TIMEOUT_S * 1000)
     try:
+        connect_curve(dealer, keys)
         dealer.connect(_endpoint(port))
         dealer.send(_GO)
+        dealer.recv()  # the sink is ready
         for _ in range(bursts):
-            dealer.recv()  # the sink is ready for the next burst
-            link.report("sent", start_s=_send(dealer.send, count, workload.BODY_BYTES))
+            cpu_before_s = cpu_s()
+            start_s = _send(dealer.send, count, workload.BODY_BYTES)
+            dealer.recv()  # the sink is done with the burst (and ready for the next)
+            link.report("sent", start_s=start_s, cpu_s=cpu_s() - cpu_before_s)
         link.wait_over(RUN_TIMEOUT_S)
     finally:
         dealer.close()
         ctx.term()
 
 
-def push(count: int) -> dict[str, Sample]:
+def push(count: int, *, curve: bool = False) -> dict[str, Sample]:
     """DEALER -> ROUTER in another process: messages received per second."""
     bursts = []
-    with Workers("raw DEALER->ROUTER") as workers:
-        workers.start(_sink, "sink", count, workload.RAW_BURSTS_COUNT)
+    keys = CurveKeys.generate() if curve else None
+    with Workers(f"raw DEALER->ROUTER{' (CURVE)' if curve else ''}") as workers:
+        workers.start(_sink, "sink", count, workload.RAW_BURSTS_COUNT, keys)
         port = workers.expect("ready", READY_TIMEOUT_S, "sink")["port"]
-        workers.start(_source, "source", port, count, workload.RAW_BURSTS_COUNT)
+        workers.start(_source, "source", port, count, workload.RAW_BURSTS_COUNT, keys)
         for _ in range(workload.RAW_BURSTS_COUNT):
             sent = workers.expect("sent", READY_TIMEOUT_S + RUN_TIMEOUT_S, "source")
             result = workers.expect("received", RUN_TIMEOUT_S, "sink")
-            bursts.append(delivery_sample(sent["start_s"], [result], count))
+            bursts.append(delivery_sample(sent["start_s"], [result], count, sent["cpu_s"]))
     return {"delivered": best_burst(bursts)}
 
 

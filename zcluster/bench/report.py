@@ -6,7 +6,7 @@ import dataclasses
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def failed(reports: Sequence[RowReport]) -> bool:
 # ---------------------------------------------------------------- table
 
 
-def _number(value: float | None, unit: str) -> str:
+def number(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit in ("MB/s", "MB"):
@@ -121,8 +121,8 @@ def _cells(report: RowReport) -> list[str]:
     return [
         report.row.title,
         unit,
-        _number(None if zc is None else zc.median, unit),
-        _number(None if raw is None else raw.median, unit),
+        number(None if zc is None else zc.median, unit),
+        number(None if raw is None else raw.median, unit),
         "-" if ratio is None else f"{ratio.median:.2f}x",
         "-" if ratio is None else f"{ratio.low:.2f}-{ratio.high:.2f}",
         "-" if report.lost is None else str(report.lost),
@@ -133,16 +133,21 @@ def _cells(report: RowReport) -> list[str]:
 
 def table(reports: Sequence[RowReport]) -> str:
     """The rows as aligned text columns."""
-    rows = [list(_COLUMNS), *(_cells(r) for r in reports)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return aligned(_COLUMNS, _RIGHT_ALIGNED, [_cells(r) for r in reports])
+
+
+def aligned(columns: Sequence[str], right: Collection[str], rows: list[list[str]]) -> str:
+    """A header and rows as text columns; those named in ``right`` aligned right."""
+    lines = [list(columns), *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            cell.rjust(width) if name in _RIGHT_ALIGNED else cell.ljust(width)
-            for name, cell, width in zip(_COLUMNS, cells, widths, strict=True)
+            cell.rjust(width) if name in right else cell.ljust(width)
+            for name, cell, width in zip(columns, cells, widths, strict=True)
         ).rstrip()
 
-    return "\n".join(line(row) for row in rows)
+    return "\n".join(line(cells) for cells in lines)
 
 
 # ---------------------------------------------------------------- JSON
@@ -181,12 +186,12 @@ def _side_json(samples: list[Sample | None]) -> dict[str, Any]:
     values = [None if s is None else s.value for s in samples]
     return {
         "values": values,
-        **_spread_json(spread(values)),
+        **spread_json(spread(values)),
         "samples": [None if s is None else s.to_json() for s in samples],
     }
 
 
-def _spread_json(middle: Spread | None) -> dict[str, float | None]:
+def spread_json(middle: Spread | None) -> dict[str, float | None]:
     if middle is None:
         return {"median": None, "min": None, "max": None}
     return {"median": middle.median, "min": middle.low, "max": middle.high}
@@ -203,7 +208,7 @@ def row_json(report: RowReport) -> dict[str, Any]:
         "lower_is_better": report.row.lower_is_better,
         "zcluster": _side_json(report.zcluster),
         "raw": None if report.raw is None else _side_json(report.raw),
-        "ratio": {"values": ratios, **_spread_json(spread(ratios))} if ratios else None,
+        "ratio": {"values": ratios, **spread_json(spread(ratios))} if ratios else None,
         "lost": report.lost,
         "duplicates": report.duplicates,
         "problems": report.problems,
@@ -212,9 +217,12 @@ def row_json(report: RowReport) -> dict[str, Any]:
     }
 
 
-def text(reports: Sequence[RowReport], heading: str) -> str:
-    """The table with its heading, a legend, and every problem and error in full."""
+def text(reports: Sequence[RowReport], heading: str, sections: Sequence[str] = ()) -> str:
+    """The table with its heading, a legend, further ``sections`` (the costs table),
+    and every problem and error in full."""
     lines = [heading, "", table(reports), "", _LEGEND]
+    for section in sections:
+        lines += ["", section]
     problems = [f"  {r.row.title}: {p}" for r in reports for p in r.problems]
     if problems:
         lines += ["", "BROKEN PROMISES (guaranteed messages lost, duplicated or out of order):"]

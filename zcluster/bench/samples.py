@@ -10,6 +10,13 @@ from zcluster import DeliveryGuarantee
 from zcluster.bench.stats import percentile, rate_per_s
 from zcluster.errors import ZclusterError
 
+#: what a throughput sample's extra calls the CPU time per message of its burst (µs)
+CPU_PER_MESSAGE = "cpu_us_per_message"
+#: and of the burst that used the least, in a sample of several
+LOWEST_CPU_PER_MESSAGE = "lowest_cpu_us_per_message"
+#: the suffix of the key of a CPU sample (``cpu_samples``)
+CPU = "cpu"
+
 
 class BenchError(ZclusterError):
     """A measurement could not be made: a worker failed, died or missed its time limit."""
@@ -46,23 +53,37 @@ def order_problems(guarantee: DeliveryGuarantee, duplicates: int, out_of_order: 
     return problems
 
 
-def delivery_sample(start_s: float, results: list[dict[str, Any]], count: int) -> Sample:
+def delivery_sample(
+    start_s: float, results: list[dict[str, Any]], count: int, sender_cpu_s: float | None = None
+) -> Sample:
     """Deliveries per second over every receiver, from the first send to the last arrival.
 
-    ``results`` are the receivers' reports of ``count`` messages sent to each.
+    ``results`` are the receivers' reports of ``count`` messages sent to each; with the
+    sender's CPU time and theirs (``cpu_s``), the CPU time per delivery as well.
     """
     received = sum(r["received"] for r in results)
     last_s = max(r["last_arrival_s"] for r in results)
     per_receiver = sorted(rate_per_s(r["received"], start_s, r["last_arrival_s"]) for r in results)
+    extra: dict[str, Any] = {
+        "messages_count": count,
+        "receivers_count": len(results),
+        "per_receiver_msgs_s": [round(rate) for rate in per_receiver],
+    }
+    if sender_cpu_s is not None:
+        spent = [sender_cpu_s, *(r.get("cpu_s") for r in results)]
+        extra[CPU_PER_MESSAGE] = cpu_per_message_us(spent, received)
     return Sample(
-        rate_per_s(received, start_s, last_s),
-        lost=count * len(results) - received,
-        extra={
-            "messages_count": count,
-            "receivers_count": len(results),
-            "per_receiver_msgs_s": [round(rate) for rate in per_receiver],
-        },
+        rate_per_s(received, start_s, last_s), lost=count * len(results) - received, extra=extra
     )
+
+
+def cpu_per_message_us(spent_s: Iterable[float | None], messages: int) -> float | None:
+    """The CPU time of every process of a burst per message delivered, in microseconds;
+    None when a process did not say, or nothing arrived."""
+    times = list(spent_s)
+    if messages <= 0 or any(t is None for t in times):
+        return None
+    return sum(t for t in times if t is not None) / messages * 1e6
 
 
 def best_burst(bursts: list[Sample]) -> Sample:
@@ -71,13 +92,31 @@ def best_burst(bursts: list[Sample]) -> Sample:
     slower than the code allows (the advice of ``timeit``), and raw pyzmq's bursts fall in
     two modes some 40 % apart, between which a median flips from one run to the next."""
     best = max(bursts, key=lambda sample: sample.value or 0.0)
+    extra = {**best.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]}
+    cpu = [sample.extra.get(CPU_PER_MESSAGE) for sample in bursts]
+    if any(value is not None for value in cpu):
+        extra["bursts_" + CPU_PER_MESSAGE] = cpu
+        extra[LOWEST_CPU_PER_MESSAGE] = min(value for value in cpu if value is not None)
     return dataclasses.replace(
         best,
         lost=total_count(sample.lost for sample in bursts),
         duplicates=total_count(sample.duplicates for sample in bursts),
         problems=tuple(problem for sample in bursts for problem in sample.problems),
-        extra={**best.extra, "bursts_msgs_s": [round(sample.value or 0.0) for sample in bursts]},
+        extra=extra,
     )
+
+
+def cpu_samples(samples: dict[str, Sample]) -> dict[str, Sample]:
+    """A sample of the lowest CPU time per message of each throughput sample that has one,
+    as "KEY cpu" (the lowest, as the fastest burst: other work only ever adds to it)."""
+    return {
+        f"{key} {CPU}": Sample(
+            sample.extra[LOWEST_CPU_PER_MESSAGE],
+            extra={"bursts_" + CPU_PER_MESSAGE: sample.extra["bursts_" + CPU_PER_MESSAGE]},
+        )
+        for key, sample in samples.items()
+        if LOWEST_CPU_PER_MESSAGE in sample.extra
+    }
 
 
 def total_count(counts: Iterable[int | None]) -> int | None:

@@ -4,7 +4,8 @@ A :class:`Family` is what runs together: one session of the raw pyzmq
 limit and one session of zcluster, each in fresh processes, giving one
 sample per row per repetition. Each :class:`Row` pairs a zcluster figure
 with the raw figure it is compared with (none for membership, which raw
-ZeroMQ does not have).
+ZeroMQ does not have); a row of the ``security`` group also names the row of
+the same scenario in mode none, its ``reference`` (``bench.costs``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import functools
 from collections.abc import Callable, Sequence
 
 from zcluster import DeliveryGuarantee
-from zcluster.bench import GROUPS, direct, membership, memory, pubsub, raw, rtt, workload
-from zcluster.bench.samples import Sample
+from zcluster.bench import ALL_GROUPS, direct, membership, memory, modes, pubsub, raw, rtt, workload
+from zcluster.bench.samples import CPU, Sample, cpu_samples
 from zcluster.bench.stats import megabytes_per_s
+from zcluster.security.config import SecurityMode
 
 #: every guarantee that publish() and send() accept (CAUSAL and TRANSACTIONAL are refused)
 GUARANTEES = (
@@ -25,6 +27,9 @@ GUARANTEES = (
     DeliveryGuarantee.EXACTLY_ONCE,
     DeliveryGuarantee.ORDERED,
 )
+#: the guarantees of the security group: the cost of a mode is per message and per
+#: connection, not per guarantee (the acknowledgements of AT_LEAST_ONCE are messages too)
+SECURITY_GUARANTEES = (DeliveryGuarantee.AT_MOST_ONCE, DeliveryGuarantee.AT_LEAST_ONCE)
 #: the raw baseline's figure for a throughput scenario
 DELIVERED = "delivered"
 
@@ -40,6 +45,9 @@ class Row:
     unit: str
     raw_key: str | None = None
     lower_is_better: bool = False
+    #: the title of the row this one is a variant of (the same scenario in security
+    #: mode none), which the costs table divides it by
+    reference: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +65,7 @@ class Family:
 def families(
     groups: Sequence[str], sizes: workload.Sizes, cluster_sizes: Sequence[int]
 ) -> list[Family]:
-    """The families of the selected groups, in the order of GROUPS."""
+    """The families of the selected groups, in the order of ALL_GROUPS."""
     builders: dict[str, Callable[[], list[Family]]] = {
         "pubsub": functools.partial(_pubsub, sizes),
         "direct": functools.partial(_direct, sizes),
@@ -65,8 +73,9 @@ def families(
         "payload": functools.partial(_payload, sizes),
         "membership": functools.partial(_membership, cluster_sizes),
         "memory": functools.partial(_memory, sizes),
+        "security": functools.partial(_security, sizes),
     }
-    return [family for group in GROUPS if group in groups for family in builders[group]()]
+    return [family for group in ALL_GROUPS if group in groups for family in builders[group]()]
 
 
 def _throughput_rows(prefix: str, unit: str = "msg/s") -> tuple[Row, ...]:
@@ -201,3 +210,92 @@ def _memory(sizes: workload.Sizes) -> list[Family]:
     )
     session = functools.partial(memory.zcluster_memory, sizes.peers_count, sizes.pending_count)
     return [Family("memory", "memory", rows, session, memory.raw_idle, repeated=False)]
+
+
+def _security(sizes: workload.Sizes) -> list[Family]:
+    """Fan-out and direct sends in each security mode, the modes of one scenario in turn
+    (so that each repetition of a mode runs right after the same repetition of none):
+    deliveries per second, and CPU time per delivery of all processes together.
+    Raw pyzmq has CURVE, so curve modes are paired with a raw CURVE baseline and none
+    with the plain one; a mode without Curve (jwt) has no raw side."""
+    fanout, count = workload.FANOUT_SUBSCRIBERS_COUNT, sizes.fanout_messages_count
+    fanout_session = functools.partial(
+        pubsub.pubsub,
+        fanout,
+        SECURITY_GUARANTEES,
+        count,
+        sizes.bursts_count,
+        sizes.warmup_for(count),
+        workload.BODY_BYTES,
+    )
+    direct_count = sizes.messages_count
+    direct_session = functools.partial(
+        direct.direct,
+        SECURITY_GUARANTEES,
+        direct_count,
+        sizes.bursts_count,
+        sizes.warmup_for(direct_count),
+    )
+    scenarios = (
+        (
+            f"pub/sub 1->{fanout}",
+            fanout_session,
+            functools.partial(raw.pubsub, fanout, count, workload.BODY_BYTES),
+        ),
+        ("direct send", direct_session, functools.partial(raw.push, direct_count)),
+    )
+    out = []
+    for name, session, baseline in scenarios:
+        for mode in modes.SECURITY_MODES:
+            has_raw = mode is SecurityMode.NONE or mode.uses_curve
+            zcluster = functools.partial(modes.in_mode, mode, session)
+            limit = functools.partial(baseline, curve=mode.uses_curve)
+            out.append(
+                Family(
+                    "security",
+                    f"{mode.value} {name}",
+                    _security_rows(mode, name, has_raw),
+                    functools.partial(_with_cpu, zcluster),
+                    functools.partial(_with_cpu, limit) if has_raw else None,
+                )
+            )
+    return out
+
+
+def _security_rows(mode: SecurityMode, name: str, has_raw: bool) -> tuple[Row, ...]:
+    """Throughput per guarantee, then CPU time per message, each naming its row in mode
+    none (the reference)."""
+    reference = modes.SECURITY_MODES[0]
+    rows = []
+    for cpu in (False, True):
+        for guarantee in SECURITY_GUARANTEES:
+            key, raw_key = guarantee.name, DELIVERED
+            if cpu:
+                key, raw_key = f"{key} {CPU}", f"{raw_key} {CPU}"
+            rows.append(
+                Row(
+                    key,
+                    security_title(mode, name, guarantee, cpu=cpu),
+                    "us" if cpu else "msg/s",
+                    raw_key if has_raw else None,
+                    lower_is_better=cpu,
+                    reference=None
+                    if mode is reference
+                    else security_title(reference, name, guarantee, cpu=cpu),
+                )
+            )
+    return tuple(rows)
+
+
+def _with_cpu(session: Session) -> dict[str, Sample]:
+    """The session's samples, and a CPU time per message sample of each (``cpu_samples``)."""
+    samples = session()
+    return {**samples, **cpu_samples(samples)}
+
+
+def security_title(
+    mode: SecurityMode, name: str, guarantee: DeliveryGuarantee, *, cpu: bool = False
+) -> str:
+    """The row of scenario ``name`` with ``guarantee`` in ``mode``: "curve direct send
+    AT_MOST_ONCE", or with ``cpu`` "curve direct send AT_MOST_ONCE CPU"."""
+    return f"{mode.value} {name} {guarantee.name}{' CPU' if cpu else ''}"
