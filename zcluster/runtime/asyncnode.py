@@ -234,6 +234,8 @@ class AsyncNode:
         try:
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)
+            if secured is not None:  # where tokens made for this node say it is
+                secured.policy.addresses = {address, *self._bound_addresses(router_port)}
         except BaseException:
             if secured is not None:
                 secured.close()
@@ -439,6 +441,11 @@ class AsyncNode:
         driver.close()  # first: no send leaves after its acknowledgement failed (detach)
         self.app.detach()
         log.info("node %s stopped", self.node_id)
+
+    def _bound_addresses(self, router_port: int) -> set[str]:
+        """The ROUTER's address as bound, if it names one host (a peer may use it)."""
+        host, _ = parse_address(self.bind, allow_port_zero=True, allow_wildcard=True)
+        return set() if host in WILDCARD_HOSTS else {format_address(host, router_port)}
 
     def _advertised(self, router_port: int, pub_port: int) -> tuple[str, str]:
         bind_host, bind_port = parse_address(self.bind, allow_port_zero=True, allow_wildcard=True)

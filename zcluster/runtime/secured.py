@@ -152,15 +152,15 @@ class SecuredConnections:
         key = self._member_keys.get(address) or self.policy.seed_key(address)
         return key or self._stranger_keys.get(address)
 
-    def plain_credentials(self) -> tuple[bytes, bytes]:
-        return self.policy.plain_credentials()
+    def plain_credentials(self, address: str) -> tuple[bytes, bytes]:
+        return self.policy.plain_credentials(address)
 
-    def greeting(self) -> tuple[tuple[bytes, bytes], float] | None:
+    def greeting(self, address: str) -> tuple[tuple[bytes, bytes], float] | None:
         """What a new connection says first (AUTH), and in how many seconds to say it
         again: at half the credential's life, and at least every auth_resend_interval_s.
         None when the mode binds no connection in band."""
         now = time.time()
-        credential = self.policy.credential(now)
+        credential = self.policy.credential(now, address)
         if credential is None or self._encoder is None:
             return None
         scheme, secret, expires_at = credential

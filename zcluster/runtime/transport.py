@@ -105,10 +105,10 @@ class ConnectionSecurity(Protocol):
     def server_key(self, address: str) -> bytes | None:
         """The Curve key of the node at ``address`` (None: unknown, do not connect)."""
 
-    def plain_credentials(self) -> tuple[bytes, bytes]:
-        """The PLAIN username and password to connect with."""
+    def plain_credentials(self, address: str) -> tuple[bytes, bytes]:
+        """The PLAIN username and password to connect to ``address`` with."""
 
-    def greeting(self) -> tuple[tuple[bytes, bytes], float] | None:
+    def greeting(self, address: str) -> tuple[tuple[bytes, bytes], float] | None:
         """The message a new connection sends first (AUTH), and in how many seconds to
         send it again; None if it sends none."""
 
@@ -220,7 +220,7 @@ class Transport:
         if security is None:
             return b""
         if not self._mode.uses_curve:
-            username, password = security.plain_credentials()
+            username, password = security.plain_credentials(address)
             sock.setsockopt(zmq.PLAIN_USERNAME, username)
             sock.setsockopt(zmq.PLAIN_PASSWORD, password)
             return b""
@@ -358,11 +358,18 @@ class Transport:
             if not dealer.members and now - dealer.last_used > idle:
                 self._close_dealer(address)
             elif now >= dealer.greet_at:
-                self._greet(dealer, now)
+                self._greet(address, dealer, now)
 
-    def _greet(self, dealer: _Dealer, now: float) -> None:
+    def _greet(self, address: str, dealer: _Dealer, now: float) -> None:
         """Send the connection's greeting (AUTH), ahead of what is sent after it."""
-        greeting = self._security.greeting() if self._security is not None else None
+        if self._security is None:
+            return
+        try:
+            greeting = self._security.greeting(address)
+        except ConfigError as exc:  # our own token is bad: said again later, if fixed
+            dealer.greet_at = now + self._config.auth_resend_interval_s
+            log.error("cannot say who this node is to %s: %s", address, exc)
+            return
         if greeting is None:
             return
         frames, again_s = greeting
@@ -412,8 +419,9 @@ class Transport:
             sock.close(linger=0)
             log.warning("cannot connect to %s: %s", address, exc)
             return None
-        dealer = self._dealers[address] = _Dealer(sock, set(), now, server_key or None)
-        self._greet(dealer, now)
+        dealer = _Dealer(sock, set(), now, server_key or None)
+        self._greet(address, dealer, now)  # first: before any other thread sends on it
+        self._dealers[address] = dealer
         return dealer
 
     def _close_dealer(self, address: str) -> None:

@@ -21,6 +21,8 @@ logged.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import logging
 import secrets
 from collections import Counter, OrderedDict
@@ -44,6 +46,10 @@ CERTIFICATE_TAG = "zcluster.cert"
 #: ZAP domains: one per bound socket, so that a verdict knows what it lets in
 DIRECT_DOMAIN = "direct"
 PUBSUB_DOMAIN = "pubsub"
+#: private claims that bind a token to one connection: the client's Curve key, or the
+#: address of the server it is for
+KEY_CLAIM = "zcluster_key"
+TO_CLAIM = "zcluster_to"
 #: AUTH schemes
 JWT_SCHEME = "jwt"
 CERTIFICATE_SCHEME = "certificate"
@@ -122,8 +128,11 @@ class AuthenticationHandler:
         #: principal -> what an AUTH bound it to, and with what (to check it again when
         #: the keys are replaced)
         self._bound: OrderedDict[str, _Binding] = OrderedDict()
-        #: this run's PLAIN password (mode jwt): the principal a token is bound to
+        #: this run's secret, from which its PLAIN password to each server is made (jwt)
         self.session_secret = secrets.token_hex(16)
+        #: the addresses peers reach this node at (set once bound): a token made for a
+        #: connection to another address is refused
+        self.addresses: set[str] = set()
         self._credentials = credentials
         self._authorized_nodes = authorized_nodes
         #: node id -> its authorized key (curve-mutual)
@@ -233,9 +242,12 @@ class AuthenticationHandler:
             return None
         return key
 
-    def plain_credentials(self) -> tuple[bytes, bytes]:
-        """The PLAIN username and password our connections present (mode jwt)."""
-        return self.node_id.encode(), self.session_secret.encode()
+    def plain_credentials(self, address: str) -> tuple[bytes, bytes]:
+        """The PLAIN username and password our connections to ``address`` present (mode
+        jwt): a secret of this run for that server alone, so that a server cannot
+        present it to another in our name."""
+        mac = hmac.new(self.session_secret.encode(), address.encode(), hashlib.sha256)
+        return self.node_id.encode(), mac.hexdigest()[:32].encode()
 
     def generate_token(
         self, node_id: str | None = None, *, now: float, ttl_s: float | None = None
@@ -249,17 +261,24 @@ class AuthenticationHandler:
         ttl_s = self._config.auth_token_ttl_s if ttl_s is None else ttl_s
         return generate_token(key, node_id or self.node_id, self._cluster, ttl_s, now)
 
-    def credential(self, now: float) -> tuple[str, bytes, float] | None:
-        """What our connections say in AUTH: the scheme, the credential, and until when
-        it holds (wall clock). None when the mode binds no connection in band."""
+    def credential(self, now: float, address: str) -> tuple[str, bytes, float] | None:
+        """What our connection to ``address`` says in AUTH: the scheme, the credential,
+        and until when it holds (wall clock). None when the mode binds no connection in
+        band. A token we make is for that connection alone: bound to our Curve key
+        (curve+jwt) or to the server's address (jwt), so that the server cannot present
+        it to another in our name."""
         credentials = self._credentials
         if self.mode.uses_tokens:
             key = credentials.signing_key
-            if key is None:  # a token issued for us
+            if key is None:  # a token issued for us: a bearer token
                 token = credentials.token or ""
                 return JWT_SCHEME, token.encode(), token_expiry(token)
+            public = self.public_key
+            bound = {KEY_CLAIM: public.decode()} if public else {TO_CLAIM: address}
             ttl_s = self._config.auth_token_ttl_s
-            token = generate_token(key, self.node_id, self._cluster, ttl_s, now, one_time=True)
+            token = generate_token(
+                key, self.node_id, self._cluster, ttl_s, now, one_time=True, extra=bound
+            )
             return JWT_SCHEME, token.encode(), now + ttl_s
         certificate = credentials.certificate
         if certificate is not None:
@@ -344,6 +363,7 @@ class AuthenticationHandler:
             raise AuthError("identity", f"a connection of {user_id.partition(' ')[0]}")
         if scheme == JWT_SCHEME and self._verifier is not None:
             token = self._verifier.verify(credential, now, subject=sender, scope=scope)
+            self._check_bound_to_us(token.claims, user_id)
             return token.expires_at
         if scheme == CERTIFICATE_SCHEME and self._credentials.ca_keys:
             try:
@@ -352,6 +372,15 @@ class AuthenticationHandler:
                 raise AuthError("certificate_malformed", "not ASCII") from None
             return self._check_certificate(sender, user_id.encode(), text, now)
         raise AuthError("scheme", f"scheme {scheme[:40]!r} is not this node's")
+
+    def _check_bound_to_us(self, claims: Mapping[str, object], user_id: str) -> None:
+        """A token bound to a connection (see ``credential``) must be bound to this one."""
+        key = claims.get(KEY_CLAIM)
+        if key is not None and (not self.mode.uses_curve or key != user_id):
+            raise AuthError("token_audience", "the token is bound to another Curve key")
+        to = claims.get(TO_CLAIM)
+        if to is not None and to not in self.addresses:
+            raise AuthError("token_audience", f"the token is for the node at {str(to)[:80]}")
 
     def _check_certificate(self, node_id: str, key: bytes, text: str, now: float) -> float:
         certificate = NodeCertificate.from_signature_text(self._cluster, node_id, key, text)

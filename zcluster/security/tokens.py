@@ -13,7 +13,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -118,6 +118,8 @@ class VerifiedToken:
     expires_at: float
     #: the ``jti`` of a one-time token; None for a bearer token
     token_id: str | None
+    #: every claim, as the token has them (a caller's own claims: see generate_token)
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 def load_signing_key(path: Path, algorithm: str, kid: str | None = None) -> SigningKey:
@@ -141,9 +143,11 @@ def generate_token(
     now: float,
     *,
     one_time: bool = False,
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     """A token for node ``node_id`` valid from ``now`` for ``ttl_s`` seconds, for
-    ``audience``. ``one_time`` adds a random ``jti``: a verifier accepts it once per scope."""
+    ``audience``. ``one_time`` adds a random ``jti``: a verifier accepts it once per scope.
+    ``extra``: more claims (private ones, which bind the token to one connection)."""
     if not isinstance(node_id, str) or not node_id:
         raise ConfigError(f"a token's node id must be a non-empty string, got {node_id!r}")
     if not isinstance(audience, str) or not audience:
@@ -160,6 +164,7 @@ def generate_token(
     }
     if one_time:
         claims["jti"] = secrets.token_urlsafe(16)
+    claims.update(extra or {})
     headers = None if key.kid is None else {"kid": key.kid}
     return jwt.encode(claims, key.key, algorithm=key.algorithm, headers=headers)
 
@@ -252,12 +257,12 @@ class TokenVerifier:
         node = self._check_subject(claims, subject)
         token_id = claims.get("jti")
         if token_id is None:
-            return VerifiedToken(node, expires_at, None)
+            return VerifiedToken(node, expires_at, None, claims)
         if not isinstance(token_id, str):
             raise AuthError("token_malformed", "token 'jti' claim is not a string")
         if scope is not None:
             self._remember(scope, token_id, expires_at + self._leeway, now)
-        return VerifiedToken(node, expires_at, token_id)
+        return VerifiedToken(node, expires_at, token_id, claims)
 
     def _text(self, token: object) -> str:
         if not isinstance(token, str | bytes):
