@@ -308,3 +308,17 @@ def test_a_flood_of_failed_handshakes_is_cut_short(curve_pair: Pair) -> None:
         for sock in flood:
             sock.close(linger=0)
         context.term()
+
+
+def test_a_token_made_for_another_node_is_not_taken(jwt_pair: Pair) -> None:
+    """What a member receives from b (a token b made for its connection to that member)
+    cannot be presented to a in b's name: it says which server it is for."""
+    from zcluster.security.tokens import generate_token, load_signing_key
+
+    key = load_signing_key(jwt_pair.keys / "rsa.pem", "RS256")
+    elsewhere = {"zcluster_to": "127.0.0.1:9"}  # the member that received it
+    token = generate_token(key, "b", "zcluster", 60, time.time(), one_time=True, extra=elsewhere)
+    _attack_with_token(jwt_pair, token)
+    assert jwt_pair.refused("token_audience") == 1
+    assert jwt_pair.got == []
+    jwt_pair.still_works()

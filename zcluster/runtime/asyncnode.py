@@ -228,6 +228,7 @@ class AsyncNode:
         loop = asyncio.get_running_loop()
         self.incarnation = new_incarnation()
         secured = self._secured()
+        tags = self._own_tags(secured)  # before binding: may fail (too many tags)
         transport = Transport(self.config, self.node_id, secured)
         if secured is not None:  # before binding: a handshake needs its handler
             secured.start(transport, loop)
@@ -249,7 +250,7 @@ class AsyncNode:
             seeds=self.seeds,
             config=self.config,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
-            tags=self._own_tags(secured),
+            tags=tags,
         )
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
@@ -393,7 +394,10 @@ class AsyncNode:
         """Our tags, with what the security mode says of us (our public key)."""
         if secured is None:
             return self.tags
-        return checked_tags({**dict(self.tags), **secured.policy.my_tags()})
+        try:
+            return checked_tags({**dict(self.tags), **secured.policy.my_tags()})
+        except ValueError as exc:
+            raise ConfigError(f"tags: {exc} (the security mode adds its own)") from None
 
     async def _warn_until_joined(self, joined: asyncio.Event) -> None:
         """Say, every ``join_warning_interval_s``, that no seed has admitted us yet, and
@@ -506,7 +510,10 @@ class AsyncNode:
         False if a file is bad: the old settings stay (counted ``auth_reload_failed``).
         This node's own key pair is read at start only."""
         driver = self._require()
-        return driver.security.reload() if driver.security is not None else False
+        if driver.security is None:
+            return False
+        with driver.core_lock:  # a reload opens and closes connections
+            return driver.security.reload()
 
     def stats(self) -> dict[str, int]:
         """Counters (messages, rejected frames, probes, suspicions, ...) and connection gauges."""

@@ -389,7 +389,8 @@ class Driver:
             self._next_trim = now + self._config.memory_trim_interval_s
             return_free_memory()
         if self.security is not None:
-            self.security.check_files(now)
+            with self.core_lock:  # a reload opens and closes connections
+                self.security.check_files(now)
 
     def reconnect(self, node_id: str, address: str, pub_address: str, connect: bool) -> None:
         """Open (``connect``) or close our connections to a member, its membership
@@ -768,7 +769,11 @@ class Driver:
         if self.security is not None:
             member = self.core.member(effect.node_id)
             tags = dict(member.tags) if member is not None else {}
-            self.security.member_connected(effect.node_id, effect.address, effect.pub_address, tags)
+            security = self.security
+            if not security.member_connected(
+                effect.node_id, effect.address, effect.pub_address, tags
+            ):
+                return  # counted by the policy; connected later if that changes
         self.transport.connect_member(
             effect.node_id, effect.address, effect.pub_address, self.clock()
         )
@@ -776,7 +781,7 @@ class Driver:
     def _disconnect(self, effect: fx.Disconnect) -> None:
         self.transport.disconnect_member(effect.node_id, effect.address, effect.pub_address)
         if self.security is not None:
-            self.security.member_disconnected(effect.address)
+            self.security.member_disconnected(effect.node_id, effect.address)
 
     def _set_subscription(self, effect: fx.SetSubscription) -> None:
         # Either form a publisher may use (one frame once every member reads it).

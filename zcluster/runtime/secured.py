@@ -55,8 +55,10 @@ class SecuredConnections:
         #: connected members by address: (node id, PUB address, tags), to check again
         #: when the keys are replaced
         self._members: dict[str, tuple[str, str, Mapping[str, str]]] = {}
-        #: members whose connections a reload cut (their key was revoked), by address
+        #: members not connected to because their key is not authorized (now), by address
         self._cut: set[str] = set()
+        #: members whose address another member held with another key, by address
+        self._waiting: dict[str, tuple[str, str, Mapping[str, str]]] = {}
         #: reply address -> the key of the stranger that named it (curve: whoever we
         #: answer at an address must hold the key that asked; no reflection to others)
         self._stranger_keys: OrderedDict[str, bytes] = OrderedDict()
@@ -123,10 +125,12 @@ class SecuredConnections:
                 self._reconnect(node_id, address, pub_address, allowed)
 
     def check_files(self, now: float) -> None:
-        """Reload when a file changed (checked every auth_reload_interval_s)."""
+        """Reload when a file changed, and forget expired bindings (checked every
+        auth_reload_interval_s)."""
         if now < self._next_check:
             return
         self._next_check = now + self._config.auth_reload_interval_s
+        self.policy.prune(time.time())
         if fingerprint(self._settings) != self._fingerprint:
             self.reload()
 
@@ -171,19 +175,43 @@ class SecuredConnections:
 
     def member_connected(
         self, node_id: str, address: str, pub_address: str, tags: Mapping[str, str]
-    ) -> None:
-        self._members[address] = (node_id, pub_address, tags)
-        self._cut.discard(address)
+    ) -> bool:
+        """A member to connect to; False if not now: its key is not one to connect
+        with, or another member holds its address with another key (its own record
+        may say any address: it must not take another's connections)."""
+        if not self.mode.uses_curve:
+            return True  # no key to connect with: the server is not authenticated (jwt)
         key = self.policy.member_key(node_id, tags, time.time())
+        holder = self._members.get(address)
+        if holder is not None and holder[0] != node_id and key != self._member_keys.get(address):
+            self.policy.refused("address_taken", f"{node_id} claims {holder[0]}'s address")
+            self._waiting[address] = (node_id, pub_address, tags)
+            return False
+        self._members[address] = (node_id, pub_address, tags)
         if key is None:
             self._member_keys.pop(address, None)
-        else:
-            self._member_keys[address] = key
-
-    def member_disconnected(self, address: str) -> None:
-        self._member_keys.pop(address, None)
-        self._members.pop(address, None)
+            self._cut.add(address)  # connected once its key is authorized (a reload)
+            return False
+        self._member_keys[address] = key
         self._cut.discard(address)
+        return True
+
+    def member_disconnected(self, node_id: str, address: str) -> None:
+        waiting = self._waiting.get(address)
+        if waiting is not None and waiting[0] == node_id:
+            del self._waiting[address]
+            return
+        holder = self._members.get(address)
+        if holder is None or holder[0] != node_id:
+            return
+        del self._members[address]
+        self._member_keys.pop(address, None)
+        self._cut.discard(address)
+        waiting = self._waiting.pop(address, None)
+        if waiting is not None:  # the address is free now: its other claimant's turn
+            claimant, pub_address, tags = waiting
+            if self.member_connected(claimant, address, pub_address, tags):
+                self._reconnect(claimant, address, pub_address, True)
 
     def admits(self, user_id: bytes, event: ev.EnvelopeReceived) -> bool:
         """Whether a message read on the ROUTER from a connection let in as ``user_id``

@@ -391,6 +391,8 @@ class Transport:
     def _renew_dealer(self, address: str, dealer: _Dealer, now: float) -> None:
         """Replace a DEALER by one connected afresh (its server's key changed)."""
         with self.dealers_lock:
+            if self._dealers.get(address) is not dealer:
+                return  # another thread renewed or closed it meanwhile
             del self._dealers[address]
             dealer.socket.close(linger=0)  # its server's key changed: nobody would read it
         renewed = self._open_dealer(address, now)
@@ -426,8 +428,9 @@ class Transport:
 
     def _close_dealer(self, address: str) -> None:
         with self.dealers_lock:
-            dealer = self._dealers.pop(address)
-            dealer.socket.close(linger=0)
+            dealer = self._dealers.pop(address, None)
+            if dealer is not None:
+                dealer.socket.close(linger=0)
 
     def cut_subscribers(self) -> None:
         """Close every connection to our PUB, by binding it again: each subscriber

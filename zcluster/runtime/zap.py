@@ -58,6 +58,8 @@ class ZapResponder:
 
     def _read(self) -> None:
         sock = self._socket
+        if sock.closed:  # a turn scheduled before close
+            return
         for _ in range(_BATCH_COUNT):
             if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
@@ -89,11 +91,14 @@ class ZapResponder:
             return None
         if isinstance(verdict, Defer):
             self._forget_stale(now)
-            if len(self._pending) < self._config.auth_pending_max_count:
-                self._pending.append((verdict.user_id, now, head))
-                return None
-            reason = self._policy.refused("handshake_busy", "too many handshakes waiting")
-            return [*head, b"400", reason.encode(), b"", b""]
+            if len(self._pending) >= self._config.auth_pending_max_count:
+                # The oldest is left unanswered (its client tries again later), never
+                # refused: a refused client never tries again, and a flood must not make
+                # an honest subscriber's refusal.
+                self._pending.pop(0)
+                self._policy.refused("handshake_busy", "too many handshakes waiting")
+            self._pending.append((verdict.user_id, now, head))
+            return None
         return [*head, b"400", verdict.reason.encode(), b"", b""]
 
     def release(self, user_id: str) -> None:

@@ -28,6 +28,7 @@ from zcluster.security.tokens import (
     VerificationKey,
     load_signing_key,
     load_verification_key,
+    token_expiry,
 )
 from zcluster.wire import check_name
 
@@ -258,6 +259,10 @@ def _read_token(path: Path) -> str:
         raise ConfigError(f"cannot read the token file {path}: {exc}") from None
     if not text or len(text.split()) != 1:
         raise ConfigError(f"the token file {path} must hold one token (zcluster token issue)")
+    try:
+        token_expiry(text)  # a token we could not present must not replace a good one
+    except ConfigError as exc:
+        raise ConfigError(f"the token file {path}: {exc}") from None
     return text
 
 

@@ -168,6 +168,7 @@ class AuthenticationHandler:
         if self._verifier is not None:
             self._verifier.replace_keys(credentials.verification_keys)
             self._verifier.replace_authorized_nodes(authorized_nodes)
+        self.prune(now)
         revoked = 0
         for user_id, binding in list(self._bound.items()):
             try:
@@ -185,6 +186,14 @@ class AuthenticationHandler:
             or (authorized_nodes is not None and not (old_nodes or set()) <= authorized_nodes)
         )
         return bool(revoked) or narrowed
+
+    def prune(self, now: float) -> None:
+        """Forget the bindings whose credential expired (their node did not renew them:
+        gone, or refused its renewal)."""
+        leeway = self._config.auth_token_leeway_s
+        for user_id, binding in list(self._bound.items()):
+            if now > binding.expires_at + leeway:
+                del self._bound[user_id]
 
     @property
     def binds_in_band(self) -> bool:
@@ -221,6 +230,10 @@ class AuthenticationHandler:
         """The server key to expect at a member's sockets; None: not to connect to (its
         key is unknown, not authorized, or its certificate does not hold: counted)."""
         if not self.mode.uses_curve:
+            return None
+        nodes = self._authorized_nodes
+        if nodes is not None and node_id not in nodes:
+            self.refused("not_authorized", f"member {node_id} is not an authorized node")
             return None
         key = self._key_of.get(node_id)
         if key is not None:
@@ -320,7 +333,11 @@ class AuthenticationHandler:
             return Deny("handshake_malformed", f"{mechanism} credentials of the wrong shape")
         if self.mode is SecurityMode.CURVE:
             return Allow(principal)
-        if principal.encode() in self._credentials.authorized_keys:
+        holder = self._credentials.authorized_keys.get(principal.encode())
+        if holder is not None:
+            nodes = self._authorized_nodes
+            if nodes is not None and holder not in nodes:
+                return Deny("not_authorized", f"{holder} is not an authorized node")
             return Allow(principal)
         if not self.binds_in_band:
             return Deny("key_unknown", f"key {principal} is not authorized")
