@@ -239,8 +239,9 @@ class NodeConfig:
     auth_failures_per_s: float = 20.0
     #: clock difference tolerated when checking a token's exp, nbf and iat
     auth_token_leeway_s: float = 30.0
-    #: how long the tokens this node makes for itself are valid
-    auth_token_ttl_s: float = 600.0
+    #: how long the tokens this node makes for itself are valid (short: each one-time
+    #: token's id is remembered by its receiver until it expires)
+    auth_token_ttl_s: float = 120.0
     #: one-time token ids remembered (until they expire) to refuse a replayed handshake
     auth_replay_max_count: int = 100_000
     #: connections bound to a node id by AUTH, remembered at most (the least recently

@@ -404,7 +404,11 @@ class Driver:
         """Close the connections to our PUB: each subscriber is let in again only if the
         policy still allows it (keys were revoked)."""
         with self.lane.lock:
-            self.transport.cut_subscribers()
+            try:
+                self.transport.cut_subscribers()
+            except zmq.ZMQError as exc:  # the port was taken meanwhile: nobody hears us
+                self._failed("binding the PUB again", exc)
+                return
         self.counters["subscribers_cut"] += 1
 
     def _read_router(self) -> None:
