@@ -5,6 +5,7 @@ flags are one line and exit status 2."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -146,6 +147,12 @@ def test_a_secured_cluster_forms_and_carries_a_publication(
     start_cluster(spawn, seed, args)
     # in curve-mutual a client speaks as the node its key or certificate is for
     pub_reaches_sub(seed, args, tmp_path, "[pub1" if mode.startswith("curve-mutual") else "")
+    # a request to a member, and a direct message (the built-in view handler of n3)
+    asked = zcluster("request", "n3", "zcluster.view", "--seed", seed, *args("pub1"))
+    assert asked.returncode == 0, asked.stderr
+    assert {m["node_id"] for m in json.loads(asked.stdout)["members"]} >= set(NODES), asked.stdout
+    sent = zcluster("send", "n2", "zcluster.view", "hello", "--seed", seed, *args("pub1"))
+    assert sent.returncode == 0, sent.stderr
 
 
 def _run(*args: str | Path) -> str:
