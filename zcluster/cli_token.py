@@ -11,7 +11,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import jwt
@@ -43,22 +45,22 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return seconds
 
 
-signing_key_option = click.option(
-    "--key",
-    "key_path",
-    required=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The HS256 secret file, or the private key PEM for RS256/ES256.",
-)
-verification_key_option = click.option(
-    "--key",
-    "key_path",
-    required=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The HS256 secret file, or a public (or private) key PEM for RS256/ES256.",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _key_option(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--key",
+        "key_path",
+        required=True,
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"The HS256 secret file, or {what} for RS256/ES256.",
+    )
+
+
+signing_key_option = _key_option("the private key PEM")
+verification_key_option = _key_option("a public (or private) key PEM")
 alg_option = click.option(
     "--alg",
     "algorithm",

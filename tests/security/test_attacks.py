@@ -19,10 +19,10 @@ from pathlib import Path
 import jwt
 import pytest
 import zmq
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.helpers import all_up, wait_until
+from tests.security.pem import write_pem_pair
 from zcluster import MemberStatus, Node
 from zcluster.protocol import messages as msg
 from zcluster.security.config import SecurityConfig
@@ -64,20 +64,7 @@ def _claims(node_id: str, **changes: object) -> dict[str, object]:
 
 def _pem_pair(keys: Path) -> tuple[Path, Path]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    secret, public = keys / "rsa.pem", keys / "rsa.pub"
-    secret.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return secret, public
+    return write_pem_pair(private, keys / "rsa.pem", keys / "rsa.pub")
 
 
 def _start_pair(configs: Callable[[str, str | None], SecurityConfig], keys: Path) -> Pair:

@@ -9,9 +9,9 @@ from pathlib import Path
 import jwt
 import pytest
 from click.testing import CliRunner, Result
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.security.pem import write_pem_pair
 from zcluster.cli_token import token
 from zcluster.errors import ConfigError
 
@@ -25,18 +25,7 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     (d / "hs.secret").write_bytes(SECRET + b"\n")
     for name, key in (("rsa", rsa_key), ("ec", ec_key)):
-        (d / f"{name}.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        (d / f"{name}.pub.pem").write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        write_pem_pair(key, d / f"{name}.pem", d / f"{name}.pub.pem")
     return d
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from tests.helpers import all_up, wait_until
+from tests.security.pem import write_pem_pair
 from zcluster import Node, SecurityConfig
 from zcluster.security.tokens import (
     TokenVerifier,
@@ -73,19 +74,7 @@ def es256_check_by_hand(public: ec.EllipticCurvePublicKey, token: str) -> dict[s
 @pytest.fixture
 def ec_files(tmp_path: Path) -> tuple[ec.EllipticCurvePrivateKey, Path, Path]:
     private = ec.generate_private_key(ec.SECP256R1())
-    secret, public = tmp_path / "ec.pem", tmp_path / "ec.pub"
-    secret.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    secret, public = write_pem_pair(private, tmp_path / "ec.pem", tmp_path / "ec.pub")
     return private, secret, public
 
 

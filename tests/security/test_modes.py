@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import zmq
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.helpers import all_up, wait_until
+from tests.security.pem import write_pem_pair
 from zcluster import MemberStatus, Node
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member
@@ -96,19 +96,7 @@ def _make_keys(keys: Path) -> None:
             keys / f"{node_id}.cert"
         )
     (keys / "secret").write_bytes(SECRET)
-    private = ec.generate_private_key(ec.SECP256R1())
-    (keys / "ec.pem").write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (keys / "ec.pub").write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_pem_pair(ec.generate_private_key(ec.SECP256R1()), keys / "ec.pem", keys / "ec.pub")
 
 
 MODES = ["curve", "curve-mutual", "curve-mutual-ca", "jwt", "curve+jwt"]
