@@ -276,3 +276,25 @@ def test_mode_none_warns_when_it_listens_beyond_loopback(
             pass
     warnings = [r for r in caplog.records if "with security mode none" in r.getMessage()]
     assert len(warnings) == 1 and "0.0.0.0:0" in warnings[0].getMessage()
+
+
+def test_tokens_are_renewed_before_they_expire(tmp_path: Path) -> None:
+    """Tokens of two seconds on connections that live for six: each connection says
+    AUTH again with a fresh token in time, and nothing is refused."""
+    (tmp_path / "secret").write_bytes(SECRET)
+    short = {"auth_token_ttl_s": 2.0, "auth_token_leeway_s": 0.2}
+    security = SecurityConfig("jwt", jwt_key=tmp_path / "secret")
+    with Node("a", security=security, **short) as a:
+        got: list[object] = []
+        a.register("inbox", lambda message, sender: got.append(message))
+        with Node("b", seeds=[a.address], security=security, **short) as b:
+            deadline = time.monotonic() + 6
+            sent = 0
+            while time.monotonic() < deadline:
+                b.send("a", "inbox", sent)
+                sent += 1
+                time.sleep(0.1)
+            assert wait_until(lambda: len(got) == sent, 5), (len(got), sent)
+            assert all_up([a, b])
+            for node in (a, b):
+                assert not [k for k in node.stats() if k.startswith("auth_refused")], node.stats()
