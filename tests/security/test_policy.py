@@ -91,7 +91,7 @@ def test_a_key_speaks_for_its_own_node_only(keys: Path) -> None:
     policy = _policy(_mutual(keys))
     assert policy.check_speaker(_key(keys, "a"), "a", NOW) is None
     assert policy.check_speaker(_key(keys, "a"), "b", NOW) == "identity"
-    assert policy.check_speaker(_key(keys, "stranger"), "stranger", NOW) == "unauthenticated"
+    assert policy.check_speaker(_key(keys, "stranger"), "stranger", NOW) == "key_unknown"
 
 
 def test_authorized_nodes_narrow_the_directory_everywhere(keys: Path) -> None:

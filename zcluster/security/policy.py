@@ -430,9 +430,13 @@ class AuthenticationHandler:
         holder = self._credentials.authorized_keys.get(user_id.encode())
         if holder is None:
             holder = self._binding(user_id, now)
+            if holder is None and not self.binds_in_band:
+                return self.refused(
+                    "key_unknown", f"{sender}'s key is not (or no longer) authorized"
+                )
             if holder is None:
-                why = "expired, revoked or never given" if self.binds_in_band else "unknown"
-                return self.refused("unauthenticated", f"{sender}'s credential is {why}")
+                detail = f"{sender}'s credential is expired, revoked or was never given"
+                return self.refused("unauthenticated", detail)
         if holder != sender:
             return self.refused("identity", f"the connection of {holder} spoke as {sender}")
         nodes = self._authorized_nodes
