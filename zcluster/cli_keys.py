@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -23,6 +25,12 @@ _SECONDS_PER_DAY = 86400
 _SIGN_ONLY = ("ca_key", "node_key", "node_id", "cluster", "days", "out")
 _WRITE_ONLY = ("directory", "name")
 _FLAGS = {"directory": "--dir", "ca_key": "--ca-key", "node_key": "--node-key", "node_id": "--node"}
+
+
+def _file_option(flag: str, help_text: str) -> Callable[[Any], Any]:
+    return click.option(
+        flag, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help=help_text
+    )
 
 
 @click.command(short_help="Write a Curve key pair, a cluster CA key, or a node certificate.")
@@ -41,18 +49,8 @@ _FLAGS = {"directory": "--dir", "ca_key": "--ca-key", "node_key": "--node-key", 
 )
 @click.option("--ca", is_flag=True, help="Write a cluster CA key pair instead (Ed25519).")
 @click.option("--sign", is_flag=True, help="Issue a node certificate with a CA secret key.")
-@click.option(
-    "--ca-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --sign: the CA's NAME.ca_secret file.",
-)
-@click.option(
-    "--node-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --sign: the node's public NAME.key file (never its secret one).",
-)
+@_file_option("--ca-key", "With --sign: the CA's NAME.ca_secret file.")
+@_file_option("--node-key", "With --sign: the node's public NAME.key file (never its secret one).")
 @click.option("--node", "node_id", metavar="ID", help="With --sign: the node id to certify.")
 @click.option(
     "--cluster",
@@ -68,11 +66,8 @@ _FLAGS = {"directory": "--dir", "ca_key": "--ca-key", "node_key": "--node-key", 
     type=click.IntRange(1, 36500),
     help="With --sign: days until the certificate expires.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --sign: the certificate file to write (replaced if it exists: a renewal).",
+@_file_option(
+    "--out", "With --sign: the certificate file to write (replaced if it exists: a renewal)."
 )
 def keygen(
     directory: Path | None,

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import jwt
@@ -45,10 +45,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return seconds
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _key_option(what: str) -> Callable[[F], F]:
+def _key_option(what: str) -> Callable[[Any], Any]:
     return click.option(
         "--key",
         "key_path",
