@@ -4,7 +4,6 @@ the server keys the runtime keeps by address (runtime/secured.py)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from zcluster.security.tokens import generate_token, load_signing_key
 
 NOW = 1_800_000_000.0
 SECRET = b"the cluster's HS256 secret, long enough to be one"
-Members = dict[str, tuple[Mapping[str, str], bool]]
+Members = dict[str, tuple[str | None, bool]]
 
 
 def _policy(
@@ -222,7 +221,7 @@ def test_a_reload_unbinds_what_no_longer_holds_and_forgets_what_expired(keys: Pa
 
 
 def test_curve_lets_anyone_in_under_a_name_nobody_live_holds(keys: Path) -> None:
-    members: Members = {"a": ({KEY_TAG: _key(keys, "a")}, True), "b": ({}, False)}
+    members: Members = {"a": (_key(keys, "a"), True), "b": (None, False)}
     policy = _policy(SecurityConfig("curve", key=keys / "me.key_secret"), members)
     stranger = _key(keys, "stranger")
     assert policy.check_handshake("direct", "h", "CURVE", [_raw(keys, "stranger")], NOW) == Allow(

@@ -48,7 +48,7 @@ from zcluster.runtime.seedcheck import Secure, diagnose_seeds
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.security.config import SecurityConfig, SecurityMode
-from zcluster.security.policy import AuthenticationHandler
+from zcluster.security.policy import KEY_TAG, AuthenticationHandler
 from zcluster.serialization import MsgpackSerializer, Serializer
 from zcluster.wire import check_name, check_user_topic
 
@@ -385,10 +385,15 @@ class AsyncNode:
         )
         return SecuredConnections(policy, self.config, self.security)
 
-    def _member_record(self, node_id: str) -> tuple[dict[str, str], bool] | None:
+    def _member_record(self, node_id: str) -> tuple[str | None, bool] | None:
+        """The key a member's record announces, and whether it is live (read for every
+        message on a ``curve`` node's ROUTER)."""
         driver = self._driver
         member = driver.core.member(node_id) if driver is not None else None
-        return None if member is None else (dict(member.tags), member.status.is_live)
+        if member is None:
+            return None
+        key = next((value for name, value in member.tags if name == KEY_TAG), None)
+        return key, member.status.is_live
 
     def _own_tags(self, secured: SecuredConnections | None) -> Tags:
         """Our tags, with what the security mode says of us (our public key)."""

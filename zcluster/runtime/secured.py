@@ -230,7 +230,7 @@ class SecuredConnections:
             return False
         if self.mode.uses_curve:
             named = getattr(message, "reply_address", None)
-            if named is not None:
+            if named is not None and named not in self._member_keys:  # members: known
                 self._remember_stranger(named, user_id)
         return True
 

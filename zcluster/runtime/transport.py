@@ -255,7 +255,7 @@ class Transport:
     def send(self, address: str, frames: tuple[bytes, bytes], now: float) -> bool:
         """Queue frames to the ROUTER at ``address``; False when the queue is full (or,
         secured, the key of the node there is unknown)."""
-        dealer = self._current_dealer(address, now)
+        dealer = self._dealers.get(address) or self._open_dealer(address, now)
         if dealer is None:
             return False
         dealer.last_used = now
@@ -378,8 +378,10 @@ class Transport:
             _send_direct(dealer.socket, frames)  # a full queue: said again at greet_at
 
     def _current_dealer(self, address: str, now: float) -> _Dealer | None:
-        """The DEALER to ``address``, opened if there is none; opened again if the node
-        there now has another key (curve: a restart with a fresh key pair)."""
+        """The DEALER to ``address`` for a member connected to now: opened if there is
+        none, opened again if it was opened with another key than the member's (a
+        stranger's or a seed's before, or a run with another key pair). Once per
+        connection: sends take the DEALER as it is."""
         dealer = self._dealers.get(address)
         if dealer is not None and self._mode.uses_curve:
             assert self._security is not None

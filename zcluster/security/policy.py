@@ -55,8 +55,8 @@ JWT_SCHEME = "jwt"
 CERTIFICATE_SCHEME = "certificate"
 #: the replay scope of tokens presented in AUTH
 _AUTH_SCOPE = "auth"
-#: what a member record looks like to the policy: its tags, and whether it is live
-MemberLookup = Callable[[str], "tuple[Mapping[str, str], bool] | None"]
+#: what a member record tells the policy: the key it announced, and whether it is live
+MemberLookup = Callable[[str], "tuple[str | None, bool] | None"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -423,8 +423,8 @@ class AuthenticationHandler:
             # spoken only with the key its record announced.
             member = self._members(sender)
             if member is not None:
-                tags, live = member
-                if live and tags.get(KEY_TAG) != user_id:
+                key, live = member
+                if live and key != user_id:
                     return self.refused("identity", f"a key other than {sender}'s spoke as it")
             return None
         holder = self._credentials.authorized_keys.get(user_id.encode())
