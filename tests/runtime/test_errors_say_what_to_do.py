@@ -163,7 +163,9 @@ def test_a_node_no_seed_admits_says_so_and_what_to_check(
     other = make_node("other")
     pub_port = other.pub_address  # a PUB port, given by mistake: it never answers a join
     with caplog.at_level(logging.WARNING, logger="zcluster"):
-        lonely = Node("lonely", seeds=[pub_port], join_warning_interval_s=0.1)
+        lonely = Node(
+            "lonely", seeds=[pub_port], join_warning_interval_s=0.1, seed_check_timeout_s=10.0
+        )
         with pytest.raises(JoinTimeout, match="probably a node's PUB port"):
             lonely.start(timeout=1.0)
     warnings = [r.getMessage() for r in caplog.records if "not admitted after" in r.getMessage()]

@@ -11,11 +11,13 @@ import pytest
 import zmq
 
 from tests.runtime.conftest import NodeFactory
-from zcluster import JoinTimeout, Node
+from zcluster import JoinTimeout, Node, NodeConfig
 from zcluster.runtime.seedcheck import diagnose_seed, diagnose_seeds
 from zcluster.testing.processes import free_port_pair
 
 TIMEOUT_S = 1.0
+#: for a node that answers at once: long enough that a loaded machine does not pass for silence
+ANSWER_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def test_a_listener_that_does_not_speak_zeromq(context: zmq.Context[zmq.Socket[b
 
 def test_a_nodes_pub_port(make_node: NodeFactory, context: zmq.Context[zmq.Socket[bytes]]) -> None:
     node = make_node("a")
-    text = diagnose_seed(context, node.pub_address, TIMEOUT_S)
+    text = diagnose_seed(context, node.pub_address, ANSWER_TIMEOUT_S)
     assert "probably a node's PUB port" in text
 
 
@@ -48,7 +50,7 @@ def test_a_router_that_does_not_admit_us(context: zmq.Context[zmq.Socket[bytes]]
     router = context.socket(zmq.ROUTER)
     try:
         port = router.bind_to_random_port("tcp://127.0.0.1")
-        text = diagnose_seed(context, f"127.0.0.1:{port}", TIMEOUT_S)
+        text = diagnose_seed(context, f"127.0.0.1:{port}", ANSWER_TIMEOUT_S)
     finally:
         router.close(linger=0)
     assert "a ZeroMQ ROUTER answers there but has not admitted this node" in text
@@ -63,6 +65,8 @@ def test_each_seed_is_named() -> None:
 
 def test_join_timeout_says_what_the_seed_is(make_node: NodeFactory) -> None:
     node = make_node("a")
-    joiner = Node("b", seeds=[node.pub_address])
+    joiner = Node(
+        "b", seeds=[node.pub_address], config=NodeConfig(seed_check_timeout_s=ANSWER_TIMEOUT_S)
+    )
     with pytest.raises(JoinTimeout, match="probably a node's PUB port"):
         joiner.start(timeout=1)

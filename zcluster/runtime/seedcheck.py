@@ -82,7 +82,10 @@ def diagnose_seed(
             "the seed to give, is the port before)"
         )
     if zmq.EVENT_CONNECTED in seen:
-        return "something listens there but does not speak ZeroMQ: not a zcluster node"
+        return (
+            f"something listens there but does not speak ZeroMQ (no handshake within "
+            f"{timeout_s:g}s): not a zcluster node, or one too loaded to answer"
+        )
     if zmq.EVENT_CLOSED in seen or zmq.EVENT_CONNECT_RETRIED in seen:
         return "nothing listens there (connection refused)"
     return f"no answer within {timeout_s:g}s (host down, unreachable or filtered?)"
