@@ -330,6 +330,7 @@ class Application:
             fx.Acknowledged: self._acknowledged,
             fx.CompleteRequest: self._complete_request,
             fx.PublicationsLost: self._publications_lost,
+            fx.CausalGap: self._causal_gap,
             fx.MemberChanged: self._member_changed,
             fx.Drained: self._drained,
             fx.JoinRefused: lambda effect: self.on_join_refused(effect.reason),
@@ -459,6 +460,21 @@ class Application:
         )
         for callback in self.loss_callbacks:
             self.dispatch(functools.partial(callback, loss))
+
+    def _causal_gap(self, effect: fx.CausalGap) -> None:
+        origin, _, channel, _, _, seq = effect.message
+        missing = ", ".join(f"{o} #{s} on {c!r}" for o, _, c, _, _, s in effect.missing[:3])
+        more = f" and {len(effect.missing) - 3} more" if len(effect.missing) > 3 else ""
+        log.warning(
+            "%s: CAUSAL message #%d of %s on %r delivered before %s%s, which did not come in "
+            "time (causal_hold_max_s) or found the hold-back full",
+            self.node_id,
+            seq,
+            origin,
+            channel,
+            missing,
+            more,
+        )
 
     def _member_changed(self, effect: fx.MemberChanged) -> None:
         member, previous = effect.member, effect.previous

@@ -177,6 +177,19 @@ class NodeConfig:
     holdback_max_bytes: int = 64 * 1024 * 1024
     #: (publisher, topic) streams one subscriber tracks; the least recently heard goes
     topic_streams_max_count: int = 100_000
+    #: CAUSAL: dependencies one message carries (and a receiver accepts), at most; past it,
+    #: the dependencies learned longest ago are dropped (counted)
+    causal_dependencies_max_count: int = 1024
+    #: CAUSAL: a dependency is carried this long after this node learned of it; by then its
+    #: message was delivered, expired or reported lost (it must cover message_ttl_s)
+    causal_dependency_retention_s: float = 120.0
+    #: CAUSAL: a message waits at most this long for the messages it depends on, then is
+    #: delivered without them (reported: causal_released_unmet)
+    causal_hold_max_s: float = 30.0
+    #: CAUSAL: messages waiting for their dependencies, at most this many and ...
+    causal_holdback_max_count: int = 10_000
+    #: ... this many payload bytes; past either, the one waiting longest is delivered
+    causal_holdback_max_bytes: int = 64 * 1024 * 1024
 
     # --- sockets and queues ---
     #: ZeroMQ high-water mark (messages queued per subscriber) of the PUB
@@ -277,6 +290,11 @@ class NodeConfig:
             raise ConfigError(
                 "message_ttl_s must not exceed dedup_window_s, or exactly-once could not "
                 "recognise a late retransmission"
+            )
+        if self.causal_dependency_retention_s < self.message_ttl_s:
+            raise ConfigError(
+                "causal_dependency_retention_s must cover message_ttl_s, or a CAUSAL message "
+                "could stop naming a predecessor that may still arrive"
             )
         if self.tick_interval_s > min(self.heartbeat_interval_s, self.probe_interval_s):
             raise ConfigError(

@@ -26,6 +26,17 @@ import msgpack
 
 from zcluster.address import is_valid_address
 from zcluster.errors import WireError
+from zcluster.names import (
+    MAX_NAME_BYTES,
+    MAX_TOPIC_BYTES,
+    VALID_CACHE_COUNT,
+    WILDCARD_CHARACTERS,
+    check_name,
+    check_topic,
+    check_user_topic,
+    valid_names,
+)
+from zcluster.names import show as _show
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus, Tags, checked_tags
@@ -39,7 +50,18 @@ from zcluster.protocol.messages import (
 )
 from zcluster.uncollected import decode_large
 
-__all__ = ["DIRECT_KINDS", "MAX_REASON_CHARS", "Envelope", "Kind"]
+__all__ = [
+    "DIRECT_KINDS",
+    "MAX_NAME_BYTES",
+    "MAX_REASON_CHARS",
+    "MAX_TOPIC_BYTES",
+    "WILDCARD_CHARACTERS",
+    "Envelope",
+    "Kind",
+    "check_name",
+    "check_topic",
+    "check_user_topic",
+]
 
 PROTOCOL_VERSION = 1
 UINT64_MAX = 2**64 - 1
@@ -57,19 +79,18 @@ TOPIC_END = b"\x00"
 #: TOPIC_END, then the header's length (2 bytes, big-endian), the header and the payload
 ONE_FRAME_PREFIX = b"u"
 
-MAX_NAME_BYTES = 255
-MAX_TOPIC_BYTES = 1024
 MAX_LIST_COUNT = 100_000
 #: a view digest is 8 bytes of BLAKE2b, in lowercase hex
 DIGEST_CHARS = 16
 
 
-#: delivery guarantees on the wire; only these four travel (the others are refused earlier)
+#: delivery guarantees on the wire (CAUSAL: revision 1.6)
 GUARANTEE_CODES = {
     DeliveryGuarantee.AT_MOST_ONCE: 0,
     DeliveryGuarantee.AT_LEAST_ONCE: 1,
     DeliveryGuarantee.EXACTLY_ONCE: 2,
     DeliveryGuarantee.ORDERED: 3,
+    DeliveryGuarantee.CAUSAL: 4,
 }
 _GUARANTEES = {code: guarantee for guarantee, code in GUARANTEE_CODES.items()}
 #: header elements of revision 1.0; later revisions may add more, which are ignored
@@ -314,7 +335,7 @@ class Encoder:
 
     def _one_frame_prefix(self, topic: str) -> bytes:
         self._check_topic(topic)
-        if len(self._one_frame_prefixes) >= _VALID_CACHE_COUNT:
+        if len(self._one_frame_prefixes) >= VALID_CACHE_COUNT:
             self._one_frame_prefixes.clear()
         prefix = self._one_frame_prefixes[topic] = one_frame_prefix(topic)
         return prefix
@@ -346,7 +367,7 @@ class Encoder:
             return self._topic_frames[topic]
         except (KeyError, TypeError):  # not yet seen, or not even hashable: check it
             self._check_topic(topic)
-            if len(self._topic_frames) >= _VALID_CACHE_COUNT:
+            if len(self._topic_frames) >= VALID_CACHE_COUNT:
                 self._topic_frames.clear()
             frame = self._topic_frames[topic] = topic_frame(topic)
             return frame
@@ -410,78 +431,10 @@ def split_one_frame(frame: bytes) -> tuple[bytes, bytes, bytes]:
 _LENGTH = struct.Struct(">H").pack
 
 
-def check_topic(topic: object) -> str:
-    """Raise WireError unless ``topic`` is a valid topic name."""
-    if not isinstance(topic, str) or not topic:
-        raise WireError(f"topic must be a non-empty string, got {_show(topic)}")
-    if topic in _valid_topics:
-        return topic
-    _check_topic_text(topic)
-    if len(_valid_topics) >= _VALID_CACHE_COUNT:
-        _valid_topics.clear()
-    _valid_topics.add(topic)
-    return topic
-
-
-#: characters other systems read as wildcards (NATS ``*`` and ``>``): topics here match
-#: exactly, so a topic with one would be taken literally and never match what was meant
-WILDCARD_CHARACTERS = "*>"
-
-
-def check_user_topic(topic: object) -> str:
-    """``check_topic``, and no wildcard character: for the topics this node publishes or
-    subscribes to (a peer's topics are read as they come)."""
-    checked = check_topic(topic)
-    for char in WILDCARD_CHARACTERS:
-        if char in checked:
-            raise WireError(
-                f"topic {checked!r} contains {char!r}: topics match exactly, "
-                "wildcards are not supported; for every topic that starts with a prefix, "
-                "use subscribe_prefix (zcluster sub --prefix)"
-            )
-    return checked
-
-
-#: names and topics repeat on every message: remember recently validated ones
-_VALID_CACHE_COUNT = 4096
-_valid_topics: set[str] = set()
-_valid_names: set[str] = set()
-_valid_addresses: set[str] = set()
-
-
-def _check_topic_text(topic: str) -> None:
-    try:
-        raw = topic.encode()
-    except UnicodeEncodeError:
-        raise WireError("topic must be valid Unicode text") from None
-    if len(raw) > MAX_TOPIC_BYTES or "\x00" in topic:
-        raise WireError(f"topic must be at most {MAX_TOPIC_BYTES} bytes with no NUL")
-
-
-def check_name(name: object, what: str = "name") -> str:
-    """Raise WireError unless ``name`` is a valid node id or handler name."""
-    if type(name) is str and name in _valid_names:
-        return name
-    if not isinstance(name, str) or not name or not name.isprintable() or " " in name:
-        raise WireError(f"{what} must be a non-empty printable string without spaces")
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise WireError(f"{what} must be at most {MAX_NAME_BYTES} bytes")
-    if len(_valid_names) >= _VALID_CACHE_COUNT:
-        _valid_names.clear()
-    _valid_names.add(name)
-    return name
-
-
 # ---------------------------------------------------------------- decoding
 
-
-def _show(value: Any) -> str:
-    """Describe a rejected value without repr() of untrusted nested data."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)[:40]
-    if isinstance(value, str):
-        return repr(value[:40])
-    return f"a {type(value).__name__}"
+#: validated addresses (see VALID_CACHE_COUNT)
+_valid_addresses: set[str] = set()
 
 
 def _uint(value: Any) -> int:
@@ -501,7 +454,7 @@ def _address(value: Any) -> str:
         return value
     if not is_valid_address(value):
         raise WireError("expected a HOST:PORT address")
-    if len(_valid_addresses) >= _VALID_CACHE_COUNT:
+    if len(_valid_addresses) >= VALID_CACHE_COUNT:
         _valid_addresses.clear()
     _valid_addresses.add(value)
     return str(value)
@@ -547,7 +500,7 @@ def _member(value: Any) -> Member:
         _address(pub_address),
         tags,
     )
-    if len(_valid_members) >= _VALID_CACHE_COUNT:
+    if len(_valid_members) >= VALID_CACHE_COUNT:
         _valid_members.clear()
     _valid_members[fields] = member
     return member
@@ -660,7 +613,7 @@ def _capability_list(value: Any) -> msg.Capabilities:
     except (KeyError, TypeError):  # not seen yet (or not even hashable: invalid)
         pass
     capabilities = tuple(sorted({_capability(name) for name in value}))
-    if len(_valid_capability_lists) >= _VALID_CACHE_COUNT:
+    if len(_valid_capability_lists) >= VALID_CACHE_COUNT:
         _valid_capability_lists.clear()
     _valid_capability_lists[tuple(value)] = capabilities
     return capabilities
@@ -901,7 +854,7 @@ def _read_publish_in_full(header: bytes) -> tuple[str, int, int, DeliveryGuarant
     if header.startswith(prefix):
         # As this implementation sends it: remember its prefix (what follows is
         # recognised by its bytes, whatever their encoding). Unnumbered, as any found.
-        if len(_publish_prefixes) >= _VALID_CACHE_COUNT:
+        if len(_publish_prefixes) >= VALID_CACHE_COUNT:
             _publish_prefixes.clear()
         _publish_prefixes[prefix] = (sender, incarnation, 0, DeliveryGuarantee.AT_MOST_ONCE)
     return found
@@ -927,7 +880,7 @@ def _publish_fields(header: bytes) -> tuple[str, int, int, list[Any]] | None:
         or type(body) is not list
         or len(body) != 2
         or type(sender) is not str
-        or sender not in _valid_names
+        or sender not in valid_names
         or type(incarnation) is not int
         or not 0 <= incarnation <= UINT64_MAX
         or type(seq) is not int

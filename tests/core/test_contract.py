@@ -91,7 +91,7 @@ def test_an_unanswered_listen_is_sent_again_until_listening_arrives() -> None:
     assert not sends(after, msg.Listen)
 
 
-@pytest.mark.parametrize("guarantee", [DeliveryGuarantee.CAUSAL, DeliveryGuarantee.TRANSACTIONAL])
+@pytest.mark.parametrize("guarantee", [DeliveryGuarantee.TRANSACTIONAL])
 def test_an_unsupported_guarantee_is_refused_at_the_door(guarantee: DeliveryGuarantee) -> None:
     core = core_in(peer("a"))
     before = dict(core.counters)

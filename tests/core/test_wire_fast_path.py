@@ -80,7 +80,7 @@ def test_numbered_headers_of_every_width_are_read_by_the_remembered_prefix(
     wire.read_publish(msgpack.packb([1, 13, "n3", 9, 1, [1, 3]]))  # read in full: remembered
     header = msgpack.packb([1, 13, "n3", 9, seq, [topic_seq, 3]])
     assert wire.read_publish(header) == ("n3", 9, topic_seq, G.ORDERED)
-    for bad_body in ([0, 3], [topic_seq, 4], [topic_seq, 0], [None, 1], [topic_seq, 1, 0]):
+    for bad_body in ([0, 3], [topic_seq, 5], [topic_seq, 0], [None, 1], [topic_seq, 1, 0]):
         assert wire.read_publish(msgpack.packb([1, 13, "n3", 9, seq, bad_body])) is None
 
 

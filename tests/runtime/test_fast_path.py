@@ -106,7 +106,7 @@ def test_one_numbered_topic_too_many_is_refused_in_the_callers_thread(
     with pytest.raises(ConfigError, match="topic"):
         node.publish("bad\x00topic", 1, guarantee=G.AT_LEAST_ONCE)
     with pytest.raises(ConfigError, match="not available yet"):
-        node.publish("a", 1, guarantee=G.CAUSAL)
+        node.publish("a", 1, guarantee=G.TRANSACTIONAL)
     for guarantee in (G.AT_MOST_ONCE, G.AT_LEAST_ONCE):
         with pytest.raises(ConfigError, match="topic"):
             node.publish(["not", "hashable"], 1, guarantee=guarantee)  # type: ignore[arg-type]

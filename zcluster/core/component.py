@@ -33,6 +33,7 @@ SUPPORTED_GUARANTEES = frozenset(
         DeliveryGuarantee.AT_LEAST_ONCE,
         DeliveryGuarantee.EXACTLY_ONCE,
         DeliveryGuarantee.ORDERED,
+        DeliveryGuarantee.CAUSAL,
     }
 )
 
@@ -41,9 +42,9 @@ def check_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
     """Raise UnsupportedGuarantee unless this core can honour ``guarantee``."""
     if guarantee not in SUPPORTED_GUARANTEES:  # before any state changes: the core's door
         raise UnsupportedGuarantee(
-            f"DeliveryGuarantee.{guarantee.name} is not available yet: causal and "
-            "transactional delivery come in a later release; use AT_LEAST_ONCE, "
-            "EXACTLY_ONCE or ORDERED"
+            f"DeliveryGuarantee.{guarantee.name} is not available yet: transactional "
+            "delivery comes in a later release; use AT_LEAST_ONCE, EXACTLY_ONCE, ORDERED "
+            "or CAUSAL"
         )
     return guarantee
 

@@ -9,7 +9,7 @@ import dataclasses
 
 from zcluster.protocol.guarantees import AckStatus
 from zcluster.protocol.members import Member
-from zcluster.protocol.messages import Message, Position
+from zcluster.protocol.messages import Dependency, Message, Position
 
 
 @dataclasses.dataclass(slots=True)
@@ -102,6 +102,15 @@ class PublicationsLost:
 
 
 @dataclasses.dataclass(slots=True)
+class CausalGap:
+    """A CAUSAL message was delivered before some of the messages it depends on, which
+    did not come in time or found the hold-back full (``missing``: those not met)."""
+
+    message: Dependency
+    missing: tuple[Dependency, ...]
+
+
+@dataclasses.dataclass(slots=True)
 class CompleteRequest:
     """A request ended: ``ok`` with the reply payload, or failed with ``error``."""
 
@@ -164,6 +173,7 @@ Effect = (
     | DeliverPublications
     | Acknowledged
     | PublicationsLost
+    | CausalGap
     | CompleteRequest
     | MemberChanged
     | ResolveSeeds

@@ -36,6 +36,8 @@ class Arrival:
     payload: bytes
     #: the numbering it belongs to (the stream's epoch when it arrived)
     epoch: int
+    #: sent CAUSAL: its payload starts with its dependencies (causal.py)
+    causal: bool = False
 
 
 class InboundStream:
@@ -146,7 +148,7 @@ class DirectReceiver:
         if later and not self.held_bytes.room_for(len(payload)):
             self._count("reliable_holdback_full")  # not taken: the sender sends it again
             return []
-        arrival = Arrival(seq, name, payload, epoch)
+        arrival = Arrival(seq, name, payload, epoch, guarantee is DeliveryGuarantee.CAUSAL)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
             known = self._dedup.recall((sender, incarnation, number), now)
             if known is not None:

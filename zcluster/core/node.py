@@ -13,6 +13,7 @@ and the end of a turn.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from zcluster.core import events as ev
 from zcluster.core.admission import Admission
 from zcluster.core.batches import Transmit
 from zcluster.core.beacons import Beacons
+from zcluster.core.causal import CausalDelivery
 from zcluster.core.component import Component, NodeContext, Receiver, check_guarantee
 from zcluster.core.connections import Connections
 from zcluster.core.departure import Departure
@@ -34,9 +36,13 @@ from zcluster.core.probes import FailureDetection
 from zcluster.core.publisher import Publisher
 from zcluster.core.reliable import ReliableDelivery
 from zcluster.core.subscriber import Subscriber
+from zcluster.protocol import capabilities
 from zcluster.protocol import messages as msg
 from zcluster.protocol.capabilities import SUPPORTED
+from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, Tags
+
+CAUSAL = DeliveryGuarantee.CAUSAL
 
 
 class NodeCore:
@@ -74,8 +80,15 @@ class NodeCore:
         self.table = ctx.table
         self.counters: Counter[str] = ctx.counters
         self.connections = Connections(ctx)
-        self.publisher = Publisher(ctx, self.connections.is_connected)
-        self.reliable = ReliableDelivery(ctx, self._leaving)
+        self.publisher = Publisher(
+            ctx,
+            self.connections.is_connected,
+            lambda body: self.causal.stamp(body),
+            lambda *publication: self.causal.published(*publication),
+        )
+        self.reliable = ReliableDelivery(
+            ctx, self._leaving, lambda *arrival: self.causal.direct_arrived(*arrival)
+        )
         self.admission = Admission(ctx, lambda member: self.gossip.ask(member))
         self.gossip = Gossip(ctx, tuple(seeds), self.publisher.positions, self.admission.admits)
         self.departure = Departure(
@@ -91,7 +104,17 @@ class NodeCore:
         self.detection = FailureDetection(ctx, self.dissemination.piggyback, self.gossip.push_pull)
         ctx.refuted = self.detection.health.worse
         self.beacons = Beacons(ctx, self.publisher.positions)
-        self.subscriber = Subscriber(ctx)
+        self.subscriber = Subscriber(
+            ctx, lambda *arrival: self.causal.publication_arrived(*arrival)
+        )
+        self.causal = CausalDelivery(
+            ctx,
+            self.reliable.receiver.stream,
+            self.subscriber.subscriptions.stream,
+            self.subscriber.reads,
+            self.reliable.deliver,
+            self.reliable.refuse,
+        )
         self.direct = DirectMessages(ctx, self._leaving)
         self._components: tuple[Component, ...] = (
             self.admission,
@@ -104,6 +127,7 @@ class NodeCore:
             self.connections,
             self.reliable,
             self.subscriber,
+            self.causal,
             self.direct,
         )
         self._commands: dict[type, Callable[[Any, float], None]] = {
@@ -220,8 +244,9 @@ class NodeCore:
         or while the send waits in its batch (``sends_waiting``: feed ``TurnEnded`` soon).
         None if the core refuses the send: ``handle`` it, which reports why.
         """
-        if not check_guarantee(event.guarantee).is_reliable or self.reliable.refusal(event.target):
-            return None
+        guarantee = check_guarantee(event.guarantee)
+        if not guarantee.is_reliable or guarantee is CAUSAL or self.reliable.refusal(event.target):
+            return None  # (a CAUSAL send is stamped with what this core knows: handle it)
         return self.reliable.take(event, now)
 
     @property
@@ -268,11 +293,24 @@ class NodeCore:
             component.end_turn(now)
 
     def _on_send(self, event: ev.SendRequested, now: float) -> None:
-        check_guarantee(event.guarantee)
-        if event.guarantee.is_reliable:
+        guarantee = check_guarantee(event.guarantee)
+        if guarantee is CAUSAL:
+            self._send_causal(event, now)
+        elif guarantee.is_reliable:
             self.reliable.send(event, now)
         else:
             self.direct.send(event)
+
+    def _send_causal(self, event: ev.SendRequested, now: float) -> None:
+        target = event.target
+        known = self._ctx.peers.capabilities_of(target)
+        refusal = ""
+        if known is not None and capabilities.CAUSAL not in known:
+            refusal = f"{target!r} runs a release that does not read CAUSAL messages"
+        stamped = dataclasses.replace(event, payload=self.causal.stamp(event.payload))
+        entry = self.reliable.send(stamped, now, refusal)
+        if entry is not None:
+            self.causal.sent_direct(target, self.reliable.sender.epoch(target), entry.seq, now)
 
     def _leaving(self) -> bool:
         return self.departure.leaving

@@ -52,9 +52,18 @@ class _Listener:
 
 
 class Publisher(Component):
-    def __init__(self, ctx: NodeContext, is_connected: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        is_connected: Callable[[str], bool],
+        causal_stamp: Callable[[bytes], bytes],
+        causal_published: Callable[[str, int, float], None],
+    ) -> None:
         self._ctx = ctx
         self._is_connected = is_connected
+        #: a CAUSAL publication's payload, and what it is known by once numbered (causal.py)
+        self._causal_stamp = causal_stamp
+        self._causal_published = causal_published
         self.publications = Publications(ctx.config)
         #: each subscriber's topics, with our latest number on each when it first said so
         self._listeners: dict[str, _Listener] = {}
@@ -125,17 +134,25 @@ class Publisher(Component):
         """Our latest number on the most recently published topics, for heartbeats."""
         return self.publications.positions()
 
-    def _on_publish(self, event: ev.PublishRequested, _: float) -> None:
+    def _on_publish(self, event: ev.PublishRequested, now: float) -> None:
         ctx = self._ctx
-        guarantee, topic = check_guarantee(event.guarantee), event.topic
+        guarantee, topic, payload = check_guarantee(event.guarantee), event.topic, event.payload
         publication = _UNNUMBERED
         if guarantee.is_reliable:
-            seq = self.publications.append(topic, guarantee, event.payload)
+            causal = guarantee is DeliveryGuarantee.CAUSAL
+            if causal:
+                payload = self._causal_stamp(payload)
+            seq = self.publications.append(topic, guarantee, payload)
             if seq:
                 publication = msg.Publish(seq, guarantee)
+                if causal:
+                    self._causal_published(topic, seq, now)
             else:
                 ctx.counters["publications_unsequenced_too_many_topics"] += 1
-        ctx.emit(fx.Publish(topic, publication, event.payload))
+                if causal:  # subscribers could not read it unnumbered: not sent
+                    ctx.counters["causal_publications_refused"] += 1
+                    return
+        ctx.emit(fx.Publish(topic, publication, payload))
         ctx.counters["messages_published"] += 1
 
     def _rx_listen(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:

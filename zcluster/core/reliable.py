@@ -21,15 +21,24 @@ from zcluster.protocol.guarantees import AckStatus
 from zcluster.protocol.members import Member, MemberStatus
 
 Outcome = tuple[int, AckStatus, str]
+#: a guaranteed message in its stream: (sender incarnation, epoch, seq)
+Receipt = tuple[int, int, int]
 
 #: why a guaranteed message that arrives while this node leaves is not handled
 REFUSED_LEAVING = "receiver was leaving the cluster; not handled"
 
 
 class ReliableDelivery(Component):
-    def __init__(self, ctx: NodeContext, leaving: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        leaving: Callable[[], bool],
+        causal_arrived: Callable[[str, str, bytes, Receipt, float], None],
+    ) -> None:
         self._ctx = ctx
         self._leaving = leaving
+        #: a CAUSAL message goes there instead of to its handler (causal.py)
+        self._causal_arrived = causal_arrived
         self.sender = DirectSender(ctx.config, ctx.rng)
         self.receiver = DirectReceiver(ctx.config, ctx.counters, first_stream_id=ctx.incarnation)
         config = ctx.config
@@ -61,15 +70,19 @@ class ReliableDelivery(Component):
 
     # ------------------------------------------------------------ sending
 
-    def send(self, event: ev.SendRequested, now: float) -> None:
-        reason = self.refusal(event.target)
+    def send(self, event: ev.SendRequested, now: float, refusal: str = "") -> Outgoing | None:
+        """Take a guaranteed send, or fail it at once (``refusal``, or ``refusal()``'s
+        reason); returns its outbox entry if taken."""
+        reason = refusal or self.refusal(event.target)
         if reason:
             outcome = (event.number, AckStatus.FAILED, reason)
             self._ctx.emit(fx.Acknowledged(event.target, (outcome,)))
-            return
-        for transmit in self.take(event, now):
+            return None
+        entry = self._add(event, now)
+        for transmit in self._transmits(event.target, entry):
             self._ctx.send(*transmit)
         # nothing while the receiver is down: it may come back; the retry timer waits
+        return entry
 
     def refusal(self, target: str) -> str:
         """Why a guaranteed send to ``target`` must fail at once ("" if it need not)."""
@@ -84,6 +97,9 @@ class ReliableDelivery(Component):
         """Put a send that is not refused in its outbox; returns what to transmit now:
         its DATA, or a batch it completed, or nothing (it waits in its batch, or the
         receiver is down)."""
+        return self._transmits(event.target, self._add(event, now))
+
+    def _add(self, event: ev.SendRequested, now: float) -> Outgoing:
         entry = self.sender.add(
             event.target,
             event.number,
@@ -94,7 +110,9 @@ class ReliableDelivery(Component):
             now,
         )
         self._ctx.counters["reliable_sent"] += 1
-        target = event.target
+        return entry
+
+    def _transmits(self, target: str, entry: Outgoing) -> list[Transmit]:
         address = self._ctx.live_address(target)
         if address is None:
             return []
@@ -206,9 +224,24 @@ class ReliableDelivery(Component):
                 ctx.counters["reliable_refused_leaving"] += 1
                 self.receiver.finished(env.sender, receipt, REFUSED_LEAVING)
                 continue
-            ctx.counters["reliable_delivered"] += 1
-            self.handlers_running += 1
-            ctx.emit(fx.Deliver(env.sender, arrival.name, arrival.payload, receipt=receipt))
+            if arrival.causal:
+                self._causal_arrived(env.sender, arrival.name, arrival.payload, receipt, now)
+            else:
+                self.deliver(env.sender, arrival.name, arrival.payload, receipt)
+
+    def deliver(
+        self, sender: str, name: str, payload: bytes, receipt: tuple[int, int, int]
+    ) -> None:
+        """Hand a guaranteed message to its handler; its outcome comes back as
+        DeliveryFinished."""
+        self._ctx.counters["reliable_delivered"] += 1
+        self.handlers_running += 1
+        self._ctx.emit(fx.Deliver(sender, name, payload, receipt=receipt))
+
+    def refuse(self, sender: str, receipt: Receipt, why: str) -> None:
+        """A guaranteed message that arrived will not reach its handler: its sender is
+        told so (FAILED, ``why``)."""
+        self.receiver.finished(sender, receipt, why)
 
     def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
         self.handlers_running = max(0, self.handlers_running - 1)

@@ -10,7 +10,7 @@ them and reports what can never come.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
@@ -22,10 +22,16 @@ from zcluster.protocol.capabilities import PREFIX
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
 
+CAUSAL = DeliveryGuarantee.CAUSAL
+#: a CAUSAL publication delivered by its stream: (publisher, incarnation, topic, seq,
+#: payload, now); causal.py delivers it once what it depends on is
+CausalArrived = Callable[[str, int, str, int, bytes, float], None]
+
 
 class Subscriber(Component):
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, causal_arrived: CausalArrived) -> None:
         self._ctx = ctx
+        self._causal_arrived = causal_arrived
         self.subscriptions = Subscriptions(ctx.config, ctx.counters)
         self._topics: set[str] = set()
         #: prefixes of topics read, in the order subscribed
@@ -116,7 +122,7 @@ class Subscriber(Component):
         # Provisional starts that waited long enough for LISTENING become final.
         if self.subscriptions.has_provisional:
             for publisher, topic, ready in self.subscriptions.settle_starts(now):
-                self._deliver(publisher, topic, ready)
+                self._deliver(publisher, topic, ready, now)
         if self._flushes:
             self._answer_flushes()
         if not self._listen_unanswered:
@@ -168,7 +174,7 @@ class Subscriber(Component):
             # where the closed ones stopped, and one we never had starts where it says.
             before = member.incarnation + (1 if member.status.is_gone else 0)
             for topic, ready in self.subscriptions.forget_publisher(node_id, before):
-                self._deliver(node_id, topic, ready)
+                self._deliver(node_id, topic, ready, now)
 
     # ------------------------------------------------------------ messages
 
@@ -198,7 +204,7 @@ class Subscriber(Component):
                     ready = self.subscriptions.position(
                         env.sender, env.incarnation, topic, latest, latest, now
                     )
-                    self._deliver(env.sender, topic, ready)
+                    self._deliver(env.sender, topic, ready, now)
 
     def _rx_beacon(self, env: msg.Envelope, _: bytes, topic: str | None, now: float) -> None:
         """A publisher's latest number on a topic we read (as in its heartbeats)."""
@@ -211,9 +217,9 @@ class Subscriber(Component):
             ready = self.subscriptions.position(
                 env.sender, env.incarnation, topic, beacon.seq, beacon.seq, now
             )
-            self._deliver(env.sender, topic, ready)
+            self._deliver(env.sender, topic, ready, now)
 
-    def _rx_listening(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+    def _rx_listening(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         listening = env.message
         assert isinstance(listening, msg.Listening)
         sent = self._listen_sent.get(env.sender)
@@ -227,7 +233,7 @@ class Subscriber(Component):
                 ready = self.subscriptions.subscription_began(
                     env.sender, env.incarnation, topic, start
                 )
-                self._deliver(env.sender, topic, ready)
+                self._deliver(env.sender, topic, ready, now)
 
     def _rx_publish(self, env: msg.Envelope, payload: bytes, topic: str | None, now: float) -> None:
         if topic is None or not self.reads(topic):
@@ -260,7 +266,7 @@ class Subscriber(Component):
         positions = tuple(p for p in flush.positions if self.reads(p[0]))
         for topic, last in positions:
             ready = self.subscriptions.position(env.sender, env.incarnation, topic, last, last, now)
-            self._deliver(env.sender, topic, ready)
+            self._deliver(env.sender, topic, ready, now)
         self._flushes[env.sender] = (env.incarnation, positions)
         self._answer_flushes()
 
@@ -276,13 +282,13 @@ class Subscriber(Component):
                     ctx.send(address, msg.Flushed())
                     ctx.counters["flushes_answered"] += 1
 
-    def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, ___: float) -> None:
+    def _rx_lost(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         lost = env.message
         assert isinstance(lost, msg.Lost)
         if not self._from_member(env):
             return
         ready = self.subscriptions.lost(env.sender, env.incarnation, lost.topic, lost.ranges)
-        self._deliver(env.sender, lost.topic, ready)
+        self._deliver(env.sender, lost.topic, ready, now)
 
     # ------------------------------------------------------------ internals
 
@@ -311,8 +317,8 @@ class Subscriber(Component):
                 run, ordered = [], 0
             key = (publisher, incarnation, topic)
             run.append((seq, guarantee, payload))
-            if guarantee is DeliveryGuarantee.ORDERED:
-                ordered = seq
+            if guarantee is DeliveryGuarantee.ORDERED or guarantee is CAUSAL:
+                ordered = seq  # (a CAUSAL one is taken alone: see _take_run)
         if run:
             self._take_run(key, run, ordered, now)
 
@@ -321,8 +327,13 @@ class Subscriber(Component):
     ) -> None:
         """Publications of one stream numbered one after another."""
         publisher, incarnation, topic = key
-        if not self._life_over(publisher, incarnation) and self.subscriptions.take_in_order(
-            publisher, incarnation, topic, run[0][0], run[-1][0], ordered
+        causal = ordered and any(guarantee is CAUSAL for _, guarantee, _ in run)
+        if (
+            not causal
+            and not self._life_over(publisher, incarnation)
+            and self.subscriptions.take_in_order(
+                publisher, incarnation, topic, run[0][0], run[-1][0], ordered
+            )
         ):
             self._ctx.emit(fx.DeliverPublications(publisher, topic, [p for _, _, p in run]))
             return
@@ -339,7 +350,7 @@ class Subscriber(Component):
         start = item[0] - 1
         subscriptions = self.subscriptions
         ready = subscriptions.publication(publisher, incarnation, topic, item, start, now)
-        self._deliver(publisher, topic, ready)
+        self._deliver(publisher, topic, ready, now)
 
     def _life_over(self, sender: str, incarnation: int) -> bool:
         """Whether the sender's incarnation is over for us (a later one is known, or it is
@@ -352,21 +363,40 @@ class Subscriber(Component):
             return current.incarnation > incarnation
         return current.status.is_gone
 
-    def _deliver(self, publisher: str, topic: str, ready: list[Publication]) -> None:
+    def _deliver(self, publisher: str, topic: str, ready: list[Publication], now: float) -> None:
         ctx = self._ctx
         released = self.subscriptions.released
         if released:
             # Held back by streams closed to make room for another (an older life first).
             for old_publisher, old_topic, items in released:
-                ctx.emit(fx.DeliverPublications(old_publisher, old_topic, [p for _, _, p in items]))
+                self._hand_over(old_publisher, old_topic, items, now)
             released.clear()
         if ready:
-            ctx.emit(fx.DeliverPublications(publisher, topic, [p for _, _, p in ready]))
+            self._hand_over(publisher, topic, ready, now)
         losses = self.subscriptions.losses
         if losses:
             for loss in losses:
                 ctx.emit(fx.PublicationsLost(loss.publisher, loss.topic, loss.first, loss.last))
             losses.clear()
+
+    def _hand_over(self, publisher: str, topic: str, ready: list[Publication], now: float) -> None:
+        """Publications to deliver in this order; CAUSAL ones go by way of causal.py."""
+        if any(guarantee is CAUSAL for _, guarantee, _ in ready):
+            stream = self.subscriptions.stream(publisher, topic)
+            incarnation = 0 if stream is None else stream.incarnation  # 0: a closed life's
+            plain: list[bytes] = []
+            for seq, guarantee, payload in ready:
+                if guarantee is CAUSAL:
+                    if plain:
+                        self._ctx.emit(fx.DeliverPublications(publisher, topic, plain))
+                        plain = []
+                    self._causal_arrived(publisher, incarnation, topic, seq, payload, now)
+                else:
+                    plain.append(payload)
+            if plain:
+                self._ctx.emit(fx.DeliverPublications(publisher, topic, plain))
+            return
+        self._ctx.emit(fx.DeliverPublications(publisher, topic, [p for _, _, p in ready]))
 
     def _tell_listening(self, now: float) -> None:
         for node_id in self._listening_to:

@@ -30,5 +30,9 @@ REFUSE = "refuse"
 #: topic that starts with it
 PREFIX = "prefix"
 
+#: reads CAUSAL messages and publications (revision 1.6): guarantee code 4, whose payload
+#: frame starts with the message's dependencies
+CAUSAL = "causal"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (BATCH, DRAIN, FIELDS, ONE_FRAME, PREFIX, REFUSE, SWIM)
+SUPPORTED: Capabilities = (BATCH, CAUSAL, DRAIN, FIELDS, ONE_FRAME, PREFIX, REFUSE, SWIM)

@@ -26,7 +26,12 @@ class DeliveryGuarantee(enum.Enum):
 
 
 _RELIABLE = frozenset(
-    {DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE, DeliveryGuarantee.ORDERED}
+    {
+        DeliveryGuarantee.AT_LEAST_ONCE,
+        DeliveryGuarantee.EXACTLY_ONCE,
+        DeliveryGuarantee.ORDERED,
+        DeliveryGuarantee.CAUSAL,
+    }
 )
 
 

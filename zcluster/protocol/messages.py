@@ -32,6 +32,13 @@ MAX_SUSPECTERS_COUNT = 64
 DataRecord = tuple[str, int, int, DeliveryGuarantee, int]
 #: capability names a node announces (sorted, so encodings and traces are stable)
 Capabilities = tuple[str, ...]
+#: a CAUSAL message's dependency (revision 1.6): (origin, stream kind, channel, incarnation,
+#: epoch, seq): the origin's message ``seq`` of that stream happened before this one
+Dependency = tuple[str, int, str, int, int, int]
+#: stream kinds of a Dependency: a direct stream (channel: the receiver's node id), a topic
+#: (channel: the topic; epoch 0)
+DIRECT_STREAM = 0
+TOPIC_STREAM = 1
 #: (node id, incarnation, capabilities): what that incarnation of a member announced
 Announcement = tuple[str, int, Capabilities]
 

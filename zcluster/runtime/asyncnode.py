@@ -696,17 +696,22 @@ class AsyncNode:
         """Publish ``message`` on ``topic`` to every subscribed member.
 
         ``AT_MOST_ONCE`` (the default) is fire and forget. ``AT_LEAST_ONCE``,
-        ``EXACTLY_ONCE`` and ``ORDERED`` number the publication, so that
+        ``EXACTLY_ONCE``, ``ORDERED`` and ``CAUSAL`` number the publication, so that
         subscribers fetch what they miss from this node's retransmit buffer and
-        report (``on_publication_loss``) what it no longer holds.
+        report (``on_publication_loss``) what it no longer holds. A ``CAUSAL`` one
+        is given to each subscriber after every CAUSAL message it was also given
+        that happened before it (docs/delivery.md).
 
         While a subscriber's queue is full (``pubsub_hwm_count``) this waits for
         room, up to ``publish_block_max_s``: the publisher goes at the pace of
         its slowest subscriber rather than lose publications (docs/delivery.md).
         """
-        lane = self._require().lane
+        driver = self._require()
+        lane = driver.lane
         if guarantee is DeliveryGuarantee.AT_MOST_ONCE:
             waiting = lane.try_unnumbered(topic, message)
+        elif guarantee is DeliveryGuarantee.CAUSAL:
+            waiting = driver.publish_causal(topic, self.app.encode(message))
         else:
             waiting = lane.try_numbered(topic, message, guarantee)
         if waiting is None:
@@ -738,7 +743,18 @@ class AsyncNode:
 
         Not for the loop's own thread: the asyncio API publishes through the core.
         """
-        return self._require().lane.publish_numbered
+        driver = self._require()
+        numbered, encode = driver.lane.publish_numbered, self.app.encode
+
+        def publish(topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
+            if guarantee is not DeliveryGuarantee.CAUSAL:
+                numbered(topic, message, guarantee)
+                return
+            waiting = driver.publish_causal(topic, encode(message))
+            if waiting is not None:
+                driver.lane.wait_for_room(waiting)
+
+        return publish
 
     def send_guaranteed(self, event: ev.SendRequested) -> bool:
         """Take a registered guaranteed send in the caller's thread (blocking API); False:

@@ -22,13 +22,14 @@ from typing import Any, Protocol, cast
 import zmq
 
 from zcluster.address import format_address, parse_address
+from zcluster.application import raise_too_large
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
-from zcluster.runtime.lane import PublicationLane
+from zcluster.runtime.lane import PublicationLane, Waiting
 from zcluster.runtime.ledger import MESSAGE_OVERHEAD_BYTES, STRANGERS, Ledger
 from zcluster.runtime.memory import return_free_memory
 from zcluster.runtime.secured import SecuredConnections, receive_with_user_id
@@ -54,6 +55,8 @@ REJECT_LOG_EVERY_COUNT = 1000
 #: a batch of reads looks at the clock (receive_batch_max_s) every 16 messages: the fast
 #: path of fan-out takes about a microsecond per message, a clock reading a twentieth
 _CLOCK_EVERY_MASK = 15
+#: stamped by the core with what it knows (core/causal.py)
+CAUSAL = DeliveryGuarantee.CAUSAL
 
 
 class Application(Protocol):
@@ -366,6 +369,19 @@ class Driver:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
                     self.loop.call_soon_threadsafe(self._end_turn)
         return True
+
+    def publish_causal(self, topic: str, payload: bytes) -> Waiting | None:
+        """Number, keep and send a CAUSAL publication in the caller's thread, stamped with
+        what this node's core knows now (under its lock, so that no CAUSAL message of
+        this node is stamped in between); as ``PublicationLane.try_numbered``."""
+        with self.core_lock:
+            core = self.core
+            stamped = core.causal.stamp(payload)
+            if len(stamped) > self._config.max_message_bytes:
+                raise_too_large(stamped, self._config.max_message_bytes)
+            seq, waiting = self.lane.try_numbered_payload(topic, stamped, CAUSAL)
+            core.causal.published(topic, seq, self.clock())
+        return waiting
 
     def _end_turn_later(self) -> None:
         """Acknowledgements and fetches go out once per loop turn, batched."""

@@ -134,7 +134,7 @@ class PublicationLane:
         """
         waiting = self.try_unnumbered(topic, message)
         if waiting is not None:
-            self._wait_for_room(waiting)
+            self.wait_for_room(waiting)
 
     def publish_numbered(self, topic: str, message: Any, guarantee: DeliveryGuarantee) -> None:
         """Serialize, number, keep and send a guaranteed publication now, in the caller's
@@ -143,7 +143,7 @@ class PublicationLane:
         and ConfigError if the topic would be one numbered topic too many."""
         waiting = self.try_numbered(topic, message, guarantee)
         if waiting is not None:
-            self._wait_for_room(waiting)
+            self.wait_for_room(waiting)
 
     def try_unnumbered(self, topic: str, message: Any) -> Waiting | None:
         """``publish_unnumbered`` without the wait: None once sent, else its place in line
@@ -173,7 +173,12 @@ class PublicationLane:
         numbered and kept either way."""
         if type(guarantee) is not DeliveryGuarantee or guarantee not in _NUMBERED:
             guarantee = checked_guarantee(guarantee)  # raises for what no core takes
-        payload = self._encode(message)
+        return self.try_numbered_payload(topic, self._encode(message), guarantee)[1]
+
+    def try_numbered_payload(
+        self, topic: str, payload: bytes, guarantee: DeliveryGuarantee
+    ) -> tuple[int, Waiting | None]:
+        """``try_numbered`` of a serialized message; returns its number too."""
         prefix = self._prefix_of(topic)  # checks it before numbering
         with self._lock:
             pub = self._users_pub
@@ -183,7 +188,7 @@ class PublicationLane:
             if not seq:
                 raise ConfigError(too_many_topics(self._config_topics_max_count))
             self.published += 1
-            return self._publication(pub, topic, prefix, seq, guarantee, payload)
+            return seq, self._publication(pub, topic, prefix, seq, guarantee, payload)
 
     def room_pauses(self) -> Iterator[float]:
         """How long to pause before each new ``offer`` of a message that found a queue
@@ -227,7 +232,7 @@ class PublicationLane:
             finally:
                 pub.setsockopt(zmq.XPUB_NODROP, 1)
 
-    def _wait_for_room(self, waiting: Waiting) -> None:
+    def wait_for_room(self, waiting: Waiting) -> None:
         if threading.get_ident() == self._loop_thread:  # it would hold up the subscribers
             self.force(waiting)  # this node's own ones, and the loop
             return

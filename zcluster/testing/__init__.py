@@ -6,17 +6,23 @@
 - :class:`NetworkConditions` / :class:`LinkConditions`: latency, jitter, loss,
   duplication, reordering, partitions, one-way cuts.
 - :class:`SimNetwork`: the simulated network itself.
-- :class:`DeliveryLog`, :func:`check_membership_agreement`: invariant checkers
+- :class:`DeliveryLog`, :class:`CausalLog`, :func:`check_membership_agreement`: invariant checkers
   (lost, duplicated, out-of-order and causally early deliveries; diverging
   views) that name the seed reproducing a failure.
 """
 
-from zcluster.testing.checkers import DeliveryLog, InvariantViolation, check_membership_agreement
+from zcluster.testing.checkers import (
+    CausalLog,
+    DeliveryLog,
+    InvariantViolation,
+    check_membership_agreement,
+)
 from zcluster.testing.faults import LinkConditions, NetworkConditions, inject_inbound_faults
 from zcluster.testing.harness import ClusterTestHarness
 from zcluster.testing.sim import SimNetwork, SimNode
 
 __all__ = [
+    "CausalLog",
     "ClusterTestHarness",
     "DeliveryLog",
     "InvariantViolation",

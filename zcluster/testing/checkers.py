@@ -13,7 +13,9 @@ examples and the seed that reproduces the run.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
@@ -147,6 +149,100 @@ class DeliveryLog:
         failed = [(name, found) for name, found in problems if found]
         if failed:
             raise InvariantViolation(_describe(failed, self.seed))
+
+
+class CausalLog:
+    """Causal order as it happened, and whether each receiver kept it.
+
+    ``sent(sender, id, receivers)`` when a node sends (directly: one receiver; a
+    publication: the topic's subscribers), ``delivered(receiver, id)`` when a handler or
+    subscriber is given it. A send happens after everything its sender sent or was given
+    before (a vector clock per node). ``check()`` raises InvariantViolation if a receiver
+    was given a message before one it was also given that happened before it. Safe from
+    any thread.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._lock = threading.Lock()
+        #: what each node's next send happens after: origin -> its latest send counted
+        self._clocks: dict[str, dict[str, int]] = defaultdict(dict)
+        #: id -> (origin, its index among the origin's sends, clock, receivers)
+        self._messages: dict[Hashable, tuple[str, int, dict[str, int], frozenset[str]]] = {}
+        self._deliveries: dict[str, list[Hashable]] = defaultdict(list)
+
+    def sent(self, sender: str, message_id: Hashable, receivers: Iterable[str]) -> None:
+        with self._lock:
+            if message_id in self._messages:
+                raise ValueError(f"message id {message_id!r} sent twice")
+            clock = self._clocks[sender]
+            index = clock[sender] = clock.get(sender, 0) + 1
+            self._messages[message_id] = (sender, index, dict(clock), frozenset(receivers))
+
+    def delivered(self, receiver: str, message_id: Hashable) -> None:
+        with self._lock:
+            self._deliveries[receiver].append(message_id)
+            message = self._messages.get(message_id)
+            if message is None:
+                return
+            clock = self._clocks[receiver]
+            for origin, index in message[2].items():
+                if clock.get(origin, 0) < index:
+                    clock[origin] = index
+
+    def delivered_count(self) -> int:
+        with self._lock:
+            return sum(map(len, self._deliveries.values()))
+
+    def violations(self) -> list[tuple[str, Hashable, Hashable]]:
+        """(receiver, message, predecessor): ``predecessor`` happened before ``message``,
+        both were given to ``receiver``, ``message`` first."""
+        out: list[tuple[str, Hashable, Hashable]] = []
+        with self._lock:
+            for receiver, ids in self._deliveries.items():
+                out.extend(self._violations_at(receiver, ids))
+        return out
+
+    def _violations_at(
+        self, receiver: str, ids: list[Hashable]
+    ) -> list[tuple[str, Hashable, Hashable]]:
+        messages = self._messages
+        position = {mid: p for p, mid in reversed(list(enumerate(ids)))}  # first given
+        # per origin, the messages given here in the origin's order: their indexes, and
+        # the latest position among each prefix (one comparison tells a violation)
+        streams: dict[str, list[tuple[int, int, Hashable]]] = defaultdict(list)
+        for mid, (origin, index, _, receivers) in messages.items():
+            if receiver in receivers and mid in position:
+                streams[origin].append((index, position[mid], mid))
+        latest: dict[str, tuple[list[int], list[int]]] = {}
+        for origin, stream in streams.items():
+            stream.sort(key=lambda item: item[0])
+            indexes, prefix_max, top = [], [], -1
+            for index, at, _ in stream:
+                top = max(top, at)
+                indexes.append(index)
+                prefix_max.append(top)
+            latest[origin] = (indexes, prefix_max)
+        out: list[tuple[str, Hashable, Hashable]] = []
+        for mid, at in position.items():
+            if mid not in messages:
+                continue
+            sender, own, clock, _ = messages[mid]
+            for origin, bound in clock.items():
+                if origin not in latest:
+                    continue
+                limit = own - 1 if origin == sender else bound
+                indexes, prefix_max = latest[origin]
+                count = bisect.bisect_right(indexes, limit)
+                if count and prefix_max[count - 1] > at:
+                    early = next(m for _, p, m in streams[origin][:count] if p > at)
+                    out.append((receiver, mid, early))
+        return out
+
+    def check(self) -> None:
+        found = self.violations()
+        if found:
+            raise InvariantViolation(_describe([("causal violations", found)], self.seed))
 
 
 def check_membership_agreement(nodes: Sequence[Any], seed: int | None = None) -> None:
