@@ -114,3 +114,10 @@ def test_guaranteed_delivery() -> None:
 def test_every_example_is_exercised(path: Path) -> None:
     tested = Path(__file__).read_text()
     assert f'"{path.name}"' in tested, f"{path.name} has no test"
+
+
+def test_causal_forum() -> None:
+    out = run_example("causal_forum.py")
+    assert "CAUSAL: replies read before their post: 0" in out
+    assert "CAUSAL: replies that arrived first and waited for their post: True" in out
+    assert "AT_LEAST_ONCE: replies read before their post: True" in out
