@@ -9,6 +9,7 @@ from zcluster.delivery import (
     MessageDeduplicator,
     MessageId,
     PublicationLoss,
+    TransactionResult,
 )
 from zcluster.errors import (
     AuthError,
@@ -70,6 +71,7 @@ __all__ = [
     "SecurityMode",
     "SerializationError",
     "Serializer",
+    "TransactionResult",
     "UnknownMember",
     "VersionedSerializer",
     "WireError",

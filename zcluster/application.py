@@ -28,7 +28,12 @@ from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import check_guarantee
-from zcluster.delivery import MessageAcknowledgement, MessageId, PublicationLoss
+from zcluster.delivery import (
+    MessageAcknowledgement,
+    MessageId,
+    PublicationLoss,
+    TransactionResult,
+)
 from zcluster.errors import (
     ConfigError,
     DeserializeError,
@@ -40,6 +45,7 @@ from zcluster.errors import (
 )
 from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
+from zcluster.protocol.messages import MAX_REASON_CHARS
 from zcluster.runtime.errorlog import ErrorLog
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.ledger import PUBLICATIONS, Ledger
@@ -130,6 +136,9 @@ class Application:
         self._accepting_sends = False
         self._numbers = itertools.count(1)
         self._requests: dict[int, RequestDone] = {}
+        #: transactions this node coordinates, by number: told their result (None: the
+        #: node stopped first)
+        self._transactions: dict[int, Callable[[TransactionResult | None], None]] = {}
         self._errors = ErrorLog(config.callback_error_log_interval_s)
         #: what the last graceful leave could not finish (None until one finished waiting)
         self.drained: fx.Drained | None = None
@@ -174,6 +183,9 @@ class Application:
         requests, self._requests = self._requests, {}
         for done in requests.values():
             done(None)
+        transactions, self._transactions = self._transactions, {}
+        for settle in transactions.values():
+            settle(None)
         with self._acks_lock:  # from here on no send can register (it gets NotRunning)
             self._accepting_sends = False
             pending, self._acks = self._acks, {}
@@ -314,6 +326,15 @@ class Application:
     def drop_request(self, request_id: int) -> None:
         self._requests.pop(request_id, None)
 
+    def expect_transaction(
+        self, number: int, settle: Callable[[TransactionResult | None], None]
+    ) -> None:
+        self._transactions[number] = settle
+
+    def next_number(self) -> int:
+        """A number for a transaction, unique in this incarnation (shared with sends)."""
+        return next(self._numbers)
+
     def dispatch(self, fn: Callable[[], Any]) -> None:
         """Run a user callback where this node runs them (called on the node's loop)."""
         if self._runner is not None:
@@ -331,6 +352,9 @@ class Application:
             fx.CompleteRequest: self._complete_request,
             fx.PublicationsLost: self._publications_lost,
             fx.CausalGap: self._causal_gap,
+            fx.Prepare: self._prepare,
+            fx.TransactionDone: self._transaction_done,
+            fx.TransactionInDoubt: self._transaction_in_doubt,
             fx.MemberChanged: self._member_changed,
             fx.Drained: self._drained,
             fx.JoinRefused: lambda effect: self.on_join_refused(effect.reason),
@@ -461,6 +485,55 @@ class Application:
         for callback in self.loss_callbacks:
             self.dispatch(functools.partial(callback, loss))
 
+    def _prepare(self, effect: fx.Prepare) -> None:
+        """Phase one of a transaction: ask the handler's validation hook (none: yes)."""
+        runner = self._runner
+        assert runner is not None
+        handler = self._lookup_handler(effect.name)
+        coordinator = effect.key[0]
+        if handler is None:
+            text = f"no handler named {effect.name!r} on node {self.node_id}"
+            self._feed_soon(ev.PrepareFinished(effect.key, text))
+            return
+        validate = handler.validate if type(handler) is ValidatedHandler else None
+        if validate is None:
+            self._feed_soon(ev.PrepareFinished(effect.key, None))
+            return
+        deserialize = self.serializer.deserialize
+
+        def call() -> Any:
+            return validate(deserialize(effect.payload), coordinator)
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            error = None
+            if exc is not None:
+                error = f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+            elif result is False:
+                error = f"refused by the validation hook of {effect.name!r}"
+            self._feed_soon(ev.PrepareFinished(effect.key, error))
+
+        runner.run(call, done)
+
+    def _transaction_done(self, effect: fx.TransactionDone) -> None:
+        settle = self._transactions.pop(effect.number, None)
+        if settle is not None:
+            settle(
+                TransactionResult(
+                    effect.committed, effect.reason, dict(effect.vetoes), effect.unanswered
+                )
+            )
+
+    def _transaction_in_doubt(self, effect: fx.TransactionInDoubt) -> None:
+        coordinator, _, number = effect.key
+        log.warning(
+            "%s: transaction %d of %s for %r aborted here without its decision, which did "
+            "not come within transaction_in_doubt_max_s (its coordinator unreachable)",
+            self.node_id,
+            number,
+            coordinator,
+            effect.name,
+        )
+
     def _causal_gap(self, effect: fx.CausalGap) -> None:
         origin, _, channel, _, _, seq = effect.message
         missing = ", ".join(f"{o} #{s} on {c!r}" for o, _, c, _, _, s in effect.missing[:3])
@@ -492,6 +565,21 @@ class Application:
 #: steps on the way that the next change completes (joining -> up, leaving -> left), and
 #: bookkeeping (removed: a tombstone expires)
 _ON_THE_WAY = frozenset({MemberStatus.JOINING, MemberStatus.LEAVING, MemberStatus.REMOVED})
+
+
+class ValidatedHandler:
+    """A handler with a validation hook, which votes in phase one of a transaction:
+    ``validate(message, coordinator)`` returning False or raising vetoes it (the
+    exception's text is the reason); anything else takes the message."""
+
+    __slots__ = ("handler", "validate")
+
+    def __init__(self, handler: Callable[[Any, str], Any], validate: Callable[[Any, str], Any]):
+        self.handler = handler
+        self.validate = validate
+
+    def __call__(self, message: Any, sender: str) -> Any:
+        return self.handler(message, sender)
 
 
 class MessageIgnored:

@@ -190,6 +190,26 @@ class NodeConfig:
     causal_holdback_max_count: int = 10_000
     #: ... this many payload bytes; past either, the one waiting longest is delivered
     causal_holdback_max_bytes: int = 64 * 1024 * 1024
+    #: TRANSACTIONAL: a transaction not voted on by every target within this aborts
+    #: (timeout= overrides) ...
+    transaction_timeout_s: float = 10.0
+    #: ... and a participant holds a prepared message for at most this long a timeout
+    transaction_timeout_max_s: float = 300.0
+    #: TRANSACTIONAL: PREPARE, a decision and a question are sent again this often until
+    #: answered
+    transaction_retry_s: float = 0.5
+    #: TRANSACTIONAL: a prepared participant asks for the decision this long after the
+    #: timeout, if it has not heard it
+    transaction_decision_grace_s: float = 1.0
+    #: TRANSACTIONAL: a prepared participant that cannot learn the decision aborts this
+    #: long after it voted (the blocking window of two-phase commit; reported)
+    transaction_in_doubt_max_s: float = 60.0
+    #: TRANSACTIONAL: decisions are kept this long to answer late questions and copies
+    transaction_memory_s: float = 300.0
+    #: TRANSACTIONAL: transactions in progress on one node, coordinated and taken part in
+    transactions_max_count: int = 10_000
+    #: TRANSACTIONAL: decisions a participant remembers (the oldest go first)
+    transactions_remembered_max_count: int = 100_000
 
     # --- sockets and queues ---
     #: ZeroMQ high-water mark (messages queued per subscriber) of the PUB
@@ -291,6 +311,13 @@ class NodeConfig:
                 "message_ttl_s must not exceed dedup_window_s, or exactly-once could not "
                 "recognise a late retransmission"
             )
+        if self.transaction_memory_s < self.transaction_in_doubt_max_s:
+            raise ConfigError(
+                "transaction_memory_s must cover transaction_in_doubt_max_s: a coordinator "
+                "answers a question about a decision it no longer has with ABORT"
+            )
+        if self.transaction_timeout_s > self.transaction_timeout_max_s:
+            raise ConfigError("transaction_timeout_s must not exceed transaction_timeout_max_s")
         if self.causal_dependency_retention_s < self.message_ttl_s:
             raise ConfigError(
                 "causal_dependency_retention_s must cover message_ttl_s, or a CAUSAL message "

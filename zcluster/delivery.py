@@ -29,6 +29,7 @@ __all__ = [
     "MessageDeduplicator",
     "MessageId",
     "PublicationLoss",
+    "TransactionResult",
 ]
 
 
@@ -41,6 +42,30 @@ class MessageId(NamedTuple):
 
 
 AckCallback = Callable[["MessageAcknowledgement"], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionResult:
+    """How a transaction ended: ``committed`` (its message went to the handler of every
+    target) or aborted (to none), and why.
+
+    ``vetoes`` maps each target that refused to its reason (its validation hook's
+    exception, or why it could not take part); ``unanswered`` lists the targets that
+    did not vote in time. ``bool(result)`` is ``committed``.
+    """
+
+    committed: bool
+    reason: str = ""
+    vetoes: dict[str, str] = dataclasses.field(default_factory=dict)
+    unanswered: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.committed
+
+    @property
+    def status(self) -> str:
+        return "committed" if self.committed else "aborted"
+
 
 #: guards every acknowledgement's status, waiter and callbacks: held for a few
 #: instructions at a time, so one lock serves all of them (none of their own to make)

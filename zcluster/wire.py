@@ -220,6 +220,8 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Send: lambda m: (m.name,),
     msg.Request: lambda m: (m.name, m.request_id, m.reply_address),
     msg.Reply: lambda m: (m.request_id, m.ok),
+    msg.Prepare: lambda m: (m.number, m.name, list(m.participants), m.timeout_ms),
+    msg.Txn: lambda m: (m.coordinator, m.incarnation, m.number, int(m.state), m.reason),
     msg.Publish: lambda m: (m.seq, _code(m.guarantee)),
     msg.Data: lambda m: (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch),
     msg.DataBatch: lambda m: (
@@ -588,6 +590,21 @@ def _failure(value: Any) -> tuple[int, str]:
     return _seq(value[0]), _text(value[1])
 
 
+def _participants(value: Any) -> tuple[str, ...]:
+    if type(value) is not list or not 0 < len(value) <= msg.MAX_PARTICIPANTS_COUNT:
+        raise WireError(f"participants must be 1 to {msg.MAX_PARTICIPANTS_COUNT} node ids")
+    return tuple(map(_node_id, value))
+
+
+def _txn_state(value: Any) -> msg.TxnState:
+    if type(value) is not int or value not in _TXN_STATES:
+        raise WireError(f"unknown transaction state {_show(value)}")
+    return msg.TxnState(value)
+
+
+_TXN_STATES = frozenset(int(state) for state in msg.TxnState)
+
+
 def _text(value: Any) -> str:
     """A reason or detail: text of at most MAX_REASON_CHARS characters."""
     if type(value) is not str or len(value) > MAX_REASON_CHARS:
@@ -695,6 +712,8 @@ _SCHEMAS: dict[Kind, tuple[type[msg.Message], tuple[Parse, ...]]] = {
     Kind.FLUSH: (msg.Flush, (_list_of(_position),)),
     Kind.FLUSHED: (msg.Flushed, ()),
     Kind.REFUSE: (msg.Refuse, (_uint, _text)),
+    Kind.PREPARE: (msg.Prepare, (_uint, check_name, _participants, _uint)),
+    Kind.TXN: (msg.Txn, (_node_id, _uint, _uint, _txn_state, _text)),
     Kind.AUTH: (msg.Auth, (_text,)),
 }
 

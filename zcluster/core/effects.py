@@ -111,6 +111,38 @@ class CausalGap:
 
 
 @dataclasses.dataclass(slots=True)
+class Prepare:
+    """Ask handler ``name``'s validation hook whether it takes ``payload``, as part of
+    transaction ``key`` (coordinator, incarnation, number); answer with
+    :class:`~zcluster.core.events.PrepareFinished`."""
+
+    key: tuple[str, int, int]
+    name: str
+    payload: bytes
+
+
+@dataclasses.dataclass(slots=True)
+class TransactionDone:
+    """A transaction this node coordinates is decided: committed, or aborted and why
+    (``vetoes``: (target, reason); ``unanswered``: targets that did not vote)."""
+
+    number: int
+    committed: bool
+    reason: str
+    vetoes: tuple[tuple[str, str], ...]
+    unanswered: tuple[str, ...]
+
+
+@dataclasses.dataclass(slots=True)
+class TransactionInDoubt:
+    """A transaction this node had prepared was aborted without its decision, which did
+    not come within ``transaction_in_doubt_max_s``."""
+
+    key: tuple[str, int, int]
+    name: str
+
+
+@dataclasses.dataclass(slots=True)
 class CompleteRequest:
     """A request ended: ``ok`` with the reply payload, or failed with ``error``."""
 
@@ -174,6 +206,9 @@ Effect = (
     | Acknowledged
     | PublicationsLost
     | CausalGap
+    | Prepare
+    | TransactionDone
+    | TransactionInDoubt
     | CompleteRequest
     | MemberChanged
     | ResolveSeeds

@@ -101,6 +101,27 @@ class DeliveryFinished:
 
 
 @dataclasses.dataclass(slots=True)
+class TransactionStarted:
+    """Deliver ``payload`` to handler ``name`` of every target, or of none; the outcome
+    comes back as :class:`~zcluster.core.effects.TransactionDone` with ``number``."""
+
+    number: int
+    targets: tuple[str, ...]
+    name: str
+    payload: bytes
+    timeout_s: float
+
+
+@dataclasses.dataclass(slots=True)
+class PrepareFinished:
+    """A validation hook answered :class:`~zcluster.core.effects.Prepare` ``key``:
+    ``error`` None takes the message, else it is the veto's reason."""
+
+    key: tuple[str, int, int]
+    error: str | None
+
+
+@dataclasses.dataclass(slots=True)
 class RequestStarted:
     request_id: int
     target: str
@@ -175,6 +196,8 @@ Event = (
     | TurnEnded
     | SendRequested
     | DeliveryFinished
+    | TransactionStarted
+    | PrepareFinished
     | RequestStarted
     | RequestSent
     | ReplyReady

@@ -36,6 +36,7 @@ from zcluster.core.probes import FailureDetection
 from zcluster.core.publisher import Publisher
 from zcluster.core.reliable import ReliableDelivery
 from zcluster.core.subscriber import Subscriber
+from zcluster.core.transactions import Transactions
 from zcluster.protocol import capabilities
 from zcluster.protocol import messages as msg
 from zcluster.protocol.capabilities import SUPPORTED
@@ -116,6 +117,7 @@ class NodeCore:
             self.reliable.refuse,
         )
         self.direct = DirectMessages(ctx, self._leaving)
+        self.transactions = Transactions(ctx, self._leaving)
         self._components: tuple[Component, ...] = (
             self.admission,
             self.gossip,
@@ -129,6 +131,7 @@ class NodeCore:
             self.subscriber,
             self.causal,
             self.direct,
+            self.transactions,
         )
         self._commands: dict[type, Callable[[Any, float], None]] = {
             ev.TimerFired: self._on_timer,

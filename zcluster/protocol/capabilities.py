@@ -34,5 +34,8 @@ PREFIX = "prefix"
 #: frame starts with the message's dependencies
 CAUSAL = "causal"
 
+#: takes part in transactions (revision 1.6): reads PREPARE and TXN
+TXN = "txn"
+
 #: what this release announces, sorted
-SUPPORTED: Capabilities = (BATCH, CAUSAL, DRAIN, FIELDS, ONE_FRAME, PREFIX, REFUSE, SWIM)
+SUPPORTED: Capabilities = (BATCH, CAUSAL, DRAIN, FIELDS, ONE_FRAME, PREFIX, REFUSE, SWIM, TXN)

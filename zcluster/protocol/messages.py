@@ -70,6 +70,8 @@ class Kind(enum.IntEnum):
     FLUSHED = 25
     REFUSE = 26
     AUTH = 27
+    PREPARE = 28
+    TXN = 29
 
 
 @dataclasses.dataclass(slots=True)
@@ -259,6 +261,54 @@ class Refuse:
     detail: str
 
 
+#: most participants one transaction may have
+MAX_PARTICIPANTS_COUNT = 64
+
+
+class TxnState(enum.IntEnum):
+    """Where a transaction stands, as a TXN message says it (revision 1.6). Values are
+    part of the protocol."""
+
+    #: the sender is in doubt and asks for the receiver's state
+    QUERY = 0
+    #: a participant's yes vote: it holds the message until told the decision
+    PREPARED = 1
+    #: a participant's no vote (a veto, or it could not take the message), with a reason
+    REFUSED = 2
+    #: committed: the coordinator's decision, or a participant that applied it
+    COMMIT = 3
+    #: aborted: the coordinator's decision, or a participant that applied it (or gave up)
+    ABORT = 4
+    #: the sender knows nothing of the transaction (never prepared it, or forgot it)
+    UNKNOWN = 5
+
+
+@dataclasses.dataclass(slots=True)
+class Prepare:
+    """Phase one of the sender's transaction ``number``: may the receiver's handler
+    ``name`` take the payload? Answered with TXN (PREPARED or REFUSED) within
+    ``timeout_ms``; ``participants`` are every target of the transaction."""
+
+    KIND: ClassVar[Kind] = Kind.PREPARE
+    number: int
+    name: str
+    participants: tuple[str, ...]
+    timeout_ms: int
+
+
+@dataclasses.dataclass(slots=True)
+class Txn:
+    """Where transaction ``number`` of ``coordinator`` (in ``incarnation``) stands for
+    the sender: a vote, a decision, its acknowledgement, a question or an answer."""
+
+    KIND: ClassVar[Kind] = Kind.TXN
+    coordinator: str
+    incarnation: int
+    number: int
+    state: TxnState
+    reason: str
+
+
 @dataclasses.dataclass(slots=True)
 class Auth:
     """Who the sender is, said on a connection before anything else is taken from it (in
@@ -373,6 +423,8 @@ Message = (
     | Fetch
     | Republish
     | Lost
+    | Prepare
+    | Txn
 )
 
 #: kinds sent DEALER -> ROUTER; the others travel on PUB

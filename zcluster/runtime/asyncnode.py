@@ -23,6 +23,7 @@ from zcluster.application import (
     MemberCallback,
     MessageIgnored,
     SubscriptionCallback,
+    ValidatedHandler,
     checked_guarantee,
     reply_payload,
 )
@@ -30,7 +31,7 @@ from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
-from zcluster.delivery import DrainReport, MessageAcknowledgement
+from zcluster.delivery import DrainReport, MessageAcknowledgement, TransactionResult
 from zcluster.errors import (
     ConfigError,
     NotRunning,
@@ -549,18 +550,21 @@ class AsyncNode:
 
     # ------------------------------------------------------------ registration
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(self, name: str, handler: Handler, *, validate: Handler | None = None) -> None:
         """Handle direct messages named ``name`` with ``handler(message, sender)``.
 
-        The handler's return value is the reply to a request. ConfigError if ``name``
-        has a handler already (``unregister`` it first).
+        The handler's return value is the reply to a request. ``validate(message,
+        coordinator)`` votes on each transaction sent to ``name``
+        (``send_transaction``): returning False or raising vetoes it, the exception's
+        text being the reason; without it, every transaction is taken. ConfigError
+        if ``name`` has a handler already (``unregister`` it first).
         """
         name = _checked(check_name, name, "handler name")
         if name in self._handlers:
             raise ConfigError(
                 f"a handler named {name!r} is registered already; unregister({name!r}) first"
             )
-        self._handlers[name] = handler
+        self._handlers[name] = handler if validate is None else ValidatedHandler(handler, validate)
 
     def unregister(self, name: str) -> None:
         """Stop handling messages named ``name`` (their senders then get "no handler")."""
@@ -676,6 +680,52 @@ class AsyncNode:
         finally:
             self.app.drop_request(event.request_id)
         return self.serializer.deserialize(reply)
+
+    async def send_transaction(
+        self,
+        node_ids: Iterable[str],
+        name: str,
+        message: Any,
+        *,
+        timeout: float | None = None,
+    ) -> TransactionResult:
+        """Deliver ``message`` to handler ``name`` of every node in ``node_ids``, or of
+        none (two-phase commit, this node coordinating; docs/delivery.md).
+
+        Each target's validation hook (``register(..., validate=)``) votes; with every
+        vote yes within ``timeout`` seconds (default ``transaction_timeout_s``) the
+        transaction commits and each target's handler runs once, else it aborts and
+        none does. Returns the :class:`~zcluster.TransactionResult`: committed or
+        aborted, and why (which target vetoed, which did not vote in time).
+        """
+        return await self.run_transaction(
+            self.prepare_transaction(node_ids, name, message, timeout)
+        )
+
+    async def run_transaction(self, event: ev.TransactionStarted) -> TransactionResult:
+        """Coordinate a prepared transaction (``prepare_transaction``) to its result."""
+        driver = self._require()
+        future: asyncio.Future[TransactionResult] = asyncio.get_running_loop().create_future()
+        self.app.expect_transaction(event.number, functools.partial(_settle_transaction, future))
+        driver.feed(event)
+        return await future
+
+    def prepare_transaction(
+        self, node_ids: Iterable[str], name: str, message: Any, timeout: float | None
+    ) -> ev.TransactionStarted:
+        """Check a transaction's arguments and serialize it. Safe from any thread."""
+        if isinstance(node_ids, str):
+            raise ConfigError("node_ids is a list of node ids, not one string")
+        targets = tuple(_checked(check_name, t, "node id") for t in node_ids)
+        name = _checked(check_name, name, "handler name")
+        limit = self.config.transaction_timeout_s if timeout is None else timeout
+        if not 0 < limit <= self.config.transaction_timeout_max_s:
+            raise ConfigError(
+                f"timeout must be positive and at most transaction_timeout_max_s "
+                f"({self.config.transaction_timeout_max_s:g} s)"
+            )
+        payload = self.app.encode(message)
+        return ev.TransactionStarted(self.app.next_number(), targets, name, payload, limit)
 
     def prepare_request(
         self, node_id: str, name: str, message: Any, timeout: float | None
@@ -835,6 +885,16 @@ class AsyncNode:
             self._joined.set()
         if member.status is MemberStatus.LEFT and self._left is not None:
             self._left.set()
+
+
+def _settle_transaction(
+    future: asyncio.Future[TransactionResult], result: TransactionResult | None
+) -> None:
+    """End a transaction's future with its result (None: this node stopped first)."""
+    if not future.done():
+        if result is None:
+            result = TransactionResult(False, "the coordinating node stopped before a decision")
+        future.set_result(result)
 
 
 def _settle(future: asyncio.Future[bytes], outcome: fx.CompleteRequest | None) -> None:

@@ -33,7 +33,7 @@ from zcluster.application import (
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
-from zcluster.delivery import DrainReport, MessageAcknowledgement
+from zcluster.delivery import DrainReport, MessageAcknowledgement, TransactionResult
 from zcluster.errors import ConfigError, NotRunning
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member
@@ -237,10 +237,13 @@ class Node:
 
     # ------------------------------------------------------------ registration
 
-    def register(self, name: str, handler: Handler) -> None:
-        """Handle direct messages named ``name`` (handlers run on the callback thread)."""
+    def register(self, name: str, handler: Handler, *, validate: Handler | None = None) -> None:
+        """Handle direct messages named ``name`` (handlers run on the callback thread);
+        ``validate`` votes on transactions, see AsyncNode.register."""
         _reject_coroutine(handler)
-        self._node.register(name, handler)
+        if validate is not None:
+            _reject_coroutine(validate)
+        self._node.register(name, handler, validate=validate)
 
     def unregister(self, name: str) -> None:
         """Stop handling messages named ``name``; see AsyncNode.unregister."""
@@ -365,6 +368,20 @@ class Node:
             self._on_loop_soon(node.app.drop_request, event.request_id)
             raise
         return self.serializer.deserialize(outcome)
+
+    def send_transaction(
+        self,
+        node_ids: Iterable[str],
+        name: str,
+        message: Any,
+        *,
+        timeout: float | None = None,
+    ) -> TransactionResult:
+        """Deliver ``message`` to handler ``name`` of every node in ``node_ids``, or of
+        none; blocks until decided. See AsyncNode.send_transaction."""
+        node = self._node
+        event = node.prepare_transaction(node_ids, name, message, timeout)
+        return self._call(node.run_transaction(event), timeout_margin=event.timeout_s)
 
     # ------------------------------------------------------------ plumbing
 

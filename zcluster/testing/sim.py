@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from zcluster.application import Application
+from zcluster.application import Application, ValidatedHandler
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
@@ -81,6 +81,10 @@ class SimNode:
         return topic in self.filters or any(topic.startswith(p) for p in self.prefix_filters)
 
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
+    #: validation hooks of transactions, by handler name: ``validate(sender, payload)``
+    validators: dict[str, Handler] = dataclasses.field(default_factory=dict)
+    #: results of the transactions this node coordinated, by number
+    transactions: dict[int, fx.TransactionDone] = dataclasses.field(default_factory=dict)
     delivered: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
     completed: dict[int, fx.CompleteRequest] = dataclasses.field(default_factory=dict)
     #: final status of each guaranteed send, by message number
@@ -120,7 +124,14 @@ class SimNode:
         handler = self.handlers.get(name)
         if handler is None:
             return None
-        return lambda message, sender: handler(sender, message)
+        validate = self.validators.get(name)
+        call = _flipped(handler)
+        return call if validate is None else ValidatedHandler(call, _flipped(validate))
+
+
+def _flipped(handler: Handler) -> Callable[[Any, str], Any]:
+    """``handler(sender, payload)`` as the application layer calls handlers."""
+    return lambda message, sender: handler(sender, message)
 
 
 class _SimRunner:
@@ -366,6 +377,21 @@ class SimNetwork:
     ) -> None:
         self._feed(self.nodes[node_id], ev.PublishRequested(topic, payload, guarantee))
 
+    def transaction(
+        self,
+        node_id: str,
+        targets: Iterable[str],
+        name: str,
+        payload: bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Start a transaction from ``node_id``; returns its number (see ``transactions``)."""
+        node = self.nodes[node_id]
+        timeout = self.config.transaction_timeout_s if timeout_s is None else timeout_s
+        number = node.app.next_number()
+        self._feed(node, ev.TransactionStarted(number, tuple(targets), name, payload, timeout))
+        return number
+
     def subscribe(self, node_id: str, topic: str, *, replay: bool = False) -> None:
         self._feed(self.nodes[node_id], ev.TopicSubscribed(topic, replay))
 
@@ -517,6 +543,10 @@ class SimNetwork:
                     node.acks[number] = (status, reason)
             case fx.PublicationsLost():
                 node.losses.append(effect)
+            case fx.TransactionDone(number=number):
+                if number in node.transactions:
+                    raise AssertionError(f"transaction {number} got a second result")
+                node.transactions[number] = effect
             case fx.MemberChanged(member=member):
                 self._record(node.node_id, _describe(member))
 
