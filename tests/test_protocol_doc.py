@@ -12,6 +12,7 @@ import nacl.signing
 import pytest
 
 from zcluster.config import NodeConfig
+from zcluster.core import stamps
 from zcluster.core.membership import MembershipTable
 from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import DeliveryGuarantee
@@ -25,6 +26,7 @@ from zcluster.serialization import MsgpackSerializer
 from zcluster.wire import (
     CONTROL_TOPIC,
     DIRECT_KINDS,
+    GUARANTEE_CODES,
     Encoder,
     Kind,
     encode_body,
@@ -78,17 +80,21 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 
 def test_capabilities_example_matches_the_encoder() -> None:
-    assert SUPPORTED == ("batch", "drain", "fields", "oneframe", "prefix", "refuse", "swim")
-    # revisions 1.1, 1.2, 1.3 and 1.4
+    assert SUPPORTED == (
+        "batch", "causal", "drain", "fields", "oneframe", "prefix", "refuse", "swim"
+    )  # fmt: skip
+    # revisions 1.1, 1.2, 1.3, 1.4 (and 1.5, which announces the same) and 1.6
     revision_1_3 = ("batch", "fields", "oneframe", "swim")
-    for caps in (("fields",), ("fields", "oneframe", "swim"), revision_1_3, SUPPORTED):
+    revision_1_4 = ("batch", "drain", "fields", "oneframe", "prefix", "refuse", "swim")
+    caps_by_revision = (("fields",), ("fields", "oneframe", "swim"), revision_1_3, revision_1_4)
+    for caps in (*caps_by_revision, SUPPORTED):
         announcement = spaced(encode_capabilities(caps))
         assert f"`{announcement}`" in SPEC
         assert f"[{spaced(CONTROL_TOPIC)}, header, {announcement}]" in SPEC
 
 
-#: the current revision: the title, the revision table and the kinds it added
-REVISION = "1.5"
+#: the current revision: the title, the revision table and what it added
+REVISION = "1.6"
 
 
 def section(title: str) -> str:
@@ -142,9 +148,10 @@ def test_the_revision_is_the_current_one() -> None:
     assert SPEC.startswith(f"# zcluster wire protocol, version 1 (revision {REVISION})\n")
     assert f"protocol version 1, revision {REVISION}," in SPEC
     rows = re.findall(r"^\| (1\.\d)( \(this document\))? \|", section("9.1"), re.M)
-    assert [number for number, _ in rows] == ["1.0", "1.1", "1.2", "1.3", "1.4", REVISION]
+    assert [number for number, _ in rows] == ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5", REVISION]
     assert [number for number, current in rows if current] == [REVISION]
-    assert f"| {REVISION} (this document) | as 1.4, and kind 27, AUTH" in SPEC
+    assert "| 1.5 | as 1.4, and kind 27, AUTH" in SPEC
+    assert f"| {REVISION} (this document) | as 1.5, and guarantee code 4 (CAUSAL)" in SPEC
 
 
 def test_documented_defaults_match_the_config() -> None:
@@ -155,8 +162,10 @@ def test_documented_defaults_match_the_config() -> None:
         assert name in defaults, f"section 6.10 names no setting {name}"
         assert float(value.replace(",", "")) == defaults[name], name
     documented = {name for name, _ in rows}
-    for name in defaults:  # what AUTH and handshakes depend on is documented
+    for name in defaults:  # what AUTH, handshakes and CAUSAL depend on is documented
         if name.startswith("auth_") and name != "auth_reload_interval_s":
+            assert name in documented, name
+        if name.startswith("causal_"):
             assert name in documented, name
 
 
@@ -207,3 +216,33 @@ def test_auth_example_matches_the_encoder(scheme: str) -> None:
         assert " ".join(annotated) == spaced(header)
     else:
         assert f"`{spaced(header)}`" in example
+
+
+def test_causal_is_specified_as_the_code_reads_it() -> None:
+    causal = section("6.12 CAUSAL delivery")
+    code = GUARANTEE_CODES[DeliveryGuarantee.CAUSAL]
+    assert code == max(GUARANTEE_CODES.values()) == 4
+    assert f"Guarantee code {code}, CAUSAL," in causal
+    assert f"| guarantee codes | 0..{code} (DATA: 1..{code}) |" in section("7.4")
+    assert "| `causal` | 1.6 |" in section("9.3")
+    limit = NodeConfig().causal_dependencies_max_count
+    assert f"`causal_dependencies_max_count`\n({limit})" in causal
+
+
+#: the stamp of the worked example in section 6.12
+EXAMPLE_DEPENDENCIES = (("a", 0, "b", 7, 1, 3), ("c", 1, "news", 9, 0, 12))
+
+
+def test_causal_stamp_example_matches_the_code() -> None:
+    body = MsgpackSerializer().serialize("hello")
+    payload = stamps.stamp(EXAMPLE_DEPENDENCIES, body)
+    assert stamps.read_stamp(payload, NodeConfig().causal_dependencies_max_count) == (
+        EXAMPLE_DEPENDENCIES,
+        body,
+    )
+    causal = section("6.12 CAUSAL delivery")
+    assert f"`{spaced(payload)}`" in causal
+    # annotated, a dependency per line
+    annotated = re.findall(r"^((?:[0-9a-f]{2} )*[0-9a-f]{2})  ", causal, re.M)
+    assert " ".join(annotated) == spaced(payload)
+    assert f"(`{spaced(stamps.stamp((), b''))}` if it is empty)" in causal

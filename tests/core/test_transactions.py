@@ -1,0 +1,179 @@
+"""TRANSACTIONAL delivery in the core (core/transactions.py) on the simulated network:
+all or none, vetoes, timeouts, lost and repeated messages, and what participants do
+when the coordinator dies between the phases."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.sim.test_delivery_sim import cluster
+from zcluster import NodeConfig
+from zcluster.core import effects as fx
+from zcluster.testing import NetworkConditions
+from zcluster.testing.sim import SimNetwork
+
+TARGETS = ("n1", "n2", "n3")
+FAST = NodeConfig(transaction_in_doubt_max_s=5.0, transaction_memory_s=30.0)
+
+
+def four(
+    config: NodeConfig | None = None, seed: int = 1
+) -> tuple[SimNetwork, dict[str, list[bytes]]]:
+    """n0 coordinates; n1..n3 handle "h", recording what their handler is given."""
+    net = cluster(4, seed, config)
+    got: dict[str, list[bytes]] = {n: [] for n in TARGETS}
+    for n in TARGETS:
+        net.nodes[n].handlers["h"] = lambda sender, payload, n=n: got[n].append(payload)
+    return net, got
+
+
+def result(net: SimNetwork, number: int) -> fx.TransactionDone:
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 30)
+    return net.nodes["n0"].transactions[number]
+
+
+def test_every_target_takes_it_once() -> None:
+    net, got = four()
+    done = result(net, net.transaction("n0", TARGETS, "h", b"x"))
+    assert done.committed and done.reason == ""
+    net.run_for(1.0)
+    assert got == {n: [b"x"] for n in TARGETS}
+
+
+def test_a_veto_aborts_it_everywhere_and_says_who_and_why() -> None:
+    net, got = four()
+
+    def validate(sender: str, payload: bytes) -> None:
+        raise ValueError(f"no stock for {payload.decode()}")
+
+    net.nodes["n2"].validators["h"] = validate
+    done = result(net, net.transaction("n0", TARGETS, "h", b"apples"))
+    assert not done.committed
+    assert done.vetoes == (("n2", "ValueError: no stock for apples"),)
+    assert "n2 vetoed: ValueError: no stock for apples" in done.reason
+    net.run_for(2.0)
+    assert got == {n: [] for n in TARGETS}
+    assert net.nodes["n2"].core.counters["transactions_vetoed"] == 1
+
+
+def test_a_hook_that_returns_false_vetoes_and_true_or_none_accepts() -> None:
+    net, got = four()
+    net.nodes["n1"].validators["h"] = lambda sender, payload: payload != b"no"
+    net.nodes["n3"].validators["h"] = lambda sender, payload: None
+    assert result(net, net.transaction("n0", TARGETS, "h", b"yes")).committed
+    done = result(net, net.transaction("n0", TARGETS, "h", b"no"))
+    assert not done.committed and "refused by the validation hook of 'h'" in done.reason
+    net.run_for(1.0)
+    assert got == {n: [b"yes"] for n in TARGETS}
+
+
+def test_a_target_cut_off_times_it_out_and_nobody_takes_it() -> None:
+    net, got = four()
+    net.set_conditions(NetworkConditions(latency=0.001, partition_groups=[[0, 1, 2], [3]]))
+    done = result(net, net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0))
+    assert not done.committed and done.unanswered == ("n3",)
+    assert "no vote within the timeout from n3" in done.reason
+    net.heal()
+    net.run_for(5.0)
+    assert got == {n: [] for n in TARGETS}
+
+
+def test_a_vote_cut_off_after_preparing_still_ends_decided() -> None:
+    """n3 prepares, but its vote is lost: abort at the deadline, and n3 learns it."""
+    net, got = four()
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(3, 0)]))
+    done = result(net, net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0))
+    assert not done.committed
+    net.heal()
+    assert net.run_until(lambda: len(net.nodes["n3"].core.transactions) == 0, 10)
+    assert got == {n: [] for n in TARGETS}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_all_or_none_under_loss_duplication_and_reordering(seed: int) -> None:
+    rng = random.Random(seed)
+    net, got = four(seed=seed)
+    net.nodes["n2"].validators["h"] = lambda sender, payload: int(payload) % 7 != 0
+    net.set_conditions(
+        NetworkConditions(
+            latency=0.001,
+            jitter=0.01,
+            packet_loss_rate=0.2,
+            duplicate_rate=0.1,
+            reorder_rate=0.2,
+            reorder_delay=0.03,
+        )
+    )
+    numbers = {}
+    for i in range(60):
+        numbers[i] = net.transaction("n0", TARGETS, "h", str(i).encode(), timeout_s=3.0)
+        net.run_for(rng.choice([0.0, 0.01, 0.05]))
+    results = {i: result(net, number) for i, number in numbers.items()}
+    net.set_conditions(NetworkConditions(latency=0.001))
+    assert net.run_until(lambda: all(len(net.nodes[n].core.transactions) == 0 for n in TARGETS), 30)
+    for i, done in results.items():
+        counts = [got[n].count(str(i).encode()) for n in TARGETS]
+        assert counts == ([1, 1, 1] if done.committed else [0, 0, 0]), (i, done, seed)
+    assert sum(d.committed for d in results.values()) >= 30, f"seed={seed}"
+    assert any(not d.committed and d.vetoes for d in results.values())
+
+
+def test_coordinator_crash_before_deciding_leaves_participants_in_doubt_then_aborts() -> None:
+    net, got = four(FAST)
+    in_doubt: list[fx.TransactionInDoubt] = []
+    for n in TARGETS:
+        net.nodes[n].appliers[fx.TransactionInDoubt] = in_doubt.append
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(1, 0), (2, 0), (3, 0)]))
+    net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.run_for(0.1)  # every target prepared; no vote reaches n0
+    net.crash("n0")
+    net.heal()
+    net.run_for(3.0)
+    assert all(len(net.nodes[n].core.transactions) == 1 for n in TARGETS), "blocked: in doubt"
+    assert net.run_until(lambda: all(len(net.nodes[n].core.transactions) == 0 for n in TARGETS), 5)
+    assert got == {n: [] for n in TARGETS}
+    assert len(in_doubt) == 3
+
+
+def test_a_restarted_coordinator_lets_participants_abort_at_once() -> None:
+    """Its new life kept no decision, and every participant is still prepared: nobody
+    heard a commit, so each aborts without waiting out the in-doubt limit."""
+    net, got = four(FAST)
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(1, 0), (2, 0), (3, 0)]))
+    net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.run_for(0.1)
+    net.crash("n0")
+    net.heal()
+    net.add_node("n0", seeds=[net.nodes["n1"].core.address])
+    assert net.run_until(lambda: all(len(net.nodes[n].core.transactions) == 0 for n in TARGETS), 4)
+    assert got == {n: [] for n in TARGETS}
+    presumed = sum(net.nodes[n].core.counters["transactions_presumed_abort"] for n in TARGETS)
+    assert presumed >= 1
+
+
+def test_participants_that_missed_the_commit_learn_it_from_one_that_heard_it() -> None:
+    net, got = four(FAST)
+    # the decision reaches n1 only, then the coordinator dies
+    net.set_conditions(NetworkConditions(latency=0.001))
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 2), (0, 3)]))
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 2)
+    assert net.nodes["n0"].transactions[number].committed
+    net.run_for(0.05)
+    net.crash("n0")
+    net.heal()
+    assert net.run_until(lambda: all(got[n] == [b"x"] for n in TARGETS), 5)
+    net.run_for(2.0)
+    assert got == {n: [b"x"] for n in TARGETS}
+
+
+def test_refused_at_once_what_cannot_start() -> None:
+    net, _ = four()
+    done = result(net, net.transaction("n0", ("n1", "nobody"), "h", b"x"))
+    assert not done.committed and "'nobody' is not a member" in done.reason
+    done = result(net, net.transaction("n0", (), "h", b"x"))
+    assert not done.committed and "1 to 64 targets" in done.reason
+    done = result(net, net.transaction("n0", ("n1",), "missing", b"x"))
+    assert not done.committed and "no handler named 'missing' on node n1" in done.reason
