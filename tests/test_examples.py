@@ -121,3 +121,12 @@ def test_causal_forum() -> None:
     assert "CAUSAL: replies read before their post: 0" in out
     assert "CAUSAL: replies that arrived first and waited for their post: True" in out
     assert "AT_LEAST_ONCE: replies read before their post: True" in out
+
+
+def test_transactions() -> None:
+    out = run_example("transactions.py")
+    assert "apples: committed" in out
+    assert "pears: aborted (warehouse vetoed: LookupError: no pears in stock)" in out
+    assert "apples without shipping: aborted ('shipping' is not a member" in out
+    booked = "{'warehouse': ['apples'], 'billing': ['apples'], 'shipping': ['apples']}"
+    assert f"booked: {booked}" in out

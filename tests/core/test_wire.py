@@ -128,6 +128,11 @@ CASES: dict[Kind, tuple[list[Any], msg.Message]] = {
     Kind.FLUSHED: ([], msg.Flushed()),
     Kind.REFUSE: ([1, "127.0.0.1:7003"], msg.Refuse(1, "127.0.0.1:7003")),
     Kind.AUTH: (["jwt"], msg.Auth("jwt")),
+    Kind.PREPARE: ([9, "book", ["n1", "n2"], 2000], msg.Prepare(9, "book", ("n1", "n2"), 2000)),
+    Kind.TXN: (
+        ["n3", UINT64_MAX, 9, 2, "no stock"],
+        msg.Txn("n3", UINT64_MAX, 9, msg.TxnState.REFUSED, "no stock"),
+    ),
 }
 
 NEWS = msg.News(M3, ("fields", "swim"), ())
@@ -256,6 +261,8 @@ def test_kind_values_are_fixed_by_the_protocol() -> None:
         "FLUSHED": 25,
         "REFUSE": 26,
         "AUTH": 27,
+        "PREPARE": 28,
+        "TXN": 29,
     }
 
 
@@ -970,6 +977,12 @@ MESSAGES: dict[Kind, st.SearchStrategy[Any]] = {
     Kind.AUTH: st.builds(
         msg.Auth, st.sampled_from(["jwt", "certificate"]) | st.text(max_size=MAX_REASON_CHARS)
     ),
+    Kind.PREPARE: st.builds(
+        msg.Prepare, uint64, names, st.lists(names, min_size=1, max_size=4).map(tuple), uint64
+    ),
+    Kind.TXN: st.builds(
+        msg.Txn, names, uint64, uint64, st.sampled_from(msg.TxnState), st.text(max_size=20)
+    ),
 }
 #: (kind, one of its messages)
 messages = st.sampled_from(list(Kind)).flatmap(lambda k: st.tuples(st.just(k), MESSAGES[k]))
@@ -1256,7 +1269,7 @@ def test_rejects_other_protocol_versions(version: Any) -> None:
         decode_header(msgpack.packb(raw), MAX)
 
 
-@pytest.mark.parametrize("kind", [0, 2, 8, 9, 28, 255, -1, True, 4.0, "PING", None])
+@pytest.mark.parametrize("kind", [0, 2, 8, 9, 30, 255, -1, True, 4.0, "PING", None])
 def test_rejects_unknown_kinds(kind: Any) -> None:
     raw = valid_raw(Kind.PING)
     raw[1] = kind
