@@ -21,13 +21,14 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import check_guarantee
+from zcluster.core.persistence import SendKept
 from zcluster.delivery import (
     MessageAcknowledgement,
     MessageId,
@@ -330,6 +331,21 @@ class Application:
         self, number: int, settle: Callable[[TransactionResult | None], None]
     ) -> None:
         self._transactions[number] = settle
+
+    def restored(self, sends: Iterable[SendKept]) -> list[MessageAcknowledgement]:
+        """Acknowledgements for the sends an earlier life left unsettled (the core sends
+        them again); numbers for new sends follow theirs."""
+        acks = []
+        top = 0
+        with self._acks_lock:
+            for kept in sends:
+                message_id = MessageId(self.node_id, self.incarnation, kept.number)
+                ack = MessageAcknowledgement(message_id, kept.target, kept.guarantee, self.dispatch)
+                self._acks[kept.number] = ack
+                acks.append(ack)
+                top = max(top, kept.number)
+            self._numbers = itertools.count(max(top + 1, next(self._numbers)))
+        return acks
 
     def next_number(self) -> int:
         """A number for a transaction, unique in this incarnation (shared with sends)."""

@@ -97,6 +97,11 @@ class NodeContext:
             config.stranger_answers_per_s, config.stranger_answers_per_s
         )
         self._table_answers = TokenBucket(config.table_answers_per_s, config.table_answers_per_s)
+        #: whether a durable store keeps what must survive a crash (persistence.py)
+        self.durable = False
+        #: records of this turn for the store, and effects that wait for them
+        self.records: list[Any] = []
+        self.deferred: list[fx.Effect] = []
 
     @property
     def me(self) -> Member:
@@ -108,6 +113,18 @@ class NodeContext:
     def send(self, address: str, message: msg.Message, payload: bytes = b"") -> None:
         """A direct message to the ROUTER at ``address``."""
         self.out.append(fx.Send(address, message, payload))
+
+    def persist(self, record: Any) -> None:
+        """Note a ``persistence.Record`` for the store (nothing without one)."""
+        if self.durable:
+            self.records.append(record)
+
+    def defer(self, effect: fx.Effect) -> None:
+        """Emit ``effect`` once this turn's records are durable (at once without a store)."""
+        if self.durable:
+            self.deferred.append(effect)
+        else:
+            self.out.append(effect)
 
     def live_address(self, node_id: str) -> str | None:
         """The ROUTER address of a live member; None if it is not one."""

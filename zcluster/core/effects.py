@@ -6,6 +6,7 @@ Values, never changed once built (not frozen only for speed; see events.py).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from zcluster.protocol.guarantees import AckStatus
 from zcluster.protocol.members import Member
@@ -143,6 +144,16 @@ class TransactionInDoubt:
 
 
 @dataclasses.dataclass(slots=True)
+class Persist:
+    """Write these records to the durable store, in one batch, in order (they are
+    ``zcluster.core.persistence.Record`` values); then feed
+    :class:`~zcluster.core.events.Persisted` with ``batch``."""
+
+    batch: int
+    records: tuple[Any, ...]
+
+
+@dataclasses.dataclass(slots=True)
 class CompleteRequest:
     """A request ended: ``ok`` with the reply payload, or failed with ``error``."""
 
@@ -209,6 +220,7 @@ Effect = (
     | Prepare
     | TransactionDone
     | TransactionInDoubt
+    | Persist
     | CompleteRequest
     | MemberChanged
     | ResolveSeeds

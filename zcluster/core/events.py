@@ -101,6 +101,14 @@ class DeliveryFinished:
 
 
 @dataclasses.dataclass(slots=True)
+class Persisted:
+    """The store wrote batch ``batch`` of :class:`~zcluster.core.effects.Persist`: what
+    waited for it may go."""
+
+    batch: int
+
+
+@dataclasses.dataclass(slots=True)
 class TransactionStarted:
     """Deliver ``payload`` to handler ``name`` of every target, or of none; the outcome
     comes back as :class:`~zcluster.core.effects.TransactionDone` with ``number``."""
@@ -198,6 +206,7 @@ Event = (
     | DeliveryFinished
     | TransactionStarted
     | PrepareFinished
+    | Persisted
     | RequestStarted
     | RequestSent
     | ReplyReady

@@ -19,12 +19,18 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 
 from zcluster.config import NodeConfig
 from zcluster.core.dedup import DedupWindow
+from zcluster.core.persistence import DeliveryNoted
 from zcluster.core.sequences import HeldBytes, HoldBack, SeqSet
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.messages import MAX_REASON_CHARS, Data, DataAck
+
+#: why an exactly-once message handed to its handler just before a crash is not run
+#: again: "the handler ran" means it was started (docs/delivery.md, "Durability")
+INTERRUPTED = "the receiver stopped while its handler ran; not run again"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,8 +42,10 @@ class Arrival:
     payload: bytes
     #: the numbering it belongs to (the stream's epoch when it arrived)
     epoch: int
-    #: sent CAUSAL: its payload starts with its dependencies (causal.py)
-    causal: bool = False
+    #: as sent (CAUSAL: its payload starts with its dependencies, causal.py)
+    guarantee: DeliveryGuarantee
+    #: its id among its sender's guaranteed sends (with the sender's incarnation)
+    number: int
 
 
 class InboundStream:
@@ -148,7 +156,7 @@ class DirectReceiver:
         if later and not self.held_bytes.room_for(len(payload)):
             self._count("reliable_holdback_full")  # not taken: the sender sends it again
             return []
-        arrival = Arrival(seq, name, payload, epoch, guarantee is DeliveryGuarantee.CAUSAL)
+        arrival = Arrival(seq, name, payload, epoch, guarantee, number)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
             known = self._dedup.recall((sender, incarnation, number), now)
             if known is not None:
@@ -165,8 +173,9 @@ class DirectReceiver:
         stream.delivered.add(seq)
         return self._release(stream, [arrival])
 
-    def finished(self, sender: str, receipt: tuple[int, int, int], error: str | None) -> None:
+    def finished(self, sender: str, receipt: tuple[int, int, int], error: str | None) -> int | None:
         """A handler returned (``error`` is None) or failed; ``receipt`` as delivered.
+        Returns the message's number if it is in the exactly-once window.
 
         A receipt names the message by ``(incarnation, epoch, seq)``, which every copy of
         it shares, so the outcome also reaches a stream recreated since it was delivered.
@@ -177,10 +186,25 @@ class DirectReceiver:
         if number is not None:
             self._dedup.settle((sender, incarnation, number), reason)
         stream = self._streams.get(sender)
-        if stream is None or (stream.incarnation, stream.epoch) != (incarnation, epoch):
-            return
-        stream.finish(seq, reason)
-        self.ack_due[sender] = None
+        if stream is not None and (stream.incarnation, stream.epoch) == (incarnation, epoch):
+            stream.finish(seq, reason)
+            self.ack_due[sender] = None
+        return number
+
+    def restore(self, deliveries: Iterable[DeliveryNoted], now: float) -> int:
+        """Take back the exactly-once window of an earlier life (oldest first). A message
+        whose handler had started and not returned is not run again: it is settled as
+        failed (``INTERRUPTED``). Returns how many were."""
+        interrupted = 0
+        outcomes: dict[tuple[str, int, int], DeliveryNoted] = {}
+        for noted in deliveries:
+            outcomes[(noted.sender, noted.incarnation, noted.number)] = noted
+        for key, noted in outcomes.items():
+            self._dedup.recall(key, now)
+            if not noted.finished:
+                interrupted += 1
+            self._dedup.settle(key, noted.error if noted.finished else INTERRUPTED)
+        return interrupted
 
     def forget(self, sender: str) -> None:
         stream = self._streams.pop(sender, None)

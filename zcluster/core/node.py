@@ -32,6 +32,7 @@ from zcluster.core.departure import Departure
 from zcluster.core.direct import DirectMessages
 from zcluster.core.dissemination import Dissemination
 from zcluster.core.gossip import Gossip
+from zcluster.core.persistence import Persistence, RestoredState, SendKept
 from zcluster.core.probes import FailureDetection
 from zcluster.core.publisher import Publisher
 from zcluster.core.reliable import ReliableDelivery
@@ -61,6 +62,7 @@ class NodeCore:
         rng: random.Random | None = None,
         capabilities: msg.Capabilities = SUPPORTED,
         tags: Tags = (),
+        durable: bool = False,
     ) -> None:
         self.config = config or NodeConfig()
         self.node_id = node_id
@@ -77,6 +79,7 @@ class NodeCore:
             tags,
         )
         ctx.member_changed = self._member_changed
+        ctx.durable = durable
         self._ctx = ctx
         self.table = ctx.table
         self.counters: Counter[str] = ctx.counters
@@ -132,6 +135,7 @@ class NodeCore:
             self.causal,
             self.direct,
             self.transactions,
+            Persistence(ctx),  # last: the records of every other component's turn end
         )
         self._commands: dict[type, Callable[[Any, float], None]] = {
             ev.TimerFired: self._on_timer,
@@ -173,6 +177,15 @@ class NodeCore:
         self._commands[type(event)](event, now)
         out, self._ctx.out = self._ctx.out, []
         return out
+
+    def restore(self, state: RestoredState, now: float) -> list[SendKept]:
+        """Take back what an earlier life left in the durable store, before ``Started``;
+        returns the guaranteed sends that go out again (each one's outcome comes as for
+        any send, by its number)."""
+        interrupted = self.reliable.receiver.restore(state.deliveries, now)
+        self.counters["state_deliveries_interrupted"] += interrupted
+        self.counters["state_deliveries_restored"] += len(state.deliveries)
+        return self.reliable.restore(state.sends, now)
 
     def discard_effects(self) -> None:
         """Forget what an event that raised had decided: the host drops that event."""

@@ -8,7 +8,7 @@ application (handler outcomes come back as DeliveryFinished).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
@@ -16,8 +16,9 @@ from zcluster.core.batches import Batches, Transmit
 from zcluster.core.component import Command, Component, NodeContext, Receiver
 from zcluster.core.inbound import DirectReceiver
 from zcluster.core.outbox import DirectSender, Outgoing
+from zcluster.core.persistence import DeliveryNoted, SendKept, SendSettled
 from zcluster.protocol import messages as msg
-from zcluster.protocol.guarantees import AckStatus
+from zcluster.protocol.guarantees import AckStatus, DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
 
 Outcome = tuple[int, AckStatus, str]
@@ -100,17 +101,36 @@ class ReliableDelivery(Component):
         return self._transmits(event.target, self._add(event, now))
 
     def _add(self, event: ev.SendRequested, now: float) -> Outgoing:
-        entry = self.sender.add(
-            event.target,
-            event.number,
-            event.name,
-            event.payload,
-            event.guarantee,
-            now + event.ttl_s,
-            now,
-        )
+        target, number, deadline = event.target, event.number, now + event.ttl_s
+        name, payload, guarantee = event.name, event.payload, event.guarantee
+        entry = self.sender.add(target, number, name, payload, guarantee, deadline, now)
         self._ctx.counters["reliable_sent"] += 1
+        self._ctx.persist(SendKept(target, number, name, payload, guarantee, deadline))
         return entry
+
+    def restore(self, sends: Iterable[SendKept], now: float) -> list[SendKept]:
+        """Take back the sends an earlier life had not settled (oldest first): each goes
+        out again, to its receiver once it is live; returns those still within their
+        ttl (the others leave the store)."""
+        restored: list[SendKept] = []
+        for kept in sends:
+            if kept.deadline <= now:
+                self._ctx.counters["state_sends_expired"] += 1
+                self._ctx.persist(SendSettled(kept.target, kept.number))
+                continue
+            target, number, deadline = kept.target, kept.number, kept.deadline
+            self.sender.add(target, number, kept.name, kept.payload, kept.guarantee, deadline, now)
+            restored.append(kept)
+        self._ctx.counters["state_sends_restored"] += len(restored)
+        return restored
+
+    def _report(self, target: str, outcomes: tuple[Outcome, ...]) -> None:
+        """Final statuses: the sender hears them, and the sends leave the store."""
+        ctx = self._ctx
+        ctx.emit(fx.Acknowledged(target, outcomes))
+        if ctx.durable:
+            for number, _, _ in outcomes:
+                ctx.persist(SendSettled(target, number))
 
     def _transmits(self, target: str, entry: Outgoing) -> list[Transmit]:
         address = self._ctx.live_address(target)
@@ -143,7 +163,7 @@ class ReliableDelivery(Component):
             expired.setdefault(target, []).append((entry.number, AckStatus.EXPIRED, why))
         for target, outcomes in expired.items():
             ctx.counters["reliable_expired"] += len(outcomes)
-            ctx.emit(fx.Acknowledged(target, tuple(outcomes)))
+            self._report(target, tuple(outcomes))
         for target, entry in self.sender.due_retries(now, self._is_reachable):
             address = ctx.live_address(target)
             if address is not None:
@@ -173,7 +193,7 @@ class ReliableDelivery(Component):
             else (entry.number, AckStatus.DELIVERED, "")
             for entry in done
         )
-        ctx.emit(fx.Acknowledged(env.sender, outcomes))
+        self._report(env.sender, outcomes)
 
     # ------------------------------------------------------------ receiving
 
@@ -224,30 +244,43 @@ class ReliableDelivery(Component):
                 ctx.counters["reliable_refused_leaving"] += 1
                 self.receiver.finished(env.sender, receipt, REFUSED_LEAVING)
                 continue
-            if arrival.causal:
+            guarantee = arrival.guarantee
+            if guarantee is DeliveryGuarantee.CAUSAL:
                 self._causal_arrived(env.sender, arrival.name, arrival.payload, receipt, now)
+            elif guarantee is DeliveryGuarantee.EXACTLY_ONCE and ctx.durable:
+                # Noted as handed over before it is: after a crash it is not run again.
+                noted = DeliveryNoted(env.sender, env.incarnation, arrival.number, False, None, now)
+                ctx.persist(noted)
+                self.deliver(env.sender, arrival.name, arrival.payload, receipt, durable=True)
             else:
                 self.deliver(env.sender, arrival.name, arrival.payload, receipt)
 
     def deliver(
-        self, sender: str, name: str, payload: bytes, receipt: tuple[int, int, int]
+        self, sender: str, name: str, payload: bytes, receipt: Receipt, *, durable: bool = False
     ) -> None:
-        """Hand a guaranteed message to its handler; its outcome comes back as
-        DeliveryFinished."""
+        """Hand a guaranteed message to its handler (``durable``: once this turn's records
+        are written); its outcome comes back as DeliveryFinished."""
         self._ctx.counters["reliable_delivered"] += 1
         self.handlers_running += 1
-        self._ctx.emit(fx.Deliver(sender, name, payload, receipt=receipt))
+        effect = fx.Deliver(sender, name, payload, receipt=receipt)
+        if durable:
+            self._ctx.defer(effect)
+        else:
+            self._ctx.emit(effect)
 
     def refuse(self, sender: str, receipt: Receipt, why: str) -> None:
         """A guaranteed message that arrived will not reach its handler: its sender is
         told so (FAILED, ``why``)."""
         self.receiver.finished(sender, receipt, why)
 
-    def _on_delivery_finished(self, event: ev.DeliveryFinished, _: float) -> None:
+    def _on_delivery_finished(self, event: ev.DeliveryFinished, now: float) -> None:
         self.handlers_running = max(0, self.handlers_running - 1)
         if event.error is not None:
             self._ctx.counters["reliable_handler_failures"] += 1
-        self.receiver.finished(event.sender, event.receipt, event.error)
+        number = self.receiver.finished(event.sender, event.receipt, event.error)
+        if number is not None and self._ctx.durable:
+            sender, incarnation, error = event.sender, event.receipt[0], event.error
+            self._ctx.persist(DeliveryNoted(sender, incarnation, number, True, error, now))
 
     @property
     def flush_due(self) -> bool:
@@ -308,4 +341,4 @@ class ReliableDelivery(Component):
         outcomes = tuple(
             (e.number, AckStatus.FAILED, arrived if e.received else why) for e in failed
         )
-        self._ctx.emit(fx.Acknowledged(member.node_id, outcomes))
+        self._report(member.node_id, outcomes)

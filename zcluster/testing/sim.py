@@ -38,6 +38,7 @@ from zcluster.protocol.members import Member, MemberStatus, checked_tags
 from zcluster.protocol.messages import Capabilities
 from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import Call, Done
+from zcluster.testing.disk import SimDisk
 from zcluster.testing.faults import FaultModel, NetworkConditions
 from zcluster.wire import Encoder, decode_direct, decode_published
 
@@ -92,6 +93,8 @@ class SimNode:
     #: publications reported lost for good
     losses: list[fx.PublicationsLost] = dataclasses.field(default_factory=list)
     turn_end_scheduled: bool = False
+    #: its durable store, if it has one
+    disk: SimDisk | None = None
     #: the application layer's effect handlers, by effect type
     appliers: dict[type, Callable[[Any], None]] = dataclasses.field(init=False)
 
@@ -214,13 +217,15 @@ class SimNetwork:
         address_of: str | None = None,
         capabilities: Capabilities = SUPPORTED,
         tags: Mapping[str, str] | None = None,
+        disk: SimDisk | None = None,
     ) -> SimNode:
         """Create a node (a new incarnation if ``node_id`` ran before) and start it.
 
         ``address_of`` gives it the addresses of another (crashed) node, as when a
         rescheduled container gets the IP address of one that died. ``capabilities``
         makes it behave as a node of an earlier revision that announces only those
-        (``("fields",)``: revision 1.1, heartbeats to everyone).
+        (``("fields",)``: revision 1.1, heartbeats to everyone). ``disk`` is its durable
+        store (``state_dir``): what an earlier life left there is restored.
         """
         index = len(self._by_address) + 1
         old = self.nodes.get(address_of or node_id)
@@ -239,31 +244,41 @@ class SimNetwork:
             rng=random.Random(self.rng.getrandbits(64)),
             capabilities=capabilities,
             tags=checked_tags(tags),
+            durable=disk is not None,
         )
         app = Application(
             node_id, self.config, _RawBytes(), lambda name: node.handler(name), _gate()
         )
-        node = SimNode(core, app, Encoder(node_id, incarnation))
+        node = SimNode(core, app, Encoder(node_id, incarnation), disk=disk)
         app.attach(
             incarnation,
             _SimRunner(self, lambda: node),
             lambda event: self._feed(node, event),
             core.counters,
         )
+        if disk is not None:
+            app.restored(core.restore(disk.restored(), self.now))
         self.nodes[node_id] = node
         self.index_of.setdefault(node_id, len(self.index_of))
         self._by_address[address] = node
         self._by_pub[pub_address] = node
         if start:
-            self._feed(node, ev.Started())
-            phase = self.rng.uniform(0, self.config.tick_interval_s)
-            self._schedule(phase, self._ticker(node))
+            self.start(node_id)
         return node
+
+    def start(self, node_id: str) -> None:
+        """Start a node added with ``start=False`` (its handlers set meanwhile)."""
+        node = self.nodes[node_id]
+        self._feed(node, ev.Started())
+        phase = self.rng.uniform(0, self.config.tick_interval_s)
+        self._schedule(phase, self._ticker(node))
 
     def crash(self, node_id: str) -> None:
         """Stop a node dead: no leave, nothing more sent or received."""
         node = self.nodes[node_id]
         node.alive = False
+        if node.disk is not None:
+            node.disk.crash(self.rng)
         self._record(node_id, "crash")
 
     def stop(self, node_id: str) -> None:
@@ -521,6 +536,16 @@ class SimNetwork:
                     node.filters.add(topic)
                 else:
                     node.filters.discard(topic)
+            case fx.Persist(batch=batch, records=records):
+                disk = node.disk
+                assert disk is not None, "a core without a store asked to persist"
+                disk.submit(batch, records)
+
+                def written() -> None:
+                    if disk.confirm(batch) and node.alive:
+                        self._feed(node, ev.Persisted(batch))
+
+                self._schedule(disk.write_delay_s, written)
             case fx.ResolveSeeds(seeds=seeds):
                 self._feed(node, ev.SeedsResolved(tuple(seeds)))
             case _:

@@ -1,0 +1,125 @@
+"""The persistence port: what a node writes to its durable store, and when it waits.
+
+The core never touches a disk. With a store (``state_dir``), components note
+*records* as they change what must survive a crash (``NodeContext.persist``), and may
+hold an effect back until those records are durable (``NodeContext.defer``). At the
+end of each loop turn the records of the turn leave in one batch (``fx.Persist``);
+the host writes it and answers ``ev.Persisted``, which releases what the batch held
+back. Without a store both calls cost nothing: records are dropped, effects leave.
+
+What survives (docs/delivery.md, "Durability"): guaranteed sends not yet settled (the
+outbox), the exactly-once window (each id noted *before* its handler is given the
+message: "the handler ran" means it was started), and the decisions of transactions.
+A restarted node is handed them back as a :class:`RestoredState`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from zcluster.core import effects as fx
+from zcluster.core import events as ev
+from zcluster.core.component import Command, Component, NodeContext
+from zcluster.protocol.guarantees import DeliveryGuarantee
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendKept:
+    """A guaranteed send taken into the outbox to ``target`` (``deadline``: its ttl's end,
+    on the core's clock)."""
+
+    target: str
+    number: int
+    name: str
+    payload: bytes
+    guarantee: DeliveryGuarantee
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendSettled:
+    """The send ``number`` to ``target`` reached its final status: it leaves the store."""
+
+    target: str
+    number: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryNoted:
+    """An exactly-once message, by its id: handed to its handler (``finished`` False), or
+    its handler returned (``error`` None) or failed; ``at``: when, on the core's clock."""
+
+    sender: str
+    incarnation: int
+    number: int
+    finished: bool
+    error: str | None
+    at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnDecided:
+    """This node, coordinating, decided its transaction ``number``; kept until every
+    participant acknowledged it (``TxnForgotten``)."""
+
+    number: int
+    committed: bool
+    targets: tuple[str, ...]
+    at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnForgotten:
+    number: int
+
+
+Record = SendKept | SendSettled | DeliveryNoted | TxnDecided | TxnForgotten
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RestoredState:
+    """What a store held when the node started: the survivors of its earlier lives."""
+
+    #: sends not settled, oldest first
+    sends: tuple[SendKept, ...] = ()
+    #: the exactly-once window, oldest first
+    deliveries: tuple[DeliveryNoted, ...] = ()
+    #: decisions of transactions not acknowledged by every participant
+    decisions: tuple[TxnDecided, ...] = ()
+    #: the incarnation of the life that wrote them (0: none)
+    incarnation: int = 0
+
+
+class Persistence(Component):
+    """Sends each turn's records in one batch, and releases what waited for it."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self._batches = 0
+        #: effects held back, by the batch they wait for
+        self._waiting: dict[int, list[fx.Effect]] = {}
+
+    def commands(self) -> Mapping[type, Command]:
+        return {ev.Persisted: self._on_persisted}
+
+    @property
+    def flush_due(self) -> bool:
+        return bool(self._ctx.records)
+
+    def end_turn(self, now: float) -> None:
+        ctx = self._ctx
+        if not ctx.records:
+            return
+        self._batches += 1
+        ctx.counters["state_batches"] += 1
+        ctx.counters["state_records"] += len(ctx.records)
+        ctx.emit(fx.Persist(self._batches, tuple(ctx.records)))
+        ctx.records.clear()
+        if ctx.deferred:
+            self._waiting[self._batches] = ctx.deferred
+            ctx.deferred = []
+
+    def _on_persisted(self, event: ev.Persisted, _: float) -> None:
+        for effect in self._waiting.pop(event.batch, ()):
+            self._ctx.emit(effect)
