@@ -46,6 +46,7 @@ from zcluster.runtime.gate import OutboxGate
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
 from zcluster.runtime.secured import SecuredConnections
 from zcluster.runtime.seedcheck import Secure, diagnose_seeds
+from zcluster.runtime.store import SYNC_POLICIES, StateStore
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.security.config import SecurityConfig, SecurityMode
@@ -130,9 +131,22 @@ class AsyncNode:
         callbacks: RunnerFactory | None = None,
         tags: Mapping[str, str] | None = None,
         security: SecurityConfig | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        state_sync: str = "normal",
         **options: Any,
     ) -> None:
         self.node_id = _checked(check_name, node_id, "node id")
+        if state_sync not in SYNC_POLICIES:
+            raise ConfigError(
+                f"state_sync must be one of {', '.join(SYNC_POLICIES)}, not {state_sync!r}"
+            )
+        #: where guaranteed sends, the exactly-once window and transaction decisions
+        #: survive a crash (None: in memory only; docs/delivery.md, "Durability")
+        self.state_dir = state_dir
+        self.state_sync = state_sync
+        #: acknowledgements of the sends an earlier life left unsettled, sent again by
+        #: this run (``state_dir``)
+        self.restored_sends: list[MessageAcknowledgement] = []
         #: how this node secures its connections (docs/security.md)
         self.security = security or SecurityConfig()
         #: what the security settings' files hold (read again to rotate keys)
@@ -227,7 +241,37 @@ class AsyncNode:
         if self._driver is not None:
             return
         loop = asyncio.get_running_loop()
+        store = self._open_store()  # first: a bad state_dir stops the node before it binds
         self.incarnation = new_incarnation()
+        if store is not None:  # later than every earlier life's, whatever the clock says
+            self.incarnation = max(self.incarnation, store.previous_incarnation + 1)
+            store.begin(self.incarnation)
+        try:
+            await self._start(loop, store)
+        except BaseException:
+            if store is not None and self._driver is None:
+                store.close()
+            raise
+        if not wait:
+            return
+        try:
+            await self.wait_joined(timeout)
+        except BaseException:  # JoinTimeout, or the caller gave up (cancelled)
+            await self.stop()
+            raise
+
+    def _open_store(self) -> StateStore | None:
+        if self.state_dir is None:
+            return None
+        return StateStore.open(
+            self.state_dir,
+            self.node_id,
+            sync=self.state_sync,
+            window_max_count=self.config.dedup_window_max_count,
+            window_s=self.config.dedup_retention_s,
+        )
+
+    async def _start(self, loop: asyncio.AbstractEventLoop, store: StateStore | None) -> None:
         secured = self._secured()
         tags = self._own_tags(secured)  # before binding: may fail (too many tags)
         transport = Transport(self.config, self.node_id, secured)
@@ -252,11 +296,15 @@ class AsyncNode:
             config=self.config,
             rng=random.Random(int.from_bytes(os.urandom(8), "big")),
             tags=tags,
+            durable=store is not None,
         )
+        restored = core.restore(store.load(), time.monotonic()) if store is not None else []
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
         self._seed_report = ""
-        self._driver = driver = Driver(core, transport, self.app, loop, security=secured)
+        self._driver = driver = Driver(
+            core, transport, self.app, loop, security=secured, store=store
+        )
         if secured is not None:
             secured.on_revocation(driver.cut_subscribers, driver.reconnect)
             secured.use_encoder(driver.encoder)
@@ -266,6 +314,9 @@ class AsyncNode:
         self.app.attach(
             self.incarnation, runner, driver.feed, counters, driver.send_reply, driver.feed_soon
         )
+        self.restored_sends = self.app.restored(restored)
+        if restored:
+            log.info("node %s: %d unsettled sends restored", self.node_id, len(restored))
         self._submitter = Submitter(loop, driver, self.config.submit_queue_max_count)
         driver.start()
         driver.feed_many(self.app.subscription_events())
@@ -280,13 +331,6 @@ class AsyncNode:
             )
         if self.seeds:
             self._join_watch = loop.create_task(self._warn_until_joined(self._joined))
-        if not wait:
-            return
-        try:
-            await self.wait_joined(timeout)
-        except BaseException:  # JoinTimeout, or the caller gave up (cancelled)
-            await self.stop()
-            raise
 
     async def wait_joined(self, timeout: float | None = None) -> None:
         """Wait until this node is up in the cluster; JoinTimeout after ``timeout``,

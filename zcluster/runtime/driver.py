@@ -33,6 +33,7 @@ from zcluster.runtime.lane import PublicationLane, Waiting
 from zcluster.runtime.ledger import MESSAGE_OVERHEAD_BYTES, STRANGERS, Ledger
 from zcluster.runtime.memory import return_free_memory
 from zcluster.runtime.secured import SecuredConnections, receive_with_user_id
+from zcluster.runtime.store import StateStore
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
 from zcluster.serialization import Serializer
 from zcluster.wire import (
@@ -140,8 +141,11 @@ class Driver:
         loop: asyncio.AbstractEventLoop,
         clock: Callable[[], float] = time.monotonic,
         security: SecuredConnections | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.core = core
+        #: where the core's records go (None: no state_dir)
+        self.store = store
         #: the security policy carried out (None: security mode none)
         self.security = security
         self._receive_router = receive_message if security is None else receive_with_user_id
@@ -167,6 +171,7 @@ class Driver:
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {
             fx.Publish: self._publish,
+            fx.Persist: self._persist,
             fx.Send: self._send,
             fx.Connect: self._connect,
             fx.Disconnect: self._disconnect,
@@ -246,6 +251,8 @@ class Driver:
             if self.security is not None:
                 self.security.close()
             self.transport.close()
+            if self.store is not None:
+                self.store.close()
 
     def pause_reading(self, why: str = "callbacks") -> None:
         """The callbacks' queue is full (``why``: by count or by bytes): stop reading
@@ -353,16 +360,16 @@ class Driver:
                 return False
             transmits = core.take_send(event, now)
             if transmits is None:
-                refusal = core.handle(event, now)
+                decided = core.handle(event, now)  # a refusal, or a send the core stamps
                 with contextlib.suppress(RuntimeError):  # the loop is closed: stopping
-                    self.loop.call_soon_threadsafe(self.apply, refusal)
+                    self.loop.call_soon_threadsafe(self._apply_and_end_turn, decided)
                 return True
             for transmit in transmits:
                 try:
                     self._transmit(*transmit)
                 except zmq.ZMQError as exc:  # kept in the outbox: the retry timer resends it
                     self._failed("Send", exc)
-            if core.sends_waiting and not self._turn_end_scheduled:
+            if core.flush_due and not self._turn_end_scheduled:
                 # A send joined a batch: it leaves when the loop's turn ends (one wake-up
                 # per batch; docs/architecture.md, "Guaranteed sends in batches").
                 self._turn_end_scheduled = True
@@ -382,6 +389,10 @@ class Driver:
             seq, waiting = self.lane.try_numbered_payload(topic, stamped, CAUSAL)
             core.causal.published(topic, seq, self.clock())
         return waiting
+
+    def _apply_and_end_turn(self, effects: list[fx.Effect]) -> None:
+        self.apply(effects)
+        self._end_turn_later()
 
     def _end_turn_later(self) -> None:
         """Acknowledgements and fetches go out once per loop turn, batched."""
@@ -737,6 +748,22 @@ class Driver:
             exc,
             exc_info=exc,
         )
+
+    def _persist(self, effect: fx.Persist) -> None:
+        """Write a batch of the core's records, then tell it (what waited may go)."""
+        store = self.store
+        assert store is not None, "a core without a store asked to persist"
+        try:
+            store.write(effect.records)
+        except Exception as exc:  # disk full, I/O error: the node goes on, said loudly
+            self.counters["state_writes_failed"] += 1
+            log.error(
+                "%s: could not write to its state store (%s); what this batch held will "
+                "not survive a crash",
+                self.core.node_id,
+                exc,
+            )
+        self.feed_soon(ev.Persisted(effect.batch))
 
     def _publish(self, effect: fx.Publish) -> None:
         if self._debug and type(effect.message) is not msg.Publish:

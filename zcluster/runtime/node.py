@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -63,6 +64,8 @@ class Node:
         config: NodeConfig | None = None,
         tags: Mapping[str, str] | None = None,
         security: SecurityConfig | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        state_sync: str = "normal",
         **options: Any,
     ) -> None:
         self._node = AsyncNode(
@@ -75,6 +78,8 @@ class Node:
             callbacks=self._make_runner,
             tags=tags,
             security=security,
+            state_dir=state_dir,
+            state_sync=state_sync,
             **options,
         )
         self.node_id = self._node.node_id
@@ -368,6 +373,12 @@ class Node:
             self._on_loop_soon(node.app.drop_request, event.request_id)
             raise
         return self.serializer.deserialize(outcome)
+
+    @property
+    def restored_sends(self) -> list[MessageAcknowledgement]:
+        """Acknowledgements of the guaranteed sends an earlier life left unsettled, which
+        this run sends again (``state_dir``); each ends in a final status."""
+        return self._node.restored_sends
 
     def send_transaction(
         self,
