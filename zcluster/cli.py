@@ -113,6 +113,18 @@ def cli() -> None:
     "--set", "tuning", multiple=True, metavar="KEY=VALUE", help="Override a tuning setting."
 )
 @tag_option("What this node says about itself, gossiped with its record (repeatable).")
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    help="Keep unsettled guaranteed sends, the exactly-once window and transaction "
+    "decisions here, across crashes and restarts (one directory per node).",
+)
+@click.option(
+    "--state-sync",
+    type=click.Choice(["normal", "full", "off"]),
+    help="When the state is fsynced: normal (survives the process dying; default), "
+    "full (survives a power loss), off.",
+)
 @security_options
 @log_option
 @log_format_option
@@ -124,6 +136,8 @@ def node(
     config_file: str | None,
     tuning: tuple[str, ...],
     tags: tuple[str, ...],
+    state_dir: str | None,
+    state_sync: str | None,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -138,6 +152,8 @@ def node(
         environ=os.environ,
         log_level=log_level,
         security=security_flags(),
+        state_dir=state_dir,
+        state_sync=state_sync,
     )
     wanted = parse_tags(tags)
     setup_logging(settings.log_level, log_format)
@@ -155,6 +171,8 @@ async def _run_node(settings: NodeSettings, tags: dict[str, str]) -> None:
         config=settings.config,
         tags=tags,
         security=settings.security,
+        state_dir=settings.state_dir,
+        state_sync=settings.state_sync,
     )
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop)

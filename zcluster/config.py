@@ -172,6 +172,9 @@ class NodeConfig:
     listen_settle_s: float = 0.05
     #: a subscriber holds back at most this many publications behind one gap
     topic_holdback_max_count: int = 10_000
+    #: with a state_dir: exactly-once messages handed to handlers and not finished, at
+    #: most (a crash cuts these short: they are not run again); the next wait their turn
+    exactly_once_in_hand_max_count: int = 64
     #: payload bytes held back behind gaps (ORDERED), at most, over every stream: this much
     #: for guaranteed sends and as much for publications; past it, their senders send again
     holdback_max_bytes: int = 64 * 1024 * 1024

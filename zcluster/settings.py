@@ -56,13 +56,26 @@ from zcluster.config import (
     unknown_name,
 )
 from zcluster.errors import ConfigError, WireError
+from zcluster.runtime.store import SYNC_POLICIES
 from zcluster.security.config import SecurityConfig, SecurityMode
 from zcluster.security.keys import check_curve_key, load_curve_key_pair
 from zcluster.security.tokens import SUPPORTED_ALGORITHMS
 from zcluster.wire import check_name
 
-_TOP_LEVEL = frozenset({"id", "bind", "advertise", "seeds", "log_level", "tuning", "security"})
-_PLAIN = ("id", "bind", "advertise", "log_level")
+_TOP_LEVEL = frozenset(
+    {
+        "id",
+        "bind",
+        "advertise",
+        "seeds",
+        "log_level",
+        "state_dir",
+        "state_sync",
+        "tuning",
+        "security",
+    }
+)
+_PLAIN = ("id", "bind", "advertise", "log_level", "state_dir", "state_sync")
 DEFAULT_BIND = "127.0.0.1:0"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "info"
@@ -80,6 +93,9 @@ class NodeSettings:
     ignored_environment: tuple[str, ...] = ()
     #: how the node secures its connections (flags, [security], ZCLUSTER_SECURITY*)
     security: SecurityConfig = dataclasses.field(default_factory=SecurityConfig)
+    #: where what must survive a crash is kept (None: in memory), and its fsync policy
+    state_dir: str | None = None
+    state_sync: str = "normal"
 
 
 def _seeds(value: object, source: str) -> tuple[str, ...]:
@@ -163,6 +179,8 @@ def resolve(
     environ: Mapping[str, str],
     log_level: str | None = None,
     security: Mapping[str, Any] | None = None,
+    state_dir: str | None = None,
+    state_sync: str | None = None,
 ) -> NodeSettings:
     """Merge flags, file, environment and defaults into validated settings.
 
@@ -181,6 +199,8 @@ def resolve(
         "bind": bind,
         "advertise": advertise,
         "log_level": log_level,
+        "state_dir": state_dir,
+        "state_sync": state_sync,
     }
     if seeds:
         flags["seeds"] = _seeds(list(seeds), "--seed")
@@ -207,8 +227,20 @@ def resolve(
     secured = resolve_security(
         security or {}, environ, file_table=file_security, config_file=config_file
     )
+    sync = merged.get("state_sync", "normal")
+    if sync not in SYNC_POLICIES:
+        raise ConfigError(f"state sync must be one of {', '.join(SYNC_POLICIES)}, got {sync!r}")
     return NodeSettings(
-        final_id, final_bind, final_advertise, seeds_final, config, level, ignored, secured
+        final_id,
+        final_bind,
+        final_advertise,
+        seeds_final,
+        config,
+        level,
+        ignored,
+        secured,
+        merged.get("state_dir") or None,
+        sync,
     )
 
 

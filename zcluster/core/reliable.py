@@ -8,13 +8,14 @@ application (handler outcomes come back as DeliveryFinished).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.batches import Batches, Transmit
 from zcluster.core.component import Command, Component, NodeContext, Receiver
-from zcluster.core.inbound import DirectReceiver
+from zcluster.core.inbound import Arrival, DirectReceiver
 from zcluster.core.outbox import DirectSender, Outgoing
 from zcluster.core.persistence import DeliveryNoted, SendKept, SendSettled
 from zcluster.protocol import messages as msg
@@ -52,6 +53,10 @@ class ReliableDelivery(Component):
         )
         #: guaranteed messages handed to handlers whose outcome has not come back
         self.handlers_running = 0
+        #: with a store: exactly-once messages handed over and not finished (what a crash
+        #: can cut short), and those waiting for one of them to finish, in arrival order
+        self._in_hand = 0
+        self._next_in_hand: collections.deque[tuple[str, Arrival, Receipt]] = collections.deque()
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {
@@ -248,12 +253,22 @@ class ReliableDelivery(Component):
             if guarantee is DeliveryGuarantee.CAUSAL:
                 self._causal_arrived(env.sender, arrival.name, arrival.payload, receipt, now)
             elif guarantee is DeliveryGuarantee.EXACTLY_ONCE and ctx.durable:
-                # Noted as handed over before it is: after a crash it is not run again.
-                noted = DeliveryNoted(env.sender, env.incarnation, arrival.number, False, None, now)
-                ctx.persist(noted)
-                self.deliver(env.sender, arrival.name, arrival.payload, receipt, durable=True)
+                self._next_in_hand.append((env.sender, arrival, receipt))
+                self._hand_over(now)
             else:
                 self.deliver(env.sender, arrival.name, arrival.payload, receipt)
+
+    def _hand_over(self, now: float) -> None:
+        """Exactly-once messages with a store: each is noted as handed over before it is
+        (after a crash it is not run again), at most ``exactly_once_in_hand_max_count``
+        at a time, so that a crash cuts few short."""
+        waiting, limit = self._next_in_hand, self._ctx.config.exactly_once_in_hand_max_count
+        while waiting and self._in_hand < limit:
+            sender, arrival, receipt = waiting.popleft()
+            self._in_hand += 1
+            noted = DeliveryNoted(sender, receipt[0], arrival.number, False, None, now)
+            self._ctx.persist(noted)
+            self.deliver(sender, arrival.name, arrival.payload, receipt, durable=True)
 
     def deliver(
         self, sender: str, name: str, payload: bytes, receipt: Receipt, *, durable: bool = False
@@ -281,6 +296,8 @@ class ReliableDelivery(Component):
         if number is not None and self._ctx.durable:
             sender, incarnation, error = event.sender, event.receipt[0], event.error
             self._ctx.persist(DeliveryNoted(sender, incarnation, number, True, error, now))
+            self._in_hand = max(0, self._in_hand - 1)
+            self._hand_over(now)
 
     @property
     def flush_due(self) -> bool:
