@@ -278,6 +278,8 @@ class CausalDelivery(Component):
             past.learn(dependency, now)
         past.learn(held.ident, now)
         self._ctx.counters["causal_delivered"] += 1
+        if self._held:  # a held message may have waited for this one
+            self._look_again = True
         effect = held.effect
         if type(effect) is fx.Deliver:
             assert effect.receipt is not None

@@ -324,6 +324,9 @@ class NodeCore:
         if known is not None and capabilities.CAUSAL not in known:
             refusal = f"{target!r} runs a release that does not read CAUSAL messages"
         stamped = dataclasses.replace(event, payload=self.causal.stamp(event.payload))
+        limit = self.config.max_message_bytes
+        if not refusal and len(stamped.payload) > limit:
+            refusal = f"the message with its CAUSAL stamp exceeds max_message_bytes ({limit})"
         entry = self.reliable.send(stamped, now, refusal)
         if entry is not None:
             self.causal.sent_direct(target, self.reliable.sender.epoch(target), entry.seq, now)
