@@ -12,7 +12,8 @@ from tests.sim.test_delivery_sim import cluster
 from zcluster import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.testing import NetworkConditions
-from zcluster.testing.sim import SimNetwork
+from zcluster.testing.disk import SimDisk
+from zcluster.testing.sim import SimNetwork, SimNode
 
 TARGETS = ("n1", "n2", "n3")
 FAST = NodeConfig(transaction_in_doubt_max_s=5.0, transaction_memory_s=30.0)
@@ -177,3 +178,51 @@ def test_refused_at_once_what_cannot_start() -> None:
     assert not done.committed and "1 to 64 targets" in done.reason
     done = result(net, net.transaction("n0", ("n1",), "missing", b"x"))
     assert not done.committed and "no handler named 'missing' on node n1" in done.reason
+
+
+def known_everywhere(net: SimNetwork, node: SimNode) -> bool:
+    """Every target knows this life of ``node`` (and ``node`` knows them)."""
+    me = node.core.me
+    return all(
+        node.core.accepts_guaranteed_send(t)
+        and (m := net.nodes[t].core.member(me.node_id)) is not None
+        and m.incarnation == me.incarnation
+        for t in TARGETS
+    )
+
+
+def test_a_coordinator_with_a_store_finishes_what_it_decided_after_a_restart() -> None:
+    """n0 decides to commit; its decision is written, then it dies before any participant
+    hears it (its links to them cut). Restarted on the same disk, it tells them: every
+    target commits (none presumes an abort: n0's later life has the decision)."""
+    net, got = four(FAST)
+    disk = SimDisk()
+    net.crash("n0")
+    n0 = net.add_node("n0", seeds=[net.nodes["n1"].core.address], disk=disk)
+    assert net.run_until(lambda: known_everywhere(net, n0), 10)
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 1), (0, 2), (0, 3)]))
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 2)
+    assert net.nodes["n0"].transactions[number].committed
+    assert len(disk.decisions) == 1
+    net.crash("n0")
+    net.heal()
+    net.run_for(3.0)  # the participants are in doubt: n0 is down
+    assert got == {n: [] for n in TARGETS}
+    net.add_node("n0", seeds=[net.nodes["n1"].core.address], disk=disk)
+    assert net.run_until(lambda: all(got[n] == [b"x"] for n in TARGETS), 5)
+    assert net.run_until(lambda: not disk.decisions, 5), "acknowledged: forgotten"
+    assert sum(net.nodes[n].core.counters["transactions_presumed_abort"] for n in TARGETS) == 0
+
+
+def test_without_a_store_a_restarted_coordinator_says_it_has_no_record() -> None:
+    net, got = four(FAST)
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 1), (0, 2), (0, 3)]))
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 2)
+    net.crash("n0")
+    net.heal()
+    net.add_node("n0", seeds=[net.nodes["n1"].core.address])
+    # the commit was decided but nobody heard it, and nobody can now: all abort
+    assert net.run_until(lambda: all(len(net.nodes[n].core.transactions) == 0 for n in TARGETS), 5)
+    assert got == {n: [] for n in TARGETS}

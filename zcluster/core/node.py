@@ -185,6 +185,8 @@ class NodeCore:
         interrupted = self.reliable.receiver.restore(state.deliveries, now)
         self.counters["state_deliveries_interrupted"] += interrupted
         self.counters["state_deliveries_restored"] += len(state.deliveries)
+        self.transactions.restore(state.decisions, now)
+        self.counters["state_decisions_restored"] += len(state.decisions)
         return self.reliable.restore(state.sends, now)
 
     def discard_effects(self) -> None:

@@ -60,17 +60,18 @@ class DeliveryNoted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TxnDecided:
-    """This node, coordinating, decided its transaction ``number``; kept until every
-    participant acknowledged it (``TxnForgotten``)."""
+    """This node, coordinating, decided its transaction ``number`` (of its life
+    ``incarnation``); kept until every participant acknowledged it (``TxnForgotten``)."""
 
+    incarnation: int
     number: int
     committed: bool
     targets: tuple[str, ...]
-    at: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TxnForgotten:
+    incarnation: int
     number: int
 
 

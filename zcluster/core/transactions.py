@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
+from zcluster.core.persistence import TxnDecided, TxnForgotten
 from zcluster.protocol import capabilities
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member
@@ -57,6 +58,8 @@ class _Coordination:
     acknowledged: set[str] = dataclasses.field(default_factory=set)
     decided_at: float = 0.0
     next_send: float = 0.0
+    #: the life of this node that started it (an earlier one: restored from the store)
+    incarnation: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -74,13 +77,16 @@ class _Participation:
     #: what the other participants answered our questions
     answers: dict[str, TxnState] = dataclasses.field(default_factory=dict)
     next_query: float = 0.0
+    #: a later life of the coordinator said it has no record of it (no store kept it)
+    coordinator_forgot: bool = False
 
 
 class Transactions(Component):
     def __init__(self, ctx: NodeContext, leaving: Callable[[], bool]) -> None:
         self._ctx = ctx
         self._leaving = leaving
-        self._coordinating: dict[int, _Coordination] = {}
+        #: by (incarnation of ours that started it, number)
+        self._coordinating: dict[tuple[int, int], _Coordination] = {}
         self._participating: dict[TxnKey, _Participation] = {}
         #: decisions this node applied as a participant, and when, oldest first
         self._applied: OrderedDict[TxnKey, tuple[bool, float]] = OrderedDict()
@@ -107,12 +113,13 @@ class Transactions(Component):
             targets,
             now + event.timeout_s,
             {},
+            incarnation=ctx.incarnation,
         )
         if refusal:
             ctx.counters["transactions_refused"] += 1
             self._finish(txn, False, refusal, now)
             return
-        self._coordinating[event.number] = txn
+        self._coordinating[(txn.incarnation, event.number)] = txn
         ctx.counters["transactions_started"] += 1
         self._send_prepares(txn, now)
 
@@ -168,34 +175,69 @@ class Transactions(Component):
         txn.decided_at = now
         ctx.counters["transactions_committed" if committed else "transactions_aborted"] += 1
         unanswered = tuple(t for t in txn.targets if t not in txn.votes and t not in dict(vetoes))
-        ctx.emit(fx.TransactionDone(txn.number, committed, reason, vetoes, unanswered))
-        self._send_decision(txn, now)
+        # With a store, the decision is written before anyone hears it (the result too):
+        # a coordinator that restarts then tells what it decided, whatever it had sent.
+        ctx.persist(TxnDecided(txn.incarnation, txn.number, committed, txn.targets))
+        ctx.defer(fx.TransactionDone(txn.number, committed, reason, vetoes, unanswered))
+        self._send_decision(txn, now, ctx.defer)
 
     def _finish(self, txn: _Coordination, committed: bool, reason: str, now: float) -> None:
         """A transaction refused before it started: its result, nothing sent."""
         txn.committed, txn.decided_at = committed, now
         self._ctx.emit(fx.TransactionDone(txn.number, committed, reason, (), ()))
 
-    def _send_decision(self, txn: _Coordination, now: float) -> None:
+    def _send_decision(
+        self, txn: _Coordination, now: float, out: Callable[[fx.Effect], None] | None = None
+    ) -> None:
         ctx = self._ctx
+        emit = out or ctx.emit
         state = TxnState.COMMIT if txn.committed else TxnState.ABORT
-        decision = msg.Txn(ctx.node_id, ctx.incarnation, txn.number, state, "")
+        decision = msg.Txn(ctx.node_id, txn.incarnation, txn.number, state, "")
         for target in txn.targets:
             if target not in txn.acknowledged:
                 address = ctx.live_address(target)
                 if address is not None:
-                    ctx.send(address, decision)
+                    emit(fx.Send(address, decision, b""))
         txn.next_send = now + ctx.config.transaction_retry_s
+
+    def _acknowledged(self, txn: _Coordination, participant: str) -> None:
+        """``participant`` applied the decision (or cannot): once all have, it is
+        forgotten."""
+        txn.acknowledged.add(participant)
+        if len(txn.acknowledged) == len(txn.targets):
+            self._forget(txn)
+
+    def _forget(self, txn: _Coordination) -> None:
+        del self._coordinating[(txn.incarnation, txn.number)]
+        if txn.committed is not None:
+            self._ctx.persist(TxnForgotten(txn.incarnation, txn.number))
+
+    def restore(self, decisions: Iterable[TxnDecided], now: float) -> None:
+        """Decisions an earlier life wrote and not every participant acknowledged: told
+        again until they are."""
+        for decided in decisions:
+            self._coordinating[(decided.incarnation, decided.number)] = _Coordination(
+                decided.number,
+                "",
+                b"",
+                decided.targets,
+                now,
+                {},
+                committed=decided.committed,
+                decided_at=now,
+                next_send=now,
+                incarnation=decided.incarnation,
+            )
 
     def _coordinator_rx(self, env: msg.Envelope, txn_msg: msg.Txn, now: float) -> None:
         """A TXN about a transaction of ours."""
         ctx = self._ctx
         state = txn_msg.state
-        if txn_msg.incarnation != ctx.incarnation:
-            if state is TxnState.QUERY:  # an earlier life's: its decisions were not kept
+        txn = self._coordinating.get((txn_msg.incarnation, txn_msg.number))
+        if txn is None and txn_msg.incarnation != ctx.incarnation:
+            if state is TxnState.QUERY:  # an earlier life's, and no store kept its decision
                 self._answer(env, txn_msg, TxnState.UNKNOWN)
             return
-        txn = self._coordinating.get(txn_msg.number)
         if state is TxnState.QUERY:
             if txn is None:  # every decision is kept until acknowledged: none was made
                 self._answer(env, txn_msg, TxnState.ABORT, "the coordinator has no record")
@@ -208,9 +250,7 @@ class Transactions(Component):
         if txn.committed is None:
             self._on_vote(txn, env.sender, state, txn_msg.reason, now)
         elif state is not TxnState.PREPARED and env.sender in txn.targets:
-            txn.acknowledged.add(env.sender)  # (COMMIT, ABORT or UNKNOWN: it has applied
-            if len(txn.acknowledged) == len(txn.targets):  # or cannot apply it)
-                del self._coordinating[txn.number]
+            self._acknowledged(txn, env.sender)  # COMMIT, ABORT or UNKNOWN: applied, or cannot
         elif state is TxnState.PREPARED:  # a vote that crossed the decision: tell again
             self._send_decision(txn, now)
 
@@ -293,7 +333,10 @@ class Transactions(Component):
                     ack = TxnState.UNKNOWN if committed else TxnState.ABORT
                 self._answer(env, txn_msg, ack)
             return
-        if txn is not None and txn.prepared and env.sender in txn.participants:
+        if txn is not None and txn.prepared and from_coordinator and state is TxnState.UNKNOWN:
+            txn.coordinator_forgot = True  # its later life kept no decision
+            self._settle_if_nobody_committed(txn, now)
+        elif txn is not None and txn.prepared and env.sender in txn.participants:
             txn.answers[env.sender] = state  # a peer's answer to our question
             if state is not TxnState.PREPARED:
                 self._apply(txn, False, now)  # it never voted yes, or forgot: no commit
@@ -316,14 +359,14 @@ class Transactions(Component):
         return TxnState.UNKNOWN
 
     def _settle_if_nobody_committed(self, txn: _Participation, now: float) -> None:
-        """Every other participant is prepared too, and the coordinator's life is over:
-        nobody heard a commit (presumed abort)."""
+        """Every other participant is prepared too, and the coordinator is gone, or its
+        later life has no record (no store kept its decision): nobody heard a commit, and
+        nobody will (presumed abort)."""
         others = [p for p in txn.participants if p != self._ctx.node_id]
         if not all(txn.answers.get(p) is TxnState.PREPARED for p in others):
             return
-        coordinator, incarnation, _ = txn.key
-        member = self._ctx.table.get(coordinator)
-        if member is None or member.incarnation > incarnation or member.status.is_gone:
+        member = self._ctx.table.get(txn.key[0])
+        if member is None or member.status.is_gone or txn.coordinator_forgot:
             self._ctx.counters["transactions_presumed_abort"] += 1
             self._apply(txn, False, now)
 
@@ -375,7 +418,7 @@ class Transactions(Component):
                     self._send_prepares(txn, now)
             elif now >= txn.decided_at + config.transaction_memory_s:
                 ctx.counters["transactions_unacknowledged"] += 1
-                del self._coordinating[txn.number]
+                self._forget(txn)
             elif now >= txn.next_send:
                 self._send_decision(txn, now)
         for part in list(self._participating.values()):
@@ -411,9 +454,7 @@ class Transactions(Component):
             if node_id in txn.targets and member.status.is_gone:
                 if txn.committed is None:
                     self._decide(txn, False, f"{node_id} left the cluster", now)
-                txn.acknowledged.add(node_id)
-                if len(txn.acknowledged) == len(txn.targets):
-                    del self._coordinating[txn.number]
+                self._acknowledged(txn, node_id)
         for part in list(self._participating.values()):
             coordinator, incarnation, _ = part.key
             if node_id != coordinator:

@@ -58,8 +58,8 @@ CREATE TABLE deliveries (
     PRIMARY KEY (sender, incarnation, number));
 CREATE INDEX deliveries_at ON deliveries (at);
 CREATE TABLE decisions (
-    number TEXT PRIMARY KEY, committed INTEGER NOT NULL, targets TEXT NOT NULL,
-    at REAL NOT NULL);
+    incarnation TEXT NOT NULL, number TEXT NOT NULL, committed INTEGER NOT NULL,
+    targets TEXT NOT NULL, PRIMARY KEY (incarnation, number));
 """
 
 
@@ -184,9 +184,9 @@ class StateStore:
             )
         )
         decisions = tuple(
-            TxnDecided(int(number), bool(committed), tuple(json.loads(targets)), at + offset)
-            for number, committed, targets, at in db.execute(
-                "SELECT number, committed, targets, at FROM decisions ORDER BY rowid"
+            TxnDecided(int(incarnation), int(number), bool(committed), tuple(json.loads(targets)))
+            for incarnation, number, committed, targets in db.execute(
+                "SELECT incarnation, number, committed, targets FROM decisions ORDER BY rowid"
             )
         )
         return RestoredState(sends, deliveries, decisions, self.previous_incarnation)
@@ -231,14 +231,17 @@ class StateStore:
                         db.execute(
                             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
                             (
+                                str(record.incarnation),
                                 str(record.number),
                                 int(record.committed),
                                 json.dumps(list(record.targets)),
-                                record.at + offset,
                             ),
                         )
                     case TxnForgotten():
-                        db.execute("DELETE FROM decisions WHERE number = ?", (str(record.number),))
+                        db.execute(
+                            "DELETE FROM decisions WHERE incarnation = ? AND number = ?",
+                            (str(record.incarnation), str(record.number)),
+                        )
             self._writes += 1
             if self._writes % _PRUNE_EVERY_COUNT == 0:
                 self._prune()

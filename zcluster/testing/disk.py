@@ -38,7 +38,9 @@ class SimDisk:
     deliveries: OrderedDict[tuple[str, int, int], DeliveryNoted] = dataclasses.field(
         default_factory=OrderedDict
     )
-    decisions: OrderedDict[int, TxnDecided] = dataclasses.field(default_factory=OrderedDict)
+    decisions: OrderedDict[tuple[int, int], TxnDecided] = dataclasses.field(
+        default_factory=OrderedDict
+    )
     #: batches asked for and not confirmed yet, oldest first
     unconfirmed: list[tuple[int, tuple[Record, ...]]] = dataclasses.field(default_factory=list)
     #: batches written, and lost or torn by crashes
@@ -87,6 +89,6 @@ class SimDisk:
                     self.deliveries.pop(key, None)
                     self.deliveries[key] = record
                 case TxnDecided():
-                    self.decisions[record.number] = record
+                    self.decisions[(record.incarnation, record.number)] = record
                 case TxnForgotten():
-                    self.decisions.pop(record.number, None)
+                    self.decisions.pop((record.incarnation, record.number), None)
