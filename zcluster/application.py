@@ -344,6 +344,7 @@ class Application:
                 self._acks[kept.number] = ack
                 acks.append(ack)
                 top = max(top, kept.number)
+                self.gate.hold(kept.target)  # given back with its final status
             self._numbers = itertools.count(max(top + 1, next(self._numbers)))
         return acks
 

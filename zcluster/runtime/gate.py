@@ -64,6 +64,12 @@ class OutboxGate:
             except TimeoutError:
                 raise self._full(receiver, timeout) from None
 
+    def hold(self, receiver: str, count: int = 1) -> None:
+        """Count places taken without asking (sends restored from a store, already in the
+        outbox)."""
+        with self._lock:
+            self._counts[receiver] = self._counts.get(receiver, 0) + count
+
     def release(self, receiver: str, count: int = 1) -> None:
         with self._lock:
             left = self._counts.get(receiver, 0) - count
