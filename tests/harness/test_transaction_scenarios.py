@@ -83,6 +83,23 @@ def test_five_hundred_transactions_all_or_none_through_a_partition(zcluster_harn
     assert all(i % 10 == 0 or i in committed or results[i].unanswered for i in aborted)
 
 
+DURABLE_COORDINATOR = textwrap.dedent(
+    """
+    import sys
+    from zcluster import Node
+    seed, state_dir, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    with Node("coordinator", seeds=[seed], state_dir=state_dir) as node:
+        node.wait_for(lambda: all(node.member(p) is not None for p in ("p1", "p2")), 10)
+        if mode == "run":
+            result = node.send_transaction(["p1", "p2"], "book", "order-7", timeout=5)
+            print(f"decided {result.status}", flush=True)
+        else:
+            print("restarted", flush=True)
+        node.wait_for(lambda: False, 60)  # stays until killed
+    """
+)
+
+
 COORDINATOR = textwrap.dedent(
     """
     import sys
@@ -137,3 +154,54 @@ def test_participants_end_decided_when_the_coordinator_is_killed_between_the_pha
         decided_in = time.monotonic() - killed_at
         assert decided_in < 2.0 + 0.5 + 5.0, decided_in
         assert taken == []
+
+
+@pytest.mark.timeout(120)
+def test_a_coordinator_restarted_on_its_state_dir_finishes_what_it_decided(
+    tmp_path: Path,
+) -> None:
+    """It decides to commit (written to its store before anyone hears it), and is killed
+    before either participant hears the decision; restarted, it tells them."""
+    taken: list[str] = []
+    deaf = threading.Event()
+    deaf.set()
+
+    def no_decisions(event: Any) -> tuple[float, ...]:
+        message = event.envelope.message
+        if deaf.is_set() and type(message).__name__ == "Txn" and message.state > 1:
+            return ()  # the decision from the coordinator is lost
+        return (0.0,)
+
+    with Node("p1") as p1, Node("p2", seeds=[p1.address]) as p2:
+        for participant in (p1, p2):
+            me = participant.node_id
+            participant.register("book", lambda order, sender, me=me: taken.append(f"{me}:{order}"))
+            participant.inbound_faults = no_decisions
+        script, output = tmp_path / "coordinator.py", tmp_path / "coordinator.log"
+        script.write_text(DURABLE_COORDINATOR)
+        state = str(tmp_path / "coordinator-state")
+
+        def start(mode: str) -> subprocess.Popen[bytes]:
+            with output.open("a") as out:
+                return subprocess.Popen(
+                    [sys.executable, str(script), p1.address, state, mode], stdout=out, stderr=out
+                )
+
+        first = start("run")
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            assert wait_until(lambda: "decided committed" in output.read_text(), 30), (
+                output.read_text()
+            )
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            assert taken == [], "nobody heard the decision"
+            deaf.clear()
+            second = start("resume")
+            assert wait_until(lambda: len(taken) == 2, 20), output.read_text()
+            assert sorted(taken) == ["p1:order-7", "p2:order-7"]
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(10)
