@@ -226,3 +226,45 @@ def test_without_a_store_a_restarted_coordinator_says_it_has_no_record() -> None
     # the commit was decided but nobody heard it, and nobody can now: all abort
     assert net.run_until(lambda: all(len(net.nodes[n].core.transactions) == 0 for n in TARGETS), 5)
     assert got == {n: [] for n in TARGETS}
+
+
+@pytest.mark.parametrize("crash_after", ["voting", "applying"])
+def test_a_participant_with_a_store_keeps_its_vote_and_what_it_applied(crash_after: str) -> None:
+    """n3 votes yes (written), then crashes before hearing the commit -- or right after
+    applying it, before its acknowledgement leaves. Restarted on its disk, it applies
+    the commit once: never lost, never twice."""
+    net, got = four(FAST)
+    disk = SimDisk()
+    net.crash("n3")
+    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], disk=disk, start=False)
+    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
+    net.start("n3")
+    assert net.run_until(
+        lambda: known_everywhere(net, net.nodes["n0"]) and n3.core.accepts_guaranteed_send("n0"), 10
+    )
+    assert net.run_until(
+        lambda: all(
+            (m := net.nodes[n].core.member("n3")) is not None
+            and m.incarnation == n3.core.incarnation
+            for n in ("n0", "n1", "n2")
+        ),
+        10,
+    )
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    # the PREPAREs are on their way (a message's fate is drawn when sent)
+    if crash_after == "voting":  # n3's vote leaves; the decision will not reach it
+        net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 3)]))
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 3)
+    assert net.nodes["n0"].transactions[number].committed
+    if crash_after == "applying":  # the commit is on its way; n3's acknowledgement is lost
+        net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(3, 0)]))
+    net.run_for(0.2)
+    assert got["n3"] == ([] if crash_after == "voting" else [b"x"])
+    net.crash("n3")
+    net.heal()
+    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], disk=disk, start=False)
+    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
+    net.start("n3")
+    assert net.run_until(lambda: got["n3"] == [b"x"], 10)
+    net.run_for(3.0)
+    assert got == {n: [b"x"] for n in TARGETS}

@@ -186,6 +186,7 @@ class NodeCore:
         self.counters["state_deliveries_interrupted"] += interrupted
         self.counters["state_deliveries_restored"] += len(state.deliveries)
         self.transactions.restore(state.decisions, now)
+        self.transactions.restore_participation(state.prepared, state.applied, now)
         self.counters["state_decisions_restored"] += len(state.decisions)
         return self.reliable.restore(state.sends, now)
 

@@ -9,7 +9,8 @@ back. Without a store both calls cost nothing: records are dropped, effects leav
 
 What survives (docs/delivery.md, "Durability"): guaranteed sends not yet settled (the
 outbox), the exactly-once window (each id noted *before* its handler is given the
-message: "the handler ran" means it was started), and the decisions of transactions.
+message: "the handler ran" means it was started), a coordinator's decisions, and a
+participant's yes votes and applied decisions (each written before it is told).
 A restarted node is handed them back as a :class:`RestoredState`.
 """
 
@@ -75,7 +76,36 @@ class TxnForgotten:
     number: int
 
 
-Record = SendKept | SendSettled | DeliveryNoted | TxnDecided | TxnForgotten
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnPrepared:
+    """This node voted yes on transaction ``number`` of ``coordinator`` (its life
+    ``incarnation``) and holds its message until the decision (``deadline``: the end of
+    its timeout, on the core's clock)."""
+
+    coordinator: str
+    incarnation: int
+    number: int
+    name: str
+    payload: bytes
+    participants: tuple[str, ...]
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnApplied:
+    """This node applied the decision of that transaction (a commit: its handler was
+    given the message); it replaces the TxnPrepared, if there was one."""
+
+    coordinator: str
+    incarnation: int
+    number: int
+    committed: bool
+    at: float
+
+
+Record = (
+    SendKept | SendSettled | DeliveryNoted | TxnDecided | TxnForgotten | TxnPrepared | TxnApplied
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +120,10 @@ class RestoredState:
     decisions: tuple[TxnDecided, ...] = ()
     #: the incarnation of the life that wrote them (0: none)
     incarnation: int = 0
+    #: transactions this node voted yes on and had no decision for
+    prepared: tuple[TxnPrepared, ...] = ()
+    #: decisions this node applied as a participant, oldest first
+    applied: tuple[TxnApplied, ...] = ()
 
 
 class Persistence(Component):

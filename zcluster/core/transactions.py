@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.component import Command, Component, NodeContext, Receiver
-from zcluster.core.persistence import TxnDecided, TxnForgotten
+from zcluster.core.persistence import TxnApplied, TxnDecided, TxnForgotten, TxnPrepared
 from zcluster.protocol import capabilities
 from zcluster.protocol import messages as msg
 from zcluster.protocol.members import Member
@@ -268,12 +268,12 @@ class Transactions(Component):
         applied = self._applied.get(key)
         if applied is not None:
             reply.state = TxnState.COMMIT if applied[0] else TxnState.ABORT
-            ctx.send(self._address_of(env), reply)
+            self._reply(self._address_of(env), reply)
             return
         known = self._participating.get(key)
         if known is not None:
             if known.prepared:
-                ctx.send(self._address_of(env), reply)  # our vote was lost
+                self._reply(self._address_of(env), reply)  # our vote was lost
             return
         refusal = ""
         if self._leaving():
@@ -284,7 +284,7 @@ class Transactions(Component):
             refusal = "not named among the participants"
         if refusal:
             reply.state, reply.reason = TxnState.REFUSED, refusal
-            ctx.send(self._address_of(env), reply)
+            self._reply(self._address_of(env), reply)
             return
         timeout_s = min(prepare.timeout_ms / 1000, ctx.config.transaction_timeout_max_s)
         self._participating[key] = _Participation(
@@ -303,6 +303,9 @@ class Transactions(Component):
         if event.error is None:
             txn.prepared, txn.prepared_at = True, now
             txn.next_query = txn.deadline + ctx.config.transaction_decision_grace_s
+            ctx.persist(
+                TxnPrepared(*txn.key, txn.name, txn.payload, txn.participants, txn.deadline)
+            )
             vote = msg.Txn(coordinator, incarnation, number, TxnState.PREPARED, "")
         else:
             ctx.counters["transactions_vetoed"] += 1
@@ -310,7 +313,7 @@ class Transactions(Component):
             vote = msg.Txn(coordinator, incarnation, number, TxnState.REFUSED, event.error)
         address = ctx.live_address(coordinator)
         if address is not None:
-            ctx.send(address, vote)
+            self._reply(address, vote)  # a yes vote once the store holds the message
 
     def _participant_rx(self, env: msg.Envelope, txn_msg: msg.Txn, now: float) -> None:
         """A TXN about someone else's transaction: a decision, a question or an answer."""
@@ -371,20 +374,53 @@ class Transactions(Component):
             self._apply(txn, False, now)
 
     def _apply(self, txn: _Participation, committed: bool, now: float) -> None:
+        """Apply a decision; with a store, its handler is given the message once the
+        store says so (after a crash it is not given it again)."""
         ctx = self._ctx
         del self._participating[txn.key]
-        self._applied[txn.key] = (committed, now)
-        if len(self._applied) > ctx.config.transactions_remembered_max_count:
-            self._applied.popitem(last=False)
+        self._remember(txn.key, committed, now)
+        ctx.persist(TxnApplied(*txn.key, committed, now))
         if committed:
             ctx.counters["transactions_delivered"] += 1
-            ctx.emit(fx.Deliver(txn.key[0], txn.name, txn.payload))
+            ctx.defer(fx.Deliver(txn.key[0], txn.name, txn.payload))
         else:
             ctx.counters["transactions_discarded"] += 1
 
+    def _remember(self, key: TxnKey, committed: bool, now: float) -> None:
+        self._applied[key] = (committed, now)
+        if len(self._applied) > self._ctx.config.transactions_remembered_max_count:
+            self._applied.popitem(last=False)
+
+    def restore_participation(
+        self, prepared: Iterable[TxnPrepared], applied: Iterable[TxnApplied], now: float
+    ) -> None:
+        """Take back what an earlier life voted yes on and had no decision for, and the
+        decisions it applied: a decision that comes again is not applied twice."""
+        grace = self._ctx.config.transaction_decision_grace_s
+        for done in applied:
+            self._remember((done.coordinator, done.incarnation, done.number), done.committed, now)
+        for vote in prepared:
+            key = (vote.coordinator, vote.incarnation, vote.number)
+            if key in self._applied:
+                continue
+            self._participating[key] = _Participation(
+                key,
+                vote.name,
+                vote.payload,
+                vote.participants,
+                vote.deadline,
+                prepared=True,
+                prepared_at=now,
+                next_query=max(now, vote.deadline + grace),
+            )
+
+    def _reply(self, address: str, message: msg.Txn) -> None:
+        """Send what this node says about a transaction once the store holds it."""
+        self._ctx.defer(fx.Send(address, message, b""))
+
     def _answer(self, env: msg.Envelope, about: msg.Txn, state: TxnState, reason: str = "") -> None:
         answer = msg.Txn(about.coordinator, about.incarnation, about.number, state, reason)
-        self._ctx.send(self._address_of(env), answer)
+        self._reply(self._address_of(env), answer)
 
     def _address_of(self, env: msg.Envelope) -> str:
         member = self._ctx.table.get(env.sender)

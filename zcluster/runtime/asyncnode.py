@@ -269,6 +269,7 @@ class AsyncNode:
             sync=self.state_sync,
             window_max_count=self.config.dedup_window_max_count,
             window_s=self.config.dedup_retention_s,
+            memory_s=self.config.transaction_memory_s,
         )
 
     async def _start(self, loop: asyncio.AbstractEventLoop, store: StateStore | None) -> None:

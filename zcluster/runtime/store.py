@@ -34,8 +34,10 @@ from zcluster.core.persistence import (
     RestoredState,
     SendKept,
     SendSettled,
+    TxnApplied,
     TxnDecided,
     TxnForgotten,
+    TxnPrepared,
 )
 from zcluster.errors import ConfigError
 from zcluster.protocol.guarantees import DeliveryGuarantee
@@ -60,6 +62,15 @@ CREATE INDEX deliveries_at ON deliveries (at);
 CREATE TABLE decisions (
     incarnation TEXT NOT NULL, number TEXT NOT NULL, committed INTEGER NOT NULL,
     targets TEXT NOT NULL, PRIMARY KEY (incarnation, number));
+CREATE TABLE prepared (
+    coordinator TEXT NOT NULL, incarnation TEXT NOT NULL, number TEXT NOT NULL,
+    name TEXT NOT NULL, payload BLOB NOT NULL, participants TEXT NOT NULL,
+    deadline REAL NOT NULL, PRIMARY KEY (coordinator, incarnation, number));
+CREATE TABLE applied (
+    coordinator TEXT NOT NULL, incarnation TEXT NOT NULL, number TEXT NOT NULL,
+    committed INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (coordinator, incarnation, number));
+CREATE INDEX applied_at ON applied (at);
 """
 
 
@@ -79,8 +90,10 @@ class StateStore:
         clock: Callable[[], float],
         window_max_count: int,
         window_s: float,
+        memory_s: float,
     ) -> None:
         self._db = connection
+        self._memory_s = memory_s
         self._lock_fd = lock_fd
         self.path = path
         self._clock = clock
@@ -100,6 +113,7 @@ class StateStore:
         clock: Callable[[], float] = time.monotonic,
         window_max_count: int = 100_000,
         window_s: float = 600.0,
+        memory_s: float = 300.0,
     ) -> StateStore:
         """Lock ``state_dir`` (made if missing) and open the node's database in it;
         StateError, saying why, if it cannot be used."""
@@ -115,7 +129,7 @@ class StateStore:
         lock_fd = _lock(path)
         try:
             connection = _connect(path / DATABASE, sync)
-            store = cls(connection, lock_fd, path, clock, window_max_count, window_s)
+            store = cls(connection, lock_fd, path, clock, window_max_count, window_s, memory_s)
             store.previous_incarnation = store._check(node_id)
         except BaseException:
             os.close(lock_fd)
@@ -189,7 +203,37 @@ class StateStore:
                 "SELECT incarnation, number, committed, targets FROM decisions ORDER BY rowid"
             )
         )
-        return RestoredState(sends, deliveries, decisions, self.previous_incarnation)
+        prepared = tuple(
+            TxnPrepared(
+                coordinator,
+                int(incarnation),
+                int(number),
+                name,
+                bytes(payload),
+                tuple(json.loads(participants)),
+                deadline + offset,
+            )
+            for coordinator, incarnation, number, name, payload, participants, deadline in (
+                db.execute(
+                    "SELECT coordinator, incarnation, number, name, payload, participants, "
+                    "deadline FROM prepared ORDER BY rowid"
+                )
+            )
+        )
+        applied = tuple(
+            TxnApplied(coordinator, int(incarnation), int(number), bool(committed), at + offset)
+            for coordinator, incarnation, number, committed, at in db.execute(
+                "SELECT coordinator, incarnation, number, committed, at FROM applied ORDER BY at"
+            )
+        )
+        return RestoredState(
+            sends=sends,
+            deliveries=deliveries,
+            decisions=decisions,
+            incarnation=self.previous_incarnation,
+            prepared=prepared,
+            applied=applied,
+        )
 
     def write(self, records: Iterable[Record]) -> None:
         """Write one batch, in one transaction."""
@@ -242,14 +286,40 @@ class StateStore:
                             "DELETE FROM decisions WHERE incarnation = ? AND number = ?",
                             (str(record.incarnation), str(record.number)),
                         )
+                    case TxnPrepared():
+                        db.execute(
+                            "INSERT OR REPLACE INTO prepared VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                record.coordinator,
+                                str(record.incarnation),
+                                str(record.number),
+                                record.name,
+                                record.payload,
+                                json.dumps(list(record.participants)),
+                                record.deadline + offset,
+                            ),
+                        )
+                    case TxnApplied():
+                        key = (record.coordinator, str(record.incarnation), str(record.number))
+                        db.execute(
+                            "DELETE FROM prepared WHERE coordinator = ? AND incarnation = ? "
+                            "AND number = ?",
+                            key,
+                        )
+                        db.execute(
+                            "INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?)",
+                            (*key, int(record.committed), record.at + offset),
+                        )
             self._writes += 1
             if self._writes % _PRUNE_EVERY_COUNT == 0:
                 self._prune()
 
     def _prune(self) -> None:
-        """The exactly-once window, as the core keeps it: by age and by count."""
+        """The exactly-once window and applied decisions, as the core keeps them: by age
+        (and the window by count)."""
         db = self._db
         db.execute("DELETE FROM deliveries WHERE at < ?", (time.time() - self._window_s,))
+        db.execute("DELETE FROM applied WHERE at < ?", (time.time() - self._memory_s,))
         db.execute(
             "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries "
             "ORDER BY at DESC LIMIT -1 OFFSET ?)",

@@ -21,8 +21,10 @@ from zcluster.core.persistence import (
     RestoredState,
     SendKept,
     SendSettled,
+    TxnApplied,
     TxnDecided,
     TxnForgotten,
+    TxnPrepared,
 )
 
 
@@ -39,6 +41,12 @@ class SimDisk:
         default_factory=OrderedDict
     )
     decisions: OrderedDict[tuple[int, int], TxnDecided] = dataclasses.field(
+        default_factory=OrderedDict
+    )
+    prepared: OrderedDict[tuple[str, int, int], TxnPrepared] = dataclasses.field(
+        default_factory=OrderedDict
+    )
+    applied: OrderedDict[tuple[str, int, int], TxnApplied] = dataclasses.field(
         default_factory=OrderedDict
     )
     #: batches asked for and not confirmed yet, oldest first
@@ -72,9 +80,11 @@ class SimDisk:
 
     def restored(self) -> RestoredState:
         return RestoredState(
-            tuple(self.sends.values()),
-            tuple(self.deliveries.values()),
-            tuple(self.decisions.values()),
+            sends=tuple(self.sends.values()),
+            deliveries=tuple(self.deliveries.values()),
+            decisions=tuple(self.decisions.values()),
+            prepared=tuple(self.prepared.values()),
+            applied=tuple(self.applied.values()),
         )
 
     def _apply(self, records: tuple[Record, ...]) -> None:
@@ -92,3 +102,9 @@ class SimDisk:
                     self.decisions[(record.incarnation, record.number)] = record
                 case TxnForgotten():
                     self.decisions.pop((record.incarnation, record.number), None)
+                case TxnPrepared():
+                    self.prepared[(record.coordinator, record.incarnation, record.number)] = record
+                case TxnApplied():
+                    key = (record.coordinator, record.incarnation, record.number)
+                    self.prepared.pop(key, None)
+                    self.applied[key] = record
