@@ -213,6 +213,9 @@ class NodeConfig:
     transactions_max_count: int = 10_000
     #: TRANSACTIONAL: decisions a participant remembers (the oldest go first)
     transactions_remembered_max_count: int = 100_000
+    #: TRANSACTIONAL: payload bytes of the transactions a participant holds, at most; past
+    #: it a PREPARE is refused
+    transactions_held_max_bytes: int = 64 * 1024 * 1024
 
     # --- sockets and queues ---
     #: ZeroMQ high-water mark (messages queued per subscriber) of the PUB

@@ -132,29 +132,37 @@ class Persistence(Component):
     def __init__(self, ctx: NodeContext) -> None:
         self._ctx = ctx
         self._batches = 0
-        #: effects held back, by the batch they wait for
-        self._waiting: dict[int, list[fx.Effect]] = {}
+        #: every batch not written yet, oldest first, with the effects it holds back
+        self._unwritten: dict[int, list[fx.Effect]] = {}
 
     def commands(self) -> Mapping[type, Command]:
         return {ev.Persisted: self._on_persisted}
 
     @property
     def flush_due(self) -> bool:
-        return bool(self._ctx.records)
+        ctx = self._ctx
+        return bool(ctx.records) or bool(ctx.deferred)
 
     def end_turn(self, now: float) -> None:
         ctx = self._ctx
-        if not ctx.records:
+        if ctx.records:
+            self._batches += 1
+            ctx.counters["state_batches"] += 1
+            ctx.counters["state_records"] += len(ctx.records)
+            ctx.emit(fx.Persist(self._batches, tuple(ctx.records)))
+            ctx.records.clear()
+            self._unwritten[self._batches] = ctx.deferred
+        elif ctx.deferred:
+            # Nothing new to write: what waits may depend on a batch still being written
+            # (an answer about a decision written this turn or just before), or on none.
+            if self._unwritten:
+                self._unwritten[next(reversed(self._unwritten))].extend(ctx.deferred)
+            else:
+                ctx.out.extend(ctx.deferred)
+        else:
             return
-        self._batches += 1
-        ctx.counters["state_batches"] += 1
-        ctx.counters["state_records"] += len(ctx.records)
-        ctx.emit(fx.Persist(self._batches, tuple(ctx.records)))
-        ctx.records.clear()
-        if ctx.deferred:
-            self._waiting[self._batches] = ctx.deferred
-            ctx.deferred = []
+        ctx.deferred = []
 
     def _on_persisted(self, event: ev.Persisted, _: float) -> None:
-        for effect in self._waiting.pop(event.batch, ()):
+        for effect in self._unwritten.pop(event.batch, ()):
             self._ctx.emit(effect)

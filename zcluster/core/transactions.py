@@ -90,6 +90,8 @@ class Transactions(Component):
         self._participating: dict[TxnKey, _Participation] = {}
         #: decisions this node applied as a participant, and when, oldest first
         self._applied: OrderedDict[TxnKey, tuple[bool, float]] = OrderedDict()
+        #: payload bytes of the transactions this node takes part in
+        self._held_bytes = 0
 
     def receivers(self) -> Mapping[type[msg.Message], Receiver]:
         return {msg.Prepare: self._rx_prepare, msg.Txn: self._rx_txn}
@@ -250,7 +252,10 @@ class Transactions(Component):
         if txn.committed is None:
             self._on_vote(txn, env.sender, state, txn_msg.reason, now)
         elif state is not TxnState.PREPARED and env.sender in txn.targets:
-            self._acknowledged(txn, env.sender)  # COMMIT, ABORT or UNKNOWN: applied, or cannot
+            if txn.committed and state is not TxnState.COMMIT:
+                # it cannot apply the commit (restarted without a store since its vote)
+                ctx.counters["transactions_commit_lost"] += 1
+            self._acknowledged(txn, env.sender)  # applied, or cannot be
         elif state is TxnState.PREPARED:  # a vote that crossed the decision: tell again
             self._send_decision(txn, now)
 
@@ -282,14 +287,19 @@ class Transactions(Component):
             refusal = "too many transactions in progress"
         elif ctx.node_id not in prepare.participants:
             refusal = "not named among the participants"
+        elif prepare.timeout_ms > ctx.config.transaction_timeout_max_s * 1000:
+            limit = ctx.config.transaction_timeout_max_s
+            refusal = f"timeout beyond transaction_timeout_max_s here ({limit:g} s)"
+        elif self._held_bytes + len(payload) > ctx.config.transactions_held_max_bytes:
+            refusal = "too many bytes of transactions held here (transactions_held_max_bytes)"
         if refusal:
             reply.state, reply.reason = TxnState.REFUSED, refusal
             self._reply(self._address_of(env), reply)
             return
-        timeout_s = min(prepare.timeout_ms / 1000, ctx.config.transaction_timeout_max_s)
         self._participating[key] = _Participation(
-            key, prepare.name, payload, prepare.participants, now + timeout_s
+            key, prepare.name, payload, prepare.participants, now + prepare.timeout_ms / 1000
         )
+        self._held_bytes += len(payload)
         ctx.counters["transactions_prepared"] += 1
         ctx.emit(fx.Prepare(key, prepare.name, payload))
 
@@ -352,6 +362,9 @@ class Transactions(Component):
             return TxnState.COMMIT if applied[0] else TxnState.ABORT
         txn = self._participating.get(key)
         if txn is None:
+            if giving_up:  # its PREPARE may still come: it will be refused (asked first)
+                self._remember(key, False, now)
+                self._ctx.persist(TxnApplied(*key, False, now))
             return TxnState.UNKNOWN
         if txn.prepared:
             return TxnState.PREPARED
@@ -378,6 +391,7 @@ class Transactions(Component):
         store says so (after a crash it is not given it again)."""
         ctx = self._ctx
         del self._participating[txn.key]
+        self._held_bytes -= len(txn.payload)
         self._remember(txn.key, committed, now)
         ctx.persist(TxnApplied(*txn.key, committed, now))
         if committed:
@@ -413,6 +427,7 @@ class Transactions(Component):
                 prepared_at=now,
                 next_query=max(now, vote.deadline + grace),
             )
+            self._held_bytes += len(vote.payload)
 
     def _reply(self, address: str, message: msg.Txn) -> None:
         """Send what this node says about a transaction once the store holds it."""
@@ -462,7 +477,8 @@ class Transactions(Component):
                 if now >= part.deadline + config.transaction_decision_grace_s:
                     self._apply(part, False, now)  # its hook never answered: no vote now
                 continue
-            if now >= part.prepared_at + config.transaction_in_doubt_max_s:
+            doubt_from = max(part.prepared_at, part.deadline + config.transaction_decision_grace_s)
+            if now >= doubt_from + config.transaction_in_doubt_max_s:
                 ctx.counters["transactions_in_doubt_aborted"] += 1
                 ctx.emit(fx.TransactionInDoubt(part.key, part.name))
                 self._apply(part, False, now)
@@ -486,11 +502,18 @@ class Transactions(Component):
 
     def member_changed(self, member: Member, previous: Member | None, now: float) -> None:
         node_id = member.node_id
+        restarted = previous is not None and member.incarnation > previous.incarnation
         for txn in list(self._coordinating.values()):
-            if node_id in txn.targets and member.status.is_gone:
+            if node_id not in txn.targets:
+                continue
+            if member.status.is_gone:
                 if txn.committed is None:
                     self._decide(txn, False, f"{node_id} left the cluster", now)
                 self._acknowledged(txn, node_id)
+            elif restarted and txn.committed is None and node_id in txn.votes:
+                # its vote was its earlier life's, which held the message in memory
+                why = f"{node_id} restarted after voting"
+                self._decide(txn, False, why, now, vetoes=((node_id, why),))
         for part in list(self._participating.values()):
             coordinator, incarnation, _ = part.key
             if node_id != coordinator:
