@@ -17,7 +17,16 @@ from zcluster.core.membership import MembershipTable
 from zcluster.protocol.capabilities import SUPPORTED
 from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus
-from zcluster.protocol.messages import MAX_REASON_CHARS, Auth, Heartbeat, Publish
+from zcluster.protocol.messages import (
+    MAX_PARTICIPANTS_COUNT,
+    MAX_REASON_CHARS,
+    Auth,
+    Heartbeat,
+    Prepare,
+    Publish,
+    Txn,
+    TxnState,
+)
 from zcluster.security import policy
 from zcluster.security.config import DEFAULT_CLUSTER, SecurityMode
 from zcluster.security.keys import CERTIFICATE_CONTEXT, CertificateAuthority, check_curve_key
@@ -81,7 +90,7 @@ def test_heartbeat_example_matches_the_encoder() -> None:
 
 def test_capabilities_example_matches_the_encoder() -> None:
     assert SUPPORTED == (
-        "batch", "causal", "drain", "fields", "oneframe", "prefix", "refuse", "swim"
+        "batch", "causal", "drain", "fields", "oneframe", "prefix", "refuse", "swim", "txn"
     )  # fmt: skip
     # revisions 1.1, 1.2, 1.3, 1.4 (and 1.5, which announces the same) and 1.6
     revision_1_3 = ("batch", "fields", "oneframe", "swim")
@@ -165,7 +174,7 @@ def test_documented_defaults_match_the_config() -> None:
     for name in defaults:  # what AUTH, handshakes and CAUSAL depend on is documented
         if name.startswith("auth_") and name != "auth_reload_interval_s":
             assert name in documented, name
-        if name.startswith("causal_"):
+        if name.startswith("causal_") or name.startswith("transaction"):
             assert name in documented, name
 
 
@@ -246,3 +255,43 @@ def test_causal_stamp_example_matches_the_code() -> None:
     annotated = re.findall(r"^((?:[0-9a-f]{2} )*[0-9a-f]{2})  ", causal, re.M)
     assert " ".join(annotated) == spaced(payload)
     assert f"(`{spaced(stamps.stamp((), b''))}` if it is empty)" in causal
+
+
+def test_transactions_are_specified_as_the_code_reads_them() -> None:
+    transactions = section("6.13 Transactions")
+    assert (Kind.PREPARE, Kind.TXN) == (28, 29)
+    rows = kind_rows()
+    assert rows["PREPARE"] == (
+        28,
+        "direct",
+        "`[uint number, name handler, participants participants, uint timeout_ms]`",
+        "message",
+    )
+    assert rows["TXN"] == (
+        29,
+        "direct",
+        "`[name coordinator, uint incarnation, uint number, txn_state state, str reason]`",
+        "empty",
+    )
+    for state in TxnState:
+        assert f"\n| {int(state)} | {state.name} |" in transactions, state
+    assert f"| txn_state (TXN) | integer 0..{max(TxnState)} (section 6.13) |" in SPEC
+    participants = f"| participants (PREPARE) | array of 1 to {MAX_PARTICIPANTS_COUNT} elements,"
+    assert participants in section("7.2 Field types")
+    assert f"It has 1 to {MAX_PARTICIPANTS_COUNT} participants" in transactions
+    assert f"`reason` (at most {MAX_REASON_CHARS} characters)" in transactions
+    assert "| `txn` | 1.6 |" in section("9.3")
+    assert "Revision 1.6 defines PREPARE (28) and TXN (29),\nunder `txn`." in section("9.5")
+
+
+def test_transaction_example_matches_the_encoder() -> None:
+    prepare = Prepare(5, "book", ("b", "c"), 10_000)
+    header = encode_header(Kind.PREPARE, "a", 1, 3, encode_body(prepare))
+    vote = Txn("a", 1, 5, TxnState.PREPARED, "")
+    answer = encode_header(Kind.TXN, "b", 2, 4, encode_body(vote))
+    example = section("6.13 Transactions").split("Example:")[1]
+    assert f"(header `seq` 3):\n`{spaced(header)}`" in example
+    assert f"(header `seq` 4): `{spaced(answer)}`" in example
+    # the same bytes from each node's encoder
+    assert numbered(Encoder("a", 1), 3).direct(prepare, b"message")[0] == header
+    assert numbered(Encoder("b", 2), 4).direct(vote, b"")[0] == answer

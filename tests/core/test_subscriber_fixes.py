@@ -124,7 +124,7 @@ def test_a_stream_replaced_by_a_new_life_hands_over_what_it_held() -> None:
     subs.publication("p", 1, "t", item(3, G.ORDERED), start_after=0)
     assert seqs(subs.publication("p", 2, "t", item(1), start_after=0)) == [1]
     assert losses(subs) == [(2, 2)]
-    assert [(p, t, seqs(ready)) for p, t, ready in subs.released] == [("p", "t", [3])]
+    assert [(p, t, seqs(ready)) for p, _, t, ready in subs.released] == [("p", "t", [3])]
 
 
 def peer(node_id: str, incarnation: int = 7, status: MemberStatus = MemberStatus.UP) -> Member:

@@ -145,9 +145,11 @@ class CausalDelivery(Component):
         #: held messages by their own id, in arrival order (the order reaches effects)
         self._held: dict[Dependency, _Held] = {}
         self._held_bytes = 0
-        #: a message was held, or a member changed, since held messages were last looked
-        #: at (what else may meet a dependency -- an expiry, a loss report -- waits for the
-        #: next tick)
+        #: held messages by the first dependency each waits for (ordered: the order reaches
+        #: effects): a release looks only at those waiting for it
+        self._waiters: dict[Dependency, dict[Dependency, None]] = {}
+        #: a member changed since held messages were last looked at (what else may meet a
+        #: dependency -- an expiry, a loss report -- waits for the next tick)
         self._look_again = False
 
     def __len__(self) -> int:
@@ -190,7 +192,7 @@ class CausalDelivery(Component):
         incarnation, epoch, seq = receipt
         ident = (sender, DIRECT_STREAM, ctx.node_id, incarnation, epoch, seq)
         effect = fx.Deliver(sender, name, body, receipt=receipt)
-        self._arrived(ident, dependencies, effect, len(body), now)
+        self._arrived(ident, dependencies, effect, len(payload), now)
 
     def publication_arrived(
         self, publisher: str, incarnation: int, topic: str, seq: int, payload: bytes, now: float
@@ -206,7 +208,7 @@ class CausalDelivery(Component):
             return
         ident = (publisher, TOPIC_STREAM, topic, incarnation, 0, seq)
         effect = fx.DeliverPublications(publisher, topic, [body])
-        self._arrived(ident, dependencies, effect, len(body), now)
+        self._arrived(ident, dependencies, effect, len(payload), now)
 
     def _arrived(
         self,
@@ -219,13 +221,17 @@ class CausalDelivery(Component):
         counters = self._ctx.counters
         counters["causal_received"] += 1
         waiting = [d for d in dependencies if not self._met(d)]
+        held = _Held(ident, dependencies, waiting, effect, size, now)
         if not waiting:  # (nothing held can precede it: a held message is not met)
-            self._release(_Held(ident, dependencies, waiting, effect, size, now), now)
+            self._release(held, now)
+            return
+        if ident in self._held:  # a copy under a reused id: the first one stays
+            counters["causal_duplicates"] += 1
             return
         counters["causal_held"] += 1
-        self._held[ident] = _Held(ident, dependencies, waiting, effect, size, now)
+        self._held[ident] = held
         self._held_bytes += size
-        self._look_again = True
+        self._waiters.setdefault(waiting[0], {})[ident] = None
         config = self._ctx.config
         while (
             len(self._held) > config.causal_holdback_max_count
@@ -271,25 +277,59 @@ class CausalDelivery(Component):
         member = self._ctx.table.get(origin)
         return member is not None and (member.incarnation > incarnation or member.status.is_gone)
 
-    def _release(self, held: _Held, now: float) -> None:
-        """Hand ``held`` over, and learn what it depended on."""
-        past = self.past
-        for dependency in held.dependencies:
-            past.learn(dependency, now)
-        past.learn(held.ident, now)
-        self._ctx.counters["causal_delivered"] += 1
-        if self._held:  # a held message may have waited for this one
-            self._look_again = True
-        effect = held.effect
-        if type(effect) is fx.Deliver:
-            assert effect.receipt is not None
-            self._deliver_direct(effect.sender, effect.name, effect.payload, effect.receipt)
-        else:
-            self._ctx.emit(effect)
+    def _release(self, first: _Held, now: float) -> None:
+        """Hand ``first`` over, and learn what it depended on; then each held message
+        that waited only for it (or for one released so), in the order they became ready."""
+        ready = [first]
+        past, counters = self.past, self._ctx.counters
+        while ready:
+            held = ready.pop(0)
+            for dependency in held.dependencies:
+                past.learn(dependency, now)
+            past.learn(held.ident, now)
+            counters["causal_delivered"] += 1
+            effect = held.effect
+            if type(effect) is fx.Deliver:
+                assert effect.receipt is not None
+                self._deliver_direct(effect.sender, effect.name, effect.payload, effect.receipt)
+            else:
+                self._ctx.emit(effect)
+            for ident in self._waiters.pop(held.ident, ()):
+                waiter = self._held.get(ident)
+                if waiter is not None and self._still_waits(waiter) is None:
+                    ready.append(self._unhold(waiter))
+
+    def _still_waits(self, held: _Held) -> Dependency | None:
+        """Drop the met dependencies at the head of what ``held`` waits for; returns the
+        first one not met (it is indexed under it), or None: it is ready."""
+        waiting = held.waiting
+        old = waiting[0] if waiting else None
+        while waiting and self._met(waiting[0]):
+            waiting.pop(0)
+        new = waiting[0] if waiting else None
+        if new != old:
+            if old is not None:
+                self._unindex(old, held.ident)
+            if new is not None:
+                self._waiters.setdefault(new, {})[held.ident] = None
+        return new
+
+    def _unindex(self, dependency: Dependency, ident: Dependency) -> None:
+        waiters = self._waiters.get(dependency)
+        if waiters is not None:
+            waiters.pop(ident, None)
+            if not waiters:
+                del self._waiters[dependency]
+
+    def _unhold(self, held: _Held) -> _Held:
+        del self._held[held.ident]
+        self._held_bytes -= held.size
+        if held.waiting:  # released before its time: off the index
+            self._unindex(held.waiting[0], held.ident)
+        return held
 
     def _take_oldest(self) -> _Held:
-        held = self._held.pop(next(iter(self._held)))
-        self._held_bytes -= held.size
+        held = self._unhold(self._held[next(iter(self._held))])
         self._report_gap(held)
         return held
 
@@ -297,21 +337,15 @@ class CausalDelivery(Component):
         self._ctx.emit(fx.CausalGap(held.ident, tuple(held.waiting)))
 
     def _release_ready(self, now: float) -> None:
-        """Release every held message whose dependencies are now met, in arrival order,
-        until none is (a release may meet what an earlier arrival waits for)."""
+        """Look at every held message, in arrival order: release those whose dependencies
+        are now met (a release wakes what waited for it)."""
         self._look_again = False
-        held = self._held
-        released = True
-        while released and held:
-            released = False
-            for ident, item in list(held.items()):
-                item.waiting = [d for d in item.waiting if not self._met(d)]
-                if item.waiting:
-                    continue
-                del held[ident]
-                self._held_bytes -= item.size
-                self._release(item, now)
-                released = True
+        for ident in list(self._held):
+            item = self._held.get(ident)
+            if item is None:  # released meanwhile, woken by an earlier release
+                continue
+            if self._still_waits(item) is None:
+                self._release(self._unhold(item), now)
 
     # ------------------------------------------------------------ time and membership
 

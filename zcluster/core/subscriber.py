@@ -173,8 +173,8 @@ class Subscriber(Component):
             # the starts it gave us (and counting us a subscriber since): its streams resume
             # where the closed ones stopped, and one we never had starts where it says.
             before = member.incarnation + (1 if member.status.is_gone else 0)
-            for topic, ready in self.subscriptions.forget_publisher(node_id, before):
-                self._deliver(node_id, topic, ready, now)
+            for topic, incarnation, ready in self.subscriptions.forget_publisher(node_id, before):
+                self._deliver(node_id, topic, ready, now, incarnation)
 
     # ------------------------------------------------------------ messages
 
@@ -363,27 +363,43 @@ class Subscriber(Component):
             return current.incarnation > incarnation
         return current.status.is_gone
 
-    def _deliver(self, publisher: str, topic: str, ready: list[Publication], now: float) -> None:
+    def _deliver(
+        self,
+        publisher: str,
+        topic: str,
+        ready: list[Publication],
+        now: float,
+        incarnation: int | None = None,
+    ) -> None:
+        """Deliver ``ready`` (of ``incarnation``'s stream: by default the one held now)."""
         ctx = self._ctx
         released = self.subscriptions.released
         if released:
             # Held back by streams closed to make room for another (an older life first).
-            for old_publisher, old_topic, items in released:
-                self._hand_over(old_publisher, old_topic, items, now)
+            for old_publisher, old_incarnation, old_topic, items in released:
+                self._hand_over(old_publisher, old_topic, items, now, old_incarnation)
             released.clear()
         if ready:
-            self._hand_over(publisher, topic, ready, now)
+            self._hand_over(publisher, topic, ready, now, incarnation)
         losses = self.subscriptions.losses
         if losses:
             for loss in losses:
                 ctx.emit(fx.PublicationsLost(loss.publisher, loss.topic, loss.first, loss.last))
             losses.clear()
 
-    def _hand_over(self, publisher: str, topic: str, ready: list[Publication], now: float) -> None:
+    def _hand_over(
+        self,
+        publisher: str,
+        topic: str,
+        ready: list[Publication],
+        now: float,
+        incarnation: int | None,
+    ) -> None:
         """Publications to deliver in this order; CAUSAL ones go by way of causal.py."""
         if any(guarantee is CAUSAL for _, guarantee, _ in ready):
-            stream = self.subscriptions.stream(publisher, topic)
-            incarnation = 0 if stream is None else stream.incarnation  # 0: a closed life's
+            if incarnation is None:
+                stream = self.subscriptions.stream(publisher, topic)
+                incarnation = 0 if stream is None else stream.incarnation
             plain: list[bytes] = []
             for seq, guarantee, payload in ready:
                 if guarantee is CAUSAL:

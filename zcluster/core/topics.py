@@ -123,7 +123,7 @@ class Subscriptions:
         self.losses: list[Loss] = []
         #: ``(publisher, topic, publications)`` held back by streams closed to make room for
         #: another (a publisher's new life, a stream evicted): deliverable, in order
-        self.released: list[tuple[str, str, list[Publication]]] = []
+        self.released: list[tuple[str, int, str, list[Publication]]] = []
         #: a stream found a gap it had not asked for yet
         self.new_gap = False
 
@@ -303,15 +303,18 @@ class Subscriptions:
                 out.append((key[0], key[1], ranges))
         return out
 
-    def forget_publisher(self, publisher: str, before: int) -> list[tuple[str, list[Publication]]]:
+    def forget_publisher(
+        self, publisher: str, before: int
+    ) -> list[tuple[str, int, list[Publication]]]:
         """The publisher's incarnations older than ``before`` are gone (it restarted, left, was
-        removed): report their open gaps as lost. Streams of a later life stay."""
-        out: list[tuple[str, list[Publication]]] = []
+        removed): report their open gaps as lost. Streams of a later life stay. Returns
+        ``(topic, incarnation, what they held that may be delivered)``."""
+        out: list[tuple[str, int, list[Publication]]] = []
         for key in [k for k in self._streams if k[0] == publisher]:
             stream = self._streams[key]
             if stream.incarnation < before:
                 self._drop(key)
-                out.append((key[1], self._close(key, stream)))
+                out.append((key[1], stream.incarnation, self._close(key, stream)))
         return out
 
     def topics(self) -> list[str]:
@@ -416,7 +419,7 @@ class Subscriptions:
         """Close a stream another one replaces; what it held goes to ``released``."""
         ready = self._close(key, stream)
         if ready:
-            self.released.append((key[0], key[1], ready))
+            self.released.append((key[0], stream.incarnation, key[1], ready))
 
     def _mark_gappy(self, key: Key) -> None:
         if key not in self._gappy:
