@@ -137,6 +137,8 @@ class Application:
         self._accepting_sends = False
         self._numbers = itertools.count(1)
         self._requests: dict[int, RequestDone] = {}
+        #: CAUSAL messages delivered without all they depended on (for the log's pace)
+        self._causal_gaps = 0
         #: transactions this node coordinates, by number: told their result (None: the
         #: node stopped first)
         self._transactions: dict[int, Callable[[TransactionResult | None], None]] = {}
@@ -552,18 +554,24 @@ class Application:
         )
 
     def _causal_gap(self, effect: fx.CausalGap) -> None:
+        """Told the first time, then once every CAUSAL_GAP_LOG_EVERY_COUNT (a peer could
+        cause many): each is counted (causal_released_unmet, causal_released_full)."""
+        self._causal_gaps += 1
+        if self._causal_gaps % CAUSAL_GAP_LOG_EVERY_COUNT != 1:
+            return
         origin, _, channel, _, _, seq = effect.message
         missing = ", ".join(f"{o} #{s} on {c!r}" for o, _, c, _, _, s in effect.missing[:3])
         more = f" and {len(effect.missing) - 3} more" if len(effect.missing) > 3 else ""
         log.warning(
             "%s: CAUSAL message #%d of %s on %r delivered before %s%s, which did not come in "
-            "time (causal_hold_max_s) or found the hold-back full",
+            "time (causal_hold_max_s) or found the hold-back full (%d such so far)",
             self.node_id,
             seq,
             origin,
             channel,
             missing,
             more,
+            self._causal_gaps,
         )
 
     def _member_changed(self, effect: fx.MemberChanged) -> None:
@@ -582,6 +590,10 @@ class Application:
 #: steps on the way that the next change completes (joining -> up, leaving -> left), and
 #: bookkeeping (removed: a tombstone expires)
 _ON_THE_WAY = frozenset({MemberStatus.JOINING, MemberStatus.LEAVING, MemberStatus.REMOVED})
+
+
+#: a gap in causal order is logged the first time and then once per this many
+CAUSAL_GAP_LOG_EVERY_COUNT = 1000
 
 
 class ValidatedHandler:

@@ -134,6 +134,7 @@ class DirectReceiver:
         message: Data,
         payload: bytes,
         now: float,
+        queued_room: bool = True,
     ) -> list[Arrival]:
         """Take one message; returns what is now ready for handlers, in order."""
         name, number, seq, low = message.name, message.number, message.seq, message.low
@@ -151,6 +152,9 @@ class DirectReceiver:
             return self._release(stream, [])
         if seq > stream.finished.upto + self._config.outbox_max_count:
             self._count("reliable_beyond_window")
+            return []
+        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and not queued_room:
+            self._count("reliable_in_hand_full")  # not taken: the sender sends it again
             return []
         later = guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1
         if later and not self.held_bytes.room_for(len(payload)):

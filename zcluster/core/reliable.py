@@ -241,7 +241,10 @@ class ReliableDelivery(Component):
     def _take(self, env: msg.Envelope, data: msg.Data, payload: bytes, now: float) -> None:
         ctx = self._ctx
         leaving = self._leaving()
-        for arrival in self.receiver.receive(env.sender, env.incarnation, data, payload, now):
+        room = not ctx.durable or self.receiver.held_bytes.room_for(len(payload))
+        for arrival in self.receiver.receive(
+            env.sender, env.incarnation, data, payload, now, queued_room=room
+        ):
             receipt = (env.incarnation, arrival.epoch, arrival.seq)
             if leaving:
                 # Not handled, and the sender told so at once (FAILED): it need not wait
@@ -253,6 +256,8 @@ class ReliableDelivery(Component):
             if guarantee is DeliveryGuarantee.CAUSAL:
                 self._causal_arrived(env.sender, arrival.name, arrival.payload, receipt, now)
             elif guarantee is DeliveryGuarantee.EXACTLY_ONCE and ctx.durable:
+                # waiting for its turn, charged to the hold-back's bytes (room checked)
+                self.receiver.held_bytes.used += len(arrival.payload)
                 self._next_in_hand.append((env.sender, arrival, receipt))
                 self._hand_over(now)
             else:
@@ -265,6 +270,7 @@ class ReliableDelivery(Component):
         waiting, limit = self._next_in_hand, self._ctx.config.exactly_once_in_hand_max_count
         while waiting and self._in_hand < limit:
             sender, arrival, receipt = waiting.popleft()
+            self.receiver.held_bytes.used -= len(arrival.payload)
             self._in_hand += 1
             noted = DeliveryNoted(sender, receipt[0], arrival.number, False, None, now)
             self._ctx.persist(noted)
