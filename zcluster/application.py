@@ -341,7 +341,7 @@ class Application:
         top = 0
         with self._acks_lock:
             for kept in sends:
-                message_id = MessageId(self.node_id, self.incarnation, kept.number)
+                message_id = MessageId(self.node_id, kept.origin or self.incarnation, kept.number)
                 ack = MessageAcknowledgement(message_id, kept.target, kept.guarantee, self.dispatch)
                 self._acks[kept.number] = ack
                 acks.append(ack)

@@ -223,7 +223,11 @@ _BODIES: dict[type[Any], Callable[[Any], Sequence[Any]]] = {
     msg.Prepare: lambda m: (m.number, m.name, list(m.participants), m.timeout_ms),
     msg.Txn: lambda m: (m.coordinator, m.incarnation, m.number, int(m.state), m.reason),
     msg.Publish: lambda m: (m.seq, _code(m.guarantee)),
-    msg.Data: lambda m: (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch),
+    msg.Data: lambda m: (
+        (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch, m.origin)
+        if m.origin
+        else (m.name, m.number, m.seq, m.low, _code(m.guarantee), m.epoch)
+    ),
     msg.DataBatch: lambda m: (
         m.low,
         m.epoch,
@@ -728,6 +732,7 @@ _OPTIONAL: dict[Kind, tuple[Parse, ...]] = {
     Kind.ACK: _GOSSIP_FIELDS,
     Kind.SYNC: (_list_of(_announcement),),
     Kind.LISTEN: (_list_of(_topic),),
+    Kind.DATA: (_uint,),
 }
 
 #: kinds whose payload frame carries the sender's capabilities

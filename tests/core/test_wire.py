@@ -139,6 +139,10 @@ NEWS = msg.News(M3, ("fields", "swim"), ())
 #: kinds with optional body fields (revision 1.2, ``swim``): every field this revision knows
 FULL: dict[Kind, tuple[list[Any], msg.Message]] = {
     Kind.LISTEN: ([["news"], ["prices."]], msg.Listen(("news",), ("prices.",))),
+    Kind.DATA: (
+        ["work", 7, 3, 2, 2, 1, UINT64_MAX],
+        msg.Data("work", 7, 3, 2, DeliveryGuarantee.EXACTLY_ONCE, 1, UINT64_MAX),
+    ),
     Kind.PING: (
         [42, "127.0.0.1:9", [[encode_member(M3), ["fields", "swim"], []]], DIGEST],
         msg.Ping(42, "127.0.0.1:9", (NEWS,), DIGEST),
@@ -1065,6 +1069,8 @@ def with_every_field(message: msg.Message) -> msg.Message:
         return dataclasses.replace(message, announcements=())
     if isinstance(message, msg.Listen) and not message.prefixes:
         return dataclasses.replace(message, prefixes=("p.",))
+    if isinstance(message, msg.Data) and not message.origin:
+        return dataclasses.replace(message, origin=7)
     return message
 
 

@@ -108,3 +108,25 @@ def test_exactly_once_survives_the_receivers_crash(seed: int) -> None:
         else:  # cut short by a crash: reported, and never run again
             assert (status, reason) == (AckStatus.FAILED, INTERRUPTED), (payload, reason, seed)
     assert sum(got.values()) >= COUNT - 3 * 20, seed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exactly_once_survives_the_senders_crash(seed: int) -> None:
+    """Restored sends go out again under their first id (DATA's origin): a message the
+    receiver handled before the sender crashed is not handled again."""
+    rng = random.Random(seed)
+    net, disks = with_disks(seed, torn_rate=0.5)
+    got: collections.Counter[bytes] = collections.Counter()
+    handled_by(net, got, "n1")
+    net.set_conditions(NetworkConditions(latency=0.001, packet_loss_rate=0.2))
+    crash_at = rng.randrange(50, COUNT)
+    for i in range(COUNT):
+        if i == crash_at:
+            restart(net, "n0", disks["n0"])
+        net.send("n0", "n1", "h", str(i).encode(), G.EXACTLY_ONCE, ttl_s=30.0)
+        net.run_for(rng.choice([0.0, 0.0005, 0.002]))
+    net.set_conditions(NetworkConditions(latency=0.001))
+    assert net.run_until(lambda: not disks["n0"].sends, 60), seed
+    assert got and max(got.values()) == 1, f"handled twice: {got.most_common(3)}; seed={seed}"
+    assert set(got) >= {str(i).encode() for i in range(crash_at, COUNT)}, seed
+    assert net.nodes["n0"].core.counters["state_sends_restored"] > 0, seed

@@ -44,8 +44,9 @@ class Arrival:
     epoch: int
     #: as sent (CAUSAL: its payload starts with its dependencies, causal.py)
     guarantee: DeliveryGuarantee
-    #: its id among its sender's guaranteed sends (with the sender's incarnation)
+    #: its id among its sender's guaranteed sends, with the incarnation that gave it
     number: int
+    origin: int
 
 
 class InboundStream:
@@ -114,7 +115,7 @@ class DirectReceiver:
         self.held_bytes = HeldBytes(config.holdback_max_bytes)
         #: EXACTLY_ONCE messages handed to a handler that has not reported back:
         #: (sender, incarnation, epoch, seq) as in the receipt -> the message's number
-        self._running: dict[tuple[str, int, int, int], int] = {}
+        self._running: dict[tuple[str, int, int, int], tuple[int, int]] = {}
         #: senders owed an acknowledgement at the end of this turn, in the order first owed
         #: (a dict, not a set: the order reaches effects and must not depend on hashing)
         self.ack_due: dict[str, None] = {}
@@ -160,9 +161,10 @@ class DirectReceiver:
         if later and not self.held_bytes.room_for(len(payload)):
             self._count("reliable_holdback_full")  # not taken: the sender sends it again
             return []
-        arrival = Arrival(seq, name, payload, epoch, guarantee, number)
+        origin = message.origin or incarnation
+        arrival = Arrival(seq, name, payload, epoch, guarantee, number, origin)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
-            known = self._dedup.recall((sender, incarnation, number), now)
+            known = self._dedup.recall((sender, origin, number), now)
             if known is not None:
                 # Handed to a handler in an earlier life of this stream: not again.
                 self._count("reliable_duplicates")
@@ -170,30 +172,33 @@ class DirectReceiver:
                 if known.finished:  # else its handler still runs: see finished()
                     stream.finish(seq, known.error)
                 return self._release(stream, [])
-            self._running[(sender, incarnation, epoch, seq)] = number
+            self._running[(sender, incarnation, epoch, seq)] = (origin, number)
         if later:
             stream.held.hold(seq, arrival, len(payload))  # room checked above
             return self._release(stream, [])
         stream.delivered.add(seq)
         return self._release(stream, [arrival])
 
-    def finished(self, sender: str, receipt: tuple[int, int, int], error: str | None) -> int | None:
+    def finished(
+        self, sender: str, receipt: tuple[int, int, int], error: str | None
+    ) -> tuple[int, int] | None:
         """A handler returned (``error`` is None) or failed; ``receipt`` as delivered.
-        Returns the message's number if it is in the exactly-once window.
+        Returns the message's id ``(origin incarnation, number)`` if it is in the
+        exactly-once window.
 
         A receipt names the message by ``(incarnation, epoch, seq)``, which every copy of
         it shares, so the outcome also reaches a stream recreated since it was delivered.
         """
         incarnation, epoch, seq = receipt
         reason = None if error is None else error[:MAX_REASON_CHARS]  # peers refuse longer
-        number = self._running.pop((sender, incarnation, epoch, seq), None)
-        if number is not None:
-            self._dedup.settle((sender, incarnation, number), reason)
+        message_id = self._running.pop((sender, incarnation, epoch, seq), None)
+        if message_id is not None:
+            self._dedup.settle((sender, *message_id), reason)
         stream = self._streams.get(sender)
         if stream is not None and (stream.incarnation, stream.epoch) == (incarnation, epoch):
             stream.finish(seq, reason)
             self.ack_due[sender] = None
-        return number
+        return message_id
 
     def restore(self, deliveries: Iterable[DeliveryNoted], now: float) -> int:
         """Take back the exactly-once window of an earlier life (oldest first). A message

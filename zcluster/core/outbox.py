@@ -43,6 +43,8 @@ class Outgoing:
     due: float = 0.0
     #: when it was first sent
     sent_at: float = 0.0
+    #: the incarnation of ours that numbered it, if an earlier one (restored from a store)
+    origin: int = 0
 
 
 class PeerOutbox:
@@ -154,8 +156,10 @@ class DirectSender:
         guarantee: DeliveryGuarantee,
         deadline: float,
         now: float,
+        origin: int = 0,
     ) -> Outgoing:
-        """Queue a message; the caller transmits it once now."""
+        """Queue a message; the caller transmits it once now (``origin``: the earlier
+        incarnation of ours that numbered it, if one did)."""
         box = self._boxes.get(target)
         if box is None:
             if len(self._boxes) >= self._config.members_max_count:
@@ -164,7 +168,9 @@ class DirectSender:
             box = self._boxes[target] = PeerOutbox(self._epochs)
         seq, epoch = box.next_seq, box.epoch
         box.next_seq = seq + 1
-        entry = Outgoing(number, seq, name, payload, guarantee, deadline, sent_at=now)
+        entry = Outgoing(
+            number, seq, name, payload, guarantee, deadline, sent_at=now, origin=origin
+        )
         box.entries[seq] = entry
         self._total += 1
         self._schedule_retry(target, box, entry, now)

@@ -36,6 +36,8 @@ class SendKept:
     payload: bytes
     guarantee: DeliveryGuarantee
     deadline: float
+    #: the incarnation that numbered it: after a restart it keeps its id (exactly-once)
+    origin: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

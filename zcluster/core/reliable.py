@@ -110,7 +110,8 @@ class ReliableDelivery(Component):
         name, payload, guarantee = event.name, event.payload, event.guarantee
         entry = self.sender.add(target, number, name, payload, guarantee, deadline, now)
         self._ctx.counters["reliable_sent"] += 1
-        self._ctx.persist(SendKept(target, number, name, payload, guarantee, deadline))
+        kept = SendKept(target, number, name, payload, guarantee, deadline, self._ctx.incarnation)
+        self._ctx.persist(kept)
         return entry
 
     def restore(self, sends: Iterable[SendKept], now: float) -> list[SendKept]:
@@ -124,7 +125,9 @@ class ReliableDelivery(Component):
                 self._ctx.persist(SendSettled(kept.target, kept.number))
                 continue
             target, number, deadline = kept.target, kept.number, kept.deadline
-            self.sender.add(target, number, kept.name, kept.payload, kept.guarantee, deadline, now)
+            name, payload, guarantee = kept.name, kept.payload, kept.guarantee
+            # sent again under its first id, so that exactly-once knows it (DATA's origin)
+            self.sender.add(target, number, name, payload, guarantee, deadline, now, kept.origin)
             restored.append(kept)
         self._ctx.counters["state_sends_restored"] += len(restored)
         return restored
@@ -154,7 +157,8 @@ class ReliableDelivery(Component):
 
     def _data(self, target: str, entry: Outgoing) -> msg.Data:
         low, epoch = self.sender.numbering(target)
-        return msg.Data(entry.name, entry.number, entry.seq, low, entry.guarantee, epoch)
+        origin = entry.origin if entry.origin != self._ctx.incarnation else 0
+        return msg.Data(entry.name, entry.number, entry.seq, low, entry.guarantee, epoch, origin)
 
     def tick(self, now: float) -> None:
         if not self.sender.timers_due(now):
@@ -272,7 +276,7 @@ class ReliableDelivery(Component):
             sender, arrival, receipt = waiting.popleft()
             self.receiver.held_bytes.used -= len(arrival.payload)
             self._in_hand += 1
-            noted = DeliveryNoted(sender, receipt[0], arrival.number, False, None, now)
+            noted = DeliveryNoted(sender, arrival.origin, arrival.number, False, None, now)
             self._ctx.persist(noted)
             self.deliver(sender, arrival.name, arrival.payload, receipt, durable=True)
 
@@ -298,10 +302,10 @@ class ReliableDelivery(Component):
         self.handlers_running = max(0, self.handlers_running - 1)
         if event.error is not None:
             self._ctx.counters["reliable_handler_failures"] += 1
-        number = self.receiver.finished(event.sender, event.receipt, event.error)
-        if number is not None and self._ctx.durable:
-            sender, incarnation, error = event.sender, event.receipt[0], event.error
-            self._ctx.persist(DeliveryNoted(sender, incarnation, number, True, error, now))
+        message_id = self.receiver.finished(event.sender, event.receipt, event.error)
+        if message_id is not None and self._ctx.durable:
+            (origin, number), sender, error = message_id, event.sender, event.error
+            self._ctx.persist(DeliveryNoted(sender, origin, number, True, error, now))
             self._in_hand = max(0, self._in_hand - 1)
             self._hand_over(now)
 

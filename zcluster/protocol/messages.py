@@ -334,6 +334,9 @@ class Data:
     low: int
     guarantee: DeliveryGuarantee
     epoch: int
+    #: optional (revision 1.6): the sender's incarnation that gave it ``number``, when not
+    #: the envelope's (a send restored from a store after a restart keeps its id); 0: same
+    origin: int = 0
 
 
 @dataclasses.dataclass(slots=True)

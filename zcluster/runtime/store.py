@@ -53,7 +53,8 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sends (
     target TEXT NOT NULL, number TEXT NOT NULL, name TEXT NOT NULL, payload BLOB NOT NULL,
-    guarantee TEXT NOT NULL, deadline REAL NOT NULL, PRIMARY KEY (target, number));
+    guarantee TEXT NOT NULL, deadline REAL NOT NULL, origin TEXT NOT NULL,
+    PRIMARY KEY (target, number));
 CREATE TABLE deliveries (
     sender TEXT NOT NULL, incarnation TEXT NOT NULL, number TEXT NOT NULL,
     finished INTEGER NOT NULL, error TEXT, at REAL NOT NULL,
@@ -184,9 +185,17 @@ class StateStore:
         offset = self._clock() - time.time()  # wall time -> the core's clock
         db = self._db
         sends = tuple(
-            SendKept(target, int(number), name, bytes(payload), DeliveryGuarantee(g), at + offset)
-            for target, number, name, payload, g, at in db.execute(
-                "SELECT target, number, name, payload, guarantee, deadline FROM sends "
+            SendKept(
+                target,
+                int(number),
+                name,
+                bytes(payload),
+                DeliveryGuarantee(g),
+                at + offset,
+                int(origin),
+            )
+            for target, number, name, payload, g, at, origin in db.execute(
+                "SELECT target, number, name, payload, guarantee, deadline, origin FROM sends "
                 "ORDER BY rowid"
             )
         )
@@ -244,7 +253,7 @@ class StateStore:
                 match record:
                     case SendKept():
                         db.execute(
-                            "INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?, ?, ?)",
+                            "INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (
                                 record.target,
                                 str(record.number),
@@ -252,6 +261,7 @@ class StateStore:
                                 record.payload,
                                 record.guarantee.value,
                                 record.deadline + offset,
+                                str(record.origin),
                             ),
                         )
                     case SendSettled():
