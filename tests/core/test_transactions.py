@@ -11,7 +11,7 @@ import pytest
 from tests.sim.test_delivery_sim import cluster
 from zcluster import NodeConfig
 from zcluster.core import effects as fx
-from zcluster.testing import NetworkConditions
+from zcluster.testing import LinkConditions, NetworkConditions
 from zcluster.testing.disk import SimDisk
 from zcluster.testing.sim import SimNetwork, SimNode
 
@@ -267,4 +267,77 @@ def test_a_participant_with_a_store_keeps_its_vote_and_what_it_applied(crash_aft
     net.start("n3")
     assert net.run_until(lambda: got["n3"] == [b"x"], 10)
     net.run_for(3.0)
+    assert got == {n: [b"x"] for n in TARGETS}
+
+
+def test_an_answer_that_writes_nothing_still_leaves() -> None:
+    """n1 (with a store) applied the commit; the coordinator dies before n2 and n3 hear
+    it. Their questions get n1's answer, though answering writes nothing new."""
+    net, got = four(FAST)
+    disk = SimDisk()
+    net.crash("n1")
+    n1 = net.add_node("n1", seeds=[net.nodes["n2"].core.address], disk=disk, start=False)
+    n1.handlers["h"] = lambda sender, payload: got["n1"].append(payload)
+    net.start("n1")
+    assert net.run_until(lambda: known_everywhere(net, net.nodes["n0"]), 10)
+    assert net.run_until(
+        lambda: all(
+            (m := net.nodes[n].core.member("n1")) is not None
+            and m.incarnation == n1.core.incarnation
+            for n in ("n0", "n2", "n3")
+        ),
+        10,
+    )
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=1.0)
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 2), (0, 3)]))
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 2)
+    net.run_for(0.05)
+    net.crash("n0")
+    net.heal()
+    assert net.run_until(lambda: got == {n: [b"x"] for n in TARGETS}, 4)
+    assert all(net.nodes[n].core.counters["transactions_in_doubt_aborted"] == 0 for n in TARGETS)
+
+
+def test_a_peer_that_said_unknown_never_votes_yes_afterwards() -> None:
+    """n3's PREPARE is late; n1 and n2, in doubt, ask it: it says UNKNOWN, and is bound
+    by it -- the late PREPARE is refused, so the transaction cannot commit."""
+    net, got = four(NodeConfig(transaction_in_doubt_max_s=600, transaction_memory_s=600))
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 3)]))
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=200.0)
+    net.run_for(205.0)  # n1 and n2 ask n3 at the deadline: UNKNOWN; they abort
+    net.heal()
+    done = result(net, number)
+    assert not done.committed
+    net.run_for(2.0)
+    assert got == {n: [] for n in TARGETS}
+
+
+def test_a_target_that_restarts_after_voting_aborts_the_transaction() -> None:
+    """Without a store, n3's vote held its message in memory: once n3 restarts before the
+    decision, the coordinator cannot count it."""
+    net, got = four()
+    net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 2)]))  # n2 is late
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=5.0)
+    net.run_for(0.2)
+    net.crash("n3")
+    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], start=False)
+    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
+    net.start("n3")
+    net.run_for(1.0)
+    net.heal()
+    done = result(net, number)
+    assert not done.committed and "n3 restarted after voting" in done.reason
+    net.run_for(2.0)
+    assert got == {n: [] for n in TARGETS}
+
+
+def test_in_doubt_is_counted_from_the_deadline_not_the_vote() -> None:
+    """A timeout longer than transaction_in_doubt_max_s: a participant that voted early
+    still waits for the decision while the coordinator collects votes."""
+    net, got = four(NodeConfig(transaction_in_doubt_max_s=60.0, transaction_memory_s=300.0))
+    net.set_conditions(NetworkConditions(latency=0.001, links={(0, 3): LinkConditions(70.0)}))
+    number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=120.0)
+    assert net.run_until(lambda: number in net.nodes["n0"].transactions, 130)
+    assert net.nodes["n0"].transactions[number].committed
+    net.run_for(2.0)
     assert got == {n: [b"x"] for n in TARGETS}
