@@ -178,6 +178,8 @@ def test_refused_at_once_what_cannot_start() -> None:
     assert not done.committed and "1 to 64 targets" in done.reason
     done = result(net, net.transaction("n0", ("n1",), "missing", b"x"))
     assert not done.committed and "no handler named 'missing' on node n1" in done.reason
+    done = result(net, net.transaction("n0", ("n0", "n1"), "h", b"x"))
+    assert not done.committed and "cannot be one of its transaction's targets" in done.reason
 
 
 def known_everywhere(net: SimNetwork, node: SimNode) -> bool:

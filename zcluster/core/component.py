@@ -42,9 +42,9 @@ def check_guarantee(guarantee: DeliveryGuarantee) -> DeliveryGuarantee:
     """Raise UnsupportedGuarantee unless this core can honour ``guarantee``."""
     if guarantee not in SUPPORTED_GUARANTEES:  # before any state changes: the core's door
         raise UnsupportedGuarantee(
-            f"DeliveryGuarantee.{guarantee.name} is not available yet: transactional "
-            "delivery comes in a later release; use AT_LEAST_ONCE, EXACTLY_ONCE, ORDERED "
-            "or CAUSAL"
+            f"DeliveryGuarantee.{guarantee.name} is not a guarantee of send() or publish(): "
+            "for transactional delivery use send_transaction(); else AT_LEAST_ONCE, "
+            "EXACTLY_ONCE, ORDERED or CAUSAL"
         )
     return guarantee
 

@@ -65,6 +65,10 @@ class Peers:
         """The member's current incarnation announced ``batch`` (DATA_BATCH)."""
         return BATCH in (self.capabilities_of(node_id) or ())
 
+    def reads_extra_fields(self, node_id: str) -> bool:
+        """The member's current incarnation announced ``fields`` (optional fields)."""
+        return FIELDS in (self.capabilities_of(node_id) or ())
+
     @property
     def one_frame_publications(self) -> bool:
         """Whether publications may go out in one frame: every member we know of, but

@@ -158,6 +158,8 @@ class ReliableDelivery(Component):
     def _data(self, target: str, entry: Outgoing) -> msg.Data:
         low, epoch = self.sender.numbering(target)
         origin = entry.origin if entry.origin != self._ctx.incarnation else 0
+        if origin and not self._ctx.peers.reads_extra_fields(target):
+            origin = 0  # (a revision 1.0 peer refuses extra fields: it sees a new message)
         return msg.Data(entry.name, entry.number, entry.seq, low, entry.guarantee, epoch, origin)
 
     def tick(self, now: float) -> None:

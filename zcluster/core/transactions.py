@@ -131,6 +131,8 @@ class Transactions(Component):
             return f"a transaction has 1 to {msg.MAX_PARTICIPANTS_COUNT} targets"
         if len(self) >= ctx.config.transactions_max_count:
             return f"too many transactions in progress ({ctx.config.transactions_max_count})"
+        if ctx.node_id in targets:
+            return "the coordinating node cannot be one of its transaction's targets"
         for target in targets:
             member = ctx.table.get(target)
             if member is None or member.status.is_gone:
@@ -493,6 +495,7 @@ class Transactions(Component):
         ctx = self._ctx
         coordinator, incarnation, number = txn.key
         query = msg.Txn(coordinator, incarnation, number, TxnState.QUERY, "")
+        txn.answers.clear()  # only this round's answers count (a peer may have moved on)
         for node_id in (coordinator, *txn.participants):
             address = ctx.live_address(node_id) if node_id != ctx.node_id else None
             if address is not None:
