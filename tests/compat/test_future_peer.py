@@ -47,7 +47,8 @@ def _extended_records(kind: Kind, body: list[Any]) -> list[Any]:
 
 class FuturePeer(V1Peer):
     """A strict peer that sends what a later revision would send: after the optional
-    fields revisions 1.2 and 1.4 define (it must send them to send any later one), its own."""
+    fields revisions 1.2, 1.4 and 1.6 define (it must send them to send any later one), its
+    own."""
 
     def _header(self, kind: Kind, body: list[Any]) -> bytes:
         self._seq += 1
@@ -57,10 +58,12 @@ class FuturePeer(V1Peer):
         return pack(header)
 
     def _optional_fields(self, kind: Kind) -> list[Any]:
-        """The optional fields of revisions 1.2 and 1.4, empty: no gossip, no members'
-        capabilities, no prefixes."""
+        """The optional fields of revisions 1.2, 1.4 and 1.6, empty: no gossip, no members'
+        capabilities, no prefixes, DATA's origin 0 (the header's incarnation)."""
         if kind in (Kind.PING, Kind.PING_REQ, Kind.ACK):
             return [[], digest_of([self.me, *self.members.values()])]
+        if kind is Kind.DATA:
+            return [0]
         return [[]] if kind in (Kind.SYNC, Kind.LISTEN) else []
 
     def _send(self, address: str, kind: Kind, body: list[Any], payload: bytes = b"") -> None:
