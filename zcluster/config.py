@@ -208,7 +208,9 @@ class NodeConfig:
     #: long after it voted (the blocking window of two-phase commit; reported)
     transaction_in_doubt_max_s: float = 60.0
     #: TRANSACTIONAL: decisions are kept this long to answer late questions and copies
-    transaction_memory_s: float = 300.0
+    #: (at least as long as a participant may still ask: the longest timeout, the grace and
+    #: the in-doubt time)
+    transaction_memory_s: float = 600.0
     #: TRANSACTIONAL: transactions in progress on one node, coordinated and taken part in
     transactions_max_count: int = 10_000
     #: TRANSACTIONAL: decisions a participant remembers (the oldest go first)
@@ -317,10 +319,16 @@ class NodeConfig:
                 "message_ttl_s must not exceed dedup_window_s, or exactly-once could not "
                 "recognise a late retransmission"
             )
-        if self.transaction_memory_s < self.transaction_in_doubt_max_s:
+        asking_s = (
+            self.transaction_timeout_max_s
+            + self.transaction_decision_grace_s
+            + self.transaction_in_doubt_max_s
+        )
+        if self.transaction_memory_s < asking_s:
             raise ConfigError(
-                "transaction_memory_s must cover transaction_in_doubt_max_s: a coordinator "
-                "answers a question about a decision it no longer has with ABORT"
+                "transaction_memory_s must cover transaction_timeout_max_s + "
+                "transaction_decision_grace_s + transaction_in_doubt_max_s: a participant "
+                "may ask that long about a decision, which must still be known"
             )
         if self.transaction_timeout_s > self.transaction_timeout_max_s:
             raise ConfigError("transaction_timeout_s must not exceed transaction_timeout_max_s")

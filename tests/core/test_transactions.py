@@ -16,7 +16,9 @@ from zcluster.testing.disk import SimDisk
 from zcluster.testing.sim import SimNetwork, SimNode
 
 TARGETS = ("n1", "n2", "n3")
-FAST = NodeConfig(transaction_in_doubt_max_s=5.0, transaction_memory_s=30.0)
+FAST = NodeConfig(
+    transaction_in_doubt_max_s=5.0, transaction_timeout_max_s=20.0, transaction_memory_s=30.0
+)
 
 
 def four(
@@ -303,7 +305,7 @@ def test_an_answer_that_writes_nothing_still_leaves() -> None:
 def test_a_peer_that_said_unknown_never_votes_yes_afterwards() -> None:
     """n3's PREPARE is late; n1 and n2, in doubt, ask it: it says UNKNOWN, and is bound
     by it -- the late PREPARE is refused, so the transaction cannot commit."""
-    net, got = four(NodeConfig(transaction_in_doubt_max_s=600, transaction_memory_s=600))
+    net, got = four(NodeConfig(transaction_in_doubt_max_s=600, transaction_memory_s=1000))
     net.set_conditions(NetworkConditions(latency=0.001, blocked_links=[(0, 3)]))
     number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=200.0)
     net.run_for(205.0)  # n1 and n2 ask n3 at the deadline: UNKNOWN; they abort
@@ -336,7 +338,7 @@ def test_a_target_that_restarts_after_voting_aborts_the_transaction() -> None:
 def test_in_doubt_is_counted_from_the_deadline_not_the_vote() -> None:
     """A timeout longer than transaction_in_doubt_max_s: a participant that voted early
     still waits for the decision while the coordinator collects votes."""
-    net, got = four(NodeConfig(transaction_in_doubt_max_s=60.0, transaction_memory_s=300.0))
+    net, got = four(NodeConfig(transaction_in_doubt_max_s=60.0, transaction_memory_s=400.0))
     net.set_conditions(NetworkConditions(latency=0.001, links={(0, 3): LinkConditions(70.0)}))
     number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=120.0)
     assert net.run_until(lambda: number in net.nodes["n0"].transactions, 130)

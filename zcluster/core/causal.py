@@ -220,13 +220,13 @@ class CausalDelivery(Component):
     ) -> None:
         counters = self._ctx.counters
         counters["causal_received"] += 1
+        if ident in self._held:  # a copy under a reused id: the first one stays
+            counters["causal_duplicates"] += 1
+            return
         waiting = [d for d in dependencies if not self._met(d)]
         held = _Held(ident, dependencies, waiting, effect, size, now)
         if not waiting:  # (nothing held can precede it: a held message is not met)
             self._release(held, now)
-            return
-        if ident in self._held:  # a copy under a reused id: the first one stays
-            counters["causal_duplicates"] += 1
             return
         counters["causal_held"] += 1
         self._held[ident] = held

@@ -60,6 +60,11 @@ class DedupWindow:
         """True if ``message_id`` was seen less than ``expiry`` ago; else remember it, False."""
         return self.recall(message_id, now) is not None
 
+    def peek(self, message_id: Hashable, now: float) -> Outcome | None:
+        """What became of ``message_id`` if it is in the window; remembers nothing."""
+        held = self._held.get(message_id)
+        return held[1] if held is not None and held[0] > max(now, self._now) else None
+
     def recall(self, message_id: Hashable, now: float) -> Outcome | None:
         """What became of ``message_id`` if it was seen less than ``expiry`` ago; else
         remember it (its handler not finished) and return None."""

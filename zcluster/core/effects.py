@@ -147,7 +147,8 @@ class TransactionInDoubt:
 class Persist:
     """Write these records to the durable store, in one batch, in order (they are
     ``zcluster.core.persistence.Record`` values); then feed
-    :class:`~zcluster.core.events.Persisted` with ``batch``."""
+    :class:`~zcluster.core.events.Persisted` with ``batch``. Batches are written in the
+    order they come: a written batch means every earlier one is."""
 
     batch: int
     records: tuple[Any, ...]

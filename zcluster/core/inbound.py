@@ -113,6 +113,9 @@ class DirectReceiver:
         self._dedup = DedupWindow(config.dedup_window_max_count, config.dedup_retention_s)
         #: what every stream holds back behind gaps, in payload bytes
         self.held_bytes = HeldBytes(config.holdback_max_bytes)
+        #: copies of those that came again in another stream (a sender restarted with a
+        #: store sends them under their first id), by id: their receipts, told at the end
+        self._copies: dict[tuple[str, int, int], dict[tuple[int, int, int], None]] = {}
         #: EXACTLY_ONCE messages handed to a handler that has not reported back:
         #: (sender, incarnation, epoch, seq) as in the receipt -> the message's number
         self._running: dict[tuple[str, int, int, int], tuple[int, int]] = {}
@@ -154,14 +157,18 @@ class DirectReceiver:
         if seq > stream.finished.upto + self._config.outbox_max_count:
             self._count("reliable_beyond_window")
             return []
-        if guarantee is DeliveryGuarantee.EXACTLY_ONCE and not queued_room:
+        origin = message.origin or incarnation
+        if (
+            guarantee is DeliveryGuarantee.EXACTLY_ONCE
+            and not queued_room
+            and self._dedup.peek((sender, origin, number), now) is None
+        ):  # (a known one is answered whatever the room: nothing is queued for it)
             self._count("reliable_in_hand_full")  # not taken: the sender sends it again
             return []
         later = guarantee is DeliveryGuarantee.ORDERED and seq != stream.delivered.upto + 1
         if later and not self.held_bytes.room_for(len(payload)):
             self._count("reliable_holdback_full")  # not taken: the sender sends it again
             return []
-        origin = message.origin or incarnation
         arrival = Arrival(seq, name, payload, epoch, guarantee, number, origin)
         if guarantee is DeliveryGuarantee.EXACTLY_ONCE:
             known = self._dedup.recall((sender, origin, number), now)
@@ -169,8 +176,12 @@ class DirectReceiver:
                 # Handed to a handler in an earlier life of this stream: not again.
                 self._count("reliable_duplicates")
                 stream.delivered.add(seq)
-                if known.finished:  # else its handler still runs: see finished()
+                if known.finished:
                     stream.finish(seq, known.error)
+                else:  # its handler still runs (a copy under its first id): told when done
+                    self._copies.setdefault((sender, origin, number), {})[
+                        (incarnation, epoch, seq)
+                    ] = None
                 return self._release(stream, [])
             self._running[(sender, incarnation, epoch, seq)] = (origin, number)
         if later:
@@ -194,11 +205,17 @@ class DirectReceiver:
         message_id = self._running.pop((sender, incarnation, epoch, seq), None)
         if message_id is not None:
             self._dedup.settle((sender, *message_id), reason)
+            for copy in self._copies.pop((sender, *message_id), ()):
+                self._finish(sender, copy, reason)
+        self._finish(sender, receipt, reason)
+        return message_id
+
+    def _finish(self, sender: str, receipt: tuple[int, int, int], reason: str | None) -> None:
+        incarnation, epoch, seq = receipt
         stream = self._streams.get(sender)
         if stream is not None and (stream.incarnation, stream.epoch) == (incarnation, epoch):
             stream.finish(seq, reason)
             self.ack_due[sender] = None
-        return message_id
 
     def restore(self, deliveries: Iterable[DeliveryNoted], now: float) -> int:
         """Take back the exactly-once window of an earlier life (oldest first). A message

@@ -166,5 +166,9 @@ class Persistence(Component):
         ctx.deferred = []
 
     def _on_persisted(self, event: ev.Persisted, _: float) -> None:
-        for effect in self._unwritten.pop(event.batch, ()):
-            self._ctx.emit(effect)
+        """Batch ``event.batch`` is written, and so is every earlier one: hosts write them
+        in order (what an effect waits for may be in an earlier batch)."""
+        unwritten = self._unwritten
+        while unwritten and next(iter(unwritten)) <= event.batch:
+            for effect in unwritten.pop(next(iter(unwritten))):
+                self._ctx.emit(effect)

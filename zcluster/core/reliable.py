@@ -247,7 +247,11 @@ class ReliableDelivery(Component):
     def _take(self, env: msg.Envelope, data: msg.Data, payload: bytes, now: float) -> None:
         ctx = self._ctx
         leaving = self._leaving()
-        room = not ctx.durable or self.receiver.held_bytes.room_for(len(payload))
+        room = (
+            not ctx.durable
+            or not self._next_in_hand  # (one is always taken when none waits)
+            or self.receiver.held_bytes.room_for(len(payload))
+        )
         for arrival in self.receiver.receive(
             env.sender, env.incarnation, data, payload, now, queued_room=room
         ):

@@ -31,6 +31,7 @@ from zcluster.config import NodeConfig
 from zcluster.core import effects as fx
 from zcluster.core import events as ev
 from zcluster.core.node import NodeCore
+from zcluster.core.persistence import RestoredState
 from zcluster.delivery import DrainReport, MessageAcknowledgement, TransactionResult
 from zcluster.errors import (
     ConfigError,
@@ -243,11 +244,13 @@ class AsyncNode:
         loop = asyncio.get_running_loop()
         store = self._open_store()  # first: a bad state_dir stops the node before it binds
         self.incarnation = new_incarnation()
-        if store is not None:  # later than every earlier life's, whatever the clock says
-            self.incarnation = max(self.incarnation, store.previous_incarnation + 1)
-            store.begin(self.incarnation)
+        state = None
         try:
-            await self._start(loop, store)
+            if store is not None:  # later than every earlier life's, whatever the clock says
+                state = store.load()
+                self.incarnation = max(self.incarnation, store.previous_incarnation + 1)
+                store.begin(self.incarnation)
+            await self._start(loop, store, state)
         except BaseException:
             if store is not None and self._driver is None:
                 store.close()
@@ -272,7 +275,12 @@ class AsyncNode:
             memory_s=self.config.transaction_memory_s,
         )
 
-    async def _start(self, loop: asyncio.AbstractEventLoop, store: StateStore | None) -> None:
+    async def _start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: StateStore | None,
+        state: RestoredState | None,
+    ) -> None:
         secured = self._secured()
         tags = self._own_tags(secured)  # before binding: may fail (too many tags)
         transport = Transport(self.config, self.node_id, secured)
@@ -299,7 +307,7 @@ class AsyncNode:
             tags=tags,
             durable=store is not None,
         )
-        restored = core.restore(store.load(), time.monotonic()) if store is not None else []
+        restored = core.restore(state, time.monotonic()) if state is not None else []
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
         self._seed_report = ""

@@ -181,7 +181,17 @@ class StateStore:
             )
 
     def load(self) -> RestoredState:
-        """What earlier lives left, on the core's clock now."""
+        """What earlier lives left, on the core's clock now; StateError if it cannot be
+        read (a layout this release does not know)."""
+        try:
+            return self._load()
+        except (sqlite3.Error, ValueError) as exc:
+            raise StateError(
+                f"{self.path / DATABASE} cannot be read ({exc}): not the layout of state "
+                f"version {VERSION}; give another state_dir"
+            ) from None
+
+    def _load(self) -> RestoredState:
         offset = self._clock() - time.time()  # wall time -> the core's clock
         db = self._db
         sends = tuple(

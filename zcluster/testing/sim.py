@@ -542,7 +542,7 @@ class SimNetwork:
                 disk.submit(batch, records)
 
                 def written() -> None:
-                    if disk.confirm(batch) and node.alive:
+                    if node.alive and disk.confirm(batch):  # (a dead life's write is lost)
                         self._feed(node, ev.Persisted(batch))
 
                 self._schedule(disk.write_delay_s, written)
