@@ -130,3 +130,20 @@ def test_exactly_once_survives_the_senders_crash(seed: int) -> None:
     assert got and max(got.values()) == 1, f"handled twice: {got.most_common(3)}; seed={seed}"
     assert set(got) >= {str(i).encode() for i in range(crash_at, COUNT)}, seed
     assert net.nodes["n0"].core.counters["state_sends_restored"] > 0, seed
+
+
+def test_a_restored_copy_arriving_while_its_handler_runs_is_acknowledged_when_it_returns() -> None:
+    """The receiver's handler takes 2 s; the sender crashes meanwhile and, restarted,
+    sends the message again under its first id: the copy is not run, and the sender
+    hears DELIVERED once the first run returns (not EXPIRED at its ttl)."""
+    net, disks = with_disks(1, torn_rate=0.0)
+    got: collections.Counter[bytes] = collections.Counter()
+    handled_by(net, got, "n1")
+    net.handler_delay_s = 2.0
+    number = net.send("n0", "n1", "h", b"pay-once", G.EXACTLY_ONCE, ttl_s=20.0)
+    net.run_for(0.05)  # n1's handler runs
+    restart(net, "n0", disks["n0"])
+    sender = net.nodes["n0"]
+    assert net.run_until(lambda: number in sender.acks, 10)
+    assert sender.acks[number] == (AckStatus.DELIVERED, "")
+    assert got[b"pay-once"] == 1
