@@ -322,9 +322,8 @@ class NodeCore:
 
     def _send_causal(self, event: ev.SendRequested, now: float) -> None:
         target = event.target
-        known = self._ctx.peers.capabilities_of(target)
         refusal = ""
-        if known is not None and capabilities.CAUSAL not in known:
+        if self._ctx.peers.lacks(target, capabilities.CAUSAL):
             refusal = f"{target!r} runs a release that does not read CAUSAL messages"
         stamped = dataclasses.replace(event, payload=self.causal.stamp(event.payload))
         limit = self.config.max_message_bytes

@@ -65,6 +65,12 @@ class Peers:
         """The member's current incarnation announced ``batch`` (DATA_BATCH)."""
         return BATCH in (self.capabilities_of(node_id) or ())
 
+    def lacks(self, node_id: str, capability: str) -> bool:
+        """The member's current incarnation announced its set, without ``capability``
+        (one not heard from yet may have it: it is not said to lack it)."""
+        known = self.capabilities_of(node_id)
+        return known is not None and capability not in known
+
     def reads_extra_fields(self, node_id: str) -> bool:
         """The member's current incarnation announced ``fields`` (optional fields)."""
         return FIELDS in (self.capabilities_of(node_id) or ())

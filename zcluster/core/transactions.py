@@ -137,8 +137,7 @@ class Transactions(Component):
             member = ctx.table.get(target)
             if member is None or member.status.is_gone:
                 return f"{target!r} is not a member (unknown, left or removed)"
-            known = ctx.peers.capabilities_of(target)
-            if known is not None and capabilities.TXN not in known:
+            if ctx.peers.lacks(target, capabilities.TXN):
                 return f"{target!r} runs a release that does not take part in transactions"
         return ""
 
