@@ -32,6 +32,21 @@ def four(
     return net, got
 
 
+def started_again(
+    net: SimNetwork,
+    got: dict[str, list[bytes]],
+    node_id: str,
+    seed: str,
+    disk: SimDisk | None = None,
+) -> SimNode:
+    """Start target ``node_id`` again (after a crash), joining through ``seed``, its
+    handler recording into ``got`` from its first message on."""
+    node = net.add_node(node_id, seeds=[net.nodes[seed].core.address], disk=disk, start=False)
+    node.handlers["h"] = lambda sender, payload: got[node_id].append(payload)
+    net.start(node_id)
+    return node
+
+
 def result(net: SimNetwork, number: int) -> fx.TransactionDone:
     assert net.run_until(lambda: number in net.nodes["n0"].transactions, 30)
     return net.nodes["n0"].transactions[number]
@@ -240,9 +255,7 @@ def test_a_participant_with_a_store_keeps_its_vote_and_what_it_applied(crash_aft
     net, got = four(FAST)
     disk = SimDisk()
     net.crash("n3")
-    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], disk=disk, start=False)
-    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
-    net.start("n3")
+    n3 = started_again(net, got, "n3", "n1", disk)
     assert net.run_until(
         lambda: known_everywhere(net, net.nodes["n0"]) and n3.core.accepts_guaranteed_send("n0"), 10
     )
@@ -266,9 +279,7 @@ def test_a_participant_with_a_store_keeps_its_vote_and_what_it_applied(crash_aft
     assert got["n3"] == ([] if crash_after == "voting" else [b"x"])
     net.crash("n3")
     net.heal()
-    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], disk=disk, start=False)
-    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
-    net.start("n3")
+    n3 = started_again(net, got, "n3", "n1", disk)
     assert net.run_until(lambda: got["n3"] == [b"x"], 10)
     net.run_for(3.0)
     assert got == {n: [b"x"] for n in TARGETS}
@@ -280,9 +291,7 @@ def test_an_answer_that_writes_nothing_still_leaves() -> None:
     net, got = four(FAST)
     disk = SimDisk()
     net.crash("n1")
-    n1 = net.add_node("n1", seeds=[net.nodes["n2"].core.address], disk=disk, start=False)
-    n1.handlers["h"] = lambda sender, payload: got["n1"].append(payload)
-    net.start("n1")
+    n1 = started_again(net, got, "n1", "n2", disk)
     assert net.run_until(lambda: known_everywhere(net, net.nodes["n0"]), 10)
     assert net.run_until(
         lambda: all(
@@ -324,9 +333,7 @@ def test_a_target_that_restarts_after_voting_aborts_the_transaction() -> None:
     number = net.transaction("n0", TARGETS, "h", b"x", timeout_s=5.0)
     net.run_for(0.2)
     net.crash("n3")
-    n3 = net.add_node("n3", seeds=[net.nodes["n1"].core.address], start=False)
-    n3.handlers["h"] = lambda sender, payload: got["n3"].append(payload)
-    net.start("n3")
+    started_again(net, got, "n3", "n1")
     net.run_for(1.0)
     net.heal()
     done = result(net, number)
