@@ -254,7 +254,7 @@ class NodeConfig:
     join_warning_interval_s: float = 5.0
     #: while no seed admits the node, each warning connects to each seed for at most this
     #: long to say what is there (nothing, another program, a PUB port, a node)
-    seed_check_timeout_s: float = 1.0
+    seed_check_timeout_s: float = 3.0
     #: start() waits this long for a seed to admit the node
     join_timeout_s: float = 10.0
     #: a blocking call into the node's loop (stop, members, ...) gives up after this
