@@ -293,7 +293,8 @@ class NodeConfig:
     auth_resend_interval_s: float = 30.0
     #: handshakes to our PUB held until their client's AUTH arrives, at most
     auth_pending_max_count: int = 1024
-    #: key and token files are checked for changes this often (also on SIGHUP)
+    #: key and token files are checked for changes this often, and read once a change
+    #: has settled (unchanged at the next check; also read on SIGHUP)
     auth_reload_interval_s: float = 2.0
 
     def __post_init__(self) -> None:

@@ -250,3 +250,36 @@ def test_a_member_cannot_take_another_members_address(keys: Path) -> None:
     secured.member_disconnected("a", "h:1")  # a gone: b's turn
     assert reconnected == [("b", "h:1", True)]
     assert secured.server_key("h:1") == _key(keys, "b").encode()
+
+
+def test_a_file_being_written_is_read_once_it_has_settled(keys: Path) -> None:
+    security = _mutual(keys)
+    policy = _policy(security)
+    secured = SecuredConnections(policy, NodeConfig(auth_reload_interval_s=1.0), security)
+    new_key = keys / "dir" / "stranger.key"
+    new_key.write_bytes(b"")  # caught half written: truncated, not yet filled
+    secured.check_files(10.0)
+    assert policy.counters["auth_reloads"] == policy.counters["auth_reload_failed"] == 0
+    new_key.write_bytes((keys / "stranger.key").read_bytes())
+    secured.check_files(11.0)  # changed again since the last look: not read yet
+    assert policy.counters["auth_reloads"] == 0
+    secured.check_files(11.5)  # before the next check is due
+    assert policy.counters["auth_reloads"] == 0
+    secured.check_files(12.0)
+    assert policy.counters["auth_reloads"] == 1
+    assert policy.counters["auth_reload_failed"] == 0
+    handshake = policy.check_handshake("direct", "h", "CURVE", [_raw(keys, "stranger")], NOW)
+    assert handshake == Allow(_key(keys, "stranger"))
+
+
+def test_a_bad_file_that_stays_bad_is_refused(keys: Path) -> None:
+    security = _mutual(keys)
+    policy = _policy(security)
+    secured = SecuredConnections(policy, NodeConfig(auth_reload_interval_s=1.0), security)
+    (keys / "dir" / "garbage.key").write_text("not a certificate\n")
+    secured.check_files(10.0)
+    secured.check_files(11.0)
+    assert policy.counters["auth_reload_failed"] == 1
+    assert policy.check_handshake("direct", "h", "CURVE", [_raw(keys, "a")], NOW) == Allow(
+        _key(keys, "a")
+    )

@@ -564,7 +564,7 @@ class AsyncNode:
     def reload_security(self) -> bool:
         """Read the security settings' files again and decide with them from now on
         (what ``zcluster node`` does on SIGHUP; a running node also does it by itself
-        within ``auth_reload_interval_s`` of a change). A key, CA or node no longer
+        within two ``auth_reload_interval_s`` of a change). A key, CA or node no longer
         authorized is refused from its next message, and cut from this node's PUB.
         False if a file is bad: the old settings stay (counted ``auth_reload_failed``).
         This node's own key pair is read at start only."""

@@ -43,8 +43,9 @@ class SecuredConnections:
         self.mode: SecurityMode = policy.mode
         self._config = config
         self._settings = settings
-        #: what the settings' files looked like when last read
+        #: what the settings' files looked like when last read, and at the last check
         self._fingerprint = fingerprint(settings)
+        self._last_seen = self._fingerprint
         self._next_check = 0.0
         #: cuts the connections to our PUB; connects to and disconnects from a member
         #: (set by the driver)
@@ -125,13 +126,18 @@ class SecuredConnections:
                 self._reconnect(node_id, address, pub_address, allowed)
 
     def check_files(self, now: float) -> None:
-        """Reload when a file changed, and forget expired bindings (checked every
-        auth_reload_interval_s)."""
+        """Reload when a file changed and has settled, and forget expired bindings
+        (checked every auth_reload_interval_s)."""
         if now < self._next_check:
             return
         self._next_check = now + self._config.auth_reload_interval_s
         self.policy.prune(time.time())
-        if fingerprint(self._settings) != self._fingerprint:
+        seen = fingerprint(self._settings)
+        # Read only what stayed unchanged since the last check: a file caught while
+        # it is being written (truncated, half copied) is not taken for a bad one.
+        settled = seen == self._last_seen
+        self._last_seen = seen
+        if settled and seen != self._fingerprint:
             self.reload()
 
     def close(self) -> None:
