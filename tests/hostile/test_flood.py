@@ -15,15 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import wait_until
+from tests.hostile.cluster import rss_mb, up_in, victim_cluster
 from zcluster import MemberStatus, Node
 from zcluster.testing.flood import CONNECTIONS_COUNT, SHAPES
-from zcluster.testing.processes import ProcessNode, free_port_pair
+from zcluster.testing.processes import ProcessNode
 
 FLOODERS_COUNT = 3
 FLOOD_S = 15.0
@@ -43,36 +43,10 @@ BASE_MB = 80
 CEILING_MB = BASE_MB + FLOODERS_COUNT * CONNECTIONS_COUNT * 8 + 32 + 64
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Node, ProcessNode, ProcessNode]]:
-    healthy = Node("healthy", bind="127.0.0.1:0")
-    healthy.start()
-    processes: list[ProcessNode] = []
-    try:
-        with monkeypatch.context() as env:
-            for name, value in BUDGET.items():
-                env.setenv(name, value)
-            victim = ProcessNode(
-                "victim", f"127.0.0.1:{free_port_pair()}", [healthy.address], healthy
-            )
-            processes.append(victim)
-        third = ProcessNode("third", f"127.0.0.1:{free_port_pair()}", [healthy.address], healthy)
-        processes.append(third)
-        assert wait_until(
-            lambda: sum(m.status is MemberStatus.UP for m in healthy.members()) == 3, 10
-        )
-        yield healthy, victim, third
-    finally:
-        for process in processes:
-            process.cleanup()
-        healthy.stop()
+    with victim_cluster(monkeypatch, BUDGET) as nodes:
+        yield nodes
 
 
 @pytest.mark.timeout(FLOOD_S + AFTER_S + 60)
@@ -113,11 +87,7 @@ def test_a_flooded_node_stays_up_serves_and_bounds_its_memory(
     after, _, not_up = _serve_while(healthy, victim, [], AFTER_S)
     assert after["failed"] == [] and after["ok"] >= AFTER_S * 5, after
     assert not_up == set()
-    assert {m.node_id for m in third.members() if m.status is MemberStatus.UP} == {
-        "healthy",
-        "victim",
-        "third",
-    }
+    assert up_in(third.members()) == {"healthy", "victim", "third"}
 
 
 def _lowest_priority() -> None:

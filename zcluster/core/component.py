@@ -140,11 +140,13 @@ class NodeContext:
         *,
         first_hand_from: str | None = None,
         relay: bool = False,
+        sender: str | None = None,
     ) -> None:
-        """Apply received records and report what changed; ``relay`` what gossip brought
-        (what is news to a node that is joining is not news to the cluster)."""
+        """Apply the records ``sender`` told us and report what changed; ``relay`` what
+        gossip brought (what is news to a node that is joining is not news to the cluster)."""
         relay = relay and self.table.me.status is not MemberStatus.JOINING
-        for outcome, record, previous in self.table.merge_all(records, now, first_hand_from, relay):
+        changes = self.table.merge_all(records, now, first_hand_from, relay, sender)
+        for outcome, record, previous in changes:
             if outcome == "applied":
                 self.member_changed(record, previous, now)
             elif outcome == "refuted":
@@ -157,6 +159,8 @@ class NodeContext:
                 self.counters["suspicions_unrefutable"] += 1
             elif outcome == "full":
                 self.counters["members_refused_table_full"] += 1
+            elif outcome == "leap":
+                self.counters["records_refused_version_leap"] += 1
 
     def answer_address(self, envelope: msg.Envelope, named: str, now: float) -> str | None:
         """Where an answer to ``envelope`` goes, whose sender ``named`` a reply address: the

@@ -92,7 +92,7 @@ class Dissemination(Component):
             for item in message.news:
                 member = item.member
                 peers.relayed(member.node_id, member.incarnation, item.capabilities)
-            ctx.merge([item.member for item in message.news], now, relay=True)
+            ctx.merge([item.member for item in message.news], now, relay=True, sender=env.sender)
             for item in message.news:
                 if item.suspecters:
                     table.add_suspecters(item.member, item.suspecters)

@@ -196,7 +196,7 @@ class Gossip(Component):
             ctx.counters["heartbeats_inconsistent"] += 1
             return
         ctx.peers.announced(env.sender, env.incarnation, heartbeat.capabilities)
-        ctx.merge((record, *heartbeat.updates), now)
+        ctx.merge((record, *heartbeat.updates), now, sender=env.sender)
 
     def _rx_sync(self, env: msg.Envelope, _: bytes, __: str | None, now: float) -> None:
         ctx = self._ctx
@@ -208,7 +208,7 @@ class Gossip(Component):
         for node_id, incarnation, capabilities in sync.announcements or ():
             ctx.peers.relayed(node_id, incarnation, capabilities)
         # A SYNC's sender speaking of itself (joining, leaving) is news only we have heard.
-        ctx.merge(sync.records, now, first_hand_from=env.sender)
+        ctx.merge(sync.records, now, first_hand_from=env.sender, sender=env.sender)
         if ctx.me.status is MemberStatus.JOINING and any(
             r.node_id == ctx.node_id and r.incarnation == ctx.incarnation for r in sync.records
         ):

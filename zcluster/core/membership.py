@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 from zcluster.core.rumors import Rumors
-from zcluster.protocol.members import MAX_VERSION, Member, MemberStatus
+from zcluster.protocol.members import MAX_VERSION, MAX_VERSION_LEAP, Member, MemberStatus
 
-MergeOutcome = Literal["applied", "stale", "refuted", "unrefutable", "conflict", "full"]
+MergeOutcome = Literal["applied", "stale", "refuted", "unrefutable", "conflict", "full", "leap"]
 
 
 class MembershipTable:
@@ -113,7 +113,13 @@ class MembershipTable:
         return previous
 
     def merge(
-        self, record: Member, now: float, *, first_hand: bool = True, relay: bool = False
+        self,
+        record: Member,
+        now: float,
+        *,
+        first_hand: bool = True,
+        relay: bool = False,
+        own_word: bool = True,
     ) -> tuple[MergeOutcome, Member | None]:
         """Merge one gossiped record. Returns the outcome and the record it replaced.
 
@@ -126,6 +132,9 @@ class MembershipTable:
         (``relay``), a bounded number of times; what a table exchange brings is
         not (each node repairs its own view), nor what a heartbeat brings (every
         member hears it).
+
+        A record not in the member's ``own_word`` whose version leaps more than
+        MAX_VERSION_LEAP ahead of what we hold is refused ("leap"): it was forged.
         """
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)
@@ -141,10 +150,14 @@ class MembershipTable:
                 # purged member is taken: it may be back after a long split; if it is
                 # not, failure detection finds out again within seconds.)
                 return "stale", None
+            if not own_word and _leaps(record, forgotten):
+                return "leap", None
             if len(self._members) >= self._max_count:
                 return "full", None
         elif not record.supersedes(current):
             return "stale", None
+        elif not own_word and _leaps(record, current):
+            return "leap", None
         elif current.tags and not record.tags and record.incarnation == current.incarnation:
             # Tags are fixed for an incarnation: a record that passed through a node of an
             # earlier revision lost them, not the member.
@@ -158,8 +171,10 @@ class MembershipTable:
         now: float,
         first_hand_from: str | None = None,
         relay: bool = False,
+        sender: str | None = None,
     ) -> list[tuple[MergeOutcome, Member, Member | None]]:
-        """Merge many records; returns only those that changed something.
+        """Merge many records ``sender`` told us; returns only those that changed
+        something (or were refused).
 
         Heartbeats repeat mostly known records, so the common "nothing new"
         case is checked inline before the full merge.
@@ -177,7 +192,10 @@ class MembershipTable:
             ):
                 continue
             first_hand = record.node_id == first_hand_from
-            outcome, previous = self.merge(record, now, first_hand=first_hand, relay=relay)
+            own_word = record.node_id == sender
+            outcome, previous = self.merge(
+                record, now, first_hand=first_hand, relay=relay, own_word=own_word
+            )
             if outcome != "stale":
                 changes.append((outcome, record, previous))
         return changes
@@ -242,6 +260,8 @@ class MembershipTable:
             return "stale", None
         if me.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
             return "stale", None
+        if _leaps(record, me):
+            return "leap", None  # nobody that follows the protocol holds it: not refuted
         # Someone suspects us, or believes us down or removed: refute with a newer version.
         if record.version >= MAX_VERSION:
             # No newer version exists to refute it with (such a record is forged: no node
@@ -301,3 +321,10 @@ def _member_hash(member: Member) -> int:
         f"{_STATUS_NAMES[member.status]}\x00{member.address}\n"
     )
     return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
+
+
+def _leaps(record: Member, held: Member | None) -> bool:
+    """Whether ``record``'s version is more than MAX_VERSION_LEAP ahead of ``held`` (of
+    0 when nothing of that incarnation is held)."""
+    base = held.version if held is not None and held.incarnation == record.incarnation else 0
+    return record.version - base > MAX_VERSION_LEAP

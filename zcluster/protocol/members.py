@@ -40,6 +40,11 @@ _GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 #: the largest version a record may carry (an unsigned 64-bit integer on the wire): a
 #: node saturates its own version there rather than send one the wire cannot carry
 MAX_VERSION = 2**64 - 1
+#: a record of a member heard from anyone but that member may be at most this far ahead
+#: of the version held for it (0 if none): a node counts its own version up by one per
+#: change, so a larger leap is forged, and refusing it keeps any version a node must
+#: refute out of reach of a few forged messages (2^44 of them to get near MAX_VERSION)
+MAX_VERSION_LEAP = 2**20
 #: a member's tags: at most this many, keys and values text of at most these lengths
 MAX_TAGS_COUNT = 32
 MAX_TAG_KEY_CHARS = 64
