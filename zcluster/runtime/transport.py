@@ -13,6 +13,7 @@ connection whose peer has gone; the membership protocol watches peers there.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
@@ -27,6 +28,7 @@ import zmq
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.errors import BindError, ConfigError
+from zcluster.runtime.connection_watch import ConnectionWatch, HandshakeFailed
 from zcluster.security.config import SecurityMode
 from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN
 from zcluster.wire import CONTROL_TOPIC, personal_frame
@@ -167,6 +169,8 @@ class Transport:
         self._subscribed_pubs: dict[str, set[str]] = {}
         self.router_port = 0
         self.pub_port = 0
+        #: the bound sockets' connections (set by watch_connections, before binding)
+        self._watch: ConnectionWatch | None = None
 
     def _socket(self, kind: int, hwm: int, *, heartbeats: bool = True) -> zmq.Socket[bytes]:
         """A socket with ``hwm`` as its high-water mark, both ways."""
@@ -231,6 +235,16 @@ class Transport:
         sock.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key or b"")
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
         return server_key
+
+    def watch_connections(
+        self, loop: asyncio.AbstractEventLoop, handshake_failed: HandshakeFailed | None = None
+    ) -> None:
+        """Bound the connections of the ROUTER and the PUB, and report the handshakes
+        libzmq fails (runtime/connection_watch.py); before binding, so that none is missed."""
+        sockets = {DIRECT_DOMAIN: self.router, PUBSUB_DOMAIN: self.pub}
+        self._watch = ConnectionWatch(
+            sockets, loop, self._config.connections_max_count, handshake_failed
+        )
 
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
@@ -453,18 +467,26 @@ class Transport:
                 time.sleep(_REBIND_PAUSE_S)
 
     def gauges(self) -> dict[str, int]:
-        """Open connections: DEALERs (to members and others) and PUBs our SUB reads."""
-        return {
+        """Open connections: DEALERs (to members and others), PUBs our SUB reads, and
+        those accepted by our ROUTER and PUB (with the ones refused at the limit)."""
+        gauges = {
             "connections_direct": len(self._dealers),
             "connections_direct_to_members": sum(1 for d in self._dealers.values() if d.members),
             "connections_subscribed": len(self._subscribed_pubs),
         }
+        if self._watch is not None:
+            gauges["connections_accepted"] = self._watch.open_count()
+            gauges.update(self._watch.counters)
+        return gauges
 
     def abandon(self) -> None:
         """Make the next close drop everything still queued, as a crashed process would."""
         self._linger_ms = 0
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         with self.dealers_lock:
             for address in list(self._dealers):
                 dealer = self._dealers.pop(address)
