@@ -104,11 +104,15 @@ class ConnectionWatch:
         self._loop.call_soon(self._read, name)  # more may wait: the edge will not fire again
 
     def _accepted(self, name: str, fd: int) -> None:
-        open_fds = self._open[name]
+        open_fds, bound = self._open[name], self._sockets[name]
+        if len(open_fds) >= self._max_count:
+            # A departure whose event was lost (a monitor's queue is bounded) must not
+            # keep its place: check the ones held before refusing.
+            open_fds.difference_update([held for held in open_fds if not _ours(held, bound)])
         if len(open_fds) < self._max_count:
             open_fds.add(fd)
             return
-        if not _shut_down(fd, self._sockets[name]):
+        if not _ours(fd, bound, shut_down=True):
             return  # already closed by libzmq (its DISCONNECTED follows, or has passed)
         self.counters["connections_refused_limit"] += 1
         now = time.monotonic()
@@ -131,10 +135,11 @@ class ConnectionWatch:
         self._monitors.clear()
 
 
-def _shut_down(fd: int, bound: zmq.Socket[bytes]) -> bool:
-    """Shut the accepted connection ``fd`` down, if it is still one of ``bound``'s (the
-    event is read after the fact: libzmq may have closed it, and the number been
-    reused). libzmq keeps the descriptor and closes it when it reads the end."""
+def _ours(fd: int, bound: zmq.Socket[bytes], *, shut_down: bool = False) -> bool:
+    """Whether ``fd`` is still a connection accepted on ``bound``'s port (events are read
+    after the fact: libzmq may have closed it, and the number been reused); with
+    ``shut_down``, shut it down: libzmq keeps the descriptor and closes it when it
+    reads the end."""
     try:
         duplicate = os.dup(fd)
     except OSError:
@@ -153,6 +158,7 @@ def _shut_down(fd: int, bound: zmq.Socket[bytes]) -> bool:
         endpoint = cast(bytes, bound.getsockopt(zmq.LAST_ENDPOINT)).decode()
         if not endpoint.endswith(f":{local_port}"):
             return False
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)
+        if shut_down:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
     return True
