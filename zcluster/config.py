@@ -52,6 +52,9 @@ class NodeConfig:
     #: a node that misses answers or must refute suspicions of itself probes more slowly and
     #: waits longer, up to (1 + this) times the probe settings (Lifeguard's local health)
     local_health_max_count: int = 8
+    #: what subscribers send a node's PUB (subscriptions) is taken at most this often:
+    #: up to the ROUTER's high-water mark of them per connection each time
+    subscriptions_take_interval_s: float = 0.005
     #: the core's timer granularity; every time-based step runs on this tick
     tick_interval_s: float = 0.05
 

@@ -8,6 +8,9 @@ DEALER that speaks the protocol without any key, against ``zcluster node`` proce
 5. Answers went to whatever reply address a message named: one FETCH made a publisher
    send up to 1,024 REPUBLISH messages to a third party.
 
+And one found since: messages of 1 MiB sent at a node's PUB piled up in its queues
+(2.5 GB from four connections in 10 s), because a PUB takes its input only when used.
+
 (Findings 2 and 3, the mixed flood and the memory it took, are tests/hostile/test_flood.py.)
 """
 
@@ -175,3 +178,37 @@ def test_answers_cannot_be_aimed_at_a_third_party() -> None:
     finally:
         sink.close(linger=0)
         context.term()
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_into_the_pub_holds_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    with victim_cluster(monkeypatch) as (healthy, victim, third):
+        start_mb = rss_mb(victim.pid)
+        pub_address = _record(healthy, "victim").pub_address
+        garbage = b"\x05" + b"x" * (1024 * 1024 - 16)  # neither a subscription nor its end
+        context: Context = zmq.Context()
+        senders = []
+        try:
+            for _ in range(4):
+                sock = context.socket(zmq.XSUB)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(f"tcp://{pub_address}")
+                senders.append(sock)
+            sent, peak_mb, deadline = 0, start_mb, time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                for sock in senders:
+                    if sock.poll(10, zmq.POLLOUT):
+                        sock.send(garbage, zmq.NOBLOCK)
+                        sent += 1
+                if sent % 64 == 0:
+                    peak_mb = max(peak_mb, rss_mb(victim.pid))
+                    assert healthy.request("victim", "zcluster.view", None, timeout=2.0)
+        finally:
+            for sock in senders:
+                sock.close(linger=0)
+            context.term()
+        assert sent > 1000, sent  # more than the victim's queues hold
+        # Four connections' queues at most (64 MiB each), taken as they come: far less.
+        assert peak_mb < start_mb + 4 * 64, f"peak {peak_mb:.0f} MB from {start_mb:.0f} MB"
+        for node in (healthy, victim, third):
+            assert up_in(node.members()) == ALL

@@ -253,3 +253,19 @@ def test_a_node_seeded_only_with_itself_forms_the_cluster(make_node: NodeFactory
 def test_advertising_a_wildcard_is_refused() -> None:
     with pytest.raises(ConfigError, match="not an address peers can reach"):
         Node("a", bind="0.0.0.0:0", advertise="0.0.0.0:0").start()
+
+
+def test_a_subscriber_of_thousands_of_topics_is_heard_on_every_one(make_node: NodeFactory) -> None:
+    # A PUB takes its subscribers' input a high-water mark at a time (64 messages per
+    # connection by default, bounded like the ROUTER's): thousands of subscriptions still
+    # all arrive, promptly, at a publisher that publishes nothing meanwhile.
+    sub = make_node("s")
+    topics = [f"t.{i}" for i in range(3000)]
+    got: set[str] = set()
+    for topic in topics:
+        sub.subscribe(topic, lambda topic, message, sender: got.add(topic))
+    pub = make_node("p", sub)
+    assert wait_until(lambda: all("s" in pub.subscribers(t) for t in topics), 10)
+    for topic in topics:
+        pub.publish(topic, None)
+    assert wait_until(lambda: len(got) == len(topics), 10), len(got)

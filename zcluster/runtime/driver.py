@@ -168,6 +168,8 @@ class Driver:
             core.config,
             core.publisher.publications,
         )
+        self._pub_fd = cast(int, transport.pub.getsockopt(zmq.FD))
+        self._pub_handle: asyncio.TimerHandle | None = None
         #: how to carry out each kind of effect: sockets here, user code in the application
         self._appliers: dict[type, Callable[[Any], None]] = {
             fx.Publish: self._publish,
@@ -233,6 +235,8 @@ class Driver:
 
     def start(self) -> None:
         self.resume_reading()
+        self._watch_pub()
+        self.loop.call_soon(self._take_subscriptions)  # some may be there already
         self.feed(ev.Started())
         self._tick_handle = self.loop.call_later(self._config.tick_interval_s, self._tick)
 
@@ -244,6 +248,9 @@ class Driver:
             self._closed = True
         self.pause_reading()
         self._stop_reading_router()
+        self.loop.remove_reader(self._pub_fd)
+        if self._pub_handle is not None:
+            self._pub_handle.cancel()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.lane.close()
@@ -253,6 +260,22 @@ class Driver:
             self.transport.close()
             if self.store is not None:
                 self.store.close()
+
+    def _watch_pub(self) -> None:
+        """Have the PUB take what its subscribers sent when its descriptor signals, at
+        most every ``subscriptions_take_interval_s`` (lane.take_subscriptions): prompt
+        for a subscriber, cheap for a node that publishes (its sends take them too)."""
+        self._pub_handle = None
+        if not self._closed:  # (it signals again if some came meanwhile, not yet taken)
+            self.loop.add_reader(self._pub_fd, self._take_subscriptions)
+
+    def _take_subscriptions(self) -> None:
+        if self._closed or self._pub_handle is not None:
+            return
+        self.loop.remove_reader(self._pub_fd)
+        self.lane.take_subscriptions()
+        interval = self._config.subscriptions_take_interval_s
+        self._pub_handle = self.loop.call_later(interval, self._watch_pub)
 
     def pause_reading(self, why: str = "callbacks") -> None:
         """The callbacks' queue is full (``why``: by count or by bytes): stop reading

@@ -345,6 +345,16 @@ class PublicationLane:
         with self._lock:
             self._users_pub = None
 
+    def take_subscriptions(self) -> None:
+        """Let the PUB take what its subscribers sent, now. libzmq reads a connection's
+        input only while fewer than its high-water mark of messages wait, and the PUB
+        takes them (subscriptions applied, anything else dropped) only when it is used:
+        taken as they arrive, they hold no memory and a small high-water mark slows no
+        subscriber (called when the socket's descriptor signals)."""
+        with self._lock:
+            if self._pub is not None:
+                self._pub.getsockopt(zmq.EVENTS)
+
     @property
     def lock(self) -> threading.Lock:
         """Held while the PUB is used: by whoever must change the socket itself."""

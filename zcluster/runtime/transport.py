@@ -146,6 +146,9 @@ class Transport:
         # A full subscriber queue refuses (EAGAIN) instead of dropping: publishers wait
         # for room (runtime/lane.py).
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        # What a PUB receives is subscriptions, which the driver has it take as they
+        # arrive: its connections' input is bounded like the ROUTER's.
+        self.pub.setsockopt(zmq.RCVHWM, config.receive_hwm_count)
         self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
         # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
         # unlimited, they are as many as the topics subscribed to.
