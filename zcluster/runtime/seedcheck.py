@@ -30,6 +30,15 @@ _ENDS = frozenset(
         zmq.EVENT_DISCONNECTED,
     }
 )
+#: what a DEALER sees of a socket that ends its handshake: a PUB, whose peers cannot be
+#: DEALERs, says so or just closes (NO_DETAIL), depending on timing
+_DROPPED = frozenset(
+    {
+        zmq.EVENT_DISCONNECTED,
+        zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+    }
+)
 #: sets a DEALER's credentials to connect to the address given; False if it has none
 Secure = Callable[[zmq.Socket[bytes], str], bool]
 
@@ -76,7 +85,7 @@ def diagnose_seed(
             "a ZeroMQ ROUTER answers there but has not admitted this node (a node of another "
             "protocol version, or one that refused us)"
         )
-    if zmq.EVENT_DISCONNECTED in seen or zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL in seen:
+    if seen & _DROPPED:
         return (
             "a ZeroMQ socket there drops our connection: probably a node's PUB port (its ROUTER, "
             "the seed to give, is the port before)"
