@@ -230,10 +230,6 @@ class NodeConfig:
     #: what ZeroMQ holds received from one connection to the ROUTER at most: its high-water
     #: mark is this divided by max_message_bytes (docs/architecture.md, "Memory")
     receive_queue_max_bytes: int = 64 * 1024 * 1024
-    #: open connections to each bound socket (ROUTER, PUB) at most: every member and
-    #: client takes one; past it a new one is shut down at once (libzmq bounds what each
-    #: connection queues, not how many there are)
-    connections_max_count: int = 1024
     #: ... and from one publisher, on the SUB (members' PUBs only): fan-out needs about a
     #: thousand messages of queue to keep its pace (64 cost it a quarter, measured)
     subscribe_queue_max_bytes: int = 1024 * 1024 * 1024

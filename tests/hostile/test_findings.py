@@ -75,7 +75,7 @@ def test_a_record_at_the_largest_version_neither_silences_nor_downs_a_member(
             for sock, forged in ((to_third, down), (to_h, down), (to_v, suspect)):
                 sock.send_multipart(encoder.direct(msg.Sync((forged,), False, "127.0.0.1:9"), b""))
             assert wait_until(
-                lambda: healthy.stats().get("records_refused_version_leap", 0) >= 1, 5
+                lambda: healthy.stats().get("records_refused_reserved_version", 0) >= 1, 5
             ), healthy.stats()
             # Longer than a heartbeat timeout and a suspicion together: a silenced victim
             # would be suspected and declared down by now, a downed one seen down at once.

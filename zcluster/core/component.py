@@ -159,8 +159,8 @@ class NodeContext:
                 self.counters["suspicions_unrefutable"] += 1
             elif outcome == "full":
                 self.counters["members_refused_table_full"] += 1
-            elif outcome == "leap":
-                self.counters["records_refused_version_leap"] += 1
+            elif outcome == "reserved":
+                self.counters["records_refused_reserved_version"] += 1
 
     def answer_address(self, envelope: msg.Envelope, named: str, now: float) -> str | None:
         """Where an answer to ``envelope`` goes, whose sender ``named`` a reply address: the

@@ -17,9 +17,14 @@ from collections.abc import Iterable
 from typing import Literal
 
 from zcluster.core.rumors import Rumors
-from zcluster.protocol.members import MAX_VERSION, MAX_VERSION_LEAP, Member, MemberStatus
+from zcluster.protocol.members import (
+    MAX_SECOND_HAND_VERSION,
+    MAX_VERSION,
+    Member,
+    MemberStatus,
+)
 
-MergeOutcome = Literal["applied", "stale", "refuted", "unrefutable", "conflict", "full", "leap"]
+MergeOutcome = Literal["applied", "stale", "refuted", "unrefutable", "conflict", "full", "reserved"]
 
 
 class MembershipTable:
@@ -133,11 +138,13 @@ class MembershipTable:
         not (each node repairs its own view), nor what a heartbeat brings (every
         member hears it).
 
-        A record not in the member's ``own_word`` whose version leaps more than
-        MAX_VERSION_LEAP ahead of what we hold is refused ("leap"): it was forged.
+        A record of another member not in its ``own_word`` at a version above
+        MAX_SECOND_HAND_VERSION is refused ("reserved"): it was forged.
         """
         if record.node_id == self.me.node_id:
             return self._merge_about_me(record, now)
+        if not own_word and record.version > MAX_SECOND_HAND_VERSION:
+            return "reserved", None
         current = self._members.get(record.node_id)
         if current is None:
             forgotten = self._forgotten.get(record.node_id)
@@ -150,14 +157,10 @@ class MembershipTable:
                 # purged member is taken: it may be back after a long split; if it is
                 # not, failure detection finds out again within seconds.)
                 return "stale", None
-            if not own_word and _leaps(record, forgotten):
-                return "leap", None
             if len(self._members) >= self._max_count:
                 return "full", None
         elif not record.supersedes(current):
             return "stale", None
-        elif not own_word and _leaps(record, current):
-            return "leap", None
         elif current.tags and not record.tags and record.incarnation == current.incarnation:
             # Tags are fixed for an incarnation: a record that passed through a node of an
             # earlier revision lost them, not the member.
@@ -260,8 +263,6 @@ class MembershipTable:
             return "stale", None
         if me.status in (MemberStatus.LEAVING, MemberStatus.LEFT):
             return "stale", None
-        if _leaps(record, me):
-            return "leap", None  # nobody that follows the protocol holds it: not refuted
         # Someone suspects us, or believes us down or removed: refute with a newer version.
         if record.version >= MAX_VERSION:
             # No newer version exists to refute it with (such a record is forged: no node
@@ -321,10 +322,3 @@ def _member_hash(member: Member) -> int:
         f"{_STATUS_NAMES[member.status]}\x00{member.address}\n"
     )
     return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
-
-
-def _leaps(record: Member, held: Member | None) -> bool:
-    """Whether ``record``'s version is more than MAX_VERSION_LEAP ahead of ``held`` (of
-    0 when nothing of that incarnation is held)."""
-    base = held.version if held is not None and held.incarnation == record.incarnation else 0
-    return record.version - base > MAX_VERSION_LEAP

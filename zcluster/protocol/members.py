@@ -40,11 +40,11 @@ _GONE = frozenset({MemberStatus.LEFT, MemberStatus.REMOVED})
 #: the largest version a record may carry (an unsigned 64-bit integer on the wire): a
 #: node saturates its own version there rather than send one the wire cannot carry
 MAX_VERSION = 2**64 - 1
-#: a record of a member heard from anyone but that member may be at most this far ahead
-#: of the version held for it (0 if none): a node counts its own version up by one per
-#: change, so a larger leap is forged, and refusing it keeps any version a node must
-#: refute out of reach of a few forged messages (2^44 of them to get near MAX_VERSION)
-MAX_VERSION_LEAP = 2**20
+#: versions above this are reserved for a member's own word: a record of a member heard
+#: from anyone else at a higher version is refused. No node counts that far (one per
+#: change), so a forged record can bring a member's version at most here, where the
+#: member can still refute 2^32 times over (its refutations, in its own word, are taken)
+MAX_SECOND_HAND_VERSION = MAX_VERSION - 2**32
 #: a member's tags: at most this many, keys and values text of at most these lengths
 MAX_TAGS_COUNT = 32
 MAX_TAG_KEY_CHARS = 64

@@ -284,7 +284,6 @@ class AsyncNode:
         secured = self._secured()
         tags = self._own_tags(secured)  # before binding: may fail (too many tags)
         transport = Transport(self.config, self.node_id, secured)
-        transport.watch_connections(loop, secured.policy.refused if secured else None)
         if secured is not None:  # before binding: a handshake needs its handler
             secured.start(transport, loop)
         try:

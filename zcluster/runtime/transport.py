@@ -4,20 +4,22 @@ No protocol decisions here: the transport opens, sends and closes as told.
 Every socket gets a short linger and explicit high-water marks; MAXMSGSIZE
 makes libzmq refuse oversized frames before they reach Python.
 
-ZMTP heartbeats (which drop dead TCP connections) go only on the sockets
-that send: PUB and DEALERs. On the ROUTER and the SUB, whose input stalls
-when their queue is full, libzmq 4.3 aborts the process (``Assertion failed:
-!_io_error``, stream_engine_base.cpp) when a heartbeat falls due on a stalled
-connection whose peer has gone; the membership protocol watches peers there.
+ZMTP heartbeats (which drop dead TCP connections) go only on the DEALERs.
+On a socket whose input stalls when its queue is full, libzmq 4.3 aborts the
+process (``Assertion failed: !_io_error``, stream_engine_base.cpp) when a
+heartbeat falls due on a stalled connection whose peer has gone: the ROUTER,
+the SUB, and the PUB, whose input (subscriptions, or whatever a peer sends)
+has a small high-water mark. The membership protocol watches peers there,
+and the bound sockets drop dead connections by TCP keepalive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +30,6 @@ import zmq
 from zcluster.address import format_address, parse_address
 from zcluster.config import NodeConfig
 from zcluster.errors import BindError, ConfigError
-from zcluster.runtime.connection_watch import ConnectionWatch, HandshakeFailed
 from zcluster.security.config import SecurityMode
 from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN
 from zcluster.wire import CONTROL_TOPIC, personal_frame
@@ -142,7 +143,7 @@ class Transport:
         # The ROUTER and the SUB only receive, the PUB and DEALERs only send: each queue
         # is sized for its direction, the received ones in bytes (docs/architecture.md).
         self.router = self._socket(zmq.ROUTER, config.receive_hwm_count, heartbeats=False)
-        self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count)
+        self.pub = self._socket(zmq.PUB, config.pubsub_hwm_count, heartbeats=False)
         # A full subscriber queue refuses (EAGAIN) instead of dropping: publishers wait
         # for room (runtime/lane.py).
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
@@ -172,8 +173,6 @@ class Transport:
         self._subscribed_pubs: dict[str, set[str]] = {}
         self.router_port = 0
         self.pub_port = 0
-        #: the bound sockets' connections (set by watch_connections, before binding)
-        self._watch: ConnectionWatch | None = None
 
     def _socket(self, kind: int, hwm: int, *, heartbeats: bool = True) -> zmq.Socket[bytes]:
         """A socket with ``hwm`` as its high-water mark, both ways."""
@@ -186,6 +185,12 @@ class Transport:
             heartbeat_ms = int(self._config.zmtp_heartbeat_s * 1000)
             sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        else:  # the kernel's probes instead, which cannot meet a stalled input
+            probe_s = max(1, math.ceil(self._config.zmtp_heartbeat_s))
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, probe_s)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, probe_s)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(zmq.IPV6, 1)
@@ -238,16 +243,6 @@ class Transport:
         sock.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key or b"")
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
         return server_key
-
-    def watch_connections(
-        self, loop: asyncio.AbstractEventLoop, handshake_failed: HandshakeFailed | None = None
-    ) -> None:
-        """Bound the connections of the ROUTER and the PUB, and report the handshakes
-        libzmq fails (runtime/connection_watch.py); before binding, so that none is missed."""
-        sockets = {DIRECT_DOMAIN: self.router, PUBSUB_DOMAIN: self.pub}
-        self._watch = ConnectionWatch(
-            sockets, loop, self._config.connections_max_count, handshake_failed
-        )
 
     def bind(self, bind: str) -> tuple[int, int]:
         """Bind ROUTER at ``bind`` and PUB at the next port (both random for port 0)."""
@@ -470,26 +465,18 @@ class Transport:
                 time.sleep(_REBIND_PAUSE_S)
 
     def gauges(self) -> dict[str, int]:
-        """Open connections: DEALERs (to members and others), PUBs our SUB reads, and
-        those accepted by our ROUTER and PUB (with the ones refused at the limit)."""
-        gauges = {
+        """Open connections: DEALERs (to members and others) and PUBs our SUB reads."""
+        return {
             "connections_direct": len(self._dealers),
             "connections_direct_to_members": sum(1 for d in self._dealers.values() if d.members),
             "connections_subscribed": len(self._subscribed_pubs),
         }
-        if self._watch is not None:
-            gauges["connections_accepted"] = self._watch.open_count()
-            gauges.update(self._watch.counters)
-        return gauges
 
     def abandon(self) -> None:
         """Make the next close drop everything still queued, as a crashed process would."""
         self._linger_ms = 0
 
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
         with self.dealers_lock:
             for address in list(self._dealers):
                 dealer = self._dealers.pop(address)
