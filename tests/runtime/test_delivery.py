@@ -58,8 +58,9 @@ def test_a_burst_leaves_in_batches_and_arrives_whole_and_in_order(
     trio: list[Node], guarantee: DeliveryGuarantee
 ) -> None:
     """Sends that follow the first of a burst leave together (DATA_BATCH), within their
-    bounds; each message is still handled (once, but for AT_LEAST_ONCE), in order, and
-    acknowledged alone."""
+    bounds; each message is still handled (once, but for AT_LEAST_ONCE), and acknowledged
+    alone; in order with ORDERED (the others promise no order: a message dropped at a
+    busy receiver and sent again runs after those that followed it)."""
     a, b, _ = trio
     got: list[int] = []
     b.register("burst", lambda message, sender: got.append(message))
@@ -71,6 +72,8 @@ def test_a_burst_leaves_in_batches_and_arrives_whole_and_in_order(
     handled = [message[0] for message in got]
     if guarantee is G.AT_LEAST_ONCE:  # a retransmission may run a handler twice
         handled = list(dict.fromkeys(handled))
+    if guarantee is not G.ORDERED:
+        handled.sort()
     assert handled == list(range(3000)), (a.stats(), b.stats())
     sent, received = a.stats()["reliable_batches_sent"], b.stats()["reliable_batches_received"]
     assert sent > 0 and received == sent, (a.stats(), b.stats())
