@@ -103,8 +103,8 @@ def test_only_first_hand_news_is_queued_for_gossip() -> None:
     table = MembershipTable(ME, gossip_retransmit_count=2, max_count=100)
     heard = Member("x", 1, 1, MemberStatus.UP, "10.0.0.5:1", "10.0.0.5:2")
     told = Member("y", 1, 1, MemberStatus.JOINING, "10.0.0.6:1", "10.0.0.6:2")
-    table.merge_all([heard], now=0.0, first_hand_from=None)
-    table.merge_all([told], now=0.0, first_hand_from="y")
+    table.merge_all([heard], now=0.0, sender="z", queue_sender=True)
+    table.merge_all([told], now=0.0, sender="y", queue_sender=True)
     assert table.take_broadcast(10) == [told]
     assert table.take_broadcast(10) == [told]
     assert table.take_broadcast(10) == []

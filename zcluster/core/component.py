@@ -138,14 +138,15 @@ class NodeContext:
         records: Iterable[Member],
         now: float,
         *,
-        first_hand_from: str | None = None,
+        sender: str,
         relay: bool = False,
-        sender: str | None = None,
+        queue_sender: bool = False,
     ) -> None:
         """Apply the records ``sender`` told us and report what changed; ``relay`` what
-        gossip brought (what is news to a node that is joining is not news to the cluster)."""
+        gossip brought (what is news to a node that is joining is not news to the
+        cluster), ``queue_sender`` what a SYNC's sender says of itself (see merge_all)."""
         relay = relay and self.table.me.status is not MemberStatus.JOINING
-        changes = self.table.merge_all(records, now, first_hand_from, relay, sender)
+        changes = self.table.merge_all(records, now, sender, relay=relay, queue_sender=queue_sender)
         for outcome, record, previous in changes:
             if outcome == "applied":
                 self.member_changed(record, previous, now)

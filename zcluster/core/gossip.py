@@ -208,7 +208,7 @@ class Gossip(Component):
         for node_id, incarnation, capabilities in sync.announcements or ():
             ctx.peers.relayed(node_id, incarnation, capabilities)
         # A SYNC's sender speaking of itself (joining, leaving) is news only we have heard.
-        ctx.merge(sync.records, now, first_hand_from=env.sender, sender=env.sender)
+        ctx.merge(sync.records, now, sender=env.sender, queue_sender=True)
         if ctx.me.status is MemberStatus.JOINING and any(
             r.node_id == ctx.node_id and r.incarnation == ctx.incarnation for r in sync.records
         ):

@@ -172,12 +172,14 @@ class MembershipTable:
         self,
         records: Iterable[Member],
         now: float,
-        first_hand_from: str | None = None,
-        relay: bool = False,
         sender: str | None = None,
+        *,
+        relay: bool = False,
+        queue_sender: bool = False,
     ) -> list[tuple[MergeOutcome, Member, Member | None]]:
         """Merge many records ``sender`` told us; returns only those that changed
-        something (or were refused).
+        something (or were refused). What the sender says of itself is its own word,
+        and with ``queue_sender`` first-hand news (a SYNC's, not a heartbeat's).
 
         Heartbeats repeat mostly known records, so the common "nothing new"
         case is checked inline before the full merge.
@@ -194,10 +196,9 @@ class MembershipTable:
                 and record.node_id != me
             ):
                 continue
-            first_hand = record.node_id == first_hand_from
             own_word = record.node_id == sender
             outcome, previous = self.merge(
-                record, now, first_hand=first_hand, relay=relay, own_word=own_word
+                record, now, first_hand=own_word and queue_sender, relay=relay, own_word=own_word
             )
             if outcome != "stale":
                 changes.append((outcome, record, previous))
