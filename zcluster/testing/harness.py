@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zcluster.core import events as ev
-from zcluster.errors import ConfigError
+from zcluster.errors import ConfigError, RequestTimeout, UnknownMember
 from zcluster.protocol.members import MemberStatus
 from zcluster.runtime.asyncnode import JoinTimeout
 from zcluster.runtime.node import Node
@@ -327,11 +327,16 @@ class ClusterTestHarness:
         if not live:
             return True
         ids = {n.node_id for n in live}
-        for node in live:
-            up = {m.node_id for m in node.members() if m.status is MemberStatus.UP}
-            if not ids <= up:
-                return False
-        return len({n.view_digest() for n in live}) == 1
+        try:
+            for node in live:
+                up = {m.node_id for m in node.members() if m.status is MemberStatus.UP}
+                if not ids <= up:
+                    return False
+            return len({n.view_digest() for n in live}) == 1
+        except (RequestTimeout, UnknownMember):
+            # A node process is asked over the network: one that has not answered
+            # yet, or that the observer has not met yet, is not yet seen stable.
+            return False
 
     def trace_digest(self) -> str:
         """Hash of everything observable in a simulated run (sim backend only)."""
