@@ -230,9 +230,20 @@ class NodeConfig:
     #: what ZeroMQ holds received from one connection to the ROUTER at most: its high-water
     #: mark is this divided by max_message_bytes (docs/architecture.md, "Memory")
     receive_queue_max_bytes: int = 64 * 1024 * 1024
+    #: ... and from every connection to the ROUTER and the PUB together: connections are
+    #: let in while each can have at least one message queued, and share this (the
+    #: high-water mark shrinks as they come; docs/architecture.md, "Memory")
+    receive_queues_max_bytes: int = 1024 * 1024 * 1024
+    #: connections to the ROUTER and the PUB from one address, let in at most (each
+    #: node holds two to each member); past it or the total, a new one waits in its
+    #: handshake for room, then is closed and tried again by its client
+    inbound_connections_per_address_max_count: int = 256
     #: ... and from one publisher, on the SUB (members' PUBs only): fan-out needs about a
     #: thousand messages of queue to keep its pace (64 cost it a quarter, measured)
     subscribe_queue_max_bytes: int = 1024 * 1024 * 1024
+    #: ... and from every publisher together: the publishers read share this (the
+    #: high-water mark shrinks as they come, to one message each at most)
+    subscribe_queues_max_bytes: int = 1024 * 1024 * 1024
     #: payload bytes of received messages waiting for handlers and subscribers, at most ...
     callback_queue_max_bytes: int = 256 * 1024 * 1024
     #: ... and of those, one sender's (all non-members together count as one sender)
@@ -271,6 +282,9 @@ class NodeConfig:
     #: memory freed after a burst (large frames, a flood) is given back to the system this
     #: often (glibc's malloc_trim; runtime/memory.py)
     memory_trim_interval_s: float = 10.0
+    #: connections to the ROUTER and the PUB whose close libzmq did not report are looked
+    #: for this often (their descriptors asked who is at the other end)
+    inbound_connections_check_s: float = 10.0
     #: ZMTP-level heartbeat that drops dead TCP connections (complements detection)
     zmtp_heartbeat_s: float = 1.0
 
@@ -352,6 +366,12 @@ class NodeConfig:
         for queue in ("receive_queue_max_bytes", "subscribe_queue_max_bytes"):
             if getattr(self, queue) < self.max_message_bytes:
                 raise ConfigError(f"{queue} must be at least max_message_bytes")
+        for total, each in (
+            ("receive_queues_max_bytes", "receive_queue_max_bytes"),
+            ("subscribe_queues_max_bytes", "subscribe_queue_max_bytes"),
+        ):
+            if getattr(self, total) < getattr(self, each):
+                raise ConfigError(f"{total} must be at least {each}")
         if self.callback_queue_sender_max_bytes > self.callback_queue_max_bytes:
             raise ConfigError(
                 "callback_queue_sender_max_bytes must not exceed callback_queue_max_bytes"
@@ -376,9 +396,37 @@ class NodeConfig:
         return self.receive_queue_max_bytes // self.max_message_bytes
 
     @property
+    def peer_memory_max_bytes(self) -> int:
+        """The most memory what peers send can make the node hold (docs/architecture.md,
+        "Memory"): ZeroMQ's receive queues, callbacks, one decode (about 64 bytes of
+        Python objects per byte of a frame) and what waits behind gaps, dependencies and
+        votes. The node's own queues (outboxes, retransmit buffers) come on top."""
+        return (
+            self.receive_queues_max_bytes
+            + self.subscribe_queues_max_bytes
+            + self.callback_queue_max_bytes
+            + 64 * self.max_message_bytes
+            + 2 * self.holdback_max_bytes
+            + self.causal_holdback_max_bytes
+            + self.transactions_held_max_bytes
+        )
+
+    @property
+    def inbound_connections_max_count(self) -> int:
+        """Connections to the ROUTER and the PUB let in at most: each may queue one
+        message of the largest size within receive_queues_max_bytes."""
+        return self.receive_queues_max_bytes // self.max_message_bytes
+
+    @property
     def subscribe_hwm_count(self) -> int:
         """The SUB's, per publisher, within subscribe_queue_max_bytes."""
         return self.subscribe_queue_max_bytes // self.max_message_bytes
+
+    def subscribe_hwm_count_for(self, publishers_count: int) -> int:
+        """The SUB's, per publisher, when it reads this many: together within
+        subscribe_queues_max_bytes, one message each at least."""
+        share = self.subscribe_queues_max_bytes // max(1, publishers_count)
+        return max(1, min(self.subscribe_hwm_count, share // self.max_message_bytes))
 
     @property
     def dedup_retention_s(self) -> float:

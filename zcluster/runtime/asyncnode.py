@@ -44,6 +44,7 @@ from zcluster.protocol.guarantees import DeliveryGuarantee
 from zcluster.protocol.members import Member, MemberStatus, Tags, checked_tags
 from zcluster.runtime.driver import Driver
 from zcluster.runtime.gate import OutboxGate
+from zcluster.runtime.inbound import InboundConnections
 from zcluster.runtime.runners import InlineRunner, OnError, ReadControl, Runner
 from zcluster.runtime.secured import SecuredConnections
 from zcluster.runtime.seedcheck import Secure, diagnose_seeds
@@ -51,7 +52,7 @@ from zcluster.runtime.store import SYNC_POLICIES, StateStore
 from zcluster.runtime.submitter import Submitter
 from zcluster.runtime.transport import Transport
 from zcluster.security.config import SecurityConfig, SecurityMode
-from zcluster.security.policy import KEY_TAG, AuthenticationHandler
+from zcluster.security.policy import DIRECT_DOMAIN, KEY_TAG, PUBSUB_DOMAIN, AuthenticationHandler
 from zcluster.serialization import MsgpackSerializer, Serializer
 from zcluster.wire import check_name, check_user_topic
 
@@ -284,16 +285,25 @@ class AsyncNode:
         secured = self._secured()
         tags = self._own_tags(secured)  # before binding: may fail (too many tags)
         transport = Transport(self.config, self.node_id, secured)
-        if secured is not None:  # before binding: a handshake needs its handler
-            secured.start(transport, loop)
+        inbound: InboundConnections | None = None
         try:
+            # before binding: a handshake needs its handler
+            inbound = InboundConnections(
+                transport.context,
+                {DIRECT_DOMAIN: transport.router, PUBSUB_DOMAIN: transport.pub},
+                self.config,
+                loop,
+                secured.policy if secured is not None else None,
+            )
+            if secured is not None:
+                secured.use_zap(inbound.zap)
             router_port, pub_port = transport.bind(self.bind)
             address, pub_address = self._advertised(router_port, pub_port)
             if secured is not None:  # where tokens made for this node say it is
                 secured.policy.addresses = {address, *self._bound_addresses(router_port)}
         except BaseException:
-            if secured is not None:
-                secured.close()
+            if inbound is not None:
+                inbound.close()
             transport.close()
             raise
         core = NodeCore(
@@ -312,7 +322,7 @@ class AsyncNode:
         self._refusal = None
         self._seed_report = ""
         self._driver = driver = Driver(
-            core, transport, self.app, loop, security=secured, store=store
+            core, transport, self.app, loop, inbound, security=secured, store=store
         )
         if secured is not None:
             secured.on_revocation(driver.cut_subscribers, driver.reconnect)
@@ -581,7 +591,8 @@ class AsyncNode:
             return {}
         with driver.core_lock:  # a caller's thread may open a DEALER meanwhile
             gauges = driver.transport.gauges()
-        stats = {**driver.counters, **gauges}
+            gauges.update(driver.inbound.gauges())
+        stats = {**driver.counters, **gauges, **driver.inbound.counters}
         if driver.security is not None:
             stats.update(driver.security.policy.counters)
         stats["messages_published"] = stats.get("messages_published", 0) + driver.lane.published

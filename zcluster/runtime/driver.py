@@ -29,12 +29,14 @@ from zcluster.core.node import NodeCore
 from zcluster.errors import ConfigError, WireError
 from zcluster.protocol import messages as msg
 from zcluster.protocol.guarantees import DeliveryGuarantee
+from zcluster.runtime.inbound import InboundConnections
 from zcluster.runtime.lane import PublicationLane, Waiting
 from zcluster.runtime.ledger import MESSAGE_OVERHEAD_BYTES, STRANGERS, Ledger
 from zcluster.runtime.memory import return_free_memory
 from zcluster.runtime.secured import SecuredConnections, receive_with_user_id
 from zcluster.runtime.store import StateStore
 from zcluster.runtime.transport import NOWAIT, RECV, Transport, receive_message, receive_rest
+from zcluster.security.policy import PUBSUB_DOMAIN
 from zcluster.serialization import Serializer
 from zcluster.wire import (
     ONE_FRAME_PREFIX,
@@ -139,11 +141,14 @@ class Driver:
         transport: Transport,
         app: Application,
         loop: asyncio.AbstractEventLoop,
+        inbound: InboundConnections,
         clock: Callable[[], float] = time.monotonic,
         security: SecuredConnections | None = None,
         store: StateStore | None = None,
     ) -> None:
         self.core = core
+        #: the connections peers make to our ROUTER and PUB, let in within the budget
+        self.inbound = inbound
         #: where the core's records go (None: no state_dir)
         self.store = store
         #: the security policy carried out (None: security mode none)
@@ -168,6 +173,7 @@ class Driver:
             core.config,
             core.publisher.publications,
         )
+        inbound.set_queue_count = self._set_receive_queue_count
         self._pub_fd = cast(int, transport.pub.getsockopt(zmq.FD))
         self._pub_handle: asyncio.TimerHandle | None = None
         #: how to carry out each kind of effect: sockets here, user code in the application
@@ -255,11 +261,17 @@ class Driver:
             self._tick_handle.cancel()
         self.lane.close()
         with self.core_lock:
-            if self.security is not None:
-                self.security.close()
+            self.inbound.close()
             self.transport.close()
             if self.store is not None:
                 self.store.close()
+
+    def _set_receive_queue_count(self, count: int) -> None:
+        """Set the high-water mark of what each connection to the ROUTER and the PUB may
+        queue (the PUB's under the lane's lock: other threads publish on it)."""
+        self.transport.router.setsockopt(zmq.RCVHWM, count)
+        with self.lane.lock:
+            self.transport.pub.setsockopt(zmq.RCVHWM, count)
 
     def _watch_pub(self) -> None:
         """Have the PUB take what its subscribers sent when its descriptor signals, at
@@ -453,12 +465,14 @@ class Driver:
     def cut_subscribers(self) -> None:
         """Close the connections to our PUB: each subscriber is let in again only if the
         policy still allows it (keys were revoked)."""
-        with self.lane.lock:
-            try:
+        try:
+            with self.lane.lock:
                 self.transport.cut_subscribers()
-            except zmq.ZMQError as exc:  # the port was taken meanwhile: nobody hears us
-                self._failed("binding the PUB again", exc)
-                return
+        except zmq.ZMQError as exc:  # the port was taken meanwhile: nobody hears us
+            self._failed("binding the PUB again", exc)
+            return
+        finally:
+            self.inbound.socket_rebound(PUBSUB_DOMAIN)
         self.counters["subscribers_cut"] += 1
 
     def _read_router(self) -> None:

@@ -9,7 +9,6 @@ on the ROUTER against the connection it came on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -23,11 +22,10 @@ from zcluster.config import NodeConfig
 from zcluster.core import events as ev
 from zcluster.errors import ConfigError
 from zcluster.protocol import messages as msg
-from zcluster.runtime.handshakes import HandshakeWatch
-from zcluster.runtime.transport import NOWAIT, RECV, Transport
+from zcluster.runtime.transport import NOWAIT, RECV
 from zcluster.runtime.zap import ZapResponder
 from zcluster.security.config import SecurityConfig, SecurityMode
-from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN, AuthenticationHandler
+from zcluster.security.policy import AuthenticationHandler
 from zcluster.wire import Encoder
 
 log = logging.getLogger("zcluster.security")
@@ -64,16 +62,11 @@ class SecuredConnections:
         #: answer at an address must hold the key that asked; no reflection to others)
         self._stranger_keys: OrderedDict[str, bytes] = OrderedDict()
         self._zap: ZapResponder | None = None
-        self._watch: HandshakeWatch | None = None
-        self._bound_sockets: dict[str, zmq.Socket[bytes]] = {}
         self._encoder: Encoder | None = None
 
-    def start(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
-        """Answer ZAP requests and watch handshakes from now on (before the sockets
-        bind: libzmq refuses every handshake while no handler is bound)."""
-        self._zap = ZapResponder(transport.context, self.policy, self._config, loop)
-        self._bound_sockets = {DIRECT_DOMAIN: transport.router, PUBSUB_DOMAIN: transport.pub}
-        self._watch = HandshakeWatch(self._bound_sockets, self.policy, loop)
+    def use_zap(self, zap: ZapResponder) -> None:
+        """Let in the handshakes that wait for a principal's AUTH through ``zap``."""
+        self._zap = zap
 
     def use_encoder(self, encoder: Encoder) -> None:
         """Number AUTH with the node's other messages (one ``seq`` per sender)."""
@@ -139,14 +132,6 @@ class SecuredConnections:
         self._last_seen = seen
         if settled and seen != self._fingerprint:
             self.reload()
-
-    def close(self) -> None:
-        if self._zap is not None:
-            self._zap.close()
-            self._zap = None
-        if self._watch is not None:
-            self._watch.close(self._bound_sockets)
-            self._watch = None
 
     # ------------------------------------------------------------ for the transport
 

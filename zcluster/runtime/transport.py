@@ -150,6 +150,8 @@ class Transport:
         # What a PUB receives is subscriptions, which the driver has it take as they
         # arrive: its connections' input is bounded like the ROUTER's.
         self.pub.setsockopt(zmq.RCVHWM, config.receive_hwm_count)
+        #: the SUBs' high-water mark: their share of subscribe_queues_max_bytes
+        self._subscribe_hwm_count = config.subscribe_hwm_count
         self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
         # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
         # unlimited, they are as many as the topics subscribed to.
@@ -197,16 +199,16 @@ class Transport:
         return sock
 
     def _serve_securely(self, sock: zmq.Socket[bytes], domain: str) -> None:
-        """Make a bound socket a Curve or PLAIN server whose clients the ZAP handler
-        (runtime/zap.py) lets in, or not."""
-        if self._mode is SecurityMode.NONE:
-            return
-        assert self._security is not None
-        if self._mode.uses_curve:
-            sock.setsockopt(zmq.CURVE_SERVER, 1)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self._security.secret_key or b"")
-        else:
-            sock.setsockopt(zmq.PLAIN_SERVER, 1)
+        """Make a bound socket a server whose clients the ZAP handler (runtime/zap.py)
+        lets in, or not: Curve or PLAIN when secured; in every mode, within the memory
+        budget (a NULL handshake asks ZAP once a domain is set)."""
+        if self._mode is not SecurityMode.NONE:
+            assert self._security is not None
+            if self._mode.uses_curve:
+                sock.setsockopt(zmq.CURVE_SERVER, 1)
+                sock.setsockopt(zmq.CURVE_SECRETKEY, self._security.secret_key or b"")
+            else:
+                sock.setsockopt(zmq.PLAIN_SERVER, 1)
         sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler: nobody in (not everybody)
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(self._config.auth_handshake_timeout_s * 1000))
@@ -303,7 +305,18 @@ class Transport:
             self._subscribed_pubs[pub_address] = readers
             if sock is not self.sub:
                 self.on_subscribed(sock, readers)
+            self._share_subscribe_queues()
         readers.add(node_id)
+
+    def _share_subscribe_queues(self) -> None:
+        """Give each PUB read its share of subscribe_queues_max_bytes (libzmq applies a
+        new high-water mark to open connections too)."""
+        count = self._config.subscribe_hwm_count_for(len(self._subscribed_pubs))
+        if count == self._subscribe_hwm_count:
+            return
+        self._subscribe_hwm_count = count
+        for sock in (self.sub, *self._subs.values()):
+            sock.setsockopt(zmq.RCVHWM, count)
 
     def _subscriber_for(
         self, pub_address: str, address: str, now: float
@@ -315,7 +328,7 @@ class Transport:
         if self._mode is SecurityMode.NONE:
             self.sub.connect(endpoint(pub_address))
             return self.sub
-        sock = self._socket(zmq.SUB, self._config.subscribe_hwm_count, heartbeats=False)
+        sock = self._socket(zmq.SUB, self._subscribe_hwm_count, heartbeats=False)
         sock.setsockopt(zmq.SNDHWM, 0)  # its subscriptions are never dropped (see __init__)
         for topic_filter, count in self._filters.items():
             for _ in range(count):
@@ -342,6 +355,7 @@ class Transport:
             readers.discard(node_id)
             if not readers:
                 del self._subscribed_pubs[pub_address]
+                self._share_subscribe_queues()
                 sock = self._subs.pop(pub_address, None)
                 if sock is not None:
                     self.on_unsubscribed(sock)
@@ -470,6 +484,7 @@ class Transport:
             "connections_direct": len(self._dealers),
             "connections_direct_to_members": sum(1 for d in self._dealers.values() if d.members),
             "connections_subscribed": len(self._subscribed_pubs),
+            "connections_subscribed_queue_count": self._subscribe_hwm_count,
         }
 
     def abandon(self) -> None:

@@ -1,10 +1,12 @@
 """The node's ZAP handler (ZeroMQ RFC 27): libzmq asks it, for every connection made to
-our ROUTER or PUB, whether to let the client in; the policy answers.
+our ROUTER or PUB, whether to let the client in; the security policy answers (secured
+modes), then the memory budget (every mode: runtime/admission.py).
 
 It runs on the node's loop: a ROUTER bound at ``inproc://zeromq.zap.01`` in the node's
 own context, read when readable like the other sockets. libzmq holds a connection's
 handshake until its request is answered: most are answered at once; one the policy
-defers (a subscriber whose AUTH has not arrived yet) waits until ``release`` or until
+defers (a subscriber whose AUTH has not arrived yet) waits until ``release``, one the
+budget has no room for until a connection closes, each at most until
 ``auth_handshake_timeout_s``, when libzmq gives the handshake up and the client tries
 again.
 """
@@ -12,15 +14,17 @@ again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import zmq
 
 from zcluster.config import NodeConfig
+from zcluster.runtime.admission import InboundBudget
 from zcluster.security.policy import Allow, AuthenticationHandler, Defer, Ignore
 
 log = logging.getLogger("zcluster.security")
@@ -35,19 +39,40 @@ _FIXED_FRAMES_COUNT = 8
 _MAX_CREDENTIALS_COUNT = 2
 
 
+class _Waiting(NamedTuple):
+    """A handshake kept waiting: for its principal's AUTH, or for room."""
+
+    user_id: str
+    address: str
+    since: float
+    #: the reply's first frames
+    head: list[bytes]
+
+
 class ZapResponder:
     def __init__(
         self,
         context: zmq.Context[zmq.Socket[bytes]],
-        policy: AuthenticationHandler,
+        policy: AuthenticationHandler | None,
         config: NodeConfig,
         loop: asyncio.AbstractEventLoop,
+        budget: InboundBudget,
+        counters: collections.Counter[str],
+        admitted: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
         self._config = config
-        #: deferred requests: (principal, when asked, the reply's head), oldest first
-        self._pending: list[tuple[str, float, list[bytes]]] = []
+        self._budget = budget
+        self._counters = counters
+        #: told after a connection is let in, before libzmq hears it
+        self._on_admitted = admitted
+        #: called before requests are answered (the budget learns what opened first)
+        self.before_answer: Callable[[], None] = _nothing
+        #: handshakes waiting for their principal's AUTH, oldest first
+        self._pending: list[_Waiting] = []
+        #: handshakes allowed, waiting for room in the budget, oldest first
+        self._held: collections.deque[_Waiting] = collections.deque()
         self._loop = loop
         self._clock = clock
         self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
@@ -60,6 +85,7 @@ class ZapResponder:
         sock = self._socket
         if sock.closed:  # a turn scheduled before close
             return
+        self.before_answer()
         for _ in range(_BATCH_COUNT):
             if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
@@ -78,51 +104,106 @@ class ZapResponder:
         if version != _VERSION or len(credentials) > _MAX_CREDENTIALS_COUNT:
             return [*head, b"500", b"unsupported ZAP request", b"", b""]
         now = self._clock()
-        verdict = self._policy.check_handshake(
+        peer = address.decode("ascii", "replace")
+        policy = self._policy
+        if policy is None:  # security mode none: NULL handshakes, the budget alone
+            return self._admit(_Waiting("", peer, now, head))
+        verdict = policy.check_handshake(
             domain.decode("ascii", "replace"),
-            address.decode("ascii", "replace"),
+            peer,
             mechanism.decode("ascii", "replace"),
             credentials,
             now,
         )
         if isinstance(verdict, Allow):
-            return _allowed(head, verdict.user_id)
+            return self._admit(_Waiting(verdict.user_id, peer, now, head))
         if isinstance(verdict, Ignore):
             return None
         if isinstance(verdict, Defer):
-            self._forget_stale(now)
+            self._pending = _fresh(self._pending, self._oldest(now))
             if len(self._pending) >= self._config.auth_pending_max_count:
                 # The oldest is left unanswered (its client tries again later), never
                 # refused: a refused client never tries again, and a flood must not make
                 # an honest subscriber's refusal.
                 self._pending.pop(0)
-                self._policy.refused("handshake_busy", "too many handshakes waiting")
-            self._pending.append((verdict.user_id, now, head))
+                policy.refused("handshake_busy", "too many handshakes waiting")
+            self._pending.append(_Waiting(verdict.user_id, peer, now, head))
             return None
         return [*head, b"400", verdict.reason.encode(), b"", b""]
 
+    def _admit(self, waiting: _Waiting) -> list[bytes] | None:
+        """The reply letting ``waiting`` in if the budget has room; otherwise it waits
+        for room, unanswered (refused, its client would never try again)."""
+        if self._budget.admit(waiting.address):
+            self._on_admitted()
+            return _allowed(waiting.head, waiting.user_id)
+        self._counters["connections_held"] += 1
+        if self._counters["connections_held"] == 1:
+            log.warning(
+                "connections from %s wait for room: %d let in (at most %d, %d per address; "
+                "receive_queues_max_bytes, inbound_connections_per_address_max_count)",
+                waiting.address,
+                self._budget.admitted_count,
+                self._budget.connections_max_count,
+                self._budget.per_address_max_count,
+            )
+        if len(self._held) >= self._config.auth_pending_max_count:
+            self._held.popleft()  # left to time out: its client tries again
+        self._held.append(waiting)
+        return None
+
+    def admit_held(self) -> None:
+        """Connections closed: let in those waiting for room, oldest first, as far as
+        there is room for each."""
+        oldest = self._oldest(self._clock())
+        still: collections.deque[_Waiting] = collections.deque()
+        while self._held:
+            waiting = self._held.popleft()
+            if waiting.since < oldest:
+                continue  # libzmq gave its handshake up
+            if self._budget.has_room(waiting.address):
+                self._send(self._admit(waiting))
+            else:
+                still.append(waiting)
+        self._held = still
+
     def release(self, user_id: str) -> None:
-        """``user_id`` was bound: let in the handshakes that waited for it."""
-        self._forget_stale(self._clock())
-        waiting = [entry for entry in self._pending if entry[0] == user_id]
+        """``user_id`` was bound: let in the handshakes that waited for it (within the
+        budget)."""
+        self._pending = _fresh(self._pending, self._oldest(self._clock()))
+        waiting = [entry for entry in self._pending if entry.user_id == user_id]
         if not waiting:
             return
-        self._pending = [entry for entry in self._pending if entry[0] != user_id]
-        for _, _, head in waiting:
-            with contextlib.suppress(zmq.ZMQError):  # gone: its client tries again
-                self._socket.send_multipart(_allowed(head, user_id), zmq.NOBLOCK)
+        self._pending = [entry for entry in self._pending if entry.user_id != user_id]
+        for entry in waiting:
+            self._send(self._admit(entry))
 
-    def _forget_stale(self, now: float) -> None:
-        """Drop requests whose handshake libzmq has given up on."""
-        oldest = now - self._config.auth_handshake_timeout_s
-        if self._pending and self._pending[0][1] < oldest:
-            self._pending = [entry for entry in self._pending if entry[1] >= oldest]
+    def _send(self, reply: list[bytes] | None) -> None:
+        if reply is not None:
+            with contextlib.suppress(zmq.ZMQError):  # gone: its client tries again
+                self._socket.send_multipart(reply, zmq.NOBLOCK)
+
+    def _oldest(self, now: float) -> float:
+        """Requests older than this were given up by libzmq."""
+        return now - self._config.auth_handshake_timeout_s
 
     def close(self) -> None:
         self._pending.clear()
+        self._held.clear()
         self._loop.remove_reader(self._fd)
         self._socket.close(linger=0)
 
 
 def _allowed(head: list[bytes], user_id: str) -> list[bytes]:
     return [*head, b"200", b"OK", user_id.encode(), b""]
+
+
+def _fresh(waiting: list[_Waiting], oldest: float) -> list[_Waiting]:
+    """``waiting`` without the requests libzmq has given up on."""
+    if waiting and waiting[0].since < oldest:
+        return [entry for entry in waiting if entry.since >= oldest]
+    return waiting
+
+
+def _nothing() -> None:
+    pass
