@@ -227,23 +227,24 @@ class NodeConfig:
     pubsub_hwm_count: int = 100_000
     #: ZeroMQ high-water mark (messages queued per connection) of each DEALER
     direct_hwm_count: int = 10_000
-    #: what ZeroMQ holds received from one connection to the ROUTER at most: its high-water
-    #: mark is this divided by max_message_bytes (docs/architecture.md, "Memory")
-    receive_queue_max_bytes: int = 64 * 1024 * 1024
-    #: ... and from every connection to the ROUTER and the PUB together: connections are
-    #: let in while each can have at least one message queued, and share this (the
-    #: high-water mark shrinks as they come; docs/architecture.md, "Memory")
-    receive_queues_max_bytes: int = 1024 * 1024 * 1024
+    #: what ZeroMQ holds received from one connection to the ROUTER or the PUB at most:
+    #: the ROUTER's high-water mark, set before binding, is this divided by
+    #: max_message_bytes (direct sends keep their pace with 4 messages), the PUB's this
+    #: divided by the longest subscription (docs/architecture.md, "Memory")
+    receive_queue_max_bytes: int = 4 * 1024 * 1024
+    #: ... and from every connection together: a connection is let in at its handshake
+    #: only while there is room for one more such queue (512 with the defaults)
+    receive_queues_max_bytes: int = 2 * 1024 * 1024 * 1024
     #: connections to the ROUTER and the PUB from one address, let in at most (each
     #: node holds two to each member); past it or the total, a new one waits in its
     #: handshake for room, then is closed and tried again by its client
     inbound_connections_per_address_max_count: int = 256
-    #: ... and from one publisher, on the SUB (members' PUBs only): fan-out needs about a
-    #: thousand messages of queue to keep its pace (64 cost it a quarter, measured)
+    #: while connections wait for room, a warning says so at most this often
+    connections_held_log_interval_s: float = 60.0
+    #: what ZeroMQ holds received from one publisher on the SUB (members' PUBs only):
+    #: fan-out needs about a thousand messages of queue to keep its pace (256 cost its
+    #: guaranteed publications about a tenth, 64 a quarter, measured)
     subscribe_queue_max_bytes: int = 1024 * 1024 * 1024
-    #: ... and from every publisher together: the publishers read share this (the
-    #: high-water mark shrinks as they come, to one message each at most)
-    subscribe_queues_max_bytes: int = 1024 * 1024 * 1024
     #: payload bytes of received messages waiting for handlers and subscribers, at most ...
     callback_queue_max_bytes: int = 256 * 1024 * 1024
     #: ... and of those, one sender's (all non-members together count as one sender)
@@ -366,12 +367,8 @@ class NodeConfig:
         for queue in ("receive_queue_max_bytes", "subscribe_queue_max_bytes"):
             if getattr(self, queue) < self.max_message_bytes:
                 raise ConfigError(f"{queue} must be at least max_message_bytes")
-        for total, each in (
-            ("receive_queues_max_bytes", "receive_queue_max_bytes"),
-            ("subscribe_queues_max_bytes", "subscribe_queue_max_bytes"),
-        ):
-            if getattr(self, total) < getattr(self, each):
-                raise ConfigError(f"{total} must be at least {each}")
+        if self.receive_queues_max_bytes < self.receive_queue_max_bytes:
+            raise ConfigError("receive_queues_max_bytes must be at least receive_queue_max_bytes")
         if self.callback_queue_sender_max_bytes > self.callback_queue_max_bytes:
             raise ConfigError(
                 "callback_queue_sender_max_bytes must not exceed callback_queue_max_bytes"
@@ -395,15 +392,15 @@ class NodeConfig:
         the largest message size, stays within receive_queue_max_bytes."""
         return self.receive_queue_max_bytes // self.max_message_bytes
 
-    @property
-    def peer_memory_max_bytes(self) -> int:
-        """The most memory what peers send can make the node hold (docs/architecture.md,
-        "Memory"): ZeroMQ's receive queues, callbacks, one decode (about 64 bytes of
-        Python objects per byte of a frame) and what waits behind gaps, dependencies and
-        votes. The node's own queues (outboxes, retransmit buffers) come on top."""
+    def peer_memory_max_bytes(self, members_count: int) -> int:
+        """The most memory what peers send can make the node hold when it reads this
+        many members' PUBs (docs/architecture.md, "Memory"): ZeroMQ's receive queues,
+        callbacks, one decode (about 64 bytes of Python objects per byte of a frame) and
+        what waits behind gaps, dependencies and votes. The node's own queues (outboxes,
+        retransmit buffers) come on top."""
         return (
             self.receive_queues_max_bytes
-            + self.subscribe_queues_max_bytes
+            + members_count * self.subscribe_queue_max_bytes
             + self.callback_queue_max_bytes
             + 64 * self.max_message_bytes
             + 2 * self.holdback_max_bytes
@@ -413,20 +410,14 @@ class NodeConfig:
 
     @property
     def inbound_connections_max_count(self) -> int:
-        """Connections to the ROUTER and the PUB let in at most: each may queue one
-        message of the largest size within receive_queues_max_bytes."""
-        return self.receive_queues_max_bytes // self.max_message_bytes
+        """Connections to the ROUTER and the PUB let in at most: each one's queue within
+        receive_queue_max_bytes, together within receive_queues_max_bytes."""
+        return self.receive_queues_max_bytes // self.receive_queue_max_bytes
 
     @property
     def subscribe_hwm_count(self) -> int:
         """The SUB's, per publisher, within subscribe_queue_max_bytes."""
         return self.subscribe_queue_max_bytes // self.max_message_bytes
-
-    def subscribe_hwm_count_for(self, publishers_count: int) -> int:
-        """The SUB's, per publisher, when it reads this many: together within
-        subscribe_queues_max_bytes, one message each at least."""
-        share = self.subscribe_queues_max_bytes // max(1, publishers_count)
-        return max(1, min(self.subscribe_hwm_count, share // self.max_message_bytes))
 
     @property
     def dedup_retention_s(self) -> float:

@@ -20,6 +20,7 @@ from zcluster import (
     UnknownMember,
 )
 from zcluster.testing.processes import free_port_pair
+from zcluster.wire import MAX_NAME_BYTES, MAX_TOPIC_BYTES
 
 
 def test_three_nodes_join_and_agree(trio: list[Node]) -> None:
@@ -256,9 +257,10 @@ def test_advertising_a_wildcard_is_refused() -> None:
 
 
 def test_a_subscriber_of_thousands_of_topics_is_heard_on_every_one(make_node: NodeFactory) -> None:
-    # A PUB takes its subscribers' input a high-water mark at a time (64 messages per
-    # connection by default, bounded like the ROUTER's): thousands of subscriptions still
-    # all arrive, promptly, at a publisher that publishes nothing meanwhile.
+    # A PUB takes its subscribers' input a high-water mark at a time (4,032 of the
+    # longest subscriptions per connection by default, bounded like the ROUTER's):
+    # thousands of subscriptions all arrive, promptly, at a publisher that publishes
+    # nothing meanwhile.
     sub = make_node("s")
     topics = [f"t.{i}" for i in range(3000)]
     got: set[str] = set()
@@ -269,3 +271,23 @@ def test_a_subscriber_of_thousands_of_topics_is_heard_on_every_one(make_node: No
     for topic in topics:
         pub.publish(topic, None)
     assert wait_until(lambda: len(got) == len(topics), 10), len(got)
+
+
+def test_the_longest_topic_and_node_id_pass_the_pubs_subscription_limit(
+    make_node: NodeFactory,
+) -> None:
+    """The PUB's MAXMSGSIZE is the longest subscription (wire.SUBSCRIPTION_MAX_BYTES):
+    a topic and a node id at their longest still subscribe and are heard."""
+    long_id = "s" * MAX_NAME_BYTES
+    topic, prefix = "t" * MAX_TOPIC_BYTES, "p" * MAX_TOPIC_BYTES
+    sub = make_node(long_id)
+    got: list[str] = []
+    sub.subscribe(topic, lambda topic, message, sender: got.append(message))
+    sub.subscribe_prefix(prefix, lambda topic, message, sender: got.append(message))
+    pub = make_node("p", sub)
+    assert wait_until(lambda: all_up([pub, sub]), 10)  # heartbeats under long_id's frame
+    assert wait_until(lambda: long_id in pub.subscribers(topic), 10)
+    pub.publish(topic, "exact")
+    pub.publish(prefix, "prefixed")
+    assert wait_until(lambda: sorted(got) == ["exact", "prefixed"], 10), got
+    assert pub.stats().get("connections_inbound", 0) >= 2

@@ -301,29 +301,28 @@ class AsyncNode:
             address, pub_address = self._advertised(router_port, pub_port)
             if secured is not None:  # where tokens made for this node say it is
                 secured.policy.addresses = {address, *self._bound_addresses(router_port)}
+            core = NodeCore(
+                self.node_id,
+                self.incarnation,
+                address,
+                pub_address,
+                seeds=self.seeds,
+                config=self.config,
+                rng=random.Random(int.from_bytes(os.urandom(8), "big")),
+                tags=tags,
+                durable=store is not None,
+            )
+            restored = core.restore(state, time.monotonic()) if state is not None else []
+            driver = Driver(core, transport, self.app, loop, inbound, security=secured, store=store)
         except BaseException:
             if inbound is not None:
                 inbound.close()
             transport.close()
             raise
-        core = NodeCore(
-            self.node_id,
-            self.incarnation,
-            address,
-            pub_address,
-            seeds=self.seeds,
-            config=self.config,
-            rng=random.Random(int.from_bytes(os.urandom(8), "big")),
-            tags=tags,
-            durable=store is not None,
-        )
-        restored = core.restore(state, time.monotonic()) if state is not None else []
         self._joined, self._left = asyncio.Event(), asyncio.Event()
         self._refusal = None
         self._seed_report = ""
-        self._driver = driver = Driver(
-            core, transport, self.app, loop, inbound, security=secured, store=store
-        )
+        self._driver = driver
         if secured is not None:
             secured.on_revocation(driver.cut_subscribers, driver.reconnect)
             secured.use_encoder(driver.encoder)

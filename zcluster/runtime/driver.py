@@ -173,7 +173,6 @@ class Driver:
             core.config,
             core.publisher.publications,
         )
-        inbound.set_queue_count = self._set_receive_queue_count
         self._pub_fd = cast(int, transport.pub.getsockopt(zmq.FD))
         self._pub_handle: asyncio.TimerHandle | None = None
         #: how to carry out each kind of effect: sockets here, user code in the application
@@ -265,13 +264,6 @@ class Driver:
             self.transport.close()
             if self.store is not None:
                 self.store.close()
-
-    def _set_receive_queue_count(self, count: int) -> None:
-        """Set the high-water mark of what each connection to the ROUTER and the PUB may
-        queue (the PUB's under the lane's lock: other threads publish on it)."""
-        self.transport.router.setsockopt(zmq.RCVHWM, count)
-        with self.lane.lock:
-            self.transport.pub.setsockopt(zmq.RCVHWM, count)
 
     def _watch_pub(self) -> None:
         """Have the PUB take what its subscribers sent when its descriptor signals, at
@@ -467,12 +459,12 @@ class Driver:
         policy still allows it (keys were revoked)."""
         try:
             with self.lane.lock:
-                self.transport.cut_subscribers()
+                self.transport.cut_subscribers(
+                    functools.partial(self.inbound.forget_socket, PUBSUB_DOMAIN)
+                )
         except zmq.ZMQError as exc:  # the port was taken meanwhile: nobody hears us
             self._failed("binding the PUB again", exc)
             return
-        finally:
-            self.inbound.socket_rebound(PUBSUB_DOMAIN)
         self.counters["subscribers_cut"] += 1
 
     def _read_router(self) -> None:

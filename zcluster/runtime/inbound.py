@@ -6,8 +6,7 @@ A monitor on each bound socket reports connections accepted and closed (and, sec
 the handshakes libzmq ends itself: a plaintext client on a Curve socket, garbage in
 place of a greeting, a client that cannot decrypt our server's answer, counted by the
 policy as ``auth_refused_handshake_<what>``). The ZAP handler (runtime/zap.py) asks
-the budget before it lets one in; the high-water mark of both sockets follows the
-number let in.
+the budget before it lets one in.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import collections
 import contextlib
 import os
 import socket
-from collections.abc import Callable
 from typing import cast
 
 import zmq
@@ -48,19 +46,21 @@ class InboundConnections:
         self._sockets = sockets
         self._policy = policy
         self._loop = loop
-        self._queue_count = config.receive_hwm_count
         #: open connections: (socket's name, descriptor) -> the peer's (address, port)
         self._peers: dict[tuple[str, int], tuple[str, int]] = {}
-        #: sets the sockets' high-water mark (the driver's, once it has the PUB's lock)
-        self.set_queue_count: Callable[[int], None] = self._set_queue_count
+        #: a connection opened or closed since those waiting for room were last offered it
+        self._room_changed = False
         #: per bound socket's name ("direct", "pubsub"): its monitor
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
-        for name, sock in sockets.items():
-            self._monitors[name] = monitor = _monitor(context, sock, name)
-            loop.add_reader(_fd(monitor), self._read, name)
-        self.zap = ZapResponder(
-            context, policy, config, loop, self.budget, self.counters, self._admitted
-        )
+        self._check_timer: asyncio.TimerHandle | None = None
+        try:
+            for name, sock in sockets.items():
+                self._monitors[name] = monitor = _monitor(context, sock, name)
+                loop.add_reader(_fd(monitor), self._read, name)
+            self.zap = ZapResponder(context, policy, config, loop, self.budget, self.counters)
+        except BaseException:
+            self._close_monitors()
+            raise
         # Before the sockets bind: libzmq refuses every handshake while no handler is
         # bound. Its requests are answered once what the monitors reported is counted.
         self.zap.before_answer = self._catch_up
@@ -68,31 +68,41 @@ class InboundConnections:
         self._check_timer = loop.call_later(self._check_interval_s, self._check)
 
     def _read(self, name: str) -> None:
-        if self._read_batch(name):
-            self._loop.call_soon(self._read, name)  # more may wait: no edge will fire
+        more = self._read_batch(name)
+        self._offer_room()
+        if more:
+            self._loop.call_soon(self._read, name)  # no edge will fire for what waits
 
     def _catch_up(self) -> None:
+        """Count what the monitors reported (the ZAP handler, before it answers)."""
         for name in self._monitors:
             while self._read_batch(name):
                 pass
+        if self._room_changed:  # not from inside the ZAP handler's own work
+            self._loop.call_soon(self._offer_room)
+
+    def _offer_room(self) -> None:
+        if self._room_changed and self._monitors:
+            self._room_changed = False
+            self.zap.admit_held()
 
     def _read_batch(self, name: str) -> bool:
         """Read up to a batch of events; True if more may wait."""
         monitor = self._monitors.get(name)
         if monitor is None:
             return False
-        freed = False
         for _ in range(_BATCH_COUNT):
             if not cast(int, monitor.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                break
+                return False
             event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             kind, value = event["event"], int(event["value"])
             if kind == zmq.EVENT_ACCEPTED:
+                # its handshake's request may have come first: it waits for this
                 peer = self._peers[name, value] = _peer(value)
                 self.budget.opened((name, value), peer[0])
+                self._room_changed = True
             elif kind == zmq.EVENT_DISCONNECTED:
                 self._closed((name, value))
-                freed = True
             elif self._policy is not None:
                 what = "protocol" if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL else "failed"
                 self._policy.refused(
@@ -100,47 +110,23 @@ class InboundConnections:
                     f"a {name} handshake from {event['endpoint']!r} failed in ZeroMQ "
                     f"(code {value}: plaintext, garbage or a wrong key)",
                 )
-        else:
-            self._freed(freed)
-            return True
-        self._freed(freed)
-        return False
+        return True
 
-    def _freed(self, freed: bool) -> None:
-        if freed:
-            self._resize()
-            self.zap.admit_held()
-
-    def _admitted(self) -> None:
-        """A connection was let in: its queue, and the others', shrink first."""
-        self._resize()
-
-    def _resize(self) -> None:
-        count = self.budget.queue_count()
-        if count != self._queue_count:
-            self._queue_count = count
-            self.set_queue_count(count)
-
-    def _set_queue_count(self, count: int) -> None:
-        # libzmq applies a new mark to the connections already open too
-        for sock in self._sockets.values():
-            sock.setsockopt(zmq.RCVHWM, count)
-
-    @property
-    def queue_count(self) -> int:
-        return self._queue_count
-
-    def socket_rebound(self, name: str) -> None:
-        """Every connection to socket ``name`` was closed by binding it again (libzmq
-        reports no close for them)."""
+    def forget_socket(self, name: str) -> None:
+        """Every connection to socket ``name`` is being closed by binding it again
+        (libzmq reports no close for them); called between unbinding and binding, so
+        that none made to the new binding is forgotten."""
         self._catch_up()
         for key in [key for key in self._peers if key[0] == name]:
             self._closed(key)
-        self._freed(True)
+        self._loop.call_soon(self._offer_room)
 
     def _closed(self, key: tuple[str, int]) -> None:
         self._peers.pop(key, None)
-        self.budget.closed(key)
+        waiting_from = self.budget.closed(key)
+        if waiting_from is not None:
+            self.zap.forget_held(waiting_from)
+        self._room_changed = True
 
     def _check(self) -> None:
         """Forget connections whose close went unreported: their descriptor is closed,
@@ -150,18 +136,19 @@ class InboundConnections:
             self.counters["connections_close_unreported"] += len(gone)
             for key in gone:
                 self._closed(key)
-            self._freed(True)
+            self._offer_room()
         self._check_timer = self._loop.call_later(self._check_interval_s, self._check)
 
     def gauges(self) -> dict[str, int]:
-        return {
-            "connections_inbound": self.budget.admitted_count,
-            "connections_inbound_queue_count": self._queue_count,
-        }
+        return {"connections_inbound": self.budget.admitted_count}
 
     def close(self) -> None:
-        self._check_timer.cancel()
+        if self._check_timer is not None:
+            self._check_timer.cancel()
         self.zap.close()
+        self._close_monitors()
+
+    def _close_monitors(self) -> None:
         for name, monitor in self._monitors.items():
             self._loop.remove_reader(_fd(monitor))
             with contextlib.suppress(zmq.ZMQError):

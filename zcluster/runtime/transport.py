@@ -32,7 +32,7 @@ from zcluster.config import NodeConfig
 from zcluster.errors import BindError, ConfigError
 from zcluster.security.config import SecurityMode
 from zcluster.security.policy import DIRECT_DOMAIN, PUBSUB_DOMAIN
-from zcluster.wire import CONTROL_TOPIC, personal_frame
+from zcluster.wire import CONTROL_TOPIC, SUBSCRIPTION_MAX_BYTES, personal_frame
 
 T = TypeVar("T")
 
@@ -148,10 +148,10 @@ class Transport:
         # for room (runtime/lane.py).
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
         # What a PUB receives is subscriptions, which the driver has it take as they
-        # arrive: its connections' input is bounded like the ROUTER's.
-        self.pub.setsockopt(zmq.RCVHWM, config.receive_hwm_count)
-        #: the SUBs' high-water mark: their share of subscribe_queues_max_bytes
-        self._subscribe_hwm_count = config.subscribe_hwm_count
+        # arrive: small, so many queue from a connection (thousands of topics arrive
+        # at once), together no more than what the ROUTER queues from one.
+        self.pub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX_BYTES)
+        self.pub.setsockopt(zmq.RCVHWM, config.receive_queue_max_bytes // SUBSCRIPTION_MAX_BYTES)
         self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
         # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
         # unlimited, they are as many as the topics subscribed to.
@@ -305,18 +305,7 @@ class Transport:
             self._subscribed_pubs[pub_address] = readers
             if sock is not self.sub:
                 self.on_subscribed(sock, readers)
-            self._share_subscribe_queues()
         readers.add(node_id)
-
-    def _share_subscribe_queues(self) -> None:
-        """Give each PUB read its share of subscribe_queues_max_bytes (libzmq applies a
-        new high-water mark to open connections too)."""
-        count = self._config.subscribe_hwm_count_for(len(self._subscribed_pubs))
-        if count == self._subscribe_hwm_count:
-            return
-        self._subscribe_hwm_count = count
-        for sock in (self.sub, *self._subs.values()):
-            sock.setsockopt(zmq.RCVHWM, count)
 
     def _subscriber_for(
         self, pub_address: str, address: str, now: float
@@ -328,7 +317,7 @@ class Transport:
         if self._mode is SecurityMode.NONE:
             self.sub.connect(endpoint(pub_address))
             return self.sub
-        sock = self._socket(zmq.SUB, self._subscribe_hwm_count, heartbeats=False)
+        sock = self._socket(zmq.SUB, self._config.subscribe_hwm_count, heartbeats=False)
         sock.setsockopt(zmq.SNDHWM, 0)  # its subscriptions are never dropped (see __init__)
         for topic_filter, count in self._filters.items():
             for _ in range(count):
@@ -355,7 +344,6 @@ class Transport:
             readers.discard(node_id)
             if not readers:
                 del self._subscribed_pubs[pub_address]
-                self._share_subscribe_queues()
                 sock = self._subs.pop(pub_address, None)
                 if sock is not None:
                     self.on_unsubscribed(sock)
@@ -460,14 +448,16 @@ class Transport:
             if dealer is not None:
                 dealer.socket.close(linger=0)
 
-    def cut_subscribers(self) -> None:
+    def cut_subscribers(self, unbound: Callable[[], None]) -> None:
         """Close every connection to our PUB, by binding it again: each subscriber
         connects anew, and is let in again only if still allowed. (libzmq cannot close
-        one connection of a bound socket.) The caller holds the PUB's lock."""
+        one connection of a bound socket.) ``unbound`` is called before binding again.
+        The caller holds the PUB's lock."""
         last = self.pub.getsockopt(zmq.LAST_ENDPOINT)
         assert isinstance(last, bytes)
         endpoint = last.decode()
         self.pub.unbind(endpoint)
+        unbound()
         deadline = time.monotonic() + _REBIND_MAX_S
         while True:  # the port is free once libzmq's I/O thread has closed it
             try:
@@ -484,7 +474,6 @@ class Transport:
             "connections_direct": len(self._dealers),
             "connections_direct_to_members": sum(1 for d in self._dealers.values() if d.members),
             "connections_subscribed": len(self._subscribed_pubs),
-            "connections_subscribed_queue_count": self._subscribe_hwm_count,
         }
 
     def abandon(self) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import NamedTuple, cast
@@ -24,7 +25,7 @@ from typing import NamedTuple, cast
 import zmq
 
 from zcluster.config import NodeConfig
-from zcluster.runtime.admission import InboundBudget
+from zcluster.runtime.admission import InboundBudget, normal_address
 from zcluster.security.policy import Allow, AuthenticationHandler, Defer, Ignore
 
 log = logging.getLogger("zcluster.security")
@@ -58,15 +59,14 @@ class ZapResponder:
         loop: asyncio.AbstractEventLoop,
         budget: InboundBudget,
         counters: collections.Counter[str],
-        admitted: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
         self._config = config
         self._budget = budget
         self._counters = counters
-        #: told after a connection is let in, before libzmq hears it
-        self._on_admitted = admitted
+        #: when connections waiting for room were last told of (clock's time)
+        self._held_logged_at = -math.inf
         #: called before requests are answered (the budget learns what opened first)
         self.before_answer: Callable[[], None] = _nothing
         #: handshakes waiting for their principal's AUTH, oldest first
@@ -134,23 +134,36 @@ class ZapResponder:
     def _admit(self, waiting: _Waiting) -> list[bytes] | None:
         """The reply letting ``waiting`` in if the budget has room; otherwise it waits
         for room, unanswered (refused, its client would never try again)."""
+        if not self._budget.has_room(waiting.address):
+            self.before_answer()  # a close, or this connection's accept, not read yet
         if self._budget.admit(waiting.address):
-            self._on_admitted()
             return _allowed(waiting.head, waiting.user_id)
         self._counters["connections_held"] += 1
-        if self._counters["connections_held"] == 1:
+        if waiting.since - self._held_logged_at >= self._config.connections_held_log_interval_s:
+            self._held_logged_at = waiting.since
             log.warning(
                 "connections from %s wait for room: %d let in (at most %d, %d per address; "
-                "receive_queues_max_bytes, inbound_connections_per_address_max_count)",
+                "receive_queues_max_bytes, inbound_connections_per_address_max_count; "
+                "%d held so far)",
                 waiting.address,
                 self._budget.admitted_count,
                 self._budget.connections_max_count,
                 self._budget.per_address_max_count,
+                self._counters["connections_held"],
             )
         if len(self._held) >= self._config.auth_pending_max_count:
             self._held.popleft()  # left to time out: its client tries again
         self._held.append(waiting)
         return None
+
+    def forget_held(self, address: str) -> None:
+        """A connection from ``address`` closed while waiting for room: its request, the
+        oldest from there, needs no answer (were it answered, a newer one would wait for
+        its own handshake to give up)."""
+        for index, waiting in enumerate(self._held):
+            if normal_address(waiting.address) == address:
+                del self._held[index]
+                return
 
     def admit_held(self) -> None:
         """Connections closed: let in those waiting for room, oldest first, as far as
