@@ -122,7 +122,8 @@ class NodeConfig:
     #: most requests awaiting a reply at once
     pending_requests_max_count: int = 10_000
     #: largest frame accepted or sent (also set as zmq.MAXMSGSIZE); with
-    #: receive_queue_max_bytes it sets how many messages ZeroMQ queues per connection
+    #: max_header_bytes and receive_queue_max_bytes it sets how many messages ZeroMQ
+    #: queues per connection
     max_message_bytes: int = 1024 * 1024
     #: publications with a payload up to this size go out as one frame when every member
     #: reads that form (ZeroMQ's cost is per frame); larger ones as three, with no copy
@@ -228,12 +229,13 @@ class NodeConfig:
     #: ZeroMQ high-water mark (messages queued per connection) of each DEALER
     direct_hwm_count: int = 10_000
     #: what ZeroMQ holds received from one connection to the ROUTER or the PUB at most:
-    #: the ROUTER's high-water mark, set before binding, is this divided by
-    #: max_message_bytes (direct sends keep their pace with 4 messages), the PUB's this
-    #: divided by the longest subscription (docs/architecture.md, "Memory")
-    receive_queue_max_bytes: int = 4 * 1024 * 1024
+    #: the ROUTER's high-water mark, set before binding, is this divided by the largest
+    #: message (a header and a payload: 4 by default; direct sends keep their pace with
+    #: 4), the PUB's this divided by what one subscription may hold (docs/architecture.md,
+    #: "Memory")
+    receive_queue_max_bytes: int = 8 * 1024 * 1024
     #: ... and from every connection together: a connection is let in at its handshake
-    #: only while there is room for one more such queue (512 with the defaults)
+    #: only while there is room for one more such queue (256 with the defaults)
     receive_queues_max_bytes: int = 2 * 1024 * 1024 * 1024
     #: connections to the ROUTER and the PUB from one address, let in at most (each
     #: node holds two to each member); past it or the total, a new one waits in its
@@ -243,8 +245,8 @@ class NodeConfig:
     connections_held_log_interval_s: float = 60.0
     #: what ZeroMQ holds received from one publisher on the SUB (members' PUBs only):
     #: fan-out needs about a thousand messages of queue to keep its pace (256 cost its
-    #: guaranteed publications about a tenth, 64 a quarter, measured)
-    subscribe_queue_max_bytes: int = 1024 * 1024 * 1024
+    #: guaranteed publications about a tenth, 64 a quarter, measured): 1,024 by default
+    subscribe_queue_max_bytes: int = 2 * 1024 * 1024 * 1024
     #: payload bytes of received messages waiting for handlers and subscribers, at most ...
     callback_queue_max_bytes: int = 256 * 1024 * 1024
     #: ... and of those, one sender's (all non-members together count as one sender)
@@ -365,8 +367,10 @@ class NodeConfig:
         if self.max_header_bytes > self.max_message_bytes:
             raise ConfigError("max_header_bytes must not exceed max_message_bytes")
         for queue in ("receive_queue_max_bytes", "subscribe_queue_max_bytes"):
-            if getattr(self, queue) < self.max_message_bytes:
-                raise ConfigError(f"{queue} must be at least max_message_bytes")
+            if getattr(self, queue) < self.message_max_bytes:
+                raise ConfigError(
+                    f"{queue} must hold one message: max_header_bytes + max_message_bytes"
+                )
         if self.receive_queues_max_bytes < self.receive_queue_max_bytes:
             raise ConfigError("receive_queues_max_bytes must be at least receive_queue_max_bytes")
         if self.callback_queue_sender_max_bytes > self.callback_queue_max_bytes:
@@ -387,10 +391,17 @@ class NodeConfig:
         return drain_s + self.leave_timeout_s + self.heartbeat_interval_s
 
     @property
+    def message_max_bytes(self) -> int:
+        """The largest message ZeroMQ may queue: a header frame and a payload frame at
+        their largest (its topic or routing frame, at most a few KiB, aside). libzmq
+        counts its high-water marks in messages, whatever their frames."""
+        return self.max_header_bytes + self.max_message_bytes
+
+    @property
     def receive_hwm_count(self) -> int:
         """ZeroMQ's high-water mark of the ROUTER: what one connection may have queued, at
         the largest message size, stays within receive_queue_max_bytes."""
-        return self.receive_queue_max_bytes // self.max_message_bytes
+        return self.receive_queue_max_bytes // self.message_max_bytes
 
     def peer_memory_max_bytes(self, members_count: int) -> int:
         """The most memory what peers send can make the node hold when it reads this
@@ -417,7 +428,7 @@ class NodeConfig:
     @property
     def subscribe_hwm_count(self) -> int:
         """The SUB's, per publisher, within subscribe_queue_max_bytes."""
-        return self.subscribe_queue_max_bytes // self.max_message_bytes
+        return self.subscribe_queue_max_bytes // self.message_max_bytes
 
     @property
     def dedup_retention_s(self) -> float:

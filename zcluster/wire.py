@@ -79,9 +79,9 @@ TOPIC_END = b"\x00"
 #: TOPIC_END, then the header's length (2 bytes, big-endian), the header and the payload
 ONE_FRAME_PREFIX = b"u"
 #: the longest message a SUB sends a PUB, its MAXMSGSIZE: the longest filter (a prefix,
-#: a topic or a node id, and TOPIC_END) after ZMTP 3.1's "SUBSCRIBE" command name, with
-#: room to spare (ZMTP 3.0 spells it with one byte)
-SUBSCRIPTION_MAX_BYTES = 16 + max(MAX_TOPIC_BYTES, MAX_NAME_BYTES)
+#: a topic or a node id, and TOPIC_END) after ZMTP 3.1's "SUBSCRIBE" command name (10
+#: bytes; ZMTP 3.0 spells it with one) inside a CurveZMQ MESSAGE (33 bytes more)
+SUBSCRIPTION_MAX_BYTES = 64 + max(MAX_TOPIC_BYTES, MAX_NAME_BYTES)
 
 MAX_LIST_COUNT = 100_000
 #: a view digest is 8 bytes of BLAKE2b, in lowercase hex

@@ -58,7 +58,7 @@ def test_one_address_gets_at_most_its_share() -> None:
     assert b.admit("10.0.0.2")
 
 
-def test_a_request_whose_connection_is_gone_is_not_let_in() -> None:
+def test_an_address_gets_no_more_in_than_it_has_open() -> None:
     """ZAP names the address, not the connection: room is only for connections open."""
     b = budget()
     b.opened(1, "10.0.0.1")
@@ -129,9 +129,9 @@ def test_whatever_happens_the_budget_holds(steps: list[tuple[str, int, str]]) ->
 
 
 def test_the_peer_memory_ceiling_is_the_sum_of_the_bounds() -> None:
-    """docs/architecture.md, "Memory": about 2.6 GiB with the defaults, and 1 GiB for
+    """docs/architecture.md, "Memory": about 2.6 GiB with the defaults, and 2 GiB for
     each member's PUB read."""
     assert NodeConfig().peer_memory_max_bytes(0) == 2624 * MIB
-    assert NodeConfig().peer_memory_max_bytes(3) == (2624 + 3 * 1024) * MIB
+    assert NodeConfig().peer_memory_max_bytes(3) == (2624 + 3 * 2048) * MIB
     smaller = NodeConfig(receive_queues_max_bytes=512 * MIB, subscribe_queue_max_bytes=64 * MIB)
     assert smaller.peer_memory_max_bytes(2) == (2624 - 1536 + 128) * MIB

@@ -92,7 +92,7 @@ def test_topics_match_exactly_and_unsubscribe_stops_delivery(trio: list[Node]) -
 def test_more_topics_than_the_subscribe_queue_holds_messages(make_node: NodeFactory) -> None:
     # The SUB's queue holds two messages here; its subscriptions (two of its own, then
     # one per topic) must still all reach the publisher, before and after it connects.
-    small = {"subscribe_queue_max_bytes": 2 * 1024 * 1024}
+    small = {"subscribe_queue_max_bytes": 4 * 1024 * 1024}
     sub = make_node("s", **small)
     got: list[str] = []
     early = [f"early.{i}" for i in range(20)]

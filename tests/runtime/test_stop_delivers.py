@@ -54,7 +54,7 @@ def test_a_subscriber_that_stops_reading_is_reported_after_the_drain_time(
     make_node: NodeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Its SUB queue holds two messages.
-    sub = make_node("s", subscribe_queue_max_bytes=2 * 1024 * 1024, **TIGHT)
+    sub = make_node("s", subscribe_queue_max_bytes=4 * 1024 * 1024, **TIGHT)
     release = threading.Event()
     sub.subscribe("t", lambda topic, message, sender: release.wait(10))
     pub = make_node("p", sub, drain_timeout_s=0.5, publish_block_max_s=0.2, **TIGHT)

@@ -30,7 +30,7 @@ from zcluster.security.keys import (
     write_curve_key_pair,
 )
 from zcluster.security.tokens import generate_token, load_signing_key
-from zcluster.wire import Encoder
+from zcluster.wire import MAX_TOPIC_BYTES, Encoder
 
 SECRET = b"the cluster's HS256 secret, long enough to be one"
 NodeMaker = Callable[[str], Node]
@@ -127,15 +127,20 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
 def test_a_secured_cluster_forms_and_carries_every_kind_of_message(cluster: Cluster) -> None:
     a, b, c = cluster.nodes
     got: list[tuple[str, object, str]] = []
-    b.subscribe("news", lambda topic, message, sender: got.append((topic, message, sender)))
+    # the longest topic: its subscription, inside a Curve MESSAGE, within the PUB's
+    # MAXMSGSIZE (wire.SUBSCRIPTION_MAX_BYTES), or the SUB's connection is dropped
+    longest = "l" * MAX_TOPIC_BYTES
+    for topic in ("news", longest):
+        b.subscribe(topic, lambda topic, message, sender: got.append((topic, message, sender)))
     b.register("echo", lambda message, sender: (message, sender))
     c.register("inbox", lambda message, sender: got.append(("inbox", message, sender)))
-    assert wait_until(lambda: "b" in a.subscribers("news"), 5)
+    assert wait_until(lambda: "b" in a.subscribers("news") & a.subscribers(longest), 5)
     a.publish("news", "hello")
+    a.publish(longest, "long")
     a.send("c", "inbox", "direct")
     assert c.request("b", "echo", "ping", timeout=5) == ["ping", "c"]
-    assert wait_until(lambda: len(got) == 2, 5), got
-    assert sorted(got) == [("inbox", "direct", "a"), ("news", "hello", "a")]
+    assert wait_until(lambda: len(got) == 3, 5), got
+    assert sorted(got) == [("inbox", "direct", "a"), (longest, "long", "a"), ("news", "hello", "a")]
     assert not any(name.startswith("auth_refused") for n in cluster.nodes for name in n.stats())
 
 

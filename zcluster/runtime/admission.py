@@ -68,6 +68,13 @@ class InboundBudget:
             normal_address(address)
         ] < min(self.per_address_max_count, self._open_by_address.get(normal_address(address), 0))
 
+    def is_full(self, address: str) -> bool:
+        """No room for another connection, from ``address`` or at all."""
+        return (
+            self.admitted_count >= self.connections_max_count
+            or self._admitted[normal_address(address)] >= self.per_address_max_count
+        )
+
     def admit(self, address: str) -> bool:
         """Let one connection from ``address`` in, if there is room; True if so."""
         if not self.has_room(address):

@@ -131,7 +131,8 @@ class InboundConnections:
     def _check(self) -> None:
         """Forget connections whose close went unreported: their descriptor is closed,
         or now another connection's (a bounded scan, every few seconds)."""
-        gone = [key for key, peer in self._peers.items() if _peer(key[1]) != peer]
+        self._catch_up()
+        gone = [key for key, peer in self._peers.items() if peer[0] == "" or _peer(key[1]) != peer]
         if gone:
             self.counters["connections_close_unreported"] += len(gone)
             for key in gone:

@@ -39,6 +39,9 @@ T = TypeVar("T")
 #: binding the PUB again after cutting its connections: tried this often, this long
 _REBIND_PAUSE_S = 0.005
 _REBIND_MAX_S = 2.0
+#: what one queued subscription may keep alive: libzmq receives without copying, so a
+#: message of more than 33 bytes holds the read buffer it came in (about 18 KiB)
+_SUBSCRIPTION_HELD_BYTES = 32 * 1024
 
 log = logging.getLogger("zcluster.transport")
 
@@ -151,7 +154,7 @@ class Transport:
         # arrive: small, so many queue from a connection (thousands of topics arrive
         # at once), together no more than what the ROUTER queues from one.
         self.pub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX_BYTES)
-        self.pub.setsockopt(zmq.RCVHWM, config.receive_queue_max_bytes // SUBSCRIPTION_MAX_BYTES)
+        self.pub.setsockopt(zmq.RCVHWM, config.receive_queue_max_bytes // _SUBSCRIPTION_HELD_BYTES)
         self.sub = self._socket(zmq.SUB, config.subscribe_hwm_count, heartbeats=False)
         # A SUB sends its subscriptions, and libzmq drops one that finds its queue full:
         # unlimited, they are as many as the topics subscribed to.

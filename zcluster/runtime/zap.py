@@ -138,6 +138,10 @@ class ZapResponder:
             self.before_answer()  # a close, or this connection's accept, not read yet
         if self._budget.admit(waiting.address):
             return _allowed(waiting.head, waiting.user_id)
+        if not self._budget.is_full(waiting.address):
+            # Every connection open from there is in (libzmq reports a connection
+            # accepted before asking about it): this one closed before its answer.
+            return None
         self._counters["connections_held"] += 1
         if waiting.since - self._held_logged_at >= self._config.connections_held_log_interval_s:
             self._held_logged_at = waiting.since
@@ -192,9 +196,12 @@ class ZapResponder:
             self._send(self._admit(entry))
 
     def _send(self, reply: list[bytes] | None) -> None:
+        """Answer outside ``_read``: a send may take the socket's pending input signal
+        with it (edge-triggered), so requests that came meanwhile are read next."""
         if reply is not None:
             with contextlib.suppress(zmq.ZMQError):  # gone: its client tries again
                 self._socket.send_multipart(reply, zmq.NOBLOCK)
+            self._loop.call_soon(self._read)
 
     def _oldest(self, now: float) -> float:
         """Requests older than this were given up by libzmq."""
