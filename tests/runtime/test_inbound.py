@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import zmq
@@ -18,6 +19,8 @@ from zmq.utils.monitor import parse_monitor_message
 from tests.helpers import all_up, wait_until
 from tests.runtime.conftest import NodeFactory
 from zcluster import NodeConfig
+from zcluster.security.keys import load_curve_key_pair
+from zcluster.testing.credentials import ThrowawayCredentials
 
 KIB = 1024
 #: ten connections of four 64 KiB messages each; a handshake kept waiting gives up
@@ -34,8 +37,10 @@ CONFIG = NodeConfig(
 class Strangers:
     """Plain DEALERs connected to one address, counting handshakes let through."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, server_key: bytes | None = None) -> None:
         self._address = address
+        #: Curve clients of the server with this public key (any key of their own)
+        self._server_key = server_key
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sockets: list[zmq.Socket[bytes]] = []
         self._monitors: list[zmq.Socket[bytes]] = []
@@ -45,6 +50,11 @@ class Strangers:
         for _ in range(count):
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self._server_key is not None:
+                public, secret = zmq.curve_keypair()
+                sock.setsockopt(zmq.CURVE_SERVERKEY, self._server_key)
+                sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+                sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
             self._monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED))
             sock.connect(f"tcp://{self._address}")
             self.sockets.append(sock)
@@ -69,8 +79,8 @@ class Strangers:
 
 
 @contextmanager
-def strangers(address: str) -> Iterator[Strangers]:
-    crowd = Strangers(address)
+def strangers(address: str, server_key: bytes | None = None) -> Iterator[Strangers]:
+    crowd = Strangers(address, server_key)
     try:
         yield crowd
     finally:
@@ -144,3 +154,25 @@ def test_strangers_coming_and_going_in_crowds_leave_the_node_serving(
     assert wait_until(lambda: a.stats()["connections_inbound"] == 2, 20), a.stats()
     assert a.request("b", "zcluster.view", None, timeout=5)["members"]
     assert all_up([a, b])
+
+
+@pytest.mark.timeout(60)
+def test_a_curve_handshake_that_waited_for_room_and_gave_up_is_no_refusal(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """In `curve` any key is let in, within the budget: one kept waiting that gives up
+    is counted as such, not as a wrong key."""
+    credentials = ThrowawayCredentials("curve", tmp_path)
+    config = NodeConfig(
+        receive_queues_max_bytes=2 * NodeConfig().receive_queue_max_bytes,
+        auth_handshake_timeout_s=1.0,
+    )
+    a = make_node("a", bind="127.0.0.1:0", config=config, security=credentials.config("a"))
+    server_key = load_curve_key_pair(tmp_path / "a.key").public
+    with strangers(a.address, server_key) as crowd:
+        crowd.connect(4)
+        assert wait_until(lambda: len(crowd.let_in()) == 2, 10), crowd.let_in()
+        assert wait_until(lambda: a.stats().get("connections_held_gave_up", 0) >= 2, 10)
+        stats = a.stats()
+        assert stats["connections_inbound"] == 2
+        assert not {name for name in stats if name.startswith("auth_refused")}, stats

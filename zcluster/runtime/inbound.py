@@ -50,6 +50,9 @@ class InboundConnections:
         self._peers: dict[tuple[str, int], tuple[str, int]] = {}
         #: a connection opened or closed since those waiting for room were last offered it
         self._room_changed = False
+        #: the handshake that just ended was one held for room, its request forgotten
+        #: already (libzmq reports the connection's close right after)
+        self._held_gave_up = False
         #: per bound socket's name ("direct", "pubsub"): its monitor
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
         self._check_timer: asyncio.TimerHandle | None = None
@@ -103,6 +106,9 @@ class InboundConnections:
                 self._room_changed = True
             elif kind == zmq.EVENT_DISCONNECTED:
                 self._closed((name, value))
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.zap.gave_up_held():
+                self.counters["connections_held_gave_up"] += 1  # no key was wrong
+                self._held_gave_up = True
             elif self._policy is not None:
                 what = "protocol" if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL else "failed"
                 self._policy.refused(
@@ -124,8 +130,9 @@ class InboundConnections:
     def _closed(self, key: tuple[str, int]) -> None:
         self._peers.pop(key, None)
         waiting_from = self.budget.closed(key)
-        if waiting_from is not None:
+        if waiting_from is not None and not self._held_gave_up:
             self.zap.forget_held(waiting_from)
+        self._held_gave_up = False
         self._room_changed = True
 
     def _check(self) -> None:

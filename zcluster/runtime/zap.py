@@ -38,6 +38,9 @@ _BATCH_COUNT = 64
 #: mechanism, credentials...]
 _FIXED_FRAMES_COUNT = 8
 _MAX_CREDENTIALS_COUNT = 2
+#: a held request at least this share of the handshake timeout old is taken for the one
+#: whose handshake just gave up (the request comes a little after the connection)
+_GIVE_UP_SHARE = 0.8
 
 
 class _Waiting(NamedTuple):
@@ -160,6 +163,16 @@ class ZapResponder:
         self._held.append(waiting)
         return None
 
+    def gave_up_held(self) -> bool:
+        """A handshake ended without detail. If the request held longest is about as old
+        as the handshake timeout, it was that one's handshake giving up: forget it, and
+        say so (True)."""
+        timeout_s = self._config.auth_handshake_timeout_s
+        if self._held and self._held[0].since <= self._clock() - timeout_s * _GIVE_UP_SHARE:
+            self._held.popleft()
+            return True
+        return False
+
     def forget_held(self, address: str) -> None:
         """A connection from ``address`` closed while waiting for room: its request, the
         oldest from there, needs no answer (were it answered, a newer one would wait for
@@ -173,11 +186,16 @@ class ZapResponder:
         """Connections closed: let in those waiting for room, oldest first, as far as
         there is room for each."""
         oldest = self._oldest(self._clock())
+        # kept a while after libzmq gave them up, until their handshake's end is read
+        # (gave_up_held), then forgotten
+        forgotten = oldest - self._config.auth_handshake_timeout_s * _GIVE_UP_SHARE
         still: collections.deque[_Waiting] = collections.deque()
         while self._held:
             waiting = self._held.popleft()
             if waiting.since < oldest:
-                continue  # libzmq gave its handshake up
+                if waiting.since >= forgotten:
+                    still.append(waiting)
+                continue
             if self._budget.has_room(waiting.address):
                 self._send(self._admit(waiting))
             else:
