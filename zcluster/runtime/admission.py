@@ -63,11 +63,6 @@ class InboundBudget:
                 self._set_admitted(other, min(count, self._open_by_address.get(other, 0)))
         return address if waiting else None
 
-    def has_room(self, address: str) -> bool:
-        return self.admitted_count < self.connections_max_count and self._admitted[
-            normal_address(address)
-        ] < min(self.per_address_max_count, self._open_by_address.get(normal_address(address), 0))
-
     def is_full(self, address: str) -> bool:
         """No room for another connection, from ``address`` or at all."""
         return (
@@ -76,10 +71,13 @@ class InboundBudget:
         )
 
     def admit(self, address: str) -> bool:
-        """Let one connection from ``address`` in, if there is room; True if so."""
-        if not self.has_room(address):
-            return False
+        """Let one connection from ``address`` in, if there is room and one open from
+        there is not in yet; True if so."""
         address = normal_address(address)
+        if self.is_full(address) or self._admitted[address] >= self._open_by_address.get(
+            address, 0
+        ):
+            return False
         self._set_admitted(address, self._admitted[address] + 1)
         return True
 

@@ -137,9 +137,11 @@ class ZapResponder:
     def _admit(self, waiting: _Waiting) -> list[bytes] | None:
         """The reply letting ``waiting`` in if the budget has room; otherwise it waits
         for room, unanswered (refused, its client would never try again)."""
-        if not self._budget.has_room(waiting.address):
+        admitted = self._budget.admit(waiting.address)
+        if not admitted:
             self.before_answer()  # a close, or this connection's accept, not read yet
-        if self._budget.admit(waiting.address):
+            admitted = self._budget.admit(waiting.address)
+        if admitted:
             return _allowed(waiting.head, waiting.user_id)
         if not self._budget.is_full(waiting.address):
             # Every connection open from there is in (libzmq reports a connection
@@ -185,6 +187,8 @@ class ZapResponder:
     def admit_held(self) -> None:
         """Connections closed: let in those waiting for room, oldest first, as far as
         there is room for each."""
+        if not self._held:
+            return
         oldest = self._oldest(self._clock())
         # kept a while after libzmq gave them up, until their handshake's end is read
         # (gave_up_held), then forgotten
@@ -196,11 +200,12 @@ class ZapResponder:
                 if waiting.since >= forgotten:
                     still.append(waiting)
                 continue
-            if self._budget.has_room(waiting.address):
-                self._send(self._admit(waiting))
+            if self._budget.admit(waiting.address):
+                self._send(_allowed(waiting.head, waiting.user_id))
             else:
                 still.append(waiting)
         self._held = still
+        self._read_soon()
 
     def release(self, user_id: str) -> None:
         """``user_id`` was bound: let in the handshakes that waited for it (within the
@@ -212,14 +217,18 @@ class ZapResponder:
         self._pending = [entry for entry in self._pending if entry.user_id != user_id]
         for entry in waiting:
             self._send(self._admit(entry))
+        self._read_soon()
 
     def _send(self, reply: list[bytes] | None) -> None:
-        """Answer outside ``_read``: a send may take the socket's pending input signal
-        with it (edge-triggered), so requests that came meanwhile are read next."""
         if reply is not None:
             with contextlib.suppress(zmq.ZMQError):  # gone: its client tries again
                 self._socket.send_multipart(reply, zmq.NOBLOCK)
-            self._loop.call_soon(self._read)
+
+    def _read_soon(self) -> None:
+        """After answers sent outside ``_read``: a send may take the socket's pending
+        input signal with it (edge-triggered), so requests that came meanwhile are read
+        next."""
+        self._loop.call_soon(self._read)
 
     def _oldest(self, now: float) -> float:
         """Requests older than this were given up by libzmq."""
